@@ -1,0 +1,1 @@
+"""DeepFM ranking model: feature spec, data, Keras layers, training, evaluation and export."""

@@ -1,0 +1,143 @@
+"""The one feature spec: names, kinds, value ranges and Feast views of every model input.
+
+The Feast repository, the model's preprocessing, the Great Expectations suite and the serving client all
+derive their feature lists from `FEATURES`; `tests/unit/test_feature_spec.py` keeps them in agreement.
+
+Serving form of each kind (the `serving_default` signature of the exported model):
+- categorical: a string per row (`"196"`, `"M"`); unknown values go to an out-of-vocabulary bucket.
+- multi-valued categorical: one string per row, values joined by `MULTI_VALUE_SEPARATOR`
+  (`"Action|Comedy"`); an empty string means no value.
+- numeric: a float32 per row, raw (normalisation happens inside the graph).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Kind(str, enum.Enum):
+    """How a feature enters the model."""
+
+    CATEGORICAL = "categorical"
+    MULTI_CATEGORICAL = "multi_categorical"
+    NUMERIC = "numeric"
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One model input.
+
+    Attributes:
+        name: column name everywhere (Feast field, parquet column, signature input).
+        kind: categorical, multi-valued categorical or numeric.
+        view: Feast feature view that serves it; `None` for entity join keys.
+        description: shown in the Feast registry and the Data Docs.
+        min_value: smallest valid value (numeric features), checked by validation.
+        max_value: largest valid value (numeric features), checked by validation.
+        allowed: closed set of valid values (categoricals with a fixed domain), checked by validation.
+        log_scale: numeric feature is heavy-tailed; the model takes `log1p` before normalising.
+        hash_bins: when positive, the model hashes the value into this many bins instead of a vocabulary.
+    """
+
+    name: str
+    kind: Kind
+    view: str | None
+    description: str
+    min_value: float | None = None
+    max_value: float | None = None
+    allowed: tuple[str, ...] | None = None
+    log_scale: bool = False
+    hash_bins: int = 0
+
+
+MULTI_VALUE_SEPARATOR = "|"
+
+# Columns of a labelled event (the Feast entity frame) besides the features.
+USER_KEY = "user_id"
+MOVIE_KEY = "movie_id"
+EVENT_TIMESTAMP = "event_timestamp"
+RATING = "rating"
+LABEL = "label"
+POSITIVE_RATING = 4  # label = rating >= POSITIVE_RATING (DESIGN.md, evaluation protocol)
+
+# Feast objects named here so that every consumer spells them the same way.
+USER_PROFILE_VIEW = "user_profile"
+MOVIE_PROFILE_VIEW = "movie_profile"
+USER_STATS_VIEW = "user_stats"
+MOVIE_STATS_VIEW = "movie_stats"
+FEATURE_SERVICE = "deepfm_v1"
+
+GENDERS = ("F", "M")
+OCCUPATIONS = (
+    "administrator", "artist", "doctor", "educator", "engineer", "entertainment", "executive",
+    "healthcare", "homemaker", "lawyer", "librarian", "marketing", "none", "other", "programmer",
+    "retired", "salesman", "scientist", "student", "technician", "writer",
+)  # fmt: skip
+GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+    "War", "Western",
+)  # fmt: skip
+
+FEATURES: tuple[Feature, ...] = (
+    Feature(USER_KEY, Kind.CATEGORICAL, None, "User id (entity key)."),
+    Feature(MOVIE_KEY, Kind.CATEGORICAL, None, "Movie id (entity key)."),
+    Feature("gender", Kind.CATEGORICAL, USER_PROFILE_VIEW, "User's gender, F or M.", allowed=GENDERS),
+    Feature("age", Kind.NUMERIC, USER_PROFILE_VIEW, "User's age in years.", min_value=1, max_value=120),
+    Feature("occupation", Kind.CATEGORICAL, USER_PROFILE_VIEW, "User's occupation.", allowed=OCCUPATIONS),
+    Feature("zip_prefix", Kind.CATEGORICAL, USER_PROFILE_VIEW, "First three characters of the zip code."),
+    Feature(
+        "genres", Kind.MULTI_CATEGORICAL, MOVIE_PROFILE_VIEW,
+        f"Movie genres joined by '{MULTI_VALUE_SEPARATOR}'.", allowed=GENRES,
+    ),  # fmt: skip
+    Feature(
+        "release_year", Kind.NUMERIC, MOVIE_PROFILE_VIEW, "Year of the movie's release.",
+        min_value=1900, max_value=2030,
+    ),  # fmt: skip
+    Feature(
+        "user_rating_count", Kind.NUMERIC, USER_STATS_VIEW,
+        "Ratings the user gave before the day.", min_value=0, log_scale=True,
+    ),  # fmt: skip
+    Feature(
+        "user_pos_rate", Kind.NUMERIC, USER_STATS_VIEW,
+        "Smoothed share of the user's earlier ratings that were positive.", min_value=0, max_value=1,
+    ),  # fmt: skip
+    Feature(
+        "user_mean_rating", Kind.NUMERIC, USER_STATS_VIEW,
+        "Smoothed mean of the user's earlier ratings.", min_value=1, max_value=5,
+    ),  # fmt: skip
+    Feature(
+        "movie_rating_count", Kind.NUMERIC, MOVIE_STATS_VIEW,
+        "Ratings the movie received before the day.", min_value=0, log_scale=True,
+    ),  # fmt: skip
+    Feature(
+        "movie_pos_rate", Kind.NUMERIC, MOVIE_STATS_VIEW,
+        "Smoothed share of the movie's earlier ratings that were positive.", min_value=0, max_value=1,
+    ),  # fmt: skip
+    Feature(
+        "movie_mean_rating", Kind.NUMERIC, MOVIE_STATS_VIEW,
+        "Smoothed mean of the movie's earlier ratings.", min_value=1, max_value=5,
+    ),  # fmt: skip
+)
+
+FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
+VIEWS: tuple[str, ...] = (USER_PROFILE_VIEW, MOVIE_PROFILE_VIEW, USER_STATS_VIEW, MOVIE_STATS_VIEW)
+
+
+def view_features(view: str) -> tuple[Feature, ...]:
+    """Features served by one Feast feature view, in spec order."""
+    if view not in VIEWS:
+        raise ValueError(f"`view` must be one of {VIEWS}. Received: `view={view!r}`")
+    return tuple(f for f in FEATURES if f.view == view)
+
+
+def feature_refs() -> list[str]:
+    """Feast feature references (`view:feature`) of every non-key feature, in spec order."""
+    return [f"{f.view}:{f.name}" for f in FEATURES if f.view is not None]
+
+
+def serving_dtype(feature: Feature) -> str:
+    """Dtype of the feature in the serving signature: `"string"` or `"float32"`."""
+    return "float32" if feature.kind is Kind.NUMERIC else "string"
