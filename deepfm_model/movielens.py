@@ -149,3 +149,12 @@ def load(cache_dir: Path) -> RawData:
         if archive_path.name == RECBOLE_WHEEL:
             return _parse_recbole(archive)
         return _parse_grouplens(archive)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Fetch and verify MovieLens-100K into a cache folder.")
+    parser.add_argument("cache_dir", type=Path, nargs="?", default=Path("data/movielens"))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    print(fetch(parser.parse_args().cache_dir))

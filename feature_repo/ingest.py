@@ -1,0 +1,211 @@
+"""Ingest: turn `RawData` into the dated parquet sources of the four feature views.
+
+Every table is rebuilt from the events strictly before `ds + 1 day`, so re-running a logical date rewrites the
+same files (idempotent) and nothing after the run's day can leak in.
+
+Stats rows follow one rule, which is what makes them point-in-time correct: a row stamped 00:00 UTC of day D
+aggregates the entity's events strictly before D. Rows exist for every day on which the entity has events
+(an event on D joins to D's row, never to one that counts the event itself or a later one) and, for every
+entity, for the day after `ds` (the "now" row that materialization pushes online).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepfm_model.features import (
+    EVENT_TIMESTAMP,
+    LABEL,
+    MOVIE_KEY,
+    MOVIE_PROFILE_VIEW,
+    MOVIE_STATS_VIEW,
+    POSITIVE_RATING,
+    RATING,
+    USER_KEY,
+    USER_PROFILE_VIEW,
+    USER_STATS_VIEW,
+    view_features,
+)
+from deepfm_model.raw_data import EVENT_COLUMNS, MOVIE_COLUMNS, USER_COLUMNS, RawData, check_columns
+from feature_repo.sources import source_file
+
+# Profiles are static: one row per entity, stamped before any event so that every event sees it.
+PROFILE_TIMESTAMP = pd.Timestamp("1990-01-01", tz="UTC")
+# Smoothing of the stats: `PSEUDO_COUNT` imaginary ratings at fixed prior values. The priors are constants,
+# not estimated from the data, so that no row depends on events after its day.
+PSEUDO_COUNT = 5.0
+PRIOR_POS_RATE = 0.5
+PRIOR_MEAN_RATING = 3.5
+ZIP_PREFIX_LENGTH = 3
+
+
+def day_start(ds: dt.date | str | pd.Timestamp) -> pd.Timestamp:
+    """00:00 UTC of the logical date `ds`."""
+    stamp = pd.Timestamp(ds)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.normalize()
+
+
+def cutoff_for(ds: dt.date | str | pd.Timestamp) -> pd.Timestamp:
+    """00:00 UTC of the day after `ds`: the run for `ds` uses events strictly before it."""
+    return day_start(ds) + pd.Timedelta(days=1)
+
+
+def labelled_events(
+    raw: RawData, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
+) -> pd.DataFrame:
+    """The Feast entity frame: events with `start <= event_timestamp < end`, labelled, sorted by time.
+
+    Args:
+        raw: raw tables.
+        start: first instant included (UTC); `None` for no lower bound.
+        end: first instant excluded (UTC), usually `cutoff_for(ds)`; `None` for no upper bound.
+
+    Returns:
+        Columns user_id, movie_id (str), event_timestamp (UTC), rating (int), label (int 0/1).
+    """
+    check_columns(raw.events, EVENT_COLUMNS, "events")
+    events = raw.events
+    keep = np.ones(len(events), dtype=bool)
+    if start is not None:
+        keep &= (events[EVENT_TIMESTAMP] >= start).to_numpy()
+    if end is not None:
+        keep &= (events[EVENT_TIMESTAMP] < end).to_numpy()
+    frame = events.loc[keep, [USER_KEY, MOVIE_KEY, EVENT_TIMESTAMP, RATING]].copy()
+    frame[USER_KEY] = frame[USER_KEY].astype(str)
+    frame[MOVIE_KEY] = frame[MOVIE_KEY].astype(str)
+    frame[RATING] = frame[RATING].astype("int64")
+    frame[LABEL] = (frame[RATING] >= POSITIVE_RATING).astype("int64")
+    return frame.sort_values(EVENT_TIMESTAMP, kind="stable").reset_index(drop=True)
+
+
+def user_profiles(users: pd.DataFrame) -> pd.DataFrame:
+    """The user profile source: gender, age, occupation, zip_prefix per user."""
+    check_columns(users, USER_COLUMNS, "users")
+    table = pd.DataFrame(
+        {
+            USER_KEY: users[USER_KEY].astype(str),
+            "gender": users["gender"].astype(str),
+            "age": users["age"].astype("float64"),
+            "occupation": users["occupation"].astype(str),
+            "zip_prefix": users["zip_code"].astype(str).str[:ZIP_PREFIX_LENGTH],
+        }
+    )
+    return _stamp_profiles(table, USER_PROFILE_VIEW)
+
+
+def movie_profiles(movies: pd.DataFrame) -> pd.DataFrame:
+    """The movie profile source: genres and release year (unknown years take the median) per movie."""
+    check_columns(movies, MOVIE_COLUMNS, "movies")
+    years = movies["release_year"].astype("float64")
+    median_year = float(years.median()) if years.notna().any() else float("nan")
+    table = pd.DataFrame(
+        {
+            MOVIE_KEY: movies[MOVIE_KEY].astype(str),
+            "genres": movies["genres"].fillna("").astype(str),
+            "release_year": years.fillna(median_year),
+        }
+    )
+    return _stamp_profiles(table, MOVIE_PROFILE_VIEW)
+
+
+def _stamp_profiles(table: pd.DataFrame, view: str) -> pd.DataFrame:
+    table[EVENT_TIMESTAMP] = PROFILE_TIMESTAMP
+    _check_view_columns(table, view)
+    return table.reset_index(drop=True)
+
+
+def daily_stats(events: pd.DataFrame, key: str, entity_ids: pd.Series, prefix: str, view: str,
+                cutoff: pd.Timestamp) -> pd.DataFrame:  # fmt: skip
+    """Daily aggregate rows of one entity type over `events` (already restricted to before `cutoff`).
+
+    Args:
+        events: labelled events before `cutoff`.
+        key: entity column (`user_id` or `movie_id`).
+        entity_ids: every id that gets a "now" row at `cutoff`.
+        prefix: feature name prefix (`user` or `movie`).
+        view: feature view whose columns the table must have.
+        cutoff: 00:00 UTC of the day after `ds`.
+
+    Returns:
+        One row per (entity, day with events) and per (entity, cutoff day), stamped 00:00 UTC of that day,
+        with count, smoothed positive rate and smoothed mean rating of the events strictly before that day.
+    """
+    daily = (
+        events.assign(day=events[EVENT_TIMESTAMP].dt.floor("D"))
+        .groupby([key, "day"], sort=True)
+        .agg(n=(RATING, "size"), pos=(LABEL, "sum"), total=(RATING, "sum"))
+        .reset_index()
+    )
+    grouped = daily.groupby(key, sort=False)
+    # Exclusive running sums: the row of day D counts only the days before D.
+    before = daily[[key, "day"]].copy()
+    for column in ("n", "pos", "total"):
+        before[column] = grouped[column].cumsum() - daily[column]
+    totals = daily.groupby(key)[["n", "pos", "total"]].sum()
+    now = pd.DataFrame({key: pd.unique(pd.concat([entity_ids.astype(str), daily[key]]))})
+    now = now.join(totals, on=key).fillna(0.0)
+    now["day"] = cutoff
+    rows = pd.concat([before[before["day"] < cutoff], now], ignore_index=True)
+    n = rows["n"].astype("float64")
+    table = pd.DataFrame(
+        {
+            key: rows[key].astype(str),
+            f"{prefix}_rating_count": n,
+            f"{prefix}_pos_rate": (rows["pos"] + PSEUDO_COUNT * PRIOR_POS_RATE) / (n + PSEUDO_COUNT),
+            f"{prefix}_mean_rating": (rows["total"] + PSEUDO_COUNT * PRIOR_MEAN_RATING) / (n + PSEUDO_COUNT),
+            EVENT_TIMESTAMP: pd.to_datetime(rows["day"], utc=True),
+        }
+    )
+    _check_view_columns(table, view)
+    return table.sort_values([EVENT_TIMESTAMP, key], kind="stable").reset_index(drop=True)
+
+
+def build_sources(raw: RawData, ds: dt.date | str | pd.Timestamp) -> dict[str, pd.DataFrame]:
+    """The four source tables for logical date `ds`, keyed by feature view name."""
+    cutoff = cutoff_for(ds)
+    events = labelled_events(raw, end=cutoff)
+    users = user_profiles(raw.users)
+    movies = movie_profiles(raw.movies)
+    return {
+        USER_PROFILE_VIEW: users,
+        MOVIE_PROFILE_VIEW: movies,
+        USER_STATS_VIEW: daily_stats(events, USER_KEY, users[USER_KEY], "user", USER_STATS_VIEW, cutoff),
+        MOVIE_STATS_VIEW: daily_stats(events, MOVIE_KEY, movies[MOVIE_KEY], "movie", MOVIE_STATS_VIEW, cutoff),
+    }
+
+
+def write_sources(raw: RawData, ds: dt.date | str | pd.Timestamp, data_dir: Path) -> dict[str, Path]:
+    """Write the parquet sources for logical date `ds` into `data_dir` (atomically, one file per view).
+
+    Args:
+        raw: raw tables; only events strictly before `ds + 1 day` are used.
+        ds: logical date of the run.
+        data_dir: the repo's data folder (`store.data_dir(repo_dir)`), created if missing.
+
+    Returns:
+        Path of each written file, keyed by feature view name.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for view, table in build_sources(raw, ds).items():
+        path = data_dir / source_file(view)
+        partial = path.with_name(f".{path.name}.partial")
+        table.to_parquet(partial, index=False)
+        os.replace(partial, path)
+        paths[view] = path
+    return paths
+
+
+def _check_view_columns(table: pd.DataFrame, view: str) -> None:
+    expected = {f.name for f in view_features(view)}
+    actual = set(table.columns) - {USER_KEY, MOVIE_KEY, EVENT_TIMESTAMP}
+    if actual != expected:
+        raise ValueError(
+            f"Source of view `{view}` must have the spec's features {sorted(expected)}. Received: {sorted(actual)}"
+        )

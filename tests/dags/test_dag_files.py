@@ -1,0 +1,59 @@
+"""DAG files parse cleanly, fast, and keep heavy imports out of the top level."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
+DAG_FILES = sorted(DAGS_DIR.glob("*.py"))
+ALLOWED_TOP_LEVEL = {"airflow", "pendulum", "__future__"} | set(sys.stdlib_module_names)
+
+
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
+def test_top_level_imports_are_light(dag_file: Path) -> None:
+    tree = ast.parse(dag_file.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            modules = [node.module or ""]
+        else:
+            continue
+        for module in modules:
+            assert module.split(".")[0] in ALLOWED_TOP_LEVEL, f"{dag_file.name} imports {module} at top level"
+            if module.startswith("airflow"):
+                assert module == "airflow.sdk", f"{dag_file.name} imports {module}; only airflow.sdk is allowed"
+
+
+@pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
+def test_parses_without_errors_under_one_second(dag_file: Path) -> None:
+    # A fresh interpreter, so that nothing imported by other tests makes parsing look cheap.
+    code = (
+        "import time, sys\n"
+        "import airflow.sdk\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "start = time.perf_counter()\n"
+        f"bag = DagBag(dag_folder={str(dag_file)!r})\n"
+        "elapsed = time.perf_counter() - start\n"
+        "assert not bag.import_errors, bag.import_errors\n"
+        "assert bag.dags, 'no DAG found'\n"
+        "heavy = [m for m in ('tensorflow', 'feast', 'great_expectations', 'pandas', 'grpc') if m in sys.modules]\n"
+        "assert not heavy, f'parsing imported {heavy}'\n"
+        "print(elapsed)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    elapsed = float(result.stdout.strip().splitlines()[-1])
+    assert elapsed < 1.0, f"parsing {dag_file.name} took {elapsed:.2f} s"
+
+
+def test_ruff_airflow3_rules_are_clean() -> None:
+    ruff = Path(sys.executable).parent / "ruff"
+    result = subprocess.run([str(ruff), "check", str(DAGS_DIR), "--select", "AIR3"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
