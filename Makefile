@@ -30,7 +30,7 @@ $(AIRFLOW_HOME)/airflow.db: | install
 
 demo: install data $(AIRFLOW_HOME)/airflow.db  ## one nightly DagRun, then serve and rank over gRPC
 	$(VENV)/bin/airflow dags test deepfm_nightly $(DS)
-	$(PY) -m serving.demo --ds $(DS)
+	$(PY) -m deepfm_model.demo --ds $(DS)
 
 test: install  ## the whole pytest suite
 	$(PY) -m pytest -q

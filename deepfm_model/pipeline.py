@@ -112,3 +112,234 @@ def load_raw(config: PipelineConfig):
     from deepfm_model import movielens
 
     return movielens.load(config.data_cache)
+
+
+def _last_day(ds: str) -> pd.Timestamp:
+    """The last full day of data the run for `ds` may see: the day before `ds`."""
+    return _cutoff(ds) - pd.Timedelta(days=1)
+
+
+def ingest(config: PipelineConfig, ds: str) -> dict:
+    """Write the Feast sources and the labelled events of every rating strictly before `ds` 00:00 UTC."""
+    from feature_repo import ingest as feature_ingest
+    from feature_repo import store as feature_store
+
+    raw = load_raw(config).events_before(_cutoff(ds))
+    if raw.events.empty:
+        raise ValueError(f"No rating events before {ds}: nothing to train on")
+    run_dir = config.run_dir(ds)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    paths = feature_ingest.write_sources(raw, _last_day(ds), feature_store.data_dir(config.feature_repo))
+    events = feature_ingest.labelled_events(raw, end=_cutoff(ds))
+    events.to_parquet(run_dir / "events.parquet", index=False)
+    summary = {"events": len(events), "users": len(raw.users), "movies": len(raw.movies)}
+    logger.info("Ingested %s; sources: %s", summary, {view: str(path) for view, path in paths.items()})
+    return summary
+
+
+def update_feature_store(config: PipelineConfig, ds: str) -> dict:
+    """`feast apply` and materialize this run's window (the day before `ds`) into the online store."""
+    from feature_repo import ingest as feature_ingest
+    from feature_repo import store as feature_store
+
+    store = feature_store.open_store(config.feature_repo)
+    feature_store.apply(store)
+    start, end = feature_ingest.day_start(_last_day(ds)), _cutoff(ds)
+    feature_store.materialize(store, start, end)
+    logger.info("Materialized [%s, %s] into the online store", start, end)
+    return {"materialized_start": str(start), "materialized_end": str(end)}
+
+
+def build_training_set(config: PipelineConfig, ds: str) -> dict:
+    """Point-in-time training set from Feast, split by time into snapshot/{train,valid,test}.parquet."""
+    from feature_repo import store as feature_store
+
+    snapshot_dir = config.run_dir(ds) / "snapshot"
+    events = pd.read_parquet(config.run_dir(ds) / "events.parquet")
+    frame = feature_store.training_frame(feature_store.open_store(config.feature_repo), events)
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for name, split in zip(("train", "valid", "test"), feature_store.split_by_time(frame), strict=True):
+        split.to_parquet(snapshot_dir / f"{name}.parquet", index=False)
+        rows[f"{name}_rows"] = len(split)
+    logger.info("Training snapshot in %s: %s", snapshot_dir, rows)
+    return rows
+
+
+def validate(config: PipelineConfig, ds: str) -> dict:
+    """Run the Great Expectations suite on the whole snapshot; raise `ValidationFailed` on any failure."""
+    from feature_repo import validation
+
+    run_dir = config.run_dir(ds)
+    frame = pd.concat([pd.read_parquet(run_dir / "snapshot" / f"{s}.parquet") for s in ("train", "valid", "test")])
+    report = validation.validate_snapshot(frame, run_dir / "validation")
+    result = {
+        "success": report.success,
+        "evaluated": report.evaluated,
+        "failures": list(report.failures),
+        "data_docs": str(report.docs_path),
+    }
+    _write_json(run_dir / "validation" / "result.json", result)
+    logger.info("Great Expectations Data Docs: %s", report.docs_path)
+    if not report.success:
+        raise ValidationFailed(report.summary)
+    logger.info("Validation passed: %d expectations", report.evaluated)
+    return result
+
+
+def train(config: PipelineConfig, ds: str) -> dict:
+    """Train the DeepFM on the validated snapshot; metrics, report, model and export go to `model/`."""
+    from deepfm_model.config import TrainConfig
+    from deepfm_model.train import run_training
+
+    run_dir = config.run_dir(ds)
+    if not (_read_json(run_dir / "validation" / "result.json") or {}).get("success"):
+        raise ValidationFailed(f"The snapshot of {ds} has not passed validation; refusing to train")
+    snapshot = run_dir / "snapshot"
+    metrics = run_training(
+        snapshot / "train.parquet",
+        snapshot / "valid.parquet",
+        snapshot / "test.parquet",
+        run_dir / "model",
+        train_config=TrainConfig(epochs=config.epochs),
+    )
+    logger.info("Model report: %s", run_dir / "model" / "report" / "index.html")
+    return {k: metrics[k] for k in ("test_auc", "test_logloss", "valid_auc")}
+
+
+def _serving_auc(config: PipelineConfig, test: pd.DataFrame) -> tuple[int, float] | None:
+    """(version, test AUC) of the newest pushed model on this run's test split, or `None` before the first push."""
+    from deepfm_model.evaluate import roc_auc
+    from deepfm_model.predict import predict_saved_model
+    from serving.push import list_versions
+
+    versions = list_versions(config.model_base_path, config.model_name)
+    if not versions:
+        return None
+    path = Path(config.model_base_path) / config.model_name / str(versions[-1])
+    return versions[-1], roc_auc(test["label"].to_numpy(), predict_saved_model(path, test))
+
+
+def bless(config: PipelineConfig, ds: str) -> dict:
+    """Compare the candidate with the serving model on the same test split; write `blessing.json`."""
+    run_dir = config.run_dir(ds)
+    metrics = json.loads((run_dir / "model" / "metrics.json").read_text())
+    candidate = metrics.get("test_auc")
+    serving = _serving_auc(config, pd.read_parquet(run_dir / "snapshot" / "test.parquet"))
+    if candidate is None or not math.isfinite(candidate) or not math.isfinite(metrics.get("test_logloss") or math.nan):
+        blessed, reason = False, f"candidate metrics are not finite: auc={candidate}, logloss={metrics.get('test_logloss')}"
+    elif candidate < config.auc_floor:
+        blessed, reason = False, f"candidate AUC {candidate:.4f} is below the floor {config.auc_floor:.4f}"
+    elif serving is not None and candidate < serving[1] - config.auc_tolerance:
+        blessed, reason = False, (
+            f"candidate AUC {candidate:.4f} trails serving version {serving[0]} ({serving[1]:.4f}) by more than "
+            f"{config.auc_tolerance:.4f}"
+        )
+    else:
+        baseline = "no model serving yet" if serving is None else f"serving version {serving[0]} has {serving[1]:.4f}"
+        blessed, reason = True, f"candidate AUC {candidate:.4f} clears the floor {config.auc_floor:.4f}; {baseline}"
+    blessing = {
+        "blessed": blessed,
+        "reason": reason,
+        "candidate_auc": candidate,
+        "serving_version": serving[0] if serving else None,
+        "serving_auc": serving[1] if serving else None,
+    }
+    _write_json(run_dir / "blessing.json", blessing)
+    logger.info("Blessing: %s", reason)
+    return blessing
+
+
+def push(config: PipelineConfig, ds: str) -> dict:
+    """Push a blessed export as the next version, once per `ds`: a re-run returns the version already pushed."""
+    from serving.push import push as push_version
+
+    run_dir = config.run_dir(ds)
+    pushed = _read_json(run_dir / "push.json")
+    if pushed is not None:
+        logger.info("Run %s already pushed version %s; not pushing again", ds, pushed["model_version"])
+        return pushed
+    blessing = _read_json(run_dir / "blessing.json") or {}
+    if not blessing.get("blessed"):
+        logger.info("Not pushing: %s", blessing.get("reason", "no blessing"))
+        return {"model_version": None, "reason": blessing.get("reason")}
+    version = push_version(run_dir / "model" / "export", config.model_base_path, config.model_name)
+    pushed = {"model_version": version, "model_dir": str(Path(config.model_base_path) / config.model_name / str(version))}
+    _write_json(run_dir / "push.json", pushed)
+    _update_metrics(run_dir, model_version=version)
+    _link_latest(config, ds)
+    logger.info("Pushed version %d to %s", version, pushed["model_dir"])
+    return pushed
+
+
+def _update_metrics(run_dir: Path, **fields) -> None:
+    path = run_dir / "model" / "metrics.json"
+    _write_json(path, {**json.loads(path.read_text()), **fields})
+    _write_json(run_dir / "metrics.json", json.loads(path.read_text()))
+
+
+def _link_latest(config: PipelineConfig, ds: str) -> None:
+    """Point `artifacts/latest` at this run directory (atomically replaced symlink)."""
+    latest = config.artifacts / "latest"
+    staged = config.artifacts / ".latest.partial"
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(Path("runs") / ds, target_is_directory=True)
+    staged.replace(latest)
+
+
+def verify_serving(config: PipelineConfig, ds: str, probe_rows: int = 64, deadline_s: float = 300.0) -> dict:
+    """Serve the pushed version from the model base path and check probe predictions against in-process ones."""
+    import numpy as np
+
+    from deepfm_model.features import FEATURE_NAMES
+    from deepfm_model.predict import load_trained, predict_frame
+    from serving.client import ServingClient
+    from serving.server import ModelServer, ServerConfig
+
+    run_dir = config.run_dir(ds)
+    pushed = _read_json(run_dir / "push.json") or {}
+    version = pushed.get("model_version")
+    if version is None:
+        logger.info("Nothing pushed for %s; nothing to verify", ds)
+        return {"verified": False, "reason": "no push"}
+    probe = pd.read_parquet(run_dir / "snapshot" / "test.parquet").head(probe_rows)
+    expected = predict_frame(load_trained(run_dir / "model"), probe)
+    server = ModelServer(ServerConfig(base_path=str(config.model_base_path), model_name=config.model_name, port=0))
+    port = server.start()
+    try:
+        with ServingClient(f"127.0.0.1:{port}", model_name=config.model_name, version=version) as client:
+            wait_available(client, version, deadline_s)
+            served = client.predict({name: probe[name].to_numpy() for name in FEATURE_NAMES})
+    finally:
+        server.stop()
+    max_diff = float(np.max(np.abs(served - expected)))
+    if max_diff > 1e-5:
+        raise RuntimeError(f"Version {version} serves predictions {max_diff:.2e} away from the in-process model")
+    result = {"verified": True, "model_version": version, "probe_rows": len(probe), "max_abs_diff": max_diff}
+    _write_json(run_dir / "verify.json", result)
+    logger.info("Version %d verified over gRPC on %d probe rows (max |diff| %.2e)", version, len(probe), max_diff)
+    return result
+
+
+def wait_available(client, version: int | None = None, deadline_s: float = 300.0) -> int:
+    """Poll the server until `version` (or, when `None`, any version) is AVAILABLE; return that version."""
+    import time
+
+    from serving.client import ServingError
+
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            available = [s.version for s in client.model_status() if s.state == "AVAILABLE"]
+        except ServingError as error:
+            if time.monotonic() > deadline:
+                raise
+            logger.debug("server not ready yet: %s", error)
+            available = []
+        if version is None and available:
+            return max(available)
+        if version in available:
+            return version
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Version {version} did not become AVAILABLE within {deadline_s:.0f} s")
+        time.sleep(0.5)

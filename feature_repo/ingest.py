@@ -115,7 +115,7 @@ def movie_profiles(movies: pd.DataFrame) -> pd.DataFrame:
 
 
 def _stamp_profiles(table: pd.DataFrame, view: str) -> pd.DataFrame:
-    table[EVENT_TIMESTAMP] = PROFILE_TIMESTAMP
+    table[EVENT_TIMESTAMP] = pd.Series(PROFILE_TIMESTAMP, index=table.index).astype("datetime64[ns, UTC]")
     _check_view_columns(table, view)
     return table.reset_index(drop=True)
 
@@ -159,7 +159,7 @@ def daily_stats(events: pd.DataFrame, key: str, entity_ids: pd.Series, prefix: s
             f"{prefix}_rating_count": n,
             f"{prefix}_pos_rate": (rows["pos"] + PSEUDO_COUNT * PRIOR_POS_RATE) / (n + PSEUDO_COUNT),
             f"{prefix}_mean_rating": (rows["total"] + PSEUDO_COUNT * PRIOR_MEAN_RATING) / (n + PSEUDO_COUNT),
-            EVENT_TIMESTAMP: pd.to_datetime(rows["day"], utc=True),
+            EVENT_TIMESTAMP: pd.to_datetime(rows["day"], utc=True).astype("datetime64[ns, UTC]"),
         }
     )
     _check_view_columns(table, view)

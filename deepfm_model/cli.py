@@ -1,0 +1,80 @@
+"""Command line: `python -m deepfm_model {train,evaluate,export} ...`. Flags and logging are set up only here."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+
+from deepfm_model.config import ModelConfig, TrainConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m deepfm_model", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train, evaluate, report and export one run")
+    train.add_argument("--train", required=True, help="train split parquet")
+    train.add_argument("--valid", required=True, help="validation split parquet")
+    train.add_argument("--test", required=True, help="test split parquet")
+    train.add_argument("--out", required=True, help="run output directory")
+    defaults_model, defaults_train = ModelConfig(), TrainConfig()
+    train.add_argument("--embedding-dim", type=int, default=defaults_model.embedding_dim)
+    train.add_argument("--mlp-units", default=",".join(map(str, defaults_model.mlp_units)), help="e.g. 256,128")
+    train.add_argument("--dropout", type=float, default=defaults_model.dropout)
+    train.add_argument("--batch-size", type=int, default=defaults_train.batch_size)
+    train.add_argument("--epochs", type=int, default=defaults_train.epochs)
+    train.add_argument("--learning-rate", type=float, default=defaults_train.learning_rate)
+    train.add_argument("--seed", type=int, default=defaults_train.seed)
+    train.add_argument("--verbose", type=int, default=defaults_train.verbose, help="0, 1 (bar) or 2 (per epoch)")
+
+    evaluate = commands.add_parser("evaluate", help="score a labelled parquet with a trained run")
+    evaluate.add_argument("--model-dir", required=True, help="run directory with model.keras")
+    evaluate.add_argument("--data", required=True, help="labelled parquet")
+    evaluate.add_argument("--out", required=True, help="output directory for metrics.json and report/")
+    evaluate.add_argument("--split", default="test", help="split name used in the metric keys")
+
+    export = commands.add_parser("export", help="export a trained run as a SavedModel")
+    export.add_argument("--model-dir", required=True, help="run directory with model.keras")
+    export.add_argument("--export-dir", required=True, help="SavedModel output directory")
+    export.add_argument("--warmup-data", help="parquet whose first rows become warm-up requests")
+    export.add_argument("--warmup-rows", type=int, default=TrainConfig().warmup_rows)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; print its result as JSON."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "train":
+        from deepfm_model.train import run_training
+
+        model_config = dataclasses.replace(
+            ModelConfig(),
+            embedding_dim=args.embedding_dim,
+            mlp_units=tuple(int(u) for u in args.mlp_units.split(",") if u),
+            dropout=args.dropout,
+        )
+        train_config = dataclasses.replace(
+            TrainConfig(), batch_size=args.batch_size, epochs=args.epochs, learning_rate=args.learning_rate,
+            seed=args.seed, verbose=args.verbose,
+        )  # fmt: skip
+        result = run_training(args.train, args.valid, args.test, args.out, model_config, train_config)
+    elif args.command == "evaluate":
+        from deepfm_model.evaluate import evaluate_model
+
+        result = evaluate_model(args.model_dir, args.data, args.out, args.split)
+    else:
+        import pandas as pd
+
+        from deepfm_model.export import export_saved_model
+        from deepfm_model.predict import load_trained
+
+        warmup = pd.read_parquet(args.warmup_data).head(args.warmup_rows) if args.warmup_data else None
+        path = export_saved_model(load_trained(args.model_dir), args.export_dir, warmup)
+        result = {"export_dir": str(path)}
+    print(json.dumps(result, indent=1))
+    return 0

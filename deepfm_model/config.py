@@ -1,0 +1,99 @@
+"""Typed, frozen configuration of the DeepFM model and of its training run.
+
+Both are passed explicitly into the factories (`build_model(config)`, `run_training(..., model_config,
+train_config)`); nothing here reads flags or the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and preprocessing of DeepFM."""
+
+    embedding_dim: int = 16  # size of the one embedding vector per feature value, shared by FM and MLP
+    mlp_units: tuple[int, ...] = (256, 128)  # hidden layer widths of the deep part, input side first
+    activation: str = "relu"  # activation of the hidden layers of the deep part
+    dropout: float = 0.1  # dropout rate after each hidden layer of the deep part
+    batch_norm: bool = False  # batch normalisation before each hidden activation of the deep part
+    l2_embedding: float = 1e-6  # L2 penalty on the embedding table (vectors and first-order weights)
+    l2_dense: float = 0.0  # L2 penalty on the kernels of the deep part
+    embedding_init_stddev: float = 0.01  # stddev of the normal initialiser of the embedding table
+    multi_value_max_len: int = 6  # values kept per multi-valued field (genres); the rest are dropped
+    vocab_min_count: int = 2  # values seen fewer times in the train split share the out-of-vocabulary row
+
+    def __post_init__(self) -> None:
+        if self.embedding_dim <= 0:
+            raise ValueError(f"`embedding_dim` must be positive. Received: `embedding_dim={self.embedding_dim}`")
+        if any(u <= 0 for u in self.mlp_units):
+            raise ValueError(f"`mlp_units` must all be positive. Received: `mlp_units={self.mlp_units}`")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"`dropout` must be in [0, 1). Received: `dropout={self.dropout}`")
+        if self.multi_value_max_len <= 0:
+            raise ValueError(
+                f"`multi_value_max_len` must be positive. Received: `multi_value_max_len={self.multi_value_max_len}`"
+            )
+        if self.vocab_min_count < 1:
+            raise ValueError(f"`vocab_min_count` must be >= 1. Received: `vocab_min_count={self.vocab_min_count}`")
+        object.__setattr__(self, "mlp_units", tuple(int(u) for u in self.mlp_units))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of the fields."""
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """Inverse of `to_dict`; unknown keys raise."""
+        return _from_dict(cls, values)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and bookkeeping of one training run."""
+
+    batch_size: int = 1024  # global batch size (split across replicas when several GPUs are used)
+    epochs: int = 10  # upper bound on epochs; early stopping usually ends sooner
+    learning_rate: float = 1e-3  # initial Adam learning rate
+    seed: int = 42  # seeds Python, NumPy and the backend (keras.utils.set_random_seed) and the shuffling
+    early_stopping_patience: int = 2  # epochs without a better validation AUC before stopping (best weights kept)
+    reduce_lr_patience: int = 1  # epochs without a better validation AUC before the learning rate is cut
+    reduce_lr_factor: float = 0.5  # factor applied to the learning rate on a plateau
+    min_learning_rate: float = 1e-5  # floor of the learning rate schedule
+    shuffle_buffer: int = 200_000  # rows in the tf.data shuffle buffer (>= train rows gives a full shuffle)
+    predict_batch_size: int = 8192  # batch size for prediction and evaluation
+    verbose: int = 1  # Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
+    distribute: bool = True  # use a tf.distribute.MirroredStrategy over local GPUs when any are present
+    warmup_rows: int = 5  # rows written as TF Serving warm-up requests next to the export
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "epochs", "predict_batch_size"):
+            value = getattr(self, name)
+            if value <= 0:
+                raise ValueError(f"`{name}` must be positive. Received: `{name}={value}`")
+        if self.learning_rate <= 0:
+            raise ValueError(f"`learning_rate` must be positive. Received: `learning_rate={self.learning_rate}`")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of the fields."""
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Inverse of `to_dict`; unknown keys raise."""
+        return _from_dict(cls, values)
+
+
+def _to_dict(config: Any) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def _from_dict(cls: type, values: dict[str, Any]) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} fields {unknown}. Known fields: {sorted(known)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

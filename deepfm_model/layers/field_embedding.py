@@ -1,0 +1,144 @@
+"""One embedding table for every field: categorical, multi-valued and numeric."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from deepfm_model.layers.masked_mean_pooling import MaskedMeanPooling
+
+
+@keras.saving.register_keras_serializable(package="deepfm")
+class FieldEmbedding(keras.layers.Layer):
+    """Field embeddings `v_i` and first-order weights `w_i` from one concatenated table and one gather.
+
+    Each row of the table, of width `embedding_dim + 1`, belongs to one feature value: its first
+    `embedding_dim` channels are the value's embedding `v` (shared by the FM and the deep part, as in
+    DeepFM), the last channel its first-order weight `w`. Fields own consecutive blocks of rows; a field's
+    local index is shifted by the field's offset, so all fields are looked up with a single gather.
+
+    - categorical field `i` with local index `k`: `v_i = E[o_i + k, :d]`, `w_i = E[o_i + k, d]`;
+    - multi-valued field with local indices `k_1..k_L` (0 = padding): the masked mean of the rows
+      `E[o_i + k_l]` over the non-padding slots (`MaskedMeanPooling`); no value gives zeros;
+    - numeric field with normalised value `x`: a single row `E[o_i]` scaled by the value, so
+      `v_i = x * E[o_i, :d]` and `w_i = x * E[o_i, d]` (the FM of Rendle 2010 for real-valued features).
+
+    Field order of the outputs: categorical fields, then multi-valued fields, then numeric fields.
+
+    Args:
+        categorical_sizes: rows (vocabulary size incl. out-of-vocabulary) of each categorical field.
+        multi_categorical_sizes: rows of each multi-valued field (incl. padding row 0 and OOV).
+        num_numeric: number of numeric fields.
+        embedding_dim: size `d` of each embedding vector.
+        embeddings_initializer: initialiser of the table.
+        l2: L2 penalty on the table.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Inputs (a dict; keys with no field may be omitted):
+        "categorical": `(batch, n_categorical)` int, local indices.
+        "multi_categorical": `(batch, n_multi, length)` int, local indices, 0 = padding.
+        "numeric": `(batch, n_numeric)` float, normalised values.
+    Outputs: a tuple `(embeddings, first_order)` of shapes `(batch, fields, d)` and `(batch, fields)`.
+    """
+
+    def __init__(
+        self,
+        categorical_sizes=(),
+        multi_categorical_sizes=(),
+        num_numeric: int = 0,
+        embedding_dim: int = 16,
+        embeddings_initializer="random_normal",
+        l2: float = 0.0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.categorical_sizes = tuple(int(s) for s in categorical_sizes)
+        self.multi_categorical_sizes = tuple(int(s) for s in multi_categorical_sizes)
+        for name, sizes in (
+            ("categorical_sizes", self.categorical_sizes),
+            ("multi_categorical_sizes", self.multi_categorical_sizes),
+        ):
+            if any(s <= 0 for s in sizes):
+                raise ValueError(f"`{name}` must all be positive. Received: `{name}={list(sizes)}`")
+        if not isinstance(num_numeric, int) or num_numeric < 0:
+            raise ValueError(f"`num_numeric` must be a non-negative int. Received: `num_numeric={num_numeric!r}`")
+        if not isinstance(embedding_dim, int) or embedding_dim <= 0:
+            raise ValueError(f"`embedding_dim` must be positive. Received: `embedding_dim={embedding_dim!r}`")
+        if l2 < 0:
+            raise ValueError(f"`l2` must be non-negative. Received: `l2={l2}`")
+        if not self.categorical_sizes and not self.multi_categorical_sizes and num_numeric == 0:
+            raise ValueError("`FieldEmbedding` needs at least one field. Received no field sizes.")
+        self.num_numeric = num_numeric
+        self.embedding_dim = embedding_dim
+        self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
+        self.l2 = l2
+        sizes = self.categorical_sizes + self.multi_categorical_sizes + (1,) * num_numeric
+        offsets = [0]
+        for size in sizes[:-1]:
+            offsets.append(offsets[-1] + size)
+        n_cat, n_multi = len(self.categorical_sizes), len(self.multi_categorical_sizes)
+        self._categorical_offsets = offsets[:n_cat]
+        self._multi_offsets = offsets[n_cat : n_cat + n_multi]
+        self._numeric_offset = offsets[n_cat + n_multi] if num_numeric else sum(sizes)
+        self.total_rows = sum(sizes)
+        self.pooling = MaskedMeanPooling(padding_index=0, name="masked_mean_pooling")
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.categorical_sizes) + len(self.multi_categorical_sizes) + self.num_numeric
+
+    def build(self, input_shape=None) -> None:
+        self.table = self.add_weight(
+            name="table",
+            shape=(self.total_rows, self.embedding_dim + 1),
+            initializer=self.embeddings_initializer,
+            regularizer=keras.regularizers.L2(self.l2) if self.l2 > 0 else None,
+        )
+        self.built = True
+
+    def call(self, inputs):
+        n_cat, n_multi = len(self.categorical_sizes), len(self.multi_categorical_sizes)
+        table = ops.convert_to_tensor(self.table)  # (rows, d + 1)
+        pieces, flat = [], []
+        if n_cat:
+            categorical = ops.cast(inputs["categorical"], "int32")  # (batch, n_cat)
+            flat.append(categorical + ops.convert_to_tensor(self._categorical_offsets, "int32"))
+        if n_multi:
+            multi = ops.cast(inputs["multi_categorical"], "int32")  # (batch, n_multi, length)
+            length = ops.shape(multi)[-1]
+            shifted = multi + ops.reshape(ops.convert_to_tensor(self._multi_offsets, "int32"), (1, n_multi, 1))
+            flat.append(ops.reshape(shifted, (-1, n_multi * length)))
+        if flat:
+            indices = ops.concatenate(flat, axis=1) if len(flat) > 1 else flat[0]  # (batch, n_cat + n_multi * L)
+            rows = ops.take(table, indices, axis=0)  # (batch, n_cat + n_multi * L, d + 1)
+            if n_cat:
+                pieces.append(rows[:, :n_cat, :])  # (batch, n_cat, d + 1)
+            if n_multi:
+                slots = ops.reshape(rows[:, n_cat:, :], (-1, n_multi, length, self.embedding_dim + 1))
+                pieces.append(self.pooling(slots, multi))  # (batch, n_multi, d + 1)
+        if self.num_numeric:
+            numeric = ops.cast(inputs["numeric"], table.dtype)  # (batch, n_numeric)
+            numeric_rows = ops.slice(
+                table, (self._numeric_offset, 0), (self.num_numeric, self.embedding_dim + 1)
+            )  # (n_numeric, d + 1)
+            pieces.append(ops.expand_dims(numeric, -1) * ops.expand_dims(numeric_rows, 0))  # (batch, n_numeric, d + 1)
+        fields = ops.concatenate(pieces, axis=1) if len(pieces) > 1 else pieces[0]  # (batch, fields, d + 1)
+        return fields[..., : self.embedding_dim], fields[..., self.embedding_dim]
+
+    def compute_output_spec(self, inputs):
+        batch = next(iter(inputs.values())).shape[0]
+        return (
+            keras.KerasTensor((batch, self.num_fields, self.embedding_dim), dtype=self.compute_dtype),
+            keras.KerasTensor((batch, self.num_fields), dtype=self.compute_dtype),
+        )
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "categorical_sizes": list(self.categorical_sizes),
+            "multi_categorical_sizes": list(self.multi_categorical_sizes),
+            "num_numeric": self.num_numeric,
+            "embedding_dim": self.embedding_dim,
+            "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
+            "l2": self.l2,
+        }

@@ -1,0 +1,46 @@
+"""Mean of the embeddings of a multi-valued field, ignoring padding."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="deepfm")
+class MaskedMeanPooling(keras.layers.Layer):
+    """Mean over the values of a padded multi-valued field; padding positions contribute nothing.
+
+        m_l = 1[index_l != padding_index]
+        pooled = sum_l m_l * x_l / max(sum_l m_l, 1)
+
+    A row with no value at all (only padding) pools to the zero vector.
+
+    Args:
+        padding_index: index that marks an empty slot.
+        **kwargs: base `keras.layers.Layer` arguments.
+
+    Inputs:
+        values: `(..., length, channels)` float, the gathered rows of each slot.
+        indices: `(..., length)` int, the slot indices the rows were gathered with.
+    Output shape: `(..., channels)`.
+    """
+
+    def __init__(self, padding_index: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(padding_index, int) or padding_index < 0:
+            raise ValueError(
+                f"`padding_index` must be a non-negative int. Received: `padding_index={padding_index!r}`"
+            )
+        self.padding_index = padding_index
+
+    def call(self, values, indices):
+        mask = ops.cast(ops.not_equal(indices, self.padding_index), values.dtype)  # (..., length)
+        total = ops.sum(values * ops.expand_dims(mask, -1), axis=-2)  # (..., channels)
+        count = ops.maximum(ops.sum(mask, axis=-1, keepdims=True), 1.0)  # (..., 1)
+        return total / count
+
+    def compute_output_shape(self, values_shape, indices_shape=None):
+        return tuple(values_shape[:-2]) + (values_shape[-1],)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "padding_index": self.padding_index}

@@ -1,0 +1,70 @@
+"""In-process prediction on pandas frames, with the trained Keras model or an exported SavedModel.
+
+Used by evaluation and to compare served predictions with in-process ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from deepfm_model import features as spec
+from deepfm_model.model import OUTPUT_NAME
+from deepfm_model.preprocessing import PREPROCESSING_FILE, FeaturePreprocessor, frame_to_raw, make_dataset
+
+MODEL_FILE = "model.keras"
+SIGNATURE_KEY = "serving_default"
+
+
+@dataclass
+class TrainedModel:
+    """The core Keras model and the preprocessing fitted with it."""
+
+    model: keras.Model
+    preprocessor: FeaturePreprocessor
+
+    def save(self, model_dir: str | Path) -> None:
+        """Write `model.keras` and `preprocessing.json` into `model_dir`."""
+        model_dir = Path(model_dir)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        self.model.save(model_dir / MODEL_FILE)
+        self.preprocessor.save(model_dir / PREPROCESSING_FILE)
+
+
+def load_trained(model_dir: str | Path) -> TrainedModel:
+    """Load what `TrainedModel.save` (and so `run_training`) wrote."""
+    model_dir = Path(model_dir)
+    model = keras.saving.load_model(model_dir / MODEL_FILE)
+    return TrainedModel(model, FeaturePreprocessor.load(model_dir / PREPROCESSING_FILE))
+
+
+def predict_frame(trained: TrainedModel, frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
+    """Probabilities `(rows,)` float32 for raw feature rows, in frame order.
+
+    Raises:
+        KeyError: a feature column is missing (the message names it).
+        TypeError: a feature column has the wrong dtype (the message names it).
+    """
+    dataset = make_dataset(frame, trained.preprocessor, batch_size, labels=False)
+    if len(frame) == 0:
+        return np.zeros((0,), dtype=np.float32)
+    return np.asarray(trained.model.predict(dataset, verbose=0), dtype=np.float32).reshape(-1)
+
+
+def predict_saved_model(export_dir: str | Path, frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
+    """Probabilities `(rows,)` float32 from the `serving_default` signature of an exported SavedModel."""
+    signature = tf.saved_model.load(str(export_dir)).signatures[SIGNATURE_KEY]
+    raw = frame_to_raw(frame)
+    outputs = []
+    for start in range(0, len(frame), batch_size):
+        batch = {
+            name: tf.constant(values[start : start + batch_size], dtype=spec.serving_dtype(spec.FEATURES_BY_NAME[name]))
+            for name, values in raw.items()
+        }
+        outputs.append(signature(**batch)[OUTPUT_NAME].numpy())
+    return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros((0,), dtype=np.float32)

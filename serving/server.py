@@ -1,0 +1,592 @@
+"""A TF Serving-compatible local gRPC server over TensorFlow's SavedModel runtime.
+
+No registry this project can reach ships `tensorflow_model_server`, so laptops and CI serve with this instead
+(DESIGN.md, "TF Serving locally"). It speaks TF Serving's gRPC API with the official protos and follows its
+documented behaviour for one model:
+
+- Watches `<base_path>/<model_name>/` every `poll_interval_s`; integer-named folders are versions.
+- Latest-N version policy: the newest `num_versions` versions on disk are loaded.
+- Load before unload: a new version is loaded and warmed up before older ones are dropped; a request that
+  already holds a version finishes on it, so no request fails during a switch.
+- A version that fails to load (or to warm up) is reported END with its error and never retried; the versions
+  already serving stay AVAILABLE.
+- Warm-up: records of `assets.extra/tf_serving_warmup_requests` (a TFRecord of `PredictionLog`, at most
+  1000) are replayed before the version becomes AVAILABLE.
+- Version labels from the configuration (`{"stable": 3}`).
+- Status codes: NOT_FOUND for an unknown model or version, INVALID_ARGUMENT for an unknown label, a missing or
+  extra input, a wrong dtype or shape (the message names the input) and an unknown `output_filter`
+  entry, FAILED_PRECONDITION for an unknown signature.
+- grpc.health.v1 health: SERVING while some version is available.
+
+    python -m serving.server --base-path models --model-name deepfm --port 8500
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import tensorflow as tf
+from google.protobuf import text_format
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tensorflow.python.saved_model import loader_impl
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_log_pb2,
+    prediction_service_pb2_grpc,
+)
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.push import list_versions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
+_STATE = get_model_status_pb2.ModelVersionStatus.State
+_HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the server runs; `from_model_config_file` reads TF Serving's `--model_config_file` instead."""
+
+    base_path: str  # folder holding `<model_name>/<version>/`
+    model_name: str = "deepfm"  # the name clients put in `ModelSpec.name`
+    host: str = "127.0.0.1"  # interface to bind; "0.0.0.0" for all
+    port: int = 8500  # gRPC port; 0 picks a free one (see `ModelServer.port`)
+    poll_interval_s: float = 1.0  # how often the model folder is scanned for versions
+    num_versions: int = 1  # latest-N policy: newest versions kept loaded
+    version_labels: dict[str, int] = field(default_factory=dict)  # label -> version
+    max_workers: int = 8  # gRPC handler threads
+    max_message_bytes: int = 64 * 1024 * 1024  # gRPC send and receive limit
+    max_batch_rows: int = 0  # refuse requests with more rows (INVALID_ARGUMENT); 0 for no limit
+    grace_s: float = 5.0  # how long `stop()` lets in-flight requests finish
+    metrics_port: int | None = None  # Prometheus metrics over HTTP on this port; None for none
+
+    @classmethod
+    def from_model_config_file(cls, path: str | Path, **overrides: Any) -> ServerConfig:
+        """Read the first model of a TF Serving `--model_config_file` (as `serving.push.write_model_config`
+        writes it): name, base path (the parent of the model folder), latest-N policy and labels."""
+        config = text_format.Parse(Path(path).read_text(), model_server_config_pb2.ModelServerConfig())
+        models = config.model_config_list.config
+        if not models:
+            raise ValueError(f"No model in the model config. Received: `path={str(path)!r}`")
+        model = models[0]
+        base = Path(model.base_path)
+        num_versions = model.model_version_policy.latest.num_versions or 1
+        values: dict[str, Any] = {
+            "base_path": str(base.parent),
+            "model_name": model.name,
+            "num_versions": num_versions,
+            "version_labels": dict(model.version_labels),
+        }
+        if base.name != model.name:
+            raise ValueError(f"This server expects base_path to end in the model name. Received: `{model.base_path}`")
+        values.update(overrides)
+        return cls(**values)
+
+
+class RequestError(Exception):
+    """A request refused with a gRPC status code."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class LoadedVersion:
+    """One loaded version: its callable signatures and their SignatureDefs."""
+
+    version: int
+    path: Path
+    signatures: dict[str, Any]  # signature key -> ConcreteFunction
+    signature_def_map: get_model_metadata_pb2.SignatureDefMap
+    module: Any  # the loaded SavedModel; keeps the functions' variables alive
+
+
+def load_version(path: Path, version: int) -> LoadedVersion:
+    """Load a SavedModel version folder (tag `serve`)."""
+    module = tf.saved_model.load(str(path), tags=["serve"])
+    saved_model = loader_impl.parse_saved_model(str(path))
+    signature_def_map = get_model_metadata_pb2.SignatureDefMap()
+    for meta_graph in saved_model.meta_graphs:
+        if "serve" in meta_graph.meta_info_def.tags:
+            for key, signature_def in meta_graph.signature_def.items():
+                signature_def_map.signature_def[key].CopyFrom(signature_def)
+    return LoadedVersion(version, path, dict(module.signatures), signature_def_map, module)
+
+
+def run_predict(model: LoadedVersion, model_name: str, request: predict_pb2.PredictRequest, max_batch_rows: int = 0):
+    """Run a PredictRequest on a loaded version, with TF Serving's input checks.
+
+    Raises:
+        RequestError: FAILED_PRECONDITION for an unknown signature, INVALID_ARGUMENT for bad inputs or filters.
+    """
+    signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+    function = model.signatures.get(signature_name)
+    if function is None:
+        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{signature_name}" not found.')
+    specs: dict[str, tf.TensorSpec] = function.structured_input_signature[1]
+    sent, expected = set(request.inputs), set(specs)
+    if sent != expected:
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input size does not match signature: {len(sent)}!={len(expected)}. "
+            f"Sent extra: {sorted(sent - expected)}. Missing but required: {sorted(expected - sent)}.",
+        )
+    tensors = {}
+    rows = set()
+    for name, spec in specs.items():
+        proto = request.inputs[name]
+        if proto.dtype != spec.dtype.as_datatype_enum:
+            sent_dtype = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "DT_INVALID"
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Expects arg[{name}] to be {spec.dtype.name} but {sent_dtype} is provided",
+            )
+        try:
+            array = tf.make_ndarray(proto)
+        except Exception as error:  # malformed tensor_content and the like
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Input `{name}` is not a valid tensor: {error}")
+        if not spec.shape.is_compatible_with(array.shape):
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"Input `{name}` has shape {list(array.shape)}; the signature takes {spec.shape}",
+            )
+        if array.ndim:
+            rows.add(array.shape[0])
+        tensors[name] = tf.convert_to_tensor(array, dtype=spec.dtype)
+    if len(rows) > 1:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Inputs have different numbers of rows: {sorted(rows)}")
+    if max_batch_rows and rows and max(rows) > max_batch_rows:
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"Batch of {max(rows)} rows exceeds the limit of {max_batch_rows}"
+        )
+    output_names = list(function.structured_outputs)
+    for name in request.output_filter:
+        if name not in output_names:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"output tensor alias not found in signature: {name}")
+    try:
+        outputs = function(**tensors)
+    except tf.errors.OpError as error:
+        raise RequestError(_grpc_code(error.error_code), error.message) from error
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = model_name
+    response.model_spec.version.value = model.version
+    response.model_spec.signature_name = signature_name
+    for name in request.output_filter or output_names:
+        response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name].numpy()))
+    return response
+
+
+def _grpc_code(tf_code: int) -> grpc.StatusCode:
+    """TensorFlow's error codes are gRPC's, number for number."""
+    for code in grpc.StatusCode:
+        if code.value[0] == tf_code:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def run_warmup(model: LoadedVersion, model_name: str) -> int:
+    """Replay the version's warm-up PredictRequests; returns how many ran.
+
+    Raises:
+        ValueError: too many records, or a record that is not a PredictLog.
+        RequestError: a warm-up request fails.
+    """
+    warmup_path = model.path / WARMUP_FILE
+    if not warmup_path.is_file():
+        return 0
+    count = 0
+    for record in tf.data.TFRecordDataset(str(warmup_path)):
+        count += 1
+        if count > MAX_WARMUP_RECORDS:
+            raise ValueError(f"More than {MAX_WARMUP_RECORDS} warm-up records in {warmup_path}")
+        prediction_log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        if prediction_log.WhichOneof("log_type") != "predict_log":
+            raise ValueError(f"Unsupported warm-up log type {prediction_log.WhichOneof('log_type')} in {warmup_path}")
+        run_predict(model, model_name, prediction_log.predict_log.request)
+    return count
+
+
+class ModelManager:
+    """The versions of one model: loads, warms up, serves and unloads them as the folder changes."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.model_dir = Path(config.base_path) / config.model_name
+        self._lock = threading.Lock()
+        self._available: dict[int, LoadedVersion] = {}  # replaced, never mutated: readers take a snapshot
+        self._states: dict[int, tuple[int, int, str]] = {}  # version -> (state, error code, message)
+        self._failed: set[int] = set()
+        self.on_change = lambda available: None  # called with the available versions after each change
+
+    def available_versions(self) -> list[int]:
+        return sorted(self._available)
+
+    def poll(self) -> None:
+        """Scan the model folder once: load new aspired versions, then unload those no longer wanted."""
+        on_disk = list_versions(self.config.base_path, self.config.model_name)
+        aspired = on_disk[-self.config.num_versions :]
+        changed = False
+        for version in aspired:
+            if version not in self._available and version not in self._failed:
+                changed |= self._load(version)
+        serving = [v for v in sorted(self._available) if v in on_disk][-self.config.num_versions :]
+        if not serving and self._available:
+            if not on_disk:
+                log.warning("No versions of %s on disk; keeping %s loaded", self.config.model_name, self.available_versions())
+            serving = sorted(self._available)[-self.config.num_versions :]
+        for version in sorted(set(self._available) - set(serving)):
+            self._unload(version)
+            changed = True
+        if changed:
+            self.on_change(self.available_versions())
+
+    def _load(self, version: int) -> bool:
+        path = self.model_dir / str(version)
+        self._set_state(version, _STATE.LOADING)
+        log.info("Loading %s version %d from %s", self.config.model_name, version, path)
+        started = time.monotonic()
+        try:
+            loaded = load_version(path, version)
+            warmed = run_warmup(loaded, self.config.model_name)
+        except Exception as error:
+            self._failed.add(version)
+            code = error.code if isinstance(error, RequestError) else grpc.StatusCode.UNKNOWN
+            if isinstance(error, tf.errors.OpError):
+                code = _grpc_code(error.error_code)
+            self._set_state(version, _STATE.END, code.value[0], f"Failed to load version {version}: {error}")
+            log.error("Loading %s version %d failed; keeping %s: %s", self.config.model_name, version,
+                      self.available_versions(), error)  # fmt: skip
+            return False
+        with self._lock:
+            self._available = {**self._available, version: loaded}
+        self._set_state(version, _STATE.AVAILABLE)
+        log.info("%s version %d AVAILABLE (%.1f s, %d warm-up requests)", self.config.model_name, version,
+                 time.monotonic() - started, warmed)  # fmt: skip
+        return True
+
+    def _unload(self, version: int) -> None:
+        self._set_state(version, _STATE.UNLOADING)
+        with self._lock:
+            self._available = {v: m for v, m in self._available.items() if v != version}
+        self._set_state(version, _STATE.END)
+        log.info("Unloaded %s version %d", self.config.model_name, version)
+
+    def _set_state(self, version: int, state: int, error_code: int = 0, message: str = "") -> None:
+        with self._lock:
+            self._states[version] = (state, error_code, message)
+
+    def unload_all(self) -> None:
+        for version in self.available_versions():
+            self._unload(version)
+
+    def resolve(self, model_spec) -> LoadedVersion:
+        """The loaded version a ModelSpec asks for.
+
+        Raises:
+            RequestError: NOT_FOUND (unknown model, version not loaded), INVALID_ARGUMENT (unknown label).
+        """
+        name = model_spec.name
+        choice = model_spec.WhichOneof("version_choice")
+        if choice == "version_label":
+            label = model_spec.version_label
+            if name != self.config.model_name or label not in self.config.version_labels:
+                raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
+            version = self.config.version_labels[label]
+        elif choice == "version":
+            version = model_spec.version.value
+        else:
+            version = None
+        available = self._available
+        if name == self.config.model_name:
+            if version is None and available:
+                return available[max(available)]
+            if version in available:
+                return available[version]
+        request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {request}")
+
+    def status(self, model_spec) -> get_model_status_pb2.GetModelStatusResponse:
+        """GetModelStatus: every version seen, or the one asked for."""
+        name = model_spec.name
+        with self._lock:
+            states = dict(self._states)
+        if name != self.config.model_name or not states:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
+        choice = model_spec.WhichOneof("version_choice")
+        if choice == "version_label":
+            if model_spec.version_label not in self.config.version_labels:
+                raise RequestError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {model_spec.version_label}"
+                )
+            versions = [self.config.version_labels[model_spec.version_label]]
+        elif choice == "version":
+            versions = [model_spec.version.value]
+        else:
+            versions = sorted(states, reverse=True)
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for version in versions:
+            if version not in states:
+                raise RequestError(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}")
+            state, error_code, message = states[version]
+            entry = response.model_version_status.add(version=version, state=state)
+            entry.status.error_code = error_code
+            entry.status.error_message = message
+        return response
+
+
+class _Metrics:
+    """Prometheus counters and latency of the gRPC methods, in the server's own registry."""
+
+    def __init__(self):
+        import prometheus_client
+
+        self.registry = prometheus_client.CollectorRegistry()
+        self.requests = prometheus_client.Counter(
+            "serving_requests", "gRPC requests by method and status code.", ["model", "method", "code"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = prometheus_client.Histogram(
+            "serving_request_latency_seconds", "gRPC request latency.", ["model", "method"], registry=self.registry
+        )
+        self.rows = prometheus_client.Counter("serving_predict_rows", "Rows scored.", ["model"], registry=self.registry)
+        self.available = prometheus_client.Gauge(
+            "serving_model_version_available", "Newest available version (0 when none).", ["model"],
+            registry=self.registry,
+        )  # fmt: skip
+
+
+class _Handlers(prediction_service_pb2_grpc.PredictionServiceServicer, model_service_pb2_grpc.ModelServiceServicer):
+    """PredictionService and ModelService methods; each turns a RequestError into its status code."""
+
+    def __init__(self, manager: ModelManager, metrics: _Metrics):
+        self.manager = manager
+        self.metrics = metrics
+
+    def _handle(self, method: str, context: grpc.ServicerContext, body):
+        started = time.monotonic()
+        code = grpc.StatusCode.OK
+        try:
+            return body()
+        except RequestError as error:
+            code = error.code
+            context.abort(error.code, error.message)
+        except Exception as error:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s failed", method)
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}")
+        finally:
+            model = self.manager.config.model_name
+            self.metrics.requests.labels(model, method, code.name).inc()
+            self.metrics.latency.labels(model, method).observe(time.monotonic() - started)
+
+    def Predict(self, request, context):
+        def body():
+            model = self.manager.resolve(request.model_spec)
+            response = run_predict(model, self.manager.config.model_name, request, self.manager.config.max_batch_rows)
+            rows = next(iter(request.inputs.values())).tensor_shape.dim
+            self.metrics.rows.labels(self.manager.config.model_name).inc(rows[0].size if rows else 1)
+            return response
+
+        return self._handle("Predict", context, body)
+
+    def GetModelMetadata(self, request, context):
+        def body():
+            fields = list(request.metadata_field)
+            if not fields:
+                raise RequestError(
+                    grpc.StatusCode.INVALID_ARGUMENT, "GetModelMetadataRequest must specify at least one metadata_field"
+                )
+            for name in fields:
+                if name != "signature_def":
+                    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Metadata field {name} is not supported")
+            model = self.manager.resolve(request.model_spec)
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = self.manager.config.model_name
+            response.model_spec.version.value = model.version
+            response.metadata["signature_def"].Pack(model.signature_def_map)
+            return response
+
+        return self._handle("GetModelMetadata", context, body)
+
+    def GetModelStatus(self, request, context):
+        return self._handle("GetModelStatus", context, lambda: self.manager.status(request.model_spec))
+
+
+class ModelServer:
+    """The server: gRPC services, health, and a thread that polls the model folder.
+
+    Usable in-process (tests):
+
+        server = ModelServer(ServerConfig(base_path=str(tmp), port=0))
+        port = server.start()
+        ...
+        server.stop()
+    """
+
+    def __init__(self, config: ServerConfig, server_credentials: grpc.ServerCredentials | None = None):
+        if config.num_versions < 1:
+            raise ValueError(f"`num_versions` must be at least 1. Received: `num_versions={config.num_versions}`")
+        if config.poll_interval_s <= 0:
+            raise ValueError(f"`poll_interval_s` must be positive. Received: `poll_interval_s={config.poll_interval_s}`")
+        self.config = config
+        self.server_credentials = server_credentials
+        self.manager = ModelManager(config)
+        self.metrics = _Metrics()
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.manager.on_change = self._on_versions_changed
+        self.port: int | None = None
+        self._server: grpc.Server | None = None
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._metrics_http = None
+
+    def start(self) -> int:
+        """Load the versions on disk, bind, start serving and polling; returns the bound port."""
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.manager.poll()
+        options = [
+            ("grpc.max_send_message_length", self.config.max_message_bytes),
+            ("grpc.max_receive_message_length", self.config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.max_workers), options=options)
+        handlers = _Handlers(self.manager, self.metrics)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(handlers, server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(handlers, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        address = f"{self.config.host}:{self.config.port}"
+        if self.server_credentials is not None:
+            port = server.add_secure_port(address, self.server_credentials)
+        else:
+            port = server.add_insecure_port(address)
+        if not port:
+            raise RuntimeError(f"Could not bind {address}")
+        server.start()
+        self._server, self.port = server, port
+        if self.config.metrics_port is not None:
+            import prometheus_client
+
+            self._metrics_http, _ = prometheus_client.start_http_server(
+                self.config.metrics_port, addr=self.config.host, registry=self.metrics.registry
+            )
+        self._watcher = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
+        self._watcher.start()
+        log.info("Serving %s from %s on %s:%d", self.config.model_name, self.manager.model_dir, self.config.host, port)
+        return port
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop polling, report NOT_SERVING, let in-flight requests finish (`grace` seconds), unload."""
+        self._stopping.set()
+        self.health.enter_graceful_shutdown()
+        if self._watcher is not None:
+            self._watcher.join()
+        if self._server is not None:
+            self._server.stop(self.config.grace_s if grace is None else grace).wait()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+        self.manager.unload_all()
+        log.info("Stopped serving %s", self.config.model_name)
+
+    def wait(self) -> None:
+        """Block until the server terminates."""
+        if self._server is not None:
+            self._server.wait_for_termination()
+
+    def __enter__(self) -> ModelServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.config.poll_interval_s):
+            try:
+                self.manager.poll()
+            except Exception:
+                log.exception("Polling %s failed", self.manager.model_dir)
+
+    def _on_versions_changed(self, available: list[int]) -> None:
+        self.metrics.available.labels(self.config.model_name).set(max(available, default=0))
+        status = health_pb2.HealthCheckResponse.SERVING if available else health_pb2.HealthCheckResponse.NOT_SERVING
+        self._set_health(status)
+
+    def _set_health(self, status) -> None:
+        for service in (*_HEALTH_SERVICES, self.config.model_name):
+            self.health.set(service, status)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m serving.server`: serve one model until SIGINT or SIGTERM."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base-path", help="folder holding <model-name>/<version>/")
+    parser.add_argument("--model-name", default="deepfm")
+    parser.add_argument("--model-config-file", help="TF Serving model config; replaces --base-path/--model-name")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=8500)
+    parser.add_argument("--poll-interval-s", type=float, default=1.0)
+    parser.add_argument("--num-versions", type=int, default=1, help="latest-N version policy")
+    parser.add_argument("--version-label", action="append", default=[], metavar="LABEL=VERSION")
+    parser.add_argument("--max-batch-rows", type=int, default=0, help="refuse larger requests; 0 for no limit")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port")
+    parser.add_argument("--grace-s", type=float, default=5.0)
+    parser.add_argument("--tls-cert", help="PEM certificate chain; with --tls-key, serve over TLS")
+    parser.add_argument("--tls-key", help="PEM private key")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    labels = {}
+    for item in args.version_label:
+        label, _, version = item.partition("=")
+        if not version.isdecimal():
+            parser.error(f"--version-label must be LABEL=VERSION. Received: {item!r}")
+        labels[label] = int(version)
+    settings: dict[str, Any] = {
+        "host": args.host, "port": args.port, "poll_interval_s": args.poll_interval_s,
+        "max_batch_rows": args.max_batch_rows, "metrics_port": args.metrics_port, "grace_s": args.grace_s,
+    }  # fmt: skip
+    if args.model_config_file:
+        config = ServerConfig.from_model_config_file(args.model_config_file, **settings)
+    elif args.base_path:
+        config = ServerConfig(
+            base_path=args.base_path, model_name=args.model_name, num_versions=args.num_versions,
+            version_labels=labels, **settings,
+        )  # fmt: skip
+    else:
+        parser.error("pass --base-path or --model-config-file")
+    credentials = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            parser.error("--tls-cert and --tls-key go together")
+        credentials = grpc.ssl_server_credentials([(Path(args.tls_key).read_bytes(), Path(args.tls_cert).read_bytes())])
+
+    server = ModelServer(config, credentials)
+    server.start()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Online serving: after materialization the online store returns what the offline store returns for 'now'."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepfm_model.features import FEATURE_NAMES, FEATURES, Kind
+from feature_repo import ingest, store
+
+from .conftest import DS, repo_with
+
+NOW = ingest.cutoff_for(DS) + pd.Timedelta(hours=1)  # serving time: the "now" rows are stamped at the cutoff
+
+
+def offline_now(feature_store, user_id: str, movie_ids: list[str]) -> pd.DataFrame:
+    entity_rows = pd.DataFrame(
+        {"user_id": user_id, "movie_id": movie_ids, "event_timestamp": NOW, "rating": 5, "label": 1}
+    )
+    frame = store.training_frame(feature_store, entity_rows)
+    order = {movie_id: i for i, movie_id in enumerate(movie_ids)}
+    frame = frame.sort_values("movie_id", key=lambda s: s.map(order)).reset_index(drop=True)
+    return frame[list(FEATURE_NAMES)]
+
+
+def assert_online_equals_offline(feature_store, raw) -> None:
+    rng = np.random.default_rng(0)
+    movie_ids = list(rng.choice(raw.movies["movie_id"], 12, replace=False))
+    for user_id in rng.choice(raw.users["user_id"], 4, replace=False):
+        online = store.online_features(feature_store, user_id, movie_ids)
+        assert list(online.columns) == list(FEATURE_NAMES)
+        assert online["movie_id"].tolist() == movie_ids
+        assert online.notna().all().all()
+        pd.testing.assert_frame_equal(online, offline_now(feature_store, user_id, movie_ids), check_exact=False)
+
+
+def test_online_equals_offline_after_materialization(feature_store, raw):
+    store.materialize(feature_store, ingest.day_start(DS), ingest.cutoff_for(DS))
+    assert_online_equals_offline(feature_store, raw)
+
+
+def test_materialize_is_idempotent(feature_store, raw):
+    store.materialize(feature_store, ingest.day_start(DS), ingest.cutoff_for(DS))
+    first = store.online_features(feature_store, "1", ["1", "2", "3"])
+    store.materialize(feature_store, ingest.day_start(DS), ingest.cutoff_for(DS))
+    pd.testing.assert_frame_equal(first, store.online_features(feature_store, "1", ["1", "2", "3"]))
+
+
+def test_unknown_ids_come_back_null(feature_store):
+    store.materialize(feature_store, ingest.day_start(DS), ingest.cutoff_for(DS))
+    frame = store.online_features(feature_store, "no-such-user", ["no-such-movie"])
+    assert len(frame) == 1
+    numeric = [f.name for f in FEATURES if f.kind is Kind.NUMERIC and f.view is not None]
+    assert frame[numeric].isna().all().all()
+
+
+def _redis_address() -> tuple[str, int]:
+    return os.environ.get("REDIS_HOST", "127.0.0.1"), int(os.environ.get("REDIS_PORT", "6379"))
+
+
+def test_online_equals_offline_on_redis(raw, tmp_path):
+    redis = pytest.importorskip("redis")
+    host, port = _redis_address()
+    try:
+        redis.Redis(host=host, port=port, socket_connect_timeout=2).ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip(f"no Redis at {host}:{port}")
+    project = f"deepfm_test_{uuid.uuid4().hex[:8]}"  # Feast suffixes every Redis key with the project
+    online_store = {"type": "redis", "connection_string": f"{host}:{port}", "key_ttl_seconds": 3600}
+    feature_store = repo_with(raw, DS, tmp_path, project=project, online_store=online_store)
+    try:
+        store.materialize(feature_store, ingest.day_start(DS), ingest.cutoff_for(DS))
+        assert_online_equals_offline(feature_store, raw)
+    finally:
+        feature_store.teardown()
+    assert not list(redis.Redis(host=host, port=port).scan_iter(f"*{project}"))

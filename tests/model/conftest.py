@@ -1,0 +1,68 @@
+"""Fixtures of the model tests: small synthetic labelled frames and their parquet splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepfm_model import features as spec
+from deepfm_model.raw_data import RawData
+from deepfm_model.synthetic import generate
+
+
+def labelled_frame(raw: RawData) -> pd.DataFrame:
+    """Join events with user and movie profiles and add leak-free running stats: one row per event.
+
+    Columns: `features.FEATURE_NAMES`, `event_timestamp`, `rating`, `label`; categoricals as str.
+    """
+    frame = raw.events.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+    frame = frame.merge(raw.users, on=spec.USER_KEY, how="left").merge(raw.movies, on=spec.MOVIE_KEY, how="left")
+    frame["zip_prefix"] = frame["zip_code"].str[:3]
+    frame["age"] = frame["age"].astype("float32")
+    frame["release_year"] = frame["release_year"].astype("float32")
+    frame[spec.LABEL] = (frame[spec.RATING] >= spec.POSITIVE_RATING).astype("int64")
+    for key, prefix in ((spec.USER_KEY, "user"), (spec.MOVIE_KEY, "movie")):
+        groups = frame.groupby(key, sort=False)
+        count = groups.cumcount().astype("float32")
+        positives = groups[spec.LABEL].cumsum() - frame[spec.LABEL]
+        rating_sum = groups[spec.RATING].cumsum() - frame[spec.RATING]
+        frame[f"{prefix}_rating_count"] = count
+        frame[f"{prefix}_pos_rate"] = ((positives + 1.0) / (count + 2.0)).astype("float32")
+        frame[f"{prefix}_mean_rating"] = ((rating_sum + 3.5) / (count + 1.0)).astype("float32")
+    return frame[[*spec.FEATURE_NAMES, spec.EVENT_TIMESTAMP, spec.RATING, spec.LABEL]]
+
+
+def time_split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Time-ordered 80/10/10 split (DESIGN.md evaluation protocol)."""
+    n = len(frame)
+    a, b = int(n * 0.8), int(n * 0.9)
+    return frame.iloc[:a].copy(), frame.iloc[a:b].copy(), frame.iloc[b:].copy()
+
+
+@pytest.fixture(scope="session")
+def frame() -> pd.DataFrame:
+    return labelled_frame(generate(n_users=200, n_movies=150, n_events=6000, seed=0))
+
+
+@pytest.fixture(scope="session")
+def splits(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return time_split(frame)
+
+
+@pytest.fixture(scope="session")
+def split_paths(splits, tmp_path_factory) -> tuple[Path, Path, Path]:
+    folder = tmp_path_factory.mktemp("splits")
+    paths = []
+    for name, part in zip(("train", "valid", "test"), splits, strict=True):
+        path = folder / f"{name}.parquet"
+        part.to_parquet(path, index=False)
+        paths.append(path)
+    return tuple(paths)
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

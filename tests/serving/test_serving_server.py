@@ -1,0 +1,181 @@
+"""serving.server lifecycle: version switches, broken versions, warm-up, version policy, shutdown (local only)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from conftest import MODEL_NAME, local_only, sample_columns
+
+from serving.client import ServingClient, ServingError
+from serving.push import push
+
+pytestmark = local_only
+
+
+def wait_for(condition, timeout_s: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def states(client: ServingClient) -> dict[int, str]:
+    """Version -> state; empty while the server has seen no version (GetModelStatus answers NOT_FOUND)."""
+    try:
+        return {s.version: s.state for s in client.model_status()}
+    except ServingError as error:
+        if error.code != grpc.StatusCode.NOT_FOUND:
+            raise
+        return {}
+
+
+def test_version_switch_while_requests_stream_loses_none(tmp_path, exports, start_server):
+    base = tmp_path / "models"
+    push(exports.good[0.0], base)
+    server, address = start_server(base)
+    columns = sample_columns(16, seed=5)
+    expected = {1: exports.reference(exports.good[0.0], columns), 2: exports.reference(exports.good[1.0], columns)}
+    answers: list[tuple[int, np.ndarray]] = []
+    errors: list[Exception] = []
+    stop = threading.Event()
+
+    def stream():
+        with ServingClient(address, MODEL_NAME, max_retries=0) as client:
+            while not stop.is_set():
+                try:
+                    outputs, version = client.predict_versioned(columns)
+                    answers.append((version, outputs["probability"]))
+                except Exception as error:  # any failure is a lost request
+                    errors.append(error)
+
+    threads = [threading.Thread(target=stream) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: len(answers) > 20, what="requests on version 1")
+        push(exports.good[1.0], base)
+        with ServingClient(address, MODEL_NAME) as client:
+            wait_for(lambda: states(client) == {1: "END", 2: "AVAILABLE"}, what="the switch to version 2")
+        seen = len(answers)
+        wait_for(lambda: len(answers) > seen + 20, what="requests on version 2")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors[:3]
+    versions = [v for v, _ in answers]
+    assert versions[0] == 1 and versions[-1] == 2
+    assert sorted(versions) == versions or set(versions) == {1, 2}
+    for version, probabilities in answers:
+        np.testing.assert_allclose(probabilities, expected[version], rtol=1e-6)
+
+
+def test_corrupt_version_leaves_the_previous_serving(tmp_path, exports, start_server, caplog):
+    base = tmp_path / "models"
+    push(exports.good[0.0], base)
+    _, address = start_server(base)
+    columns = sample_columns(4)
+    with ServingClient(address, MODEL_NAME) as client:
+        push(exports.corrupt, base)
+        status = wait_for(lambda: [s for s in client.model_status() if s.version == 2 and s.state == "END"],
+                          what="version 2 to fail")  # fmt: skip
+        assert status[0].error_code != 0 and "version 2" in status[0].error_message
+        assert states(client) == {2: "END", 1: "AVAILABLE"}
+        assert client.predict_versioned(columns)[1] == 1
+        assert any(r.levelname == "ERROR" and "version 2 failed" in r.getMessage() for r in caplog.records)
+
+        push(exports.bad_warmup, base)  # loads, but its warm-up request is refused
+        wait_for(lambda: states(client).get(3) == "END", what="version 3 to fail its warm-up")
+        assert "age" in client.model_status(version=3)[0].error_message
+        assert client.predict_versioned(columns)[1] == 1
+
+        push(exports.good[2.0], base)  # a good push after broken ones is picked up
+        wait_for(lambda: states(client).get(4) == "AVAILABLE" and states(client)[1] == "END", what="version 4")
+        np.testing.assert_allclose(client.predict(columns), exports.reference(exports.good[2.0], columns), rtol=1e-6)
+        with pytest.raises(ServingError) as raised:
+            ServingClient(address, MODEL_NAME, version=1).predict(columns)
+        assert raised.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_warmup_runs_before_available(tmp_path, exports, start_server, caplog):
+    base = tmp_path / "models"
+    push(exports.good[0.0], base)
+    caplog.set_level("INFO", logger="serving.server")
+    start_server(base)
+    assert any("version 1 AVAILABLE" in r.getMessage() and "2 warm-up requests" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+
+
+def test_latest_n_policy_labels_and_removed_versions(tmp_path, exports, start_server):
+    base = tmp_path / "models"
+    push(exports.good[0.0], base)
+    push(exports.good[1.0], base)
+    push(exports.good[2.0], base)
+    _, address = start_server(base, num_versions=2, version_labels={"stable": 2, "canary": 3})
+    columns = sample_columns(4)
+    with ServingClient(address, MODEL_NAME) as client:
+        assert states(client) == {2: "AVAILABLE", 3: "AVAILABLE"}
+        assert client.predict_versioned(columns)[1] == 3  # unpinned: the newest
+        for label, version, export in (("stable", 2, exports.good[1.0]), ("canary", 3, exports.good[2.0])):
+            with ServingClient(address, MODEL_NAME, version_label=label) as labelled:
+                outputs, answered = labelled.predict_versioned(columns)
+            assert answered == version
+            np.testing.assert_allclose(outputs["probability"], exports.reference(export, columns), rtol=1e-6)
+        shutil.rmtree(base / MODEL_NAME / "3")
+        # The newest two on disk are now 1 and 2, as TF Serving's latest-N policy reads it.
+        wait_for(lambda: states(client) == {1: "AVAILABLE", 2: "AVAILABLE", 3: "END"}, what="version 3 unloaded")
+        assert client.predict_versioned(columns)[1] == 2
+
+
+def test_empty_base_path_then_first_push(tmp_path, exports, start_server):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    base = tmp_path / "models"
+    _, address = start_server(base)
+    with ServingClient(address, MODEL_NAME) as client, grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest(service="tensorflow.serving.PredictionService")
+        assert health.Check(check, timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(ServingError) as raised:
+            client.predict(sample_columns(2))
+        assert raised.value.code == grpc.StatusCode.NOT_FOUND
+        push(exports.good[0.0], base)
+        wait_for(lambda: states(client) == {1: "AVAILABLE"}, what="version 1")
+        assert health.Check(check, timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_graceful_stop_finishes_in_flight_requests(tmp_path, exports, start_server):
+    base = tmp_path / "models"
+    push(exports.good[0.0], base)
+    server, address = start_server(base)
+    columns = sample_columns(2000)
+    answers: list[np.ndarray] = []
+    errors: list[ServingError] = []
+
+    def call_until_refused():
+        with ServingClient(address, MODEL_NAME, max_retries=0) as client:
+            while True:
+                try:
+                    answers.append(client.predict(columns))
+                except ServingError as error:
+                    errors.append(error)
+                    return
+
+    threads = [threading.Thread(target=call_until_refused) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: len(answers) >= 8, what="requests in flight")
+    server.stop(grace=10)
+    for thread in threads:
+        thread.join()
+    assert all(a.shape == (2000,) for a in answers)
+    # Requests that arrive after the stop began are refused as UNAVAILABLE; none is cut off half-way.
+    assert [e.code for e in errors] == [grpc.StatusCode.UNAVAILABLE] * 4

@@ -1,0 +1,162 @@
+"""serving.wire and the client's tensor codec against the official TensorFlow / TF Serving classes, both ways."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving import wire
+from serving.client import decode_tensor, encode_tensor
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def official():
+    import tensorflow as tf
+    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, predict_pb2
+
+    return tf, predict_pb2, get_model_metadata_pb2, get_model_status_pb2
+
+
+def test_importing_the_client_does_not_import_tensorflow():
+    code = (
+        "import sys, serving.client\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tensorflow_serving', 'keras'))\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_our_predict_request_parses_as_theirs(official):
+    tf, predict_pb2, _, _ = official
+    request = wire.PredictRequest(output_filter=["probability"])
+    request.model_spec.name = "deepfm"
+    request.model_spec.version.value = 7
+    request.model_spec.signature_name = "serving_default"
+    request.inputs["age"].CopyFrom(encode_tensor(np.array([24.0, 53.5], np.float32)))
+    request.inputs["genres"].CopyFrom(encode_tensor(np.array(["Action|Comedy", "Drame é"], dtype=object)))
+    request.inputs["count"].CopyFrom(encode_tensor(np.array([[1, 2], [3, 4]], np.int64)))
+
+    theirs = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+    assert theirs.model_spec.name == "deepfm"
+    assert theirs.model_spec.WhichOneof("version_choice") == "version"
+    assert theirs.model_spec.version.value == 7
+    assert list(theirs.output_filter) == ["probability"]
+    np.testing.assert_array_equal(tf.make_ndarray(theirs.inputs["age"]), np.array([24.0, 53.5], np.float32))
+    assert tf.make_ndarray(theirs.inputs["age"]).dtype == np.float32
+    assert list(tf.make_ndarray(theirs.inputs["genres"])) == [b"Action|Comedy", "Drame é".encode()]
+    np.testing.assert_array_equal(tf.make_ndarray(theirs.inputs["count"]), [[1, 2], [3, 4]])
+
+    request.model_spec.version_label = "stable"
+    theirs = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+    assert theirs.model_spec.WhichOneof("version_choice") == "version_label"
+    assert theirs.model_spec.version_label == "stable"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([0.25, 0.5, 0.75], np.float32),
+        np.array([[1.5], [2.5]], np.float64),
+        np.array([1, -2, 3], np.int32),
+        np.array([2**40, -1], np.int64),
+        np.array([True, False]),
+        np.array([b"a", b"\xff\x00"], dtype=object),
+    ],
+    ids=["float32", "float64", "int32", "int64", "bool", "bytes"],
+)
+def test_their_tensors_decode_as_ours(official, values):
+    tf, predict_pb2, _, _ = official
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = "deepfm"
+    response.model_spec.version.value = 3
+    response.outputs["packed"].CopyFrom(tf.make_tensor_proto(values))
+    # Also the `*_val` encoding TF uses for small or constant tensors.
+    response.outputs["single"].CopyFrom(tf.make_tensor_proto(values.reshape(-1)[0], shape=values.shape))
+
+    ours = wire.PredictResponse.FromString(response.SerializeToString())
+    assert ours.model_spec.version.value == 3
+    decoded = decode_tensor(ours.outputs["packed"])
+    np.testing.assert_array_equal(decoded, values)
+    assert decoded.dtype == values.dtype
+    np.testing.assert_array_equal(decode_tensor(ours.outputs["single"]), np.full(values.shape, values.reshape(-1)[0]))
+
+
+def test_metadata_response_both_ways(official):
+    tf, _, get_model_metadata_pb2, _ = official
+    from tensorflow.core.protobuf import meta_graph_pb2
+
+    signature = meta_graph_pb2.SignatureDef(method_name="tensorflow/serving/predict")
+    signature.inputs["age"].name = "serving_default_age:0"
+    signature.inputs["age"].dtype = tf.float32.as_datatype_enum
+    signature.inputs["age"].tensor_shape.dim.add(size=-1)
+    signature.outputs["probability"].dtype = tf.float32.as_datatype_enum
+    signature.outputs["probability"].tensor_shape.unknown_rank = True
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    signature_map.signature_def["serving_default"].CopyFrom(signature)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = "deepfm"
+    response.metadata["signature_def"].Pack(signature_map)
+
+    ours = wire.GetModelMetadataResponse.FromString(response.SerializeToString())
+    assert ours.metadata["signature_def"].type_url == wire.SIGNATURE_DEF_MAP_TYPE_URL
+    our_map = wire.unpack_signature_def_map(ours.metadata["signature_def"])
+    age = our_map.signature_def["serving_default"].inputs["age"]
+    assert (age.name, wire.DATA_TYPE_NAMES[age.dtype], age.tensor_shape.dim[0].size) == (
+        "serving_default_age:0", "DT_FLOAT", -1,
+    )  # fmt: skip
+    assert our_map.signature_def["serving_default"].outputs["probability"].tensor_shape.unknown_rank
+
+    back = wire.GetModelMetadataResponse(model_spec=wire.ModelSpec(name="deepfm"))
+    back.metadata["signature_def"].CopyFrom(wire.pack_signature_def_map(our_map))
+    theirs = get_model_metadata_pb2.GetModelMetadataResponse.FromString(back.SerializeToString())
+    unpacked = get_model_metadata_pb2.SignatureDefMap()
+    assert theirs.metadata["signature_def"].Unpack(unpacked)
+    assert unpacked == signature_map
+
+    request = wire.GetModelMetadataRequest(model_spec=wire.ModelSpec(name="deepfm"), metadata_field=["signature_def"])
+    their_request = get_model_metadata_pb2.GetModelMetadataRequest.FromString(request.SerializeToString())
+    assert list(their_request.metadata_field) == ["signature_def"]
+
+
+def test_model_status_both_ways(official):
+    _, _, _, get_model_status_pb2 = official
+    state = get_model_status_pb2.ModelVersionStatus.State
+    response = get_model_status_pb2.GetModelStatusResponse()
+    response.model_version_status.add(version=2, state=state.AVAILABLE)
+    failed = response.model_version_status.add(version=3, state=state.END)
+    failed.status.error_code = 3
+    failed.status.error_message = "broken"
+
+    ours = wire.GetModelStatusResponse.FromString(response.SerializeToString())
+    assert [(s.version, wire.MODEL_VERSION_STATE_NAMES[s.state]) for s in ours.model_version_status] == [
+        (2, "AVAILABLE"), (3, "END"),
+    ]  # fmt: skip
+    assert (ours.model_version_status[1].status.error_code, ours.model_version_status[1].status.error_message) == (
+        3, "broken",
+    )  # fmt: skip
+    assert get_model_status_pb2.GetModelStatusResponse.FromString(ours.SerializeToString()) == response
+
+    request = wire.GetModelStatusRequest()
+    request.model_spec.name = "deepfm"
+    request.model_spec.version.value = 2
+    their_request = get_model_status_pb2.GetModelStatusRequest.FromString(request.SerializeToString())
+    assert their_request.model_spec.version.value == 2
+
+
+def test_fields_outside_our_subset_survive_a_round_trip(official):
+    tf, predict_pb2, _, _ = official
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "deepfm"
+    request.inputs["z"].CopyFrom(tf.make_tensor_proto(np.array([1 + 2j], np.complex64)))
+    request.inputs["h"].CopyFrom(tf.make_tensor_proto(np.array([1.5, 2.0], np.float16)))
+    request.request_options.deterministic_mode = 1
+
+    ours = wire.PredictRequest.FromString(request.SerializeToString())
+    np.testing.assert_array_equal(decode_tensor(ours.inputs["h"]), np.array([1.5, 2.0], np.float16))
+    assert predict_pb2.PredictRequest.FromString(ours.SerializeToString()) == request
