@@ -70,7 +70,8 @@ def deepfm_nightly():
 
         return pipeline.validate(_config(), ds)
 
-    @task
+    # Training is routed to GPU workers: the Celery `gpu` queue; the `training` pool bounds concurrent runs.
+    @task(queue="gpu")
     def train(_validation: dict, ds: str | None = None) -> dict:
         from deepfm_model import pipeline
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from deepfm_model.pipeline import PipelineConfig, load_raw, wait_available
@@ -28,6 +30,19 @@ def start_server(config: PipelineConfig, port: int) -> subprocess.Popen:
     return subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(config.home)})
 
 
+def wait_for_port(port: int, server: subprocess.Popen, deadline_s: float) -> None:
+    """Wait until the server process accepts TCP connections on `port` (it imports TensorFlow first)."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"serving.server exited with code {server.returncode} before listening")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"serving.server did not listen on port {port} within {deadline_s:.0f} s")
+
+
 def recommend(config: PipelineConfig, ds: str, user_id: str, port: int, top_k: int) -> list[tuple[str, float]]:
     """Rank the movies `user_id` has not rated before `ds` through the served model; return the top `top_k`."""
     from feature_repo import store as feature_store
@@ -40,6 +55,7 @@ def recommend(config: PipelineConfig, ds: str, user_id: str, port: int, top_k: i
     years = dict(zip(raw.movies["movie_id"], raw.movies["release_year"]))
     server = start_server(config, port)
     try:
+        wait_for_port(port, server, deadline_s=180)
         with ServingClient(f"127.0.0.1:{port}", model_name=config.model_name) as client:
             version = wait_available(client, deadline_s=180)
             ranked = client.rank(user_id, candidates, feature_store.open_store(config.feature_repo))[:top_k]

@@ -51,10 +51,9 @@ def export_saved_model(
     Returns:
         `export_dir` as a `Path`.
     """
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            f"Export needs the TensorFlow Keras backend. Received: `keras.backend.backend()={keras.backend.backend()!r}`"
-        )
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(f"Export needs the TensorFlow Keras backend. Received: `keras.backend.backend()={backend!r}`")
     export_dir = Path(export_dir)
     model, preprocessor = trained.model, trained.preprocessor
 

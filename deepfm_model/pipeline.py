@@ -196,6 +196,10 @@ def train(config: PipelineConfig, ds: str) -> dict:
     if not (_read_json(run_dir / "validation" / "result.json") or {}).get("success"):
         raise ValidationFailed(f"The snapshot of {ds} has not passed validation; refusing to train")
     snapshot = run_dir / "snapshot"
+    done = _read_json(run_dir / "model" / "metrics.json")
+    if done is not None and (run_dir / "model" / "export" / "saved_model.pb").is_file():
+        logger.info("Run %s already trained a model; reusing it (delete %s to retrain)", ds, run_dir / "model")
+        return {k: done[k] for k in ("test_auc", "test_logloss", "valid_auc")}
     metrics = run_training(
         snapshot / "train.parquet",
         snapshot / "valid.parquet",

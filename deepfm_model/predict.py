@@ -15,7 +15,12 @@ import tensorflow as tf
 
 from deepfm_model import features as spec
 from deepfm_model.model import OUTPUT_NAME
-from deepfm_model.preprocessing import PREPROCESSING_FILE, FeaturePreprocessor, frame_to_raw, make_dataset
+from deepfm_model.preprocessing import (
+    PREPROCESSING_FILE,
+    FeaturePreprocessor,
+    frame_to_raw,
+    make_dataset,
+)
 
 MODEL_FILE = "model.keras"
 SIGNATURE_KEY = "serving_default"

@@ -30,7 +30,12 @@ from deepfm_model.evaluate import compute_metrics, flatten_metrics, write_report
 from deepfm_model.export import export_saved_model
 from deepfm_model.model import build_model
 from deepfm_model.predict import TrainedModel, predict_frame
-from deepfm_model.preprocessing import FeaturePreprocessor, check_frame, fit_preprocessing, make_dataset
+from deepfm_model.preprocessing import (
+    FeaturePreprocessor,
+    check_frame,
+    fit_preprocessing,
+    make_dataset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,14 +68,16 @@ def distribution_scope(train_config: TrainConfig):
 def train_model(
     train: pd.DataFrame,
     valid: pd.DataFrame,
-    model_config: ModelConfig = ModelConfig(),
-    train_config: TrainConfig = TrainConfig(),
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
 ) -> tuple[TrainedModel, dict[str, list[float]]]:
     """Fit preprocessing on `train`, build and train DeepFM with early stopping on validation AUC.
 
     Returns:
         The trained model (best validation-AUC weights restored) and its per-epoch history.
     """
+    model_config = model_config or ModelConfig()
+    train_config = train_config or TrainConfig()
     keras.utils.set_random_seed(train_config.seed)
     preprocessor = FeaturePreprocessor(fit_preprocessing(train, model_config))
     train_data = make_dataset(
@@ -114,8 +121,8 @@ def run_training(
     valid_path: str | Path,
     test_path: str | Path,
     out_dir: str | Path,
-    model_config: ModelConfig = ModelConfig(),
-    train_config: TrainConfig = TrainConfig(),
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
 ) -> dict:
     """Train, evaluate, report and export one run; the pipeline and the CLI call this.
 
@@ -124,13 +131,15 @@ def run_training(
         valid_path: parquet of the validation split (early stopping, learning-rate schedule).
         test_path: parquet of the test split (reported only).
         out_dir: run output directory (created); see the module docstring for its layout.
-        model_config: architecture.
-        train_config: optimisation.
+        model_config: architecture; `ModelConfig()` when `None`.
+        train_config: optimisation; `TrainConfig()` when `None`.
 
     Returns:
         The metrics written to `metrics.json` (`test_auc`, `test_logloss`, `valid_auc`, `*_mean_prediction`,
         `*_positive_rate`, `*_rows`, ...).
     """
+    model_config = model_config or ModelConfig()
+    train_config = train_config or TrainConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = {name: load_split(path) for name, path in zip(SPLITS, (train_path, valid_path, test_path), strict=True)}

@@ -10,8 +10,18 @@ from __future__ import annotations
 
 from feature_repo.entities import movie, user
 from feature_repo.feature_services import deepfm_v1
-from feature_repo.feature_views import movie_profile_fv, movie_stats_fv, user_profile_fv, user_stats_fv
-from feature_repo.sources import movie_profile_source, movie_stats_source, user_profile_source, user_stats_source
+from feature_repo.feature_views import (
+    movie_profile_fv,
+    movie_stats_fv,
+    user_profile_fv,
+    user_stats_fv,
+)
+from feature_repo.sources import (
+    movie_profile_source,
+    movie_stats_source,
+    user_profile_source,
+    user_stats_source,
+)
 
 OBJECTS = (
     user,

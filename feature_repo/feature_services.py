@@ -5,7 +5,12 @@ from __future__ import annotations
 from feast import FeatureService
 
 from deepfm_model.features import FEATURE_SERVICE
-from feature_repo.feature_views import movie_profile_fv, movie_stats_fv, user_profile_fv, user_stats_fv
+from feature_repo.feature_views import (
+    movie_profile_fv,
+    movie_stats_fv,
+    user_profile_fv,
+    user_stats_fv,
+)
 
 deepfm_v1 = FeatureService(
     name=FEATURE_SERVICE,

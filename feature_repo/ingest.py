@@ -31,7 +31,13 @@ from deepfm_model.features import (
     USER_STATS_VIEW,
     view_features,
 )
-from deepfm_model.raw_data import EVENT_COLUMNS, MOVIE_COLUMNS, USER_COLUMNS, RawData, check_columns
+from deepfm_model.raw_data import (
+    EVENT_COLUMNS,
+    MOVIE_COLUMNS,
+    USER_COLUMNS,
+    RawData,
+    check_columns,
+)
 from feature_repo.sources import source_file
 
 # Profiles are static: one row per entity, stamped before any event so that every event sees it.

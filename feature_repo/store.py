@@ -177,8 +177,8 @@ def split_by_time(
         )
     ordered = frame.sort_values(EVENT_TIMESTAMP, kind="stable").reset_index(drop=True)
     n = len(ordered)
-    n_test = int(round(n * test_frac))
-    n_valid = int(round(n * valid_frac))
+    n_test = round(n * test_frac)
+    n_valid = round(n * valid_frac)
     n_train = n - n_valid - n_test
     return (
         ordered.iloc[:n_train].reset_index(drop=True),

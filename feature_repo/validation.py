@@ -28,10 +28,8 @@ from deepfm_model.features import (
     FEATURE_NAMES,
     FEATURES,
     LABEL,
-    MOVIE_KEY,
     MULTI_VALUE_SEPARATOR,
     RATING,
-    USER_KEY,
     Feature,
     Kind,
 )
@@ -172,8 +170,10 @@ def validate_snapshot(frame: pd.DataFrame, docs_dir: Path, config: SuiteConfig =
     docs_path = _docs_page(context, identifier, docs_dir)
     verdict = "passed" if result.success else "FAILED"
     lines = [
-        f"Snapshot validation {verdict}: {len(failures)} of {len(suite_result.results)} expectations failed "
-        f"({len(frame)} rows).",
+        (
+            f"Snapshot validation {verdict}: {len(failures)} of {len(suite_result.results)} expectations failed "
+            f"({len(frame)} rows)."
+        ),
         *(f"- {failure}" for failure in failures),
         f"Data Docs: {docs_path}",
     ]
@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     frame = pd.read_parquet(args.snapshot)
     docs_dir = args.docs_dir or args.snapshot.resolve().parent / "data_docs"
     report = validate_snapshot(frame, docs_dir)

@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import numpy as np
@@ -216,7 +216,9 @@ def _as_columns(inputs) -> dict[str, Any]:
     if isinstance(inputs, Mapping):
         return dict(inputs)
     if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
-        raise InputError(f"Inputs must be columns (a mapping) or rows (a sequence of mappings). Received: {type(inputs)}")
+        raise InputError(
+            f"Inputs must be columns (a mapping) or rows (a sequence of mappings). Received: {type(inputs)}"
+        )
     columns: dict[str, list[Any]] = {}
     for i, row in enumerate(inputs):
         if not isinstance(row, Mapping):
@@ -331,7 +333,7 @@ class ServingClient:
             wire.GetModelStatusResponse.FromString,
         )
 
-    def __enter__(self) -> ServingClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -342,9 +344,7 @@ class ServingClient:
         if self._owns_channel:
             self._channel.close()
 
-    def predict(
-        self, inputs: Mapping[str, Sequence[Any] | np.ndarray] | Sequence[Mapping[str, Any]]
-    ) -> np.ndarray:
+    def predict(self, inputs: Mapping[str, Sequence[Any] | np.ndarray] | Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Score rows: the model's probability per row.
 
         Args:
@@ -457,9 +457,13 @@ class ServingClient:
                 )
         extra = sorted(set(inputs) - set(fs.FEATURE_NAMES))
         if extra:
-            raise ServingError(f"The signature takes inputs outside the spec: {extra}", grpc.StatusCode.FAILED_PRECONDITION)
+            raise ServingError(
+                f"The signature takes inputs outside the spec: {extra}", grpc.StatusCode.FAILED_PRECONDITION
+            )
 
-    def rank(self, user_id: str | int, movie_ids: Sequence[str | int], feature_store: Any) -> list[tuple[str | int, float]]:
+    def rank(
+        self, user_id: str | int, movie_ids: Sequence[str | int], feature_store: Any
+    ) -> list[tuple[str | int, float]]:
         """Score candidate movies for one user with online features, best first.
 
         Args:
@@ -511,7 +515,9 @@ class ServingClient:
                 code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
                 if code is grpc.StatusCode.UNAVAILABLE and attempt < self.max_retries:
                     wait = random.uniform(0, self.backoff_s * 2**attempt)
-                    log.warning("%s on %s: UNAVAILABLE, retry %d in %.2f s", method_name, self.address, attempt + 1, wait)
+                    log.warning(
+                        "%s on %s: UNAVAILABLE, retry %d in %.2f s", method_name, self.address, attempt + 1, wait
+                    )
                     time.sleep(wait)
                     continue
                 raise _to_serving_error(error, method_name, self.address) from error

@@ -31,7 +31,7 @@ import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import tensorflow as tf
@@ -161,7 +161,7 @@ def run_predict(model: LoadedVersion, model_name: str, request: predict_pb2.Pred
             )
         try:
             array = tf.make_ndarray(proto)
-        except Exception as error:  # malformed tensor_content and the like
+        except Exception as error:  # noqa: BLE001  (malformed tensor_content and the like)
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Input `{name}` is not a valid tensor: {error}")
         if not spec.shape.is_compatible_with(array.shape):
             raise RequestError(
@@ -250,7 +250,9 @@ class ModelManager:
         serving = [v for v in sorted(self._available) if v in on_disk][-self.config.num_versions :]
         if not serving and self._available:
             if not on_disk:
-                log.warning("No versions of %s on disk; keeping %s loaded", self.config.model_name, self.available_versions())
+                log.warning(
+                    "No versions of %s on disk; keeping %s loaded", self.config.model_name, self.available_versions()
+                )
             serving = sorted(self._available)[-self.config.num_versions :]
         for version in sorted(set(self._available) - set(serving)):
             self._unload(version)
@@ -266,7 +268,7 @@ class ModelManager:
         try:
             loaded = load_version(path, version)
             warmed = run_warmup(loaded, self.config.model_name)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001  (whatever breaks a version, the others keep serving)
             self._failed.add(version)
             code = error.code if isinstance(error, RequestError) else grpc.StatusCode.UNKNOWN
             if isinstance(error, tf.errors.OpError):
@@ -401,8 +403,9 @@ class _Handlers(prediction_service_pb2_grpc.PredictionServiceServicer, model_ser
         def body():
             model = self.manager.resolve(request.model_spec)
             response = run_predict(model, self.manager.config.model_name, request, self.manager.config.max_batch_rows)
-            rows = next(iter(request.inputs.values())).tensor_shape.dim
-            self.metrics.rows.labels(self.manager.config.model_name).inc(rows[0].size if rows else 1)
+            first_dims = [tensor.tensor_shape.dim for tensor in request.inputs.values()][:1]
+            rows = first_dims[0][0].size if first_dims and first_dims[0] else 1
+            self.metrics.rows.labels(self.manager.config.model_name).inc(rows)
             return response
 
         return self._handle("Predict", context, body)
@@ -445,7 +448,9 @@ class ModelServer:
         if config.num_versions < 1:
             raise ValueError(f"`num_versions` must be at least 1. Received: `num_versions={config.num_versions}`")
         if config.poll_interval_s <= 0:
-            raise ValueError(f"`poll_interval_s` must be positive. Received: `poll_interval_s={config.poll_interval_s}`")
+            raise ValueError(
+                f"`poll_interval_s` must be positive. Received: `poll_interval_s={config.poll_interval_s}`"
+            )
         self.config = config
         self.server_credentials = server_credentials
         self.manager = ModelManager(config)
@@ -493,15 +498,21 @@ class ModelServer:
         return port
 
     def stop(self, grace: float | None = None) -> None:
-        """Stop polling, report NOT_SERVING, let in-flight requests finish (`grace` seconds), unload."""
+        """Stop polling, report NOT_SERVING, let in-flight requests finish (`grace` seconds), unload.
+
+        New requests are refused with UNAVAILABLE from the moment it is called. Calling it again does nothing.
+        """
+        if self._server is None:
+            return
         self._stopping.set()
         self.health.enter_graceful_shutdown()
         if self._watcher is not None:
             self._watcher.join()
-        if self._server is not None:
-            self._server.stop(self.config.grace_s if grace is None else grace).wait()
+        self._server.stop(self.config.grace_s if grace is None else grace).wait()
+        self._server = None
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
+            self._metrics_http = None
         self.manager.unload_all()
         log.info("Stopped serving %s", self.config.model_name)
 
@@ -510,7 +521,7 @@ class ModelServer:
         if self._server is not None:
             self._server.wait_for_termination()
 
-    def __enter__(self) -> ModelServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

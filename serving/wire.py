@@ -17,8 +17,7 @@ these classes loses nothing when it is serialized again.
 
 from __future__ import annotations
 
-from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf import wrappers_pb2  # noqa: F401  (puts google/protobuf/wrappers.proto in the default pool)
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
 
 PACKAGE = "deepfm_serving.wire"
 SIGNATURE_DEF_MAP_TYPE_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
@@ -92,7 +91,8 @@ def _build_file() -> descriptor_pb2.FileDescriptorProto:
         name="deepfm_serving/wire.proto",
         package=PACKAGE,
         syntax="proto3",
-        dependency=["google/protobuf/any.proto", "google/protobuf/wrappers.proto"],
+        # Importing these modules put their files in the default pool, where ours is added.
+        dependency=[any_pb2.DESCRIPTOR.name, wrappers_pb2.DESCRIPTOR.name],
     )
     _enum(file, "DataType", DATA_TYPES)
 
@@ -184,10 +184,21 @@ def _register():
     return {
         name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{PACKAGE}.{name}"))
         for name in (
-            "TensorShapeProto", "TensorProto", "ModelSpec", "PredictRequest", "PredictResponse", "TensorInfo",
-            "SignatureDef", "SignatureDefMap", "GetModelMetadataRequest", "GetModelMetadataResponse",
-            "StatusProto", "ModelVersionStatus", "GetModelStatusRequest", "GetModelStatusResponse",
-        )  # fmt: skip
+            "TensorShapeProto",
+            "TensorProto",
+            "ModelSpec",
+            "PredictRequest",
+            "PredictResponse",
+            "TensorInfo",
+            "SignatureDef",
+            "SignatureDefMap",
+            "GetModelMetadataRequest",
+            "GetModelMetadataResponse",
+            "StatusProto",
+            "ModelVersionStatus",
+            "GetModelStatusRequest",
+            "GetModelStatusResponse",
+        )
     }
 
 

@@ -6,4 +6,4 @@ from deepfm_model.layers.fm_interaction import FMInteraction
 from deepfm_model.layers.masked_mean_pooling import MaskedMeanPooling
 from deepfm_model.layers.mlp import MLP
 
-__all__ = ["FMInteraction", "FieldEmbedding", "FirstOrder", "MLP", "MaskedMeanPooling"]
+__all__ = ["MLP", "FMInteraction", "FieldEmbedding", "FirstOrder", "MaskedMeanPooling"]

@@ -25,7 +25,7 @@ class FMInteraction(keras.layers.Layer):
     def __init__(self, keepdims: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         if not isinstance(keepdims, bool):
-            raise ValueError(f"`keepdims` must be a bool. Received: `keepdims={keepdims!r}`")
+            raise TypeError(f"`keepdims` must be a bool. Received: `keepdims={keepdims!r}`")
         self.keepdims = keepdims
 
     def build(self, input_shape) -> None:

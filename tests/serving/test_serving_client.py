@@ -5,10 +5,10 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
-from conftest import REMOTE_ADDRESS, local_only, sample_columns, sample_rows
 
 from deepfm_model import features as fs
 from serving.client import InputError, ServingClient, ServingError
+from tests.serving.helpers import REMOTE_ADDRESS, local_only, sample_columns, sample_rows
 
 
 @pytest.fixture
@@ -29,9 +29,10 @@ def test_predict_equals_the_saved_model(client, endpoint, exports):
 
 def test_predict_splits_large_inputs(endpoint):
     columns = sample_columns(50, seed=3)
-    with ServingClient(endpoint.address, endpoint.model_name) as whole, ServingClient(
-        endpoint.address, endpoint.model_name, max_batch_rows=7
-    ) as split:
+    with (
+        ServingClient(endpoint.address, endpoint.model_name) as whole,
+        ServingClient(endpoint.address, endpoint.model_name, max_batch_rows=7) as split,
+    ):
         np.testing.assert_allclose(split.predict(columns), whole.predict(columns), rtol=1e-6)
 
 
@@ -94,9 +95,8 @@ def test_unknown_model_version_or_label(endpoint, options, code):
 
 
 def test_model_status_of_unknown_model_or_version(endpoint, client):
-    with ServingClient(endpoint.address, "no_such_model") as other:
-        with pytest.raises(ServingError) as raised:
-            other.model_status()
+    with ServingClient(endpoint.address, "no_such_model") as other, pytest.raises(ServingError) as raised:
+        other.model_status()
         assert raised.value.code == grpc.StatusCode.NOT_FOUND
     with pytest.raises(ServingError) as raised:
         client.model_status(version=424242)
@@ -113,19 +113,21 @@ def test_server_refuses_missing_input_then_keeps_serving(client):
     assert client.predict(sample_columns(3)).shape == (3,)
 
 
-def test_server_refuses_wrong_dtype_then_keeps_serving(client):
+def test_server_refuses_wrong_dtype_then_keeps_serving(client, endpoint):
     columns = sample_columns(3)
     columns["age"] = np.array(["24", "25", "26"], dtype=object)
     with pytest.raises(ServingError) as raised:
         client.predict_tensors(columns)
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "age" in raised.value.details
+    if endpoint.export is not None:  # TF Serving names the argument by position ("arg[3]"); ours by name
+        assert "age" in raised.value.details
     columns = sample_columns(3)
     columns["gender"] = np.array([1.0, 2.0, 3.0], np.float32)
     with pytest.raises(ServingError) as raised:
         client.predict_tensors(columns)
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "gender" in raised.value.details
+    if endpoint.export is not None:
+        assert "gender" in raised.value.details
     assert client.predict(sample_columns(3)).shape == (3,)
 
 
@@ -135,10 +137,12 @@ def test_server_refuses_unknown_output_filter_and_signature(client, endpoint):
         client.predict_tensors(sample_columns(2), output_filter=["no_such_output"])
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert client.predict_tensors(sample_columns(2), output_filter=["logit"]).keys() == {"logit"}
-    with ServingClient(endpoint.address, endpoint.model_name, signature_name="nope") as other:
-        with pytest.raises(ServingError) as raised:
-            other.predict(sample_columns(2))
-        assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    with (
+        ServingClient(endpoint.address, endpoint.model_name, signature_name="nope") as other,
+        pytest.raises(ServingError) as raised,
+    ):
+        other.predict(sample_columns(2))
+    assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
 
 @pytest.mark.parametrize(
@@ -157,9 +161,11 @@ def test_client_checks_inputs_before_sending(change, message):
     columns = {name: list(values) for name, values in sample_columns(2).items()}
     change(columns)
     # Nothing listens on port 9: a request that got sent would fail with UNAVAILABLE, not InputError.
-    with ServingClient("127.0.0.1:9", max_retries=0, timeout=1.0) as client:
-        with pytest.raises(InputError, match=message) as raised:
-            client.predict(columns)
+    with (
+        ServingClient("127.0.0.1:9", max_retries=0, timeout=1.0) as client,
+        pytest.raises(InputError, match=message) as raised,
+    ):
+        client.predict(columns)
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -174,9 +180,11 @@ def test_client_accepts_integer_ids_and_genre_lists(client):
 
 
 def test_unreachable_server_is_retried_then_unavailable(caplog):
-    with ServingClient("127.0.0.1:9", timeout=1.0, max_retries=2, backoff_s=0.01) as client:
-        with pytest.raises(ServingError) as raised:
-            client.model_status()
+    with (
+        ServingClient("127.0.0.1:9", timeout=1.0, max_retries=2, backoff_s=0.01) as client,
+        pytest.raises(ServingError) as raised,
+    ):
+        client.model_status()
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE
     assert sum("UNAVAILABLE, retry" in r.getMessage() for r in caplog.records) == 2
 
@@ -196,7 +204,10 @@ class FakeFeatureStore:
         assert features == f"service:{fs.FEATURE_SERVICE}"
         self.requested = entity_rows
         names = [f.name for f in fs.FEATURES if f.view is not None]
-        result = {fs.USER_KEY: [r[fs.USER_KEY] for r in entity_rows], fs.MOVIE_KEY: [r[fs.MOVIE_KEY] for r in entity_rows]}
+        result = {
+            fs.USER_KEY: [r[fs.USER_KEY] for r in entity_rows],
+            fs.MOVIE_KEY: [r[fs.MOVIE_KEY] for r in entity_rows],
+        }
         result.update({n: [self.rows.get(r[fs.MOVIE_KEY], {}).get(n) for r in entity_rows] for n in names})
 
         class Response:

@@ -9,10 +9,10 @@ import time
 import grpc
 import numpy as np
 import pytest
-from conftest import MODEL_NAME, local_only, sample_columns
 
 from serving.client import ServingClient, ServingError
 from serving.push import push
+from tests.serving.helpers import MODEL_NAME, local_only, sample_columns
 
 pytestmark = local_only
 
@@ -40,7 +40,7 @@ def states(client: ServingClient) -> dict[int, str]:
 def test_version_switch_while_requests_stream_loses_none(tmp_path, exports, start_server):
     base = tmp_path / "models"
     push(exports.good[0.0], base)
-    server, address = start_server(base)
+    _, address = start_server(base)
     columns = sample_columns(16, seed=5)
     expected = {1: exports.reference(exports.good[0.0], columns), 2: exports.reference(exports.good[1.0], columns)}
     answers: list[tuple[int, np.ndarray]] = []
@@ -53,7 +53,7 @@ def test_version_switch_while_requests_stream_loses_none(tmp_path, exports, star
                 try:
                     outputs, version = client.predict_versioned(columns)
                     answers.append((version, outputs["probability"]))
-                except Exception as error:  # any failure is a lost request
+                except Exception as error:  # noqa: BLE001  (any failure is a lost request)
                     errors.append(error)
 
     threads = [threading.Thread(target=stream) for _ in range(3)]

@@ -1,0 +1,60 @@
+"""The nightly DAG end to end through Airflow itself: a real DagRun on SQLite, synthetic data, a real push."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import SYNTHETIC_DS, airflow_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+TASKS = {
+    "ingest", "update_feature_store", "build_training_set", "validate", "train", "bless", "push", "verify_serving",
+}  # fmt: skip
+
+
+def dags_test(home: Path, ds: str) -> subprocess.CompletedProcess:
+    airflow = Path(sys.executable).parent / "airflow"
+    return subprocess.run(
+        [str(airflow), "dags", "test", "deepfm_nightly", ds],
+        env=airflow_env(home), capture_output=True, text=True, timeout=1500,
+    )  # fmt: skip
+
+
+def task_states(home: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(home / "airflow" / "airflow.db") as db:
+        return db.execute("SELECT run_id, task_id, state FROM task_instance ORDER BY run_id, task_id").fetchall()
+
+
+def test_nightly_run_trains_pushes_and_serves(project_home: Path) -> None:
+    result = dags_test(project_home, SYNTHETIC_DS)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+    states = task_states(project_home)
+    assert {task for _, task, _ in states} == TASKS
+    assert all(state == "success" for _, _, state in states), states
+
+    run_dir = project_home / "artifacts" / "runs" / SYNTHETIC_DS
+    for name in ("train", "valid", "test"):
+        assert (run_dir / "snapshot" / f"{name}.parquet").is_file()
+    assert json.loads((run_dir / "validation" / "result.json").read_text())["success"] is True
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["model_version"] == 1
+    assert 0.6 < metrics["test_auc"] <= 1.0
+    assert metrics["test_logloss"] > 0
+    assert (project_home / "models" / "deepfm" / "1" / "saved_model.pb").is_file()
+    assert (project_home / "artifacts" / "latest").resolve() == run_dir.resolve()
+    verify = json.loads((run_dir / "verify.json").read_text())
+    assert verify["verified"] is True and verify["max_abs_diff"] <= 1e-5
+
+
+def test_rerunning_a_date_pushes_no_second_version(project_home: Path) -> None:
+    result = dags_test(project_home, SYNTHETIC_DS)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert sorted(p.name for p in (project_home / "models" / "deepfm").iterdir() if p.name.isdigit()) == ["1"]
