@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import os
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import TaskGroup, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 PROJECT_HOME = Path(os.environ.get("DEEPFM_HOME", Path(__file__).resolve().parents[1]))
+log = logging.getLogger(__name__)
 
 
 def _config():
     from deepfm_model.pipeline import PipelineConfig
 
     return PipelineConfig.from_env(PROJECT_HOME)
+
+
+def log_failure_reason(context) -> None:
+    """Failure callback: one line naming the task and why it failed, easy to find in the task log."""
+    ti = context.get("ti") or context.get("task_instance")
+    error = context.get("exception")
+    reason = str(error).strip().splitlines()[0] if error else "unknown"
+    log.error("deepfm_nightly %s failed for %s: %s", getattr(ti, "task_id", "?"), context.get("ds"), reason)
+
+
+TRANSIENT_RETRIES = {"retries": 2, "retry_delay": dt.timedelta(seconds=20), "retry_exponential_backoff": True}
 
 
 @dag(
@@ -24,78 +39,93 @@ def _config():
     catchup=False,
     max_active_runs=1,
     tags=["deepfm", "training"],
-    default_args={"retries": 0},
+    default_args={"retries": 0, "on_failure_callback": log_failure_reason},
 )
 def deepfm_nightly():
     """
     ### Nightly DeepFM retraining
 
-    For the logical date `ds`, trains on every rating event strictly before `ds` 00:00 UTC:
+    For the logical date `ds`, trains on every rating event strictly before `ds` 00:00 UTC.
 
-    1. **ingest** rating events and profiles into the Feast sources (`feature_repo/data/`);
-    2. **update_feature_store**: `feast apply`, materialize the new window into the online store;
-    3. **build_training_set**: point-in-time correct features from the `deepfm_v1` FeatureService,
-       split by time into train / valid / test (80 / 10 / 10);
-    4. **validate** the snapshot with Great Expectations; a failure stops the run here;
-    5. **train** the Keras DeepFM; metrics, report and SavedModel go to the run directory;
-    6. **bless**: the candidate must clear the AUC floor and not lose to the serving model;
-    7. **push** the SavedModel as the next integer version under the model base path;
-    8. **verify_serving**: a TF Serving-compatible server loads the version and answers probe requests
-       equal to the in-process predictions.
+    | group | task | what it does |
+    | --- | --- | --- |
+    | features | ingest | rating events and profiles into the Feast sources (`feature_repo/data/`) |
+    | features | update_feature_store | `feast apply`; materialize the day's window into the online store (retried) |
+    | training | build_training_set | point-in-time features of the `deepfm_v1` FeatureService, split by time 80/10/10 |
+    | training | validate | Great Expectations suite; a failure stops the run here (never retried) |
+    | training | train | the Keras DeepFM, on the `gpu` queue; metrics, report, SavedModel export |
+    | release | bless | candidate vs the serving model on the same test split; AUC floor and tolerance |
+    | release | push | the next integer version under the model base path; skipped when not blessed |
+    | release | verify_serving | the version loads in a TF Serving-compatible server and answers like the in-process model (retried) |
 
-    Every task reads and writes `artifacts/runs/<ds>/`; re-running a date reuses it.
+    Every task reads and writes `artifacts/runs/<ds>/`; re-running a date reuses it and never pushes twice.
+    Task return values (row counts, validation summary, AUC and logloss, the blessing, the pushed version) are in
+    each task's XCom tab; the Data Docs and model report paths are in the task logs.
     """
 
-    @task
-    def ingest(ds: str | None = None) -> dict:
-        from deepfm_model import pipeline
+    with TaskGroup("features", tooltip="Feast sources, registry and online store"):
 
-        return pipeline.ingest(_config(), ds)
+        @task(doc_md="Write the Feast parquet sources and the labelled events of the run.")
+        def ingest(ds: str | None = None) -> dict:
+            from deepfm_model import pipeline
 
-    @task
-    def update_feature_store(_ingested: dict, ds: str | None = None) -> dict:
-        from deepfm_model import pipeline
+            return pipeline.ingest(_config(), ds)
 
-        return pipeline.update_feature_store(_config(), ds)
+        @task(doc_md="`feast apply` and materialize the run's window into the online store.", **TRANSIENT_RETRIES)
+        def update_feature_store(_ingested: dict, ds: str | None = None) -> dict:
+            from deepfm_model import pipeline
 
-    @task
-    def build_training_set(_store: dict, ds: str | None = None) -> dict:
-        from deepfm_model import pipeline
+            return pipeline.update_feature_store(_config(), ds)
 
-        return pipeline.build_training_set(_config(), ds)
+        features_ready = update_feature_store(ingest())
 
-    @task
-    def validate(_snapshot: dict, ds: str | None = None) -> dict:
-        from deepfm_model import pipeline
+    with TaskGroup("training", tooltip="Point-in-time snapshot, validation gate, DeepFM training"):
 
-        return pipeline.validate(_config(), ds)
+        @task(doc_md="Point-in-time training set from the `deepfm_v1` FeatureService, split by time.")
+        def build_training_set(_store: dict, ds: str | None = None) -> dict:
+            from deepfm_model import pipeline
 
-    # Training is routed to GPU workers: the Celery `gpu` queue; the `training` pool bounds concurrent runs.
-    @task(queue="gpu")
-    def train(_validation: dict, ds: str | None = None) -> dict:
-        from deepfm_model import pipeline
+            return pipeline.build_training_set(_config(), ds)
 
-        return pipeline.train(_config(), ds)
+        @task(doc_md="Great Expectations suite on the snapshot; bad data stops the run before training.")
+        def validate(_snapshot: dict, ds: str | None = None) -> dict:
+            from deepfm_model import pipeline
 
-    @task
-    def bless(_metrics: dict, ds: str | None = None) -> dict:
-        from deepfm_model import pipeline
+            return pipeline.validate(_config(), ds)
 
-        return pipeline.bless(_config(), ds)
+        # Routed to GPU workers: Celery's `gpu` queue (ignored by the local executor, which runs it on CPU).
+        @task(doc_md="Train the Keras DeepFM; metrics, HTML report and SavedModel go to the run directory.", queue="gpu")
+        def train(_validation: dict, ds: str | None = None) -> dict:
+            from deepfm_model import pipeline
 
-    @task
-    def push(_blessing: dict, ds: str | None = None) -> dict:
-        from deepfm_model import pipeline
+            return pipeline.train(_config(), ds)
 
-        return pipeline.push(_config(), ds)
+        trained = train(validate(build_training_set(features_ready)))
 
-    @task
-    def verify_serving(_pushed: dict, ds: str | None = None) -> dict:
-        from deepfm_model import pipeline
+    with TaskGroup("release", tooltip="Blessing, atomic push, serving verification"):
 
-        return pipeline.verify_serving(_config(), ds)
+        @task(doc_md="Compare the candidate with the serving model on the same test split.")
+        def bless(_metrics: dict, ds: str | None = None) -> dict:
+            from deepfm_model import pipeline
 
-    verify_serving(push(bless(train(validate(build_training_set(update_feature_store(ingest())))))))
+            return pipeline.bless(_config(), ds)
+
+        @task(doc_md="Push a blessed model as the next version; a rejected candidate skips this and what follows.")
+        def push(_blessing: dict, ds: str | None = None) -> dict:
+            from deepfm_model import pipeline
+
+            pushed = pipeline.push(_config(), ds)
+            if pushed["model_version"] is None:
+                raise AirflowSkipException(f"Candidate not pushed: {pushed['reason']}")
+            return pushed
+
+        @task(doc_md="Serve the pushed version and compare probe predictions with the in-process model.", **TRANSIENT_RETRIES)
+        def verify_serving(_pushed: dict, ds: str | None = None) -> dict:
+            from deepfm_model import pipeline
+
+            return pipeline.verify_serving(_config(), ds)
+
+        verify_serving(push(bless(trained)))
 
 
 deepfm_nightly()

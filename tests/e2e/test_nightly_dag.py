@@ -15,7 +15,8 @@ from tests.e2e.conftest import SYNTHETIC_DS, airflow_env
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 TASKS = {
-    "ingest", "update_feature_store", "build_training_set", "validate", "train", "bless", "push", "verify_serving",
+    "features.ingest", "features.update_feature_store", "training.build_training_set", "training.validate",
+    "training.train", "release.bless", "release.push", "release.verify_serving",
 }  # fmt: skip
 
 
