@@ -8,6 +8,7 @@ prints the top 10 by title with scores, and stops the server.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import socket
@@ -62,7 +63,12 @@ def recommend(config: PipelineConfig, ds: str, user_id: str, port: int, top_k: i
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"\nTop {top_k} movies for user {user_id} (model {config.model_name!r} version {version}, gRPC):")
+    metrics = json.loads((config.run_dir(ds) / "metrics.json").read_text())
+    print(
+        f"\nRun {ds}: test AUC {metrics['test_auc']:.4f}, logloss {metrics['test_logloss']:.4f} "
+        f"({config.artifacts / 'latest' / 'metrics.json'})"
+    )
+    print(f"Top {top_k} movies for user {user_id} (model {config.model_name!r} version {version}, gRPC):")
     for rank, (movie_id, score) in enumerate(ranked, start=1):
         year = f" ({int(years[movie_id])})" if years.get(movie_id) == years.get(movie_id) else ""
         print(f"{rank:>3}. {score:.3f}  {titles[movie_id]}{year}")
