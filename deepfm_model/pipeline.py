@@ -207,6 +207,8 @@ def train(config: PipelineConfig, ds: str) -> dict:
         run_dir / "model",
         train_config=TrainConfig(epochs=config.epochs),
     )
+    _update_metrics(run_dir, model_version=None)
+    _link_latest(config, ds)
     logger.info("Model report: %s", run_dir / "model" / "report" / "index.html")
     return {k: metrics[k] for k in ("test_auc", "test_logloss", "valid_auc")}
 
@@ -271,7 +273,6 @@ def push(config: PipelineConfig, ds: str) -> dict:
     pushed = {"model_version": version, "model_dir": str(Path(config.model_base_path) / config.model_name / str(version))}
     _write_json(run_dir / "push.json", pushed)
     _update_metrics(run_dir, model_version=version)
-    _link_latest(config, ds)
     logger.info("Pushed version %d to %s", version, pushed["model_dir"])
     return pushed
 
