@@ -13,7 +13,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install data demo test validate serve lint clean
+.PHONY: install data demo test validate serve airflow scale-test bench bench-train bench-features bench-serving lint clean
 
 install: $(VENV)/.installed
 
@@ -38,8 +38,25 @@ test: install  ## the whole pytest suite
 validate: install  ## validate a training snapshot against the suite: make validate SNAPSHOT=path.parquet
 	$(PY) -m feature_repo.validation $(SNAPSHOT)
 
-serve: install  ## the local TF Serving-compatible server on 127.0.0.1:8500
-	$(PY) -m serving.server --base-path models --model-name deepfm --port 8500
+serve: install  ## the local TF Serving-compatible server on 127.0.0.1:8500 (model config kept by the pushes)
+	$(PY) -m serving.server --model-config-file models/models.config --port 8500
+
+bench: bench-train bench-features bench-serving  ## every benchmark; figures in artifacts/bench/*.json
+
+bench-train: install  ## DeepFM training throughput vs a plain Keras DeepFM (artifacts/bench/train.json)
+	$(PY) -m deepfm_model.bench_train
+
+bench-features: install data  ## Feast historical retrieval and online read latency (artifacts/bench/features.json)
+	$(PY) -m feature_repo.bench
+
+bench-serving: install  ## client import, encoding, gRPC latency (artifacts/bench/serving.json)
+	$(PY) -m serving.bench
+
+airflow: install data  ## Airflow UI on http://127.0.0.1:8080 (LocalExecutor, SQLite); prints the admin login
+	$(PY) -m tests.airflow.harness --airflow-home $(AIRFLOW_HOME) --port 8080
+
+scale-test: install  ## the nightly DAG on CeleryExecutor + Postgres + Redis, default and gpu workers
+	$(PY) -m pytest tests/airflow/test_celery_run.py -s -p no:cacheprovider
 
 lint: install
 	$(VENV)/bin/ruff check dags/ --select AIR3

@@ -1,0 +1,435 @@
+"""Airflow 3.3 for real: its components as subprocesses of one isolated home, and a small REST API client.
+
+`AirflowStack` starts `airflow api-server`, `scheduler`, `dag-processor` (and, when asked, `triggerer` and Celery
+workers), waits until each one is healthy, and kills every process group it started when it stops. Each
+component logs to its own file under `log_dir`, task logs go to `log_dir/tasks/`, so a failed run leaves
+everything needed to read what happened.
+
+Two shapes, chosen by `StackConfig`, not by code:
+- LocalExecutor on the embedded SQLite metadata database (what a laptop runs);
+- CeleryExecutor on Postgres with a Redis broker and one worker per queue set (what production runs).
+
+Authentication is Airflow 3.3's default, the simple auth manager: user `admin` with the `admin` role, its
+password in a passwords file this module writes. `python -m tests.airflow.harness` starts the LocalExecutor
+stack for a person to click through (`make airflow`).
+
+Importing this module does nothing; a Celery worker imports `worker_hostname` as its `hostname_callable`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Self
+
+logger = logging.getLogger(__name__)
+
+ADMIN_USERNAME = "admin"
+TERMINAL_RUN_STATES = {"success", "failed"}
+# The environment variable a Celery worker's processes read their task-instance hostname from.
+WORKER_NAME_ENV = "DEEPFM_AIRFLOW_WORKER_NAME"
+
+
+class StackError(RuntimeError):
+    """A component did not start, or stopped; the message names its log file."""
+
+
+def worker_hostname() -> str:
+    """Task-instance hostname of a Celery worker: `<worker name>@<fqdn>`, so two workers on one host differ.
+
+    Set as `[core] hostname_callable` in the workers' environment only.
+    """
+    fqdn = socket.getfqdn()
+    name = os.environ.get(WORKER_NAME_ENV)
+    return f"{name}@{fqdn}" if name else fqdn
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class CeleryWorker:
+    """One `airflow celery worker` process.
+
+    Attributes:
+        name: Celery node name (`<name>@<host>`) and the prefix of the task-instance hostname it records.
+        queues: the queues it consumes.
+        concurrency: task slots (prefork processes).
+    """
+
+    name: str
+    queues: tuple[str, ...]
+    concurrency: int = 1
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """What to start and where.
+
+    Attributes:
+        airflow_home: `AIRFLOW_HOME` (config, SQLite database, passwords file).
+        log_dir: component logs (`<component>.log`) and task logs (`tasks/`); kept after the stack stops.
+        executor: `LocalExecutor` or `CeleryExecutor`.
+        sql_alchemy_conn: metadata database URL; `None` is SQLite at `airflow_home/airflow.db`.
+        broker_url: Celery broker (CeleryExecutor only).
+        result_backend: Celery result backend, e.g. `db+postgresql://...` (CeleryExecutor only).
+        broker_key_prefix: prefix of every broker key, so that stacks sharing a Redis never see each other's.
+        workers: the Celery workers to start (CeleryExecutor only).
+        api_host: address the API server (REST API and UI) binds to.
+        api_port: its port; 0 picks a free one.
+        admin_password: the admin's password; `None` keeps the one in the passwords file or generates one.
+        use_job_schedule: `False` stops the scheduler from creating scheduled runs, so only triggered runs exist.
+        triggerer: also start `airflow triggerer` (needed only by deferrable tasks).
+        parallelism: task slots of the whole stack (the LocalExecutor starts this many worker processes).
+    """
+
+    airflow_home: Path
+    log_dir: Path
+    executor: str = "LocalExecutor"
+    sql_alchemy_conn: str | None = None
+    broker_url: str | None = None
+    result_backend: str | None = None
+    broker_key_prefix: str | None = None
+    workers: tuple[CeleryWorker, ...] = ()
+    api_host: str = "127.0.0.1"
+    api_port: int = 0
+    admin_password: str | None = None
+    use_job_schedule: bool = False
+    triggerer: bool = False
+    parallelism: int = 4
+
+    def __post_init__(self) -> None:
+        if self.executor not in ("LocalExecutor", "CeleryExecutor"):
+            raise ValueError(
+                f"`executor` must be 'LocalExecutor' or 'CeleryExecutor'. Received: `executor={self.executor!r}`"
+            )
+        if self.executor == "CeleryExecutor" and not (self.broker_url and self.result_backend and self.workers):
+            raise ValueError("The CeleryExecutor needs `broker_url`, `result_backend` and at least one worker")
+
+
+@dataclass
+class _Component:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+    log_file: IO[str] = field(repr=False)
+
+
+class AirflowStack:
+    """Airflow's components for one home; a REST API client once started.
+
+    Use as a context manager, so that whatever `start` managed to start is stopped:
+    `with AirflowStack(config, env) as stack: stack.start(dag_ids=(...,))`.
+
+    Args:
+        config: what to start.
+        base_env: the environment the components inherit (project paths, `DEEPFM_*`); Airflow settings
+            derived from `config` override it.
+    """
+
+    def __init__(self, config: StackConfig, base_env: Mapping[str, str]) -> None:
+        self.config = config
+        self.port = config.api_port or free_port()
+        self.url = f"http://{config.api_host}:{self.port}"
+        self.password = config.admin_password or self._existing_password() or secrets.token_urlsafe(12)
+        self.env = self._environment(base_env)
+        self._components: list[_Component] = []
+        self._token: str | None = None
+
+    # --- configuration -------------------------------------------------------------------------------------
+
+    @property
+    def passwords_file(self) -> Path:
+        return self.config.airflow_home / "simple_auth_manager_passwords.json"
+
+    @property
+    def airflow_bin(self) -> str:
+        return str(Path(sys.executable).parent / "airflow")
+
+    def _existing_password(self) -> str | None:
+        if self.passwords_file.exists():
+            return json.loads(self.passwords_file.read_text()).get(ADMIN_USERNAME)
+        return None
+
+    def _environment(self, base_env: Mapping[str, str]) -> dict[str, str]:
+        from cryptography.fernet import Fernet
+
+        config = self.config
+        env = {
+            **base_env,
+            "AIRFLOW_HOME": str(config.airflow_home),
+            "AIRFLOW__CORE__EXECUTOR": config.executor,
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": str(config.parallelism),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+            # Every process signs and checks the same tokens: the scheduler's task tokens, the API's user tokens.
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__HOST": config.api_host,
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USERNAME}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(config.use_job_schedule),
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            # Default ports (8974, 8793, 8794) would collide with any other Airflow on this host.
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(config.log_dir / "tasks"),
+        }
+        if config.sql_alchemy_conn:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = config.sql_alchemy_conn
+        else:
+            env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)
+        if config.executor == "CeleryExecutor":
+            env["AIRFLOW__CELERY__BROKER_URL"] = config.broker_url
+            env["AIRFLOW__CELERY__RESULT_BACKEND"] = config.result_backend
+            env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] = "default"
+            if config.broker_key_prefix:
+                env["AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX"] = config.broker_key_prefix
+        return env
+
+    def _worker_env(self, worker: CeleryWorker) -> dict[str, str]:
+        return {
+            **self.env,
+            WORKER_NAME_ENV: worker.name,
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        }
+
+    # --- life cycle ----------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def start(self, dag_ids: tuple[str, ...] = (), timeout: float = 300) -> None:
+        """Migrate the database, start every component, and wait until they are healthy and `dag_ids` parsed."""
+        self.config.airflow_home.mkdir(parents=True, exist_ok=True)
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        self.passwords_file.write_text(json.dumps({ADMIN_USERNAME: self.password}) + "\n")
+        self._run_to_log("db-migrate", ["db", "migrate"], timeout=600)
+
+        deadline = time.monotonic() + timeout
+        api = ["api-server", "--host", self.config.api_host, "--port", str(self.port), "--workers", "1"]
+        self._spawn("api-server", api)
+        self._spawn("scheduler", ["scheduler"])
+        self._spawn("dag-processor", ["dag-processor"])
+        if self.config.triggerer:
+            self._spawn("triggerer", ["triggerer"])
+        for worker in self.config.workers:
+            command = ["celery", "worker", "--queues", ",".join(worker.queues),
+                       "--concurrency", str(worker.concurrency), "--celery-hostname", f"{worker.name}@%h"]  # fmt: skip
+            self._spawn(f"worker-{worker.name}", command, env=self._worker_env(worker))
+
+        self._wait_healthy(deadline)
+        for worker in self.config.workers:
+            self._wait_for_log(f"worker-{worker.name}", f"{worker.name}@", " ready.", deadline=deadline)
+        for dag_id in dag_ids:
+            self._wait_for_dag(dag_id, deadline)
+
+    def stop(self, grace: float = 20) -> None:
+        """Stop every component (SIGTERM to its process group, SIGKILL after `grace` seconds)."""
+        for component in reversed(self._components):
+            if component.process.poll() is None:
+                _signal_group(component.process, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for component in reversed(self._components):
+            try:
+                component.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("%s ignored SIGTERM for %ss; killing it", component.name, grace)
+            # Children the component left behind (task processes) share its process group.
+            _signal_group(component.process, signal.SIGKILL)
+            component.process.wait()
+            component.log_file.close()
+        self._components.clear()
+
+    def _spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> None:
+        log_path = self.config.log_dir / f"{name}.log"
+        log_file = log_path.open("a")
+        process = subprocess.Popen(
+            [self.airflow_bin, *args], env=dict(env or self.env), stdout=log_file, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        self._components.append(_Component(name, process, log_path, log_file))
+        logger.info("started %s (pid %s), log %s", name, process.pid, log_path)
+
+    def _run_to_log(self, name: str, args: list[str], timeout: float) -> None:
+        log_path = self.config.log_dir / f"{name}.log"
+        with log_path.open("a") as log_file:
+            result = subprocess.run([self.airflow_bin, *args], env=self.env, stdout=log_file,
+                                    stderr=subprocess.STDOUT, timeout=timeout, check=False)  # fmt: skip
+        if result.returncode != 0:
+            raise StackError(f"`airflow {' '.join(args)}` exited {result.returncode}:\n{_tail(log_path)}")
+
+    def _check_alive(self) -> None:
+        for component in self._components:
+            if component.process.poll() is not None:
+                raise StackError(
+                    f"{component.name} exited with {component.process.returncode}; log {component.log_path}:\n"
+                    f"{_tail(component.log_path)}"
+                )
+
+    def _wait(self, what: str, ready: Any, deadline: float, interval: float = 2) -> Any:
+        while True:
+            self._check_alive()
+            result = ready()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                raise StackError(f"timed out waiting for {what}; logs in {self.config.log_dir}")
+            time.sleep(interval)
+
+    def _wait_healthy(self, deadline: float) -> None:
+        import httpx
+
+        wanted = ["metadatabase", "scheduler", "dag_processor"] + (["triggerer"] if self.config.triggerer else [])
+
+        def healthy() -> bool:
+            try:
+                health = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
+            except (httpx.HTTPError, ValueError):
+                return False
+            return all((health.get(part) or {}).get("status") == "healthy" for part in wanted)
+
+        self._wait("the API server, scheduler and DAG processor to report healthy", healthy, deadline)
+
+    def _wait_for_log(self, name: str, *fragments: str, deadline: float) -> None:
+        log_path = self.config.log_dir / f"{name}.log"
+
+        def logged() -> bool:
+            return any(all(part in line for part in fragments) for line in log_path.read_text().splitlines())
+
+        self._wait(f"{name} to log {' … '.join(fragments)!r}", logged, deadline)
+
+    def _wait_for_dag(self, dag_id: str, deadline: float) -> None:
+        def parsed() -> bool:
+            if self.request("GET", f"/api/v2/dags/{dag_id}", check=False).status_code == 200:
+                return True
+            errors = self.request("GET", "/api/v2/importErrors").json()["import_errors"]
+            if errors:
+                raise StackError(f"DAG files failed to import: {json.dumps(errors, indent=2)}")
+            return False
+
+        self._wait(f"DAG {dag_id} to be parsed", parsed, deadline)
+
+    # --- REST API ------------------------------------------------------------------------------------------
+
+    def token(self) -> str:
+        """A JWT for the admin from `POST /auth/token` (cached)."""
+        import httpx
+
+        if self._token is None:
+            response = httpx.post(f"{self.url}/auth/token", timeout=30,
+                                  json={"username": ADMIN_USERNAME, "password": self.password})  # fmt: skip
+            response.raise_for_status()
+            self._token = response.json()["access_token"]
+        return self._token
+
+    def request(self, method: str, path: str, *, check: bool = True, **kwargs: Any):
+        """Call the REST API as the admin; raises on an error status unless `check=False`."""
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        response = httpx.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kwargs)
+        if check and response.is_error:
+            raise StackError(f"{method} {path} -> {response.status_code}: {response.text}")
+        return response
+
+    def unpause(self, dag_id: str) -> None:
+        self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, logical_date: str, run_id: str | None = None) -> dict:
+        """Create a DagRun through `POST /api/v2/dags/{dag_id}/dagRuns`; returns the run."""
+        body = {"logical_date": logical_date, **({"dag_run_id": run_id} if run_id else {})}
+        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body).json()
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict:
+        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float, interval: float = 10) -> dict:
+        """Poll the DagRun until it succeeds or fails; returns it. Logs each task's state as it changes."""
+        deadline = time.monotonic() + timeout
+        seen: dict[str, str | None] = {}
+
+        def finished() -> dict | None:
+            for ti in self.task_instances(dag_id, run_id):
+                if seen.get(ti["task_id"]) != ti["state"]:
+                    seen[ti["task_id"]] = ti["state"]
+                    logger.info("%s.%s: %s", run_id, ti["task_id"], ti["state"])
+            run = self.dag_run(dag_id, run_id)
+            return run if run["state"] in TERMINAL_RUN_STATES else None
+
+        return self._wait(f"DagRun {dag_id}/{run_id} to finish", finished, deadline, interval)
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
+        return self.request("GET", path, params={"limit": 100}).json()["task_instances"]
+
+
+def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`make airflow`: the LocalExecutor/SQLite stack on the project's own home, until Ctrl-C."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--airflow-home", type=Path, default=Path(os.environ.get("AIRFLOW_HOME", "airflow_home")))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    home = args.airflow_home.resolve()
+    config = StackConfig(airflow_home=home, log_dir=home / "logs" / "components", api_host=args.host,
+                         api_port=args.port, use_job_schedule=True, triggerer=True)  # fmt: skip
+    stack = AirflowStack(config, os.environ)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with stack:
+        stack.start(dag_ids=("deepfm_nightly",))
+        print(
+            f"\nAirflow UI: {stack.url}\n  user: {ADMIN_USERNAME}\n  password: {stack.password}"
+            f"  (kept in {stack.passwords_file})\n  component logs: {config.log_dir}\nCtrl-C stops everything.\n",
+            flush=True,
+        )
+        try:
+            while True:
+                stack._check_alive()
+                time.sleep(5)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

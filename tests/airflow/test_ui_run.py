@@ -1,0 +1,88 @@
+"""The nightly DAG on a running Airflow (LocalExecutor, SQLite): triggered and checked over the REST API, seen in
+the UI.
+
+Starts the API server, scheduler and DAG processor for an isolated home, triggers `deepfm_nightly` for the
+synthetic data's date, waits for every task to succeed, then logs in to the UI in headless Chromium and saves a
+screenshot of the run's grid (`artifacts/test-output/airflow-grid.png`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.airflow.conftest import (
+    DAG_ID,
+    LOGICAL_DATE,
+    RUN_TIMEOUT_S,
+    TASKS,
+    TEST_OUTPUT,
+    assert_runnable_on_synthetic_data,
+)
+from tests.airflow.harness import ADMIN_USERNAME, AirflowStack, StackConfig
+from tests.e2e.conftest import SYNTHETIC_DS, airflow_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(RUN_TIMEOUT_S + 600)]
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the networking flags Chromium's background services keep dialling out of a closed network.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]  # fmt: skip
+SCREENSHOT = TEST_OUTPUT / "airflow-grid.png"
+
+
+def screenshot_grid(stack: AirflowStack, run_id: str, path: Path) -> None:
+    """Log in through the UI's form and save a screenshot of the run's grid view."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{stack.url}/", wait_until="networkidle")
+            page.fill("input[name='username']", ADMIN_USERNAME)
+            page.fill("input[name='password']", stack.password)
+            page.click("button[type='submit']")
+            page.wait_for_url(lambda url: "/auth/login" not in url, timeout=60_000)
+
+            page.goto(f"{stack.url}/dags/{DAG_ID}/runs/{run_id}", wait_until="networkidle")
+            page.get_by_role("button", name="Expand all task groups").click()
+            for task_id in sorted(TASKS):  # the grid's row labels link to each task
+                expect(page.locator(f"a[href='/dags/{DAG_ID}/tasks/{task_id}']")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Success").first).to_be_visible()
+            page.screenshot(path=str(path), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_nightly_run_through_rest_api_and_ui(project_home: Path, output_dir: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    config = StackConfig(airflow_home=project_home / "airflow", log_dir=output_dir / "logs")
+    with AirflowStack(config, airflow_env(project_home)) as stack:
+        stack.start(dag_ids=(DAG_ID,))
+        assert_runnable_on_synthetic_data(stack)
+        stack.unpause(DAG_ID)
+        run = stack.trigger(DAG_ID, LOGICAL_DATE, run_id=f"ui_test__{SYNTHETIC_DS}")
+        run_id = run["dag_run_id"]
+        assert run["logical_date"].startswith(SYNTHETIC_DS)
+
+        finished = stack.wait_for_run(DAG_ID, run_id, timeout=RUN_TIMEOUT_S)
+        instances = stack.task_instances(DAG_ID, run_id)
+        (output_dir / "task_instances.json").write_text(json.dumps(instances, indent=2))
+        states = {ti["task_id"]: ti["state"] for ti in instances}
+        assert finished["state"] == "success", f"{states}; logs in {config.log_dir}"
+        assert set(states) == TASKS
+        assert set(states.values()) == {"success"}, states
+
+        screenshot_grid(stack, run_id, output_dir / "airflow-grid.png")
+    shutil.copyfile(output_dir / "airflow-grid.png", SCREENSHOT)
+    print(f"\nGrid screenshot: {SCREENSHOT}\nComponent and task logs: {config.log_dir}")
+
+    verify = json.loads((project_home / "artifacts" / "runs" / SYNTHETIC_DS / "verify.json").read_text())
+    assert verify["verified"] is True
