@@ -17,16 +17,23 @@ import sys
 import time
 from pathlib import Path
 
-from deepfm_model.pipeline import PipelineConfig, load_raw, wait_available
+from deepfm_model.pipeline import (
+    PipelineConfig,
+    load_raw,
+    serving_version,
+    wait_available,
+)
 
 logger = logging.getLogger(__name__)
 
 
 def start_server(config: PipelineConfig, port: int) -> subprocess.Popen:
-    """Start `serving.server` on 127.0.0.1:`port` over the model base path, as a child process."""
+    """Start `serving.server` on 127.0.0.1:`port` with the model config the pushes maintain, as a child process."""
+    from serving.labels import model_config_path
+
     command = [
         sys.executable, "-m", "serving.server",
-        "--base-path", str(config.model_base_path), "--model-name", config.model_name, "--port", str(port),
+        "--model-config-file", str(model_config_path(config.model_base_path)), "--port", str(port),
     ]  # fmt: skip
     return subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(config.home)})
 
@@ -57,8 +64,8 @@ def recommend(config: PipelineConfig, ds: str, user_id: str, port: int, top_k: i
     server = start_server(config, port)
     try:
         wait_for_port(port, server, deadline_s=180)
-        with ServingClient(f"127.0.0.1:{port}", model_name=config.model_name) as client:
-            version = wait_available(client, deadline_s=180)
+        with ServingClient(f"127.0.0.1:{port}", model_name=config.model_name, version_label="stable") as client:
+            version = wait_available(client, serving_version(config), deadline_s=180)
             ranked = client.rank(user_id, candidates, feature_store.open_store(config.feature_repo))[:top_k]
     finally:
         server.terminate()

@@ -213,17 +213,29 @@ def train(config: PipelineConfig, ds: str) -> dict:
     return {k: metrics[k] for k in ("test_auc", "test_logloss", "valid_auc")}
 
 
-def _serving_auc(config: PipelineConfig, test: pd.DataFrame) -> tuple[int, float] | None:
-    """(version, test AUC) of the newest pushed model on this run's test split, or `None` before the first push."""
-    from deepfm_model.evaluate import roc_auc
-    from deepfm_model.predict import predict_saved_model
+def serving_version(config: PipelineConfig) -> int | None:
+    """The version applications get: the `stable` label's, else the newest pushed; `None` before any push."""
+    from serving.labels import model_config_path, read_version_config
     from serving.push import list_versions
 
     versions = list_versions(config.model_base_path, config.model_name)
-    if not versions:
+    if model_config_path(config.model_base_path).exists():
+        stable = read_version_config(config.model_base_path, config.model_name).labels.get("stable")
+        if stable in versions:
+            return stable
+    return versions[-1] if versions else None
+
+
+def _serving_auc(config: PipelineConfig, test: pd.DataFrame) -> tuple[int, float] | None:
+    """(version, test AUC) of the serving model on this run's test split, or `None` before the first push."""
+    from deepfm_model.evaluate import roc_auc
+    from deepfm_model.predict import predict_saved_model
+
+    version = serving_version(config)
+    if version is None:
         return None
-    path = Path(config.model_base_path) / config.model_name / str(versions[-1])
-    return versions[-1], roc_auc(test["label"].to_numpy(), predict_saved_model(path, test))
+    path = Path(config.model_base_path) / config.model_name / str(version)
+    return version, roc_auc(test["label"].to_numpy(), predict_saved_model(path, test))
 
 
 def bless(config: PipelineConfig, ds: str) -> dict:
@@ -258,6 +270,7 @@ def bless(config: PipelineConfig, ds: str) -> dict:
 
 def push(config: PipelineConfig, ds: str) -> dict:
     """Push a blessed export as the next version, once per `ds`: a re-run returns the version already pushed."""
+    from serving.labels import ensure_model_config
     from serving.push import push as push_version
 
     run_dir = config.run_dir(ds)
@@ -269,6 +282,7 @@ def push(config: PipelineConfig, ds: str) -> dict:
     if not blessing.get("blessed"):
         logger.info("Not pushing: %s", blessing.get("reason", "no blessing"))
         return {"model_version": None, "reason": blessing.get("reason")}
+    ensure_model_config(config.model_base_path, config.model_name)
     version = push_version(run_dir / "model" / "export", config.model_base_path, config.model_name)
     pushed = {"model_version": version, "model_dir": str(Path(config.model_base_path) / config.model_name / str(version))}
     _write_json(run_dir / "push.json", pushed)
@@ -293,36 +307,47 @@ def _link_latest(config: PipelineConfig, ds: str) -> None:
 
 
 def verify_serving(config: PipelineConfig, ds: str, probe_rows: int = 64, deadline_s: float = 300.0) -> dict:
-    """Serve the pushed version from the model base path and check probe predictions against in-process ones."""
+    """Serve the pushed version, compare probe predictions with in-process ones, then label it `stable`.
+
+    A version that does not load or answers differently is retracted from the base path (servers unload it on
+    their next poll) and `stable` stays where it was; the task then fails with the reason.
+    """
     import numpy as np
 
     from deepfm_model.features import FEATURE_NAMES
     from deepfm_model.predict import load_trained, predict_frame
     from serving.client import ServingClient
+    from serving.labels import model_config_path, promote
+    from serving.push import retract
     from serving.server import ModelServer, ServerConfig
 
     run_dir = config.run_dir(ds)
-    pushed = _read_json(run_dir / "push.json") or {}
-    version = pushed.get("model_version")
+    version = (_read_json(run_dir / "push.json") or {}).get("model_version")
     if version is None:
         logger.info("Nothing pushed for %s; nothing to verify", ds)
         return {"verified": False, "reason": "no push"}
     probe = pd.read_parquet(run_dir / "snapshot" / "test.parquet").head(probe_rows)
     expected = predict_frame(load_trained(run_dir / "model"), probe)
-    server = ModelServer(ServerConfig(base_path=str(config.model_base_path), model_name=config.model_name, port=0))
+    config_file = model_config_path(config.model_base_path)
+    server = ModelServer(ServerConfig.from_model_config_file(config_file, port=0, poll_interval_s=0.5))
     port = server.start()
     try:
         with ServingClient(f"127.0.0.1:{port}", model_name=config.model_name, version=version) as client:
-            wait_available(client, version, deadline_s)
-            served = client.predict({name: probe[name].to_numpy() for name in FEATURE_NAMES})
+            try:
+                wait_available(client, version, deadline_s)
+                served = client.predict({name: probe[name].to_numpy() for name in FEATURE_NAMES})
+                max_diff = float(np.max(np.abs(served - expected)))
+                if not max_diff <= 1e-5:
+                    raise RuntimeError(f"version {version} serves predictions {max_diff:.2e} away from in-process")
+            except Exception:
+                retract(config.model_base_path, config.model_name, version)
+                raise
+            promote(client, config.model_base_path, config.model_name, "stable", version)
     finally:
         server.stop()
-    max_diff = float(np.max(np.abs(served - expected)))
-    if max_diff > 1e-5:
-        raise RuntimeError(f"Version {version} serves predictions {max_diff:.2e} away from the in-process model")
     result = {"verified": True, "model_version": version, "probe_rows": len(probe), "max_abs_diff": max_diff}
     _write_json(run_dir / "verify.json", result)
-    logger.info("Version %d verified over gRPC on %d probe rows (max |diff| %.2e)", version, len(probe), max_diff)
+    logger.info("Version %d verified over gRPC on %d probe rows (max |diff| %.2e); labelled stable", version, len(probe), max_diff)
     return result
 
 

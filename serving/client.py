@@ -117,18 +117,24 @@ class ModelMetadata:
     signatures: dict[str, Signature]
 
 
-def encode_tensor(values: np.ndarray | Sequence[Any]) -> Any:
+def encode_tensor(values: np.ndarray | Sequence[Any], out: Any = None) -> Any:
     """Encode a numpy array as a `TensorProto`: raw bytes for numbers, `string_val` for strings.
 
-    Strings are UTF-8 encoded; bytes are sent as they are.
+    Strings are UTF-8 encoded; bytes are sent as they are. `out` is an empty `TensorProto` to fill (say
+    `request.inputs[name]`, which saves a copy); a new one when `None`.
     """
     array = np.asarray(values)
-    proto = wire.TensorProto()
+    proto = wire.TensorProto() if out is None else out
     for size in array.shape:
         proto.tensor_shape.dim.add(size=size)
     if array.dtype.kind in "USO":
         proto.dtype = wire.DATA_TYPES["DT_STRING"]
-        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.reshape(-1))
+        items = array.reshape(-1).tolist()
+        try:
+            encoded = [item.encode("utf-8") for item in items]  # all `str`: the common case
+        except AttributeError:  # bytes, or other objects
+            encoded = [item if isinstance(item, bytes) else str(item).encode("utf-8") for item in items]
+        proto.string_val.extend(encoded)
         return proto
     if array.dtype not in _NUMPY_TO_DATA_TYPE:
         raise InputError(f"Cannot encode a tensor of dtype {array.dtype}")
@@ -387,7 +393,7 @@ class ServingClient:
         """Like `predict_tensors`, and also return the version that answered (for canaries and checks)."""
         request = wire.PredictRequest(model_spec=self._model_spec(), output_filter=list(output_filter))
         for name, values in inputs.items():
-            request.inputs[name].CopyFrom(encode_tensor(values))
+            encode_tensor(values, out=request.inputs[name])
         response = self._call(self._predict, request, "Predict")
         outputs = {name: decode_tensor(tensor) for name, tensor in response.outputs.items()}
         return outputs, response.model_spec.version.value

@@ -20,7 +20,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def push(export_dir: str | os.PathLike, base_path: str | os.PathLike, model_name
         raise ValueError(f"`export_dir` holds no saved_model.pb. Received: `export_dir={str(export_dir)!r}`")
     model_dir = Path(base_path) / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(model_dir / _LOCK_FILE):
+    with exclusive_lock(model_dir / _LOCK_FILE):
         _remove_leftovers(model_dir)
         version = max([_read_last_version(model_dir), *list_versions(base_path, model_name)], default=0) + 1
         staging = model_dir / f"{_STAGING_PREFIX}{version}-{uuid.uuid4().hex}"
@@ -94,8 +94,11 @@ def write_model_config(
     base_path: str = "/models/deepfm",
     num_versions: int = 1,
     version_labels: Mapping[str, int] | None = None,
+    versions: Sequence[int] = (),
 ) -> Path:
-    """Write a TF Serving `--model_config_file` (text `ModelServerConfig`) for one model.
+    """Write a TF Serving `--model_config_file` (text `ModelServerConfig`) for one model, atomically.
+
+    `serving.labels` edits the file afterwards (labels, policy); see there for which policy suits labels.
 
     Args:
         path: file to write.
@@ -103,6 +106,7 @@ def write_model_config(
         base_path: the folder holding the version folders, as the server sees it (a container path for Docker).
         num_versions: latest-N version policy: how many newest versions stay loaded.
         version_labels: label to version, e.g. `{"stable": 3, "canary": 4}`.
+        versions: the specific version policy instead: exactly these versions stay loaded.
 
     Returns:
         The path written.
@@ -110,8 +114,23 @@ def write_model_config(
     if num_versions < 1:
         raise ValueError(f"`num_versions` must be at least 1. Received: `num_versions={num_versions}`")
     path = Path(path)
-    path.write_text(render_model_config(model_name, base_path, num_versions, version_labels))
+    write_atomically(path, render_model_config(model_name, base_path, num_versions, version_labels, versions))
     return path
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one `os.replace`: a reader sees the old file or the new one, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def render_model_config(
@@ -119,8 +138,13 @@ def render_model_config(
     base_path: str = "/models/deepfm",
     num_versions: int = 1,
     version_labels: Mapping[str, int] | None = None,
+    versions: Sequence[int] = (),
 ) -> str:
     """Text of the model config that `write_model_config` writes."""
+    if versions:
+        policy = "specific { " + " ".join(f"versions: {v}" for v in sorted(set(versions))) + " }"
+    else:
+        policy = f"latest {{ num_versions: {num_versions} }}"
     labels = "".join(
         f'    version_labels {{ key: "{label}" value: {version} }}\n'
         for label, version in sorted((version_labels or {}).items())
@@ -132,7 +156,7 @@ def render_model_config(
         f'    name: "{model_name}"\n'
         f'    base_path: "{base_path}"\n'
         '    model_platform: "tensorflow"\n'
-        f"    model_version_policy {{ latest {{ num_versions: {num_versions} }} }}\n"
+        f"    model_version_policy {{ {policy} }}\n"
         f"{labels}"
         "  }\n"
         "}\n"
@@ -140,7 +164,8 @@ def render_model_config(
 
 
 @contextlib.contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `lock_path` (created if missing) for the `with` block."""
     with open(lock_path, "a") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
@@ -163,6 +188,17 @@ def _write_last_version(model_dir: Path, version: int) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, model_dir / _LAST_VERSION_FILE)
+
+
+def retract(base_path: str | os.PathLike, model_name: str, version: int) -> None:
+    """Take a version off the base path at once (rename, then delete): servers unload it on their next poll.
+
+    For a pushed version that failed verification. Its number stays used: the next push gets a higher one.
+    """
+    model_dir = Path(base_path) / model_name
+    with exclusive_lock(model_dir / _LOCK_FILE):
+        _remove_version(model_dir, version)
+    log.warning("Retracted version %d of %s", version, model_name)
 
 
 def _remove_leftovers(model_dir: Path) -> None:

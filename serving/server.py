@@ -5,7 +5,13 @@ No registry this project can reach ships `tensorflow_model_server`, so laptops a
 documented behaviour for one model:
 
 - Watches `<base_path>/<model_name>/` every `poll_interval_s`; integer-named folders are versions.
-- Latest-N version policy: the newest `num_versions` versions on disk are loaded.
+- Version policy: latest N (the newest `num_versions` versions on disk are loaded; the default) or specific
+  (exactly the versions listed, as TF Serving's `specific { versions: ... }`).
+- With `model_config_file`, the file is read again on every poll, as TF Serving's
+  `--model_config_file_poll_wait_seconds` does: a changed version policy or label map takes effect without a
+  restart. New labels are applied only once every version they name is AVAILABLE (TF Serving refuses to label a
+  version that is not), after the newly aspired versions are loaded and before the others are unloaded, so a
+  request pinned to a label never finds its version gone; a refused label map is logged and the old one kept.
 - Load before unload: a new version is loaded and warmed up before older ones are dropped; a request that
   already holds a version finishes on it, so no request fails during a switch.
 - A version that fails to load (or to warm up) is reported END with its error and never retried; the versions
@@ -14,11 +20,14 @@ documented behaviour for one model:
   1000) are replayed before the version becomes AVAILABLE.
 - Version labels from the configuration (`{"stable": 3}`).
 - Status codes: NOT_FOUND for an unknown model or version, INVALID_ARGUMENT for an unknown label, a missing or
-  extra input, a wrong dtype or shape (the message names the input) and an unknown `output_filter`
-  entry, FAILED_PRECONDITION for an unknown signature.
+  extra input, a wrong dtype or shape (the message names the input), a ragged or empty batch, too many rows
+  (`max_batch_rows`), too many bytes (`max_request_bytes`) and an unknown `output_filter` entry,
+  FAILED_PRECONDITION for an unknown signature; a message over the gRPC limit (`max_message_bytes`) is refused
+  by gRPC itself with RESOURCE_EXHAUSTED.
 - grpc.health.v1 health: SERVING while some version is available.
 
     python -m serving.server --base-path models --model-name deepfm --port 8500
+    python -m serving.server --model-config-file models/models.config   # policy and labels from the file
 """
 
 from __future__ import annotations
@@ -34,8 +43,8 @@ from pathlib import Path
 from typing import Any, Self
 
 import grpc
+import numpy as np
 import tensorflow as tf
-from google.protobuf import text_format
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow.python.saved_model import loader_impl
 from tensorflow_serving.apis import (
@@ -46,8 +55,8 @@ from tensorflow_serving.apis import (
     prediction_log_pb2,
     prediction_service_pb2_grpc,
 )
-from tensorflow_serving.config import model_server_config_pb2
 
+from serving.labels import VersionConfig, parse_model_config
 from serving.push import list_versions
 
 log = logging.getLogger(__name__)
@@ -69,32 +78,34 @@ class ServerConfig:
     port: int = 8500  # gRPC port; 0 picks a free one (see `ModelServer.port`)
     poll_interval_s: float = 1.0  # how often the model folder is scanned for versions
     num_versions: int = 1  # latest-N policy: newest versions kept loaded
+    specific_versions: tuple[int, ...] = ()  # specific policy: exactly these versions loaded; () for latest-N
     version_labels: dict[str, int] = field(default_factory=dict)  # label -> version
+    model_config_file: str | None = None  # re-read on every poll for the policy and labels (overrides both)
     max_workers: int = 8  # gRPC handler threads
     max_message_bytes: int = 64 * 1024 * 1024  # gRPC send and receive limit
     max_batch_rows: int = 0  # refuse requests with more rows (INVALID_ARGUMENT); 0 for no limit
+    max_request_bytes: int = 0  # refuse larger Predict requests (INVALID_ARGUMENT); 0 for gRPC's limit only
     grace_s: float = 5.0  # how long `stop()` lets in-flight requests finish
     metrics_port: int | None = None  # Prometheus metrics over HTTP on this port; None for none
 
     @classmethod
     def from_model_config_file(cls, path: str | Path, **overrides: Any) -> ServerConfig:
         """Read the first model of a TF Serving `--model_config_file` (as `serving.push.write_model_config`
-        writes it): name, base path (the parent of the model folder), latest-N policy and labels."""
-        config = text_format.Parse(Path(path).read_text(), model_server_config_pb2.ModelServerConfig())
-        models = config.model_config_list.config
-        if not models:
-            raise ValueError(f"No model in the model config. Received: `path={str(path)!r}`")
-        model = models[0]
+        writes it): name, base path (the parent of the model folder), version policy and labels. The server
+        keeps reading the file on every poll (`model_config_file`)."""
+        _, model = parse_model_config(Path(path).read_text(), None, str(path))
+        policy = VersionConfig.from_proto(model, str(path))
         base = Path(model.base_path)
-        num_versions = model.model_version_policy.latest.num_versions or 1
+        if base.name != model.name:
+            raise ValueError(f"This server expects base_path to end in the model name. Received: `{model.base_path}`")
         values: dict[str, Any] = {
             "base_path": str(base.parent),
             "model_name": model.name,
-            "num_versions": num_versions,
-            "version_labels": dict(model.version_labels),
+            "num_versions": policy.num_versions,
+            "specific_versions": policy.specific_versions,
+            "version_labels": policy.labels,
+            "model_config_file": str(path),
         }
-        if base.name != model.name:
-            raise ValueError(f"This server expects base_path to end in the model name. Received: `{model.base_path}`")
         values.update(overrides)
         return cls(**values)
 
@@ -149,8 +160,8 @@ def run_predict(model: LoadedVersion, model_name: str, request: predict_pb2.Pred
             f"input size does not match signature: {len(sent)}!={len(expected)}. "
             f"Sent extra: {sorted(sent - expected)}. Missing but required: {sorted(expected - sent)}.",
         )
-    tensors = {}
-    rows = set()
+    # Shapes and dtypes are checked from the protos before any tensor is decoded.
+    rows: dict[str, int] = {}  # input -> rows
     for name, spec in specs.items():
         proto = request.inputs[name]
         if proto.dtype != spec.dtype.as_datatype_enum:
@@ -159,24 +170,24 @@ def run_predict(model: LoadedVersion, model_name: str, request: predict_pb2.Pred
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"Expects arg[{name}] to be {spec.dtype.name} but {sent_dtype} is provided",
             )
-        try:
-            array = tf.make_ndarray(proto)
-        except Exception as error:  # noqa: BLE001  (malformed tensor_content and the like)
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Input `{name}` is not a valid tensor: {error}")
-        if not spec.shape.is_compatible_with(array.shape):
+        shape = [dim.size for dim in proto.tensor_shape.dim]
+        if proto.tensor_shape.unknown_rank or not spec.shape.is_compatible_with(shape):
             raise RequestError(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"Input `{name}` has shape {list(array.shape)}; the signature takes {spec.shape}",
+                grpc.StatusCode.INVALID_ARGUMENT, f"Input `{name}` has shape {shape}; the signature takes {spec.shape}"
             )
-        if array.ndim:
-            rows.add(array.shape[0])
-        tensors[name] = tf.convert_to_tensor(array, dtype=spec.dtype)
-    if len(rows) > 1:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Inputs have different numbers of rows: {sorted(rows)}")
-    if max_batch_rows and rows and max(rows) > max_batch_rows:
+        if shape:
+            rows[name] = shape[0]
+    if len(set(rows.values())) > 1:
+        counts = ", ".join(f"{name}: {count}" for name, count in sorted(rows.items()))
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Inputs have different numbers of rows ({counts})")
+    batch_rows = next(iter(rows.values()), None)
+    if batch_rows == 0:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Empty batch: the inputs have 0 rows")
+    if max_batch_rows and batch_rows is not None and batch_rows > max_batch_rows:
         raise RequestError(
-            grpc.StatusCode.INVALID_ARGUMENT, f"Batch of {max(rows)} rows exceeds the limit of {max_batch_rows}"
+            grpc.StatusCode.INVALID_ARGUMENT, f"Batch of {batch_rows} rows exceeds the limit of {max_batch_rows}"
         )
+    tensors = {name: _decode_input(name, request.inputs[name], spec.dtype) for name, spec in specs.items()}
     output_names = list(function.structured_outputs)
     for name in request.output_filter:
         if name not in output_names:
@@ -192,6 +203,30 @@ def run_predict(model: LoadedVersion, model_name: str, request: predict_pb2.Pred
     for name in request.output_filter or output_names:
         response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name].numpy()))
     return response
+
+
+def _decode_input(name: str, proto, dtype: tf.DType) -> tf.Tensor:
+    """A request's TensorProto as a tensor of `dtype` (already checked against the proto's dtype).
+
+    Fast paths for what clients send, packed numbers (`tensor_content`) and one string per element; every other
+    encoding (`*_val` fields, one value broadcast to the shape) goes through `tf.make_ndarray`.
+
+    Raises:
+        RequestError: INVALID_ARGUMENT when the values do not fill the shape.
+    """
+    shape = [dim.size for dim in proto.tensor_shape.dim]
+    size = int(np.prod(shape, dtype=np.int64))
+    if dtype == tf.string and len(proto.string_val) == size:
+        return tf.reshape(tf.constant(list(proto.string_val), dtype=tf.string), shape)
+    if proto.tensor_content and dtype.is_numpy_compatible and dtype != tf.string:
+        itemsize = np.dtype(dtype.as_numpy_dtype).itemsize
+        if len(proto.tensor_content) == size * itemsize:
+            return tf.constant(np.frombuffer(proto.tensor_content, dtype=dtype.as_numpy_dtype).reshape(shape))
+    try:
+        array = tf.make_ndarray(proto)
+    except Exception as error:  # noqa: BLE001  (tensor_content of the wrong length and the like)
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Input `{name}` is not a valid tensor: {error}")
+    return tf.convert_to_tensor(array, dtype=dtype)
 
 
 def _grpc_code(tf_code: int) -> grpc.StatusCode:
@@ -224,41 +259,119 @@ def run_warmup(model: LoadedVersion, model_name: str) -> int:
     return count
 
 
+@dataclass(frozen=True)
+class _Serving:
+    """What requests resolve against, replaced as a whole so that a label and its version are read together."""
+
+    available: dict[int, LoadedVersion]  # version -> loaded version
+    labels: dict[str, int]  # label -> version
+
+
 class ModelManager:
-    """The versions of one model: loads, warms up, serves and unloads them as the folder changes."""
+    """The versions of one model: loads, warms up, serves and unloads them as the folder (and config) change."""
 
     def __init__(self, config: ServerConfig):
         self.config = config
         self.model_dir = Path(config.base_path) / config.model_name
         self._lock = threading.Lock()
-        self._available: dict[int, LoadedVersion] = {}  # replaced, never mutated: readers take a snapshot
+        self._num_versions = config.num_versions
+        self._specific_versions = tuple(config.specific_versions)
+        # With a config file, labels come from it (checked against the available versions) on the first poll.
+        labels = {} if config.model_config_file else dict(config.version_labels)
+        self._serving = _Serving({}, labels)  # replaced, never mutated: readers take a snapshot
         self._states: dict[int, tuple[int, int, str]] = {}  # version -> (state, error code, message)
         self._failed: set[int] = set()
+        self._config_text: str | None = None  # the config file as last read
+        self._refused_labels: str | None = None  # the last refusal logged, so that it is logged once
         self.on_change = lambda available: None  # called with the available versions after each change
+
+    @property
+    def _available(self) -> dict[int, LoadedVersion]:
+        return self._serving.available
+
+    @property
+    def version_labels(self) -> dict[str, int]:
+        """The labels in force."""
+        return dict(self._serving.labels)
 
     def available_versions(self) -> list[int]:
         return sorted(self._available)
 
     def poll(self) -> None:
-        """Scan the model folder once: load new aspired versions, then unload those no longer wanted."""
+        """One pass: re-read the config file, load new aspired versions, apply labels, unload the rest."""
+        wanted_labels = self._read_config_file()
         on_disk = list_versions(self.config.base_path, self.config.model_name)
-        aspired = on_disk[-self.config.num_versions :]
+        if self._specific_versions:
+            aspired = [v for v in on_disk if v in self._specific_versions]
+        else:
+            aspired = on_disk[-self._num_versions :]
         changed = False
         for version in aspired:
             if version not in self._available and version not in self._failed:
                 changed |= self._load(version)
-        serving = [v for v in sorted(self._available) if v in on_disk][-self.config.num_versions :]
+        if wanted_labels is not None:
+            self._apply_labels(wanted_labels)
+        if self._specific_versions:
+            serving = [v for v in sorted(self._available) if v in aspired]
+        else:
+            serving = [v for v in sorted(self._available) if v in on_disk][-self._num_versions :]
         if not serving and self._available:
             if not on_disk:
                 log.warning(
                     "No versions of %s on disk; keeping %s loaded", self.config.model_name, self.available_versions()
                 )
-            serving = sorted(self._available)[-self.config.num_versions :]
+            serving = sorted(self._available)[-self._num_versions :]
         for version in sorted(set(self._available) - set(serving)):
             self._unload(version)
             changed = True
         if changed:
             self.on_change(self.available_versions())
+
+    def _read_config_file(self) -> dict[str, int] | None:
+        """Take the version policy from the config file; return its labels (None without a file or when
+        the file cannot be read: the policy and labels in force stay)."""
+        path = self.config.model_config_file
+        if path is None:
+            return None
+        try:
+            text = Path(path).read_text()
+            changed = text != self._config_text
+            _, model = parse_model_config(text, self.config.model_name, path)
+            policy = VersionConfig.from_proto(model, path)
+        except (OSError, ValueError) as error:
+            if self._config_text != "":
+                log.error("Cannot read the model config %s; keeping the policy and labels in force: %s", path, error)
+            self._config_text = ""
+            return None
+        self._config_text = text
+        if changed:
+            if Path(model.base_path).resolve() != self.model_dir.resolve():
+                log.warning("The model config moved base_path to %s; this server keeps serving %s",
+                            model.base_path, self.model_dir)  # fmt: skip
+            if (policy.num_versions, policy.specific_versions) != (self._num_versions, self._specific_versions):
+                log.info("Version policy of %s from %s: %s", self.config.model_name, path,
+                         f"specific {list(policy.specific_versions)}" if policy.specific_versions
+                         else f"latest {policy.num_versions}")  # fmt: skip
+            self._num_versions = policy.num_versions
+            self._specific_versions = policy.specific_versions
+        return policy.labels
+
+    def _apply_labels(self, labels: dict[str, int]) -> None:
+        """Put `labels` in force if every version they name is AVAILABLE; otherwise keep the labels in force."""
+        serving = self._serving
+        if labels == serving.labels:
+            return
+        unavailable = {label: version for label, version in labels.items() if version not in serving.available}
+        if unavailable:
+            message = (f"Refusing version labels {labels} of {self.config.model_name}: {unavailable} name versions "
+                       f"that are not AVAILABLE; keeping {serving.labels}")  # fmt: skip
+            if message != self._refused_labels:
+                log.error(message)
+                self._refused_labels = message
+            return
+        with self._lock:
+            self._serving = _Serving(self._serving.available, dict(labels))
+        log.info("Version labels of %s: %s", self.config.model_name, labels)
 
     def _load(self, version: int) -> bool:
         path = self.model_dir / str(version)
@@ -278,7 +391,7 @@ class ModelManager:
                       self.available_versions(), error)  # fmt: skip
             return False
         with self._lock:
-            self._available = {**self._available, version: loaded}
+            self._serving = _Serving({**self._serving.available, version: loaded}, self._serving.labels)
         self._set_state(version, _STATE.AVAILABLE)
         log.info("%s version %d AVAILABLE (%.1f s, %d warm-up requests)", self.config.model_name, version,
                  time.monotonic() - started, warmed)  # fmt: skip
@@ -287,7 +400,8 @@ class ModelManager:
     def _unload(self, version: int) -> None:
         self._set_state(version, _STATE.UNLOADING)
         with self._lock:
-            self._available = {v: m for v, m in self._available.items() if v != version}
+            available = {v: m for v, m in self._serving.available.items() if v != version}
+            self._serving = _Serving(available, self._serving.labels)
         self._set_state(version, _STATE.END)
         log.info("Unloaded %s version %d", self.config.model_name, version)
 
@@ -306,17 +420,18 @@ class ModelManager:
             RequestError: NOT_FOUND (unknown model, version not loaded), INVALID_ARGUMENT (unknown label).
         """
         name = model_spec.name
+        serving = self._serving  # one snapshot: a label and the versions it may name
         choice = model_spec.WhichOneof("version_choice")
         if choice == "version_label":
             label = model_spec.version_label
-            if name != self.config.model_name or label not in self.config.version_labels:
+            if name != self.config.model_name or label not in serving.labels:
                 raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {label}")
-            version = self.config.version_labels[label]
+            version = serving.labels[label]
         elif choice == "version":
             version = model_spec.version.value
         else:
             version = None
-        available = self._available
+        available = serving.available
         if name == self.config.model_name:
             if version is None and available:
                 return available[max(available)]
@@ -334,11 +449,12 @@ class ModelManager:
             raise RequestError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
         choice = model_spec.WhichOneof("version_choice")
         if choice == "version_label":
-            if model_spec.version_label not in self.config.version_labels:
+            labels = self._serving.labels
+            if model_spec.version_label not in labels:
                 raise RequestError(
                     grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {model_spec.version_label}"
                 )
-            versions = [self.config.version_labels[model_spec.version_label]]
+            versions = [labels[model_spec.version_label]]
         elif choice == "version":
             versions = [model_spec.version.value]
         else:
@@ -401,6 +517,11 @@ class _Handlers(prediction_service_pb2_grpc.PredictionServiceServicer, model_ser
 
     def Predict(self, request, context):
         def body():
+            limit = self.manager.config.max_request_bytes
+            if limit and request.ByteSize() > limit:
+                raise RequestError(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"Request of {request.ByteSize()} bytes exceeds the limit of {limit}"
+                )
             model = self.manager.resolve(request.model_spec)
             response = run_predict(model, self.manager.config.model_name, request, self.manager.config.max_batch_rows)
             first_dims = [tensor.tensor_shape.dim for tensor in request.inputs.values()][:1]
@@ -550,13 +671,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base-path", help="folder holding <model-name>/<version>/")
     parser.add_argument("--model-name", default="deepfm")
-    parser.add_argument("--model-config-file", help="TF Serving model config; replaces --base-path/--model-name")
+    parser.add_argument(
+        "--model-config-file",
+        help="TF Serving model config, read again on every poll (policy, labels); replaces --base-path/--model-name",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
     parser.add_argument("--port", type=int, default=8500)
     parser.add_argument("--poll-interval-s", type=float, default=1.0)
     parser.add_argument("--num-versions", type=int, default=1, help="latest-N version policy")
     parser.add_argument("--version-label", action="append", default=[], metavar="LABEL=VERSION")
     parser.add_argument("--max-batch-rows", type=int, default=0, help="refuse larger requests; 0 for no limit")
+    parser.add_argument("--max-request-bytes", type=int, default=0, help="refuse larger requests; 0 for no limit")
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port")
     parser.add_argument("--grace-s", type=float, default=5.0)
     parser.add_argument("--tls-cert", help="PEM certificate chain; with --tls-key, serve over TLS")
@@ -573,7 +698,7 @@ def main(argv: list[str] | None = None) -> None:
         labels[label] = int(version)
     settings: dict[str, Any] = {
         "host": args.host, "port": args.port, "poll_interval_s": args.poll_interval_s,
-        "max_batch_rows": args.max_batch_rows, "metrics_port": args.metrics_port, "grace_s": args.grace_s,
+        "max_batch_rows": args.max_batch_rows, "max_request_bytes": args.max_request_bytes, "metrics_port": args.metrics_port, "grace_s": args.grace_s,
     }  # fmt: skip
     if args.model_config_file:
         config = ServerConfig.from_model_config_file(args.model_config_file, **settings)

@@ -1,0 +1,288 @@
+"""Serving benchmark: client import cost, tensor encoding, end-to-end latency and throughput.
+
+    python -m serving.bench                      # writes artifacts/bench/serving.json and prints a table
+
+Measures, on this machine:
+- import time and peak resident memory of `import serving.client` against
+  `import tensorflow_serving.apis.prediction_service_pb2_grpc`, each in a fresh interpreter (median of runs);
+- encode time of a 100-row request: `serving.client.encode_tensor` against `tf.make_tensor_proto`, per feature;
+- end-to-end latency (p50, p99) and requests per second of `ServingClient.predict` for 1-row and 100-row
+  requests at concurrency 1 and 8, against the local server (`python -m serving.server`) in its own process.
+  The model is the real DeepFM export at `artifacts/latest/model/export` when there is one, with rows of its
+  test snapshot; otherwise the serving tests' fixture model with sample rows. The output says which.
+
+Targets (the issue's): client import < 0.5 s; encoding >= 10x faster than `tf.make_tensor_proto`;
+p99 < 10 ms for 100 rows at concurrency 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import timeit
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_EXPORT = Path("artifacts/latest/model/export")
+REAL_ROWS = Path("artifacts/latest/snapshot/test.parquet")
+MODEL_NAME = "deepfm"
+IMPORT_TARGET_S = 0.5
+ENCODE_TARGET_SPEEDUP = 10.0
+P99_TARGET_MS = 10.0
+
+_IMPORT_PROBE = """
+import time
+started = time.perf_counter()
+import {module}
+seconds = time.perf_counter() - started
+peak_kib = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(seconds, int(peak_kib) / 1024)
+"""
+
+
+def measure_import(module: str, runs: int) -> dict[str, float]:
+    """Median import seconds and peak RSS (MiB) of `module` over `runs` fresh interpreters."""
+    seconds, rss = [], []
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", _IMPORT_PROBE.format(module=module)],
+            cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=600,
+        )  # fmt: skip
+        s, r = out.stdout.split()
+        seconds.append(float(s))
+        rss.append(float(r))
+    return {"seconds": statistics.median(seconds), "rss_mib": statistics.median(rss), "runs": runs}
+
+
+def measure_encoding(columns: dict[str, np.ndarray], number: int) -> dict[str, float]:
+    """Microseconds to encode every feature column of one request: ours and `tf.make_tensor_proto`."""
+    import tensorflow as tf
+
+    from serving.client import encode_tensor
+
+    def ours():
+        return [encode_tensor(values) for values in columns.values()]
+
+    def theirs():
+        return [tf.make_tensor_proto(values) for values in columns.values()]
+
+    ours(), theirs()
+    ours_us = min(timeit.repeat(ours, number=number, repeat=5)) / number * 1e6
+    theirs_us = min(timeit.repeat(theirs, number=max(1, number // 10), repeat=5)) / max(1, number // 10) * 1e6
+    return {"ours_us": ours_us, "make_tensor_proto_us": theirs_us, "speedup": theirs_us / ours_us}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(base: Path) -> tuple[subprocess.Popen, str]:
+    """The local server in its own process (so that it does not share the client's GIL); waits until it serves."""
+    from serving.client import ServingClient, ServingError
+
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving.server", "--base-path", str(base), "--model-name", MODEL_NAME,
+         "--port", str(port), "--log-level", "WARNING"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    with ServingClient(address, MODEL_NAME, timeout=2.0, max_retries=0) as client:
+        while True:
+            try:
+                if any(s.state == "AVAILABLE" for s in client.model_status()):
+                    return process, address
+            except ServingError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"The server at {address} did not start")
+            time.sleep(0.2)
+
+
+def measure_latency(address: str, columns: dict[str, np.ndarray], concurrency: int, requests: int) -> dict:
+    """p50/p99 latency (ms) and requests/s of `predict` on one shared client, `requests` per thread."""
+    from serving.client import ServingClient
+
+    latencies: list[float] = []
+    lock = threading.Lock()
+    with ServingClient(address, MODEL_NAME) as client:
+        for _ in range(20):
+            client.predict(columns)
+
+        def worker():
+            mine = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                client.predict(columns)
+                mine.append(time.perf_counter() - started)
+            with lock:
+                latencies.extend(mine)
+
+        threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - started
+    ms = np.array(latencies) * 1e3
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "requests_per_s": len(latencies) / wall,
+        "requests": len(latencies),
+    }
+
+
+def bench_rows(rows: int, use_real: bool) -> dict[str, np.ndarray]:
+    """`rows` rows of serving columns: from the real test snapshot, or sample rows."""
+    from serving.client import to_feature_columns
+
+    if use_real:
+        import pandas as pd
+
+        from deepfm_model.features import FEATURE_NAMES
+
+        frame = pd.read_parquet(REAL_ROWS, columns=list(FEATURE_NAMES)).head(rows)
+        return to_feature_columns({name: frame[name].to_numpy() for name in FEATURE_NAMES})
+    from tests.serving.helpers import sample_columns
+
+    return to_feature_columns(sample_columns(rows))
+
+
+def real_export_problem() -> str | None:
+    """Why the real export cannot be benchmarked (missing, or its signature or snapshot is not the feature spec's),
+    or None when it can."""
+    if not REAL_EXPORT.joinpath("saved_model.pb").is_file() or not REAL_ROWS.is_file():
+        return f"no real export at {REAL_EXPORT} (with rows at {REAL_ROWS})"
+    import pyarrow.parquet as pq
+    from tensorflow.python.saved_model import loader_impl
+
+    from deepfm_model.features import FEATURE_NAMES
+
+    signature = loader_impl.parse_saved_model(str(REAL_EXPORT)).meta_graphs[0].signature_def["serving_default"]
+    if set(signature.inputs) != set(FEATURE_NAMES):
+        return (f"{REAL_EXPORT} predates the feature spec (its signature lacks "
+                f"{sorted(set(FEATURE_NAMES) - set(signature.inputs))}, has extra "
+                f"{sorted(set(signature.inputs) - set(FEATURE_NAMES))})")  # fmt: skip
+    missing = sorted(set(FEATURE_NAMES) - set(pq.read_schema(REAL_ROWS).names))
+    if missing:
+        return f"{REAL_ROWS} lacks features {missing}"
+    return None
+
+
+def run(out: Path, import_runs: int, requests: int, export: Path | None) -> dict[str, Any]:
+    from serving.push import push
+
+    problem = None if export is not None else real_export_problem()
+    use_real = export is None and problem is None
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg()},
+    }
+    log.info("Measuring imports (%d fresh interpreters each)", import_runs)
+    results["import"] = {
+        "serving.client": measure_import("serving.client", import_runs),
+        "numpy (inside serving.client)": measure_import("numpy", import_runs),
+        "tensorflow_serving.apis": measure_import(
+            "tensorflow_serving.apis.prediction_service_pb2_grpc", max(1, import_runs // 3)
+        ),
+    }
+    log.info("Measuring encoding")
+    results["encode_100_rows"] = measure_encoding(bench_rows(100, use_real), number=2000)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if export is not None or use_real:
+            model_source = str(export or REAL_EXPORT)
+            push(export or REAL_EXPORT, Path(tmp) / "models", MODEL_NAME)
+        else:
+            from tests.serving.fixture_model import build_exports
+
+            model_source = f"fixture model (tests/serving/fixture_model.py): {problem}"
+            push(build_exports(Path(tmp) / "exports").good[0.0], Path(tmp) / "models", MODEL_NAME)
+        results["model"] = model_source
+        results["rows_from"] = str(REAL_ROWS) if use_real else "tests.serving.helpers.sample_columns"
+        process, address = start_server(Path(tmp) / "models")
+        try:
+            results["latency"] = {}
+            for rows in (1, 100):
+                columns = bench_rows(rows, use_real)
+                for concurrency in (1, 8):
+                    per_thread = requests if concurrency == 1 else max(1, requests // 4)
+                    log.info("Measuring %d-row requests at concurrency %d", rows, concurrency)
+                    results["latency"][f"rows={rows},concurrency={concurrency}"] = measure_latency(
+                        address, columns, concurrency, per_thread
+                    )
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+    ours = results["import"]["serving.client"]["seconds"]
+    p99 = results["latency"]["rows=100,concurrency=1"]["p99_ms"]
+    results["targets"] = {
+        f"client import < {IMPORT_TARGET_S} s": ours < IMPORT_TARGET_S,
+        f"encoding >= {ENCODE_TARGET_SPEEDUP:g}x faster": results["encode_100_rows"]["speedup"] >= ENCODE_TARGET_SPEEDUP,
+        f"p99 < {P99_TARGET_MS:g} ms, 100 rows, concurrency 1": p99 < P99_TARGET_MS,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    lines = [f"model: {results['model']}", f"rows:  {results['rows_from']}", ""]
+    lines.append(f"{'import (fresh interpreter, median)':44} {'seconds':>9} {'peak RSS MiB':>13}")
+    for module, figures in results["import"].items():
+        lines.append(f"  {module:42} {figures['seconds']:9.3f} {figures['rss_mib']:13.0f}")
+    enc = results["encode_100_rows"]
+    lines += [
+        "",
+        "encode one 100-row request (all features)",
+        f"  {'serving.client.encode_tensor':42} {enc['ours_us']:9.0f} us",
+        f"  {'tf.make_tensor_proto':42} {enc['make_tensor_proto_us']:9.0f} us   ({enc['speedup']:.1f}x slower)",
+        "",
+        f"{'end to end (ServingClient.predict)':44} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>9} {'requests':>9}",
+    ]
+    for case, figures in results["latency"].items():
+        lines.append(f"  {case:42} {figures['p50_ms']:9.2f} {figures['p99_ms']:9.2f} "
+                     f"{figures['requests_per_s']:9.0f} {figures['requests']:9d}")  # fmt: skip
+    lines += ["", "targets"]
+    lines += [f"  {'met   ' if met else 'MISSED'} {target}" for target, met in results["targets"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("artifacts/bench/serving.json"))
+    parser.add_argument("--import-runs", type=int, default=5, help="fresh interpreters per import measured")
+    parser.add_argument("--requests", type=int, default=400, help="requests per case at concurrency 1")
+    parser.add_argument("--export", type=Path, help="SavedModel to serve instead of the real or fixture one")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    results = run(args.out, args.import_runs, args.requests, args.export)
+    print(format_table(results))
+    print(f"\nwritten to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

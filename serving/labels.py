@@ -1,0 +1,332 @@
+"""Version labels (`stable`, `canary`) and the version policy in TF Serving's model config; rollback.
+
+The labels live where TF Serving reads them: the `--model_config_file`, by default `<base>/models.config` next to
+the model folders (`model_config_path`). Serve with that file and every edit here takes effect on the server's
+next poll, without a restart:
+
+    python -m serving.server --model-config-file models/models.config
+    tensorflow_model_server --model_config_file=/models/models.config --model_config_file_poll_wait_seconds=10
+
+Version policy. TF Serving's default, latest 1, loads only the newest version, so a `stable` label on an older
+version would name nothing loaded. Two policies keep the labelled versions loaded:
+
+- latest 2 (what `ensure_model_config` writes): the newest two versions on disk stay loaded, so `stable` on
+  version N-1 and `canary` on N coexist. Move `stable` to N before pushing N+1, or N+1 unloads N-1 under it;
+  `set_label` refuses a version outside the newest N.
+- specific (`set_version_policy(versions=[...])`): exactly the listed versions stay loaded, whatever is pushed.
+  `set_label` keeps the list in step: it adds the version a label moves to, and drops the version the label
+  left when no other label names it. Use it to roll back further than the newest two, or to keep a push from
+  loading before it is labelled.
+
+A label is only moved to a version the server reports AVAILABLE, at two places: `promote` (and `rollback` with a
+client) asks the server first and raises FAILED_PRECONDITION otherwise; and the server itself (TF Serving and
+`serving.server`) refuses a label map that names a version it has not loaded, keeping the labels in force.
+
+A canary, then its promotion, then a rollback:
+
+    version = push(export_dir, "models")                      # loads as the newest; `stable` keeps the older one
+    promote(client, "models", "deepfm", "canary", version)    # only once the server reports it AVAILABLE
+    promote(client, "models", "deepfm", "stable", version)
+    rollback("models", "deepfm", "stable", client=client)     # back to the newest version below it
+
+Edits are atomic (a temporary file, then `os.replace`) and serialized by a lock file beside the config. Imports
+neither TensorFlow nor `tensorflow_serving.apis` (only the config protos, which import no TensorFlow).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.client import ServingError
+from serving.push import (
+    exclusive_lock,
+    list_versions,
+    render_model_config,
+    write_atomically,
+)
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE_NAME = "models.config"
+DEFAULT_NUM_VERSIONS = 2  # latest-N policy of a config written here: `stable` and `canary` both loaded
+_HEADER = "# TF Serving --model_config_file; labels and version policy edited by serving.labels.\n"
+
+
+@dataclass(frozen=True)
+class VersionConfig:
+    """The version policy and labels of one model in a model config file."""
+
+    num_versions: int  # latest-N policy: the newest N versions loaded (under specific: how many are listed)
+    specific_versions: tuple[int, ...]  # specific policy: exactly these versions loaded; () under latest-N
+    labels: dict[str, int]  # label -> version
+
+    @classmethod
+    def from_proto(cls, model: Any, source: str = "<model config>") -> VersionConfig:
+        """Read a `tensorflow.serving.ModelConfig` entry; an unset policy is TF Serving's default, latest 1.
+
+        Raises:
+            ValueError: the `all` policy, or a specific policy listing no version.
+        """
+        policy = model.model_version_policy
+        choice = policy.WhichOneof("policy_choice")
+        labels = dict(model.version_labels)
+        if choice == "specific":
+            if not policy.specific.versions:
+                raise ValueError(f"The specific version policy lists no version. Received: `{source}`")
+            versions = tuple(sorted(set(policy.specific.versions)))
+            return cls(len(versions), versions, labels)
+        if choice in (None, "latest"):
+            return cls(policy.latest.num_versions or 1, (), labels)
+        raise ValueError(f"Version policy `{choice}` is not supported. Received: `{source}`")
+
+
+def model_config_path(base_path: str | os.PathLike) -> Path:
+    """Where the model config of a model base path lives by default: `<base_path>/models.config`."""
+    return Path(base_path) / CONFIG_FILE_NAME
+
+
+def parse_model_config(text: str, model_name: str | None = None, source: str = "<model config>") -> tuple[Any, Any]:
+    """Parse a model config's text; return the `ModelServerConfig` and the entry of `model_name` (the first
+    when `None`).
+
+    Raises:
+        ValueError: the text is not a `ModelServerConfig`, or has no such model.
+    """
+    try:
+        config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    except text_format.ParseError as error:
+        raise ValueError(f"Not a TF Serving model config: {error}. Received: `{source}`") from error
+    for model in config.model_config_list.config:
+        if model_name is None or model.name == model_name:
+            return config, model
+    raise ValueError(f"No model {model_name or ''} in the model config. Received: `{source}`")
+
+
+def ensure_model_config(
+    base_path: str | os.PathLike,
+    model_name: str = "deepfm",
+    config_path: str | os.PathLike | None = None,
+    num_versions: int = DEFAULT_NUM_VERSIONS,
+) -> Path:
+    """Write the model config with a latest-`num_versions` policy and no labels, unless it exists already.
+
+    Its base path is `<base_path>/<model_name>` made absolute, as the local server sees it.
+
+    Returns:
+        The config's path.
+    """
+    path = Path(config_path) if config_path is not None else model_config_path(base_path)
+    if not path.exists():
+        model_dir = str((Path(base_path) / model_name).resolve())
+        write_atomically(path, render_model_config(model_name, model_dir, num_versions))
+        log.info("Wrote %s: %s, latest %d", path, model_dir, num_versions)
+    return path
+
+
+def read_version_config(
+    base_path: str | os.PathLike, model_name: str = "deepfm", config_path: str | os.PathLike | None = None
+) -> VersionConfig:
+    """The version policy and labels of `model_name` in its model config.
+
+    Raises:
+        FileNotFoundError: no config file.
+        ValueError: the file has no such model or an unsupported policy.
+    """
+    path = Path(config_path) if config_path is not None else model_config_path(base_path)
+    _, model = parse_model_config(path.read_text(), model_name, str(path))
+    return VersionConfig.from_proto(model, str(path))
+
+
+def set_label(
+    base_path: str | os.PathLike,
+    model_name: str,
+    label: str,
+    version: int,
+    config_path: str | os.PathLike | None = None,
+) -> VersionConfig:
+    """Point `label` at `version` in the model config (written first by `ensure_model_config` if missing).
+
+    Does not ask the server: use `promote` to move a label only to a version the server reports AVAILABLE
+    (the server also refuses a label on a version it has not loaded, and keeps the labels in force).
+    Under the specific policy the version joins the loaded versions, and the version the label left is
+    dropped from them when no other label names it.
+
+    Returns:
+        The policy and labels written.
+
+    Raises:
+        ValueError: `version` is not on disk, or the latest-N policy does not load it (it is not among the
+            newest N on disk), or `label` is empty.
+    """
+    if not label:
+        raise ValueError(f"`label` must be a non-empty string. Received: `label={label!r}`")
+    on_disk = list_versions(base_path, model_name)
+    if version not in on_disk:
+        raise ValueError(
+            f"Version {version} of {model_name} is not on disk under {Path(base_path) / model_name}; "
+            f"found {on_disk}. Received: `version={version}`"
+        )
+
+    def move(policy: VersionConfig) -> VersionConfig:
+        labels = {**policy.labels, label: version}
+        if policy.specific_versions:
+            versions = set(policy.specific_versions) | {version}
+            left = policy.labels.get(label)
+            if left is not None and left != version and left not in labels.values():
+                versions.discard(left)
+            return VersionConfig(len(versions), tuple(sorted(versions)), labels)
+        if version not in on_disk[-policy.num_versions :]:
+            raise ValueError(
+                f"Version {version} of {model_name} is not among the newest {policy.num_versions} on disk "
+                f"({on_disk[-policy.num_versions:]}), which the latest-{policy.num_versions} policy loads; "
+                "switch to the specific policy (`set_version_policy(versions=...)`) to label it"
+            )
+        return VersionConfig(policy.num_versions, (), labels)
+
+    written = _edit(base_path, model_name, config_path, move)
+    log.info("Label %r of %s -> version %d (labels %s)", label, model_name, version, written.labels)
+    return written
+
+
+def promote(
+    client: Any,
+    base_path: str | os.PathLike,
+    model_name: str,
+    label: str,
+    version: int,
+    config_path: str | os.PathLike | None = None,
+) -> VersionConfig:
+    """Point `label` at `version` once the server reports that version AVAILABLE.
+
+    Args:
+        client: a `serving.client.ServingClient` of the server reading the config (its `model_status`).
+        base_path, model_name, label, version, config_path: as for `set_label`.
+
+    Returns:
+        The policy and labels written.
+
+    Raises:
+        ServingError: FAILED_PRECONDITION when the version is not AVAILABLE or unknown to the server (nothing
+            is written); the server's code (UNAVAILABLE, ...) when the status call fails otherwise.
+        ValueError: as `set_label`.
+    """
+    try:
+        states = {status.version: status.state for status in client.model_status(version=version)}
+    except ServingError as error:
+        if error.code != grpc.StatusCode.NOT_FOUND:
+            raise
+        states = {}  # the server has never seen the version
+    if states.get(version) != "AVAILABLE":
+        raise ServingError(
+            f"Refusing to point label {label!r} of {model_name} at version {version}: the server reports it "
+            f"{states.get(version, 'unknown')}, not AVAILABLE",
+            grpc.StatusCode.FAILED_PRECONDITION,
+        )
+    return set_label(base_path, model_name, label, version, config_path)
+
+
+def rollback(
+    base_path: str | os.PathLike,
+    model_name: str = "deepfm",
+    label: str = "stable",
+    to_version: int | None = None,
+    *,
+    config_path: str | os.PathLike | None = None,
+    client: Any = None,
+) -> int:
+    """Point `label` back at an earlier version: `to_version`, or the newest version on disk below the one
+    the label names now.
+
+    Args:
+        base_path, model_name, label, config_path: as for `set_label`.
+        to_version: the version to go back to.
+        client: when given, the move goes through `promote` (the version must be AVAILABLE).
+
+    Returns:
+        The version the label now names.
+
+    Raises:
+        ValueError: the label is not set and no `to_version` was given, or no earlier version is on disk, or
+            as `set_label`.
+        ServingError: as `promote`, with a client.
+    """
+    if to_version is None:
+        try:
+            current = read_version_config(base_path, model_name, config_path).labels.get(label)
+        except FileNotFoundError:
+            current = None
+        if current is None:
+            raise ValueError(f"Label {label!r} of {model_name} is not set; pass `to_version`")
+        earlier = [v for v in list_versions(base_path, model_name) if v < current]
+        if not earlier:
+            raise ValueError(f"No version of {model_name} below {current} is on disk to roll {label!r} back to")
+        to_version = earlier[-1]
+    if client is not None:
+        promote(client, base_path, model_name, label, to_version, config_path)
+    else:
+        set_label(base_path, model_name, label, to_version, config_path)
+    log.warning("Rolled label %r of %s back to version %d", label, model_name, to_version)
+    return to_version
+
+
+def set_version_policy(
+    base_path: str | os.PathLike,
+    model_name: str = "deepfm",
+    *,
+    num_versions: int | None = None,
+    versions: tuple[int, ...] | list[int] | None = None,
+    config_path: str | os.PathLike | None = None,
+) -> VersionConfig:
+    """Switch the model to a latest-`num_versions` or a specific (`versions`) policy, keeping the labels.
+
+    Raises:
+        ValueError: not exactly one of `num_versions` and `versions`; `num_versions` below 1; a version not on
+            disk; or a labelled version the new policy would not load.
+    """
+    if (num_versions is None) == (versions is None):
+        raise ValueError(f"Pass `num_versions` or `versions`. Received: `{num_versions=}, {versions=}`")
+    if num_versions is not None and num_versions < 1:
+        raise ValueError(f"`num_versions` must be at least 1. Received: `num_versions={num_versions}`")
+    on_disk = list_versions(base_path, model_name)
+    if versions is not None:
+        missing = sorted(set(versions) - set(on_disk))
+        if not versions or missing:
+            raise ValueError(f"Versions {missing} of {model_name} are not on disk (found {on_disk}). "
+                             f"Received: `versions={versions}`")  # fmt: skip
+
+    def change(policy: VersionConfig) -> VersionConfig:
+        loaded = set(versions) if versions is not None else set(on_disk[-num_versions:])
+        unloaded = {label: v for label, v in policy.labels.items() if v not in loaded}
+        if unloaded:
+            raise ValueError(f"The new policy would unload labelled versions {unloaded}; move the labels first")
+        if versions is not None:
+            return VersionConfig(len(loaded), tuple(sorted(loaded)), policy.labels)
+        return VersionConfig(num_versions, (), policy.labels)
+
+    return _edit(base_path, model_name, config_path, change)
+
+
+def _edit(base_path, model_name: str, config_path, change) -> VersionConfig:
+    """Read the config (writing the default first if missing), apply `change` to the model's policy and labels,
+    write it back atomically; everything else in the file is kept."""
+    path = ensure_model_config(base_path, model_name, config_path)
+    with exclusive_lock(path.with_name(f".{path.name}.lock")):
+        config, model = parse_model_config(path.read_text(), model_name, str(path))
+        written = change(VersionConfig.from_proto(model, str(path)))
+        model.model_version_policy.Clear()
+        if written.specific_versions:
+            model.model_version_policy.specific.versions.extend(written.specific_versions)
+        else:
+            model.model_version_policy.latest.num_versions = written.num_versions
+        model.version_labels.clear()
+        model.version_labels.update(written.labels)
+        write_atomically(path, _HEADER + text_format.MessageToString(config))
+    return written
