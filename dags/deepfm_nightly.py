@@ -49,9 +49,10 @@ def deepfm_nightly():
 
     | group | task | what it does |
     | --- | --- | --- |
-    | features | ingest | rating events and profiles into the Feast sources (`feature_repo/data/`) |
+    | features | ingest | raw feed validated (Great Expectations), then written as the Feast sources |
     | features | update_feature_store | `feast apply`; materialize the day's window into the online store (retried) |
-    | training | build_training_set | point-in-time features of the `deepfm_v1` FeatureService, split by time 80/10/10 |
+    | features | check_skew | online feature vectors of sampled pairs equal the offline point-in-time values |
+    | training | build_training_set | point-in-time features of the `deepfm_v2` FeatureService, split by time 80/10/10 |
     | training | validate | Great Expectations suite; a failure stops the run here (never retried) |
     | training | train | the Keras DeepFM, on the `gpu` queue; metrics, report, SavedModel export |
     | release | bless | candidate vs the serving model on the same test split; AUC floor and tolerance |
@@ -77,11 +78,17 @@ def deepfm_nightly():
 
             return pipeline.update_feature_store(_config(), ds)
 
-        features_ready = update_feature_store(ingest())
+        @task(doc_md="Online feature vectors of sampled pairs must equal the offline point-in-time values.")
+        def check_skew(_store: dict, ds: str | None = None) -> dict:
+            from deepfm_model import pipeline
+
+            return pipeline.check_skew(_config(), ds)
+
+        features_ready = check_skew(update_feature_store(ingest()))
 
     with TaskGroup("training", tooltip="Point-in-time snapshot, validation gate, DeepFM training"):
 
-        @task(doc_md="Point-in-time training set from the `deepfm_v1` FeatureService, split by time.")
+        @task(doc_md="Point-in-time training set from the `deepfm_v2` FeatureService, split by time.")
         def build_training_set(_store: dict, ds: str | None = None) -> dict:
             from deepfm_model import pipeline
 

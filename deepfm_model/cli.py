@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 from collections.abc import Sequence
 
 from deepfm_model.config import ModelConfig, TrainConfig
@@ -30,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, default=defaults_train.learning_rate)
     train.add_argument("--seed", type=int, default=defaults_train.seed)
     train.add_argument("--verbose", type=int, default=defaults_train.verbose, help="0, 1 (bar) or 2 (per epoch)")
+    train.add_argument("--stream", action="store_true", help="read the train parquet in record batches")
+    train.add_argument("--mixed-precision", action="store_true", help="float16 (GPU) / bfloat16 (CPU) compute")
+    train.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto", help="XLA train step")
+    train.add_argument("--steps-per-execution", type=int, default=defaults_train.steps_per_execution)
 
     evaluate = commands.add_parser("evaluate", help="score a labelled parquet with a trained run")
     evaluate.add_argument("--model-dir", required=True, help="run directory with model.keras")
@@ -60,9 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         train_config = dataclasses.replace(
             TrainConfig(), batch_size=args.batch_size, epochs=args.epochs, learning_rate=args.learning_rate,
-            seed=args.seed, verbose=args.verbose,
+            seed=args.seed, verbose=args.verbose, stream_from_parquet=args.stream, mixed_precision=args.mixed_precision,
+            jit_compile={"auto": None, "on": True, "off": False}[args.jit_compile],
+            steps_per_execution=args.steps_per_execution,
         )  # fmt: skip
-        result = run_training(args.train, args.valid, args.test, args.out, model_config, train_config)
+        result = run_training(
+            args.train, args.valid, args.test, args.out, model_config, train_config,
+            tf_config=os.environ.get("TF_CONFIG"),
+        )  # fmt: skip
     elif args.command == "evaluate":
         from deepfm_model.evaluate import evaluate_model
 

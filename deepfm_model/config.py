@@ -24,6 +24,8 @@ class ModelConfig:
     l2_dense: float = 0.0  # L2 penalty on the kernels of the deep part
     embedding_init_stddev: float = 0.01  # stddev of the normal initialiser of the embedding table
     multi_value_max_len: int = 6  # values kept per multi-valued field (genres); the rest are dropped
+    use_fm: bool = True  # include the FM part (first order + pairwise term); False: the DNN-only ablation
+    use_dnn: bool = True  # include the deep part; False: the FM-only ablation (a factorisation machine)
     vocab_min_count: int = 2  # values seen fewer times in the train split share the out-of-vocabulary row
 
     def __post_init__(self) -> None:
@@ -37,6 +39,8 @@ class ModelConfig:
             raise ValueError(
                 f"`multi_value_max_len` must be positive. Received: `multi_value_max_len={self.multi_value_max_len}`"
             )
+        if not (self.use_fm or self.use_dnn):
+            raise ValueError("At least one of `use_fm`, `use_dnn` must be True. Received: `use_fm=False, use_dnn=False`")
         if self.vocab_min_count < 1:
             raise ValueError(f"`vocab_min_count` must be >= 1. Received: `vocab_min_count={self.vocab_min_count}`")
         object.__setattr__(self, "mlp_units", tuple(int(u) for u in self.mlp_units))
@@ -68,9 +72,15 @@ class TrainConfig:
     verbose: int = 1  # Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
     distribute: bool = True  # use a tf.distribute.MirroredStrategy over local GPUs when any are present
     warmup_rows: int = 5  # rows written as TF Serving warm-up requests next to the export
+    sparse_embedding_updates: bool = True  # SparseAdam: Adam row-wise on the looked-up table rows (TF backend)
+    jit_compile: bool | None = None  # XLA-compile the train step; None lets Keras decide (JAX: yes, TF on CPU: no)
+    steps_per_execution: int = 1  # train steps per compiled call (fewer Python round trips per step)
+    mixed_precision: bool = False  # compute in float16 (GPU) or bfloat16 (CPU), keep float32 weights and output
+    stream_from_parquet: bool = False  # read the train split in record batches instead of loading it whole
+    parquet_batch_rows: int = 65_536  # rows per parquet record batch when streaming
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "epochs", "predict_batch_size"):
+        for name in ("batch_size", "epochs", "predict_batch_size", "steps_per_execution", "parquet_batch_rows"):
             value = getattr(self, name)
             if value <= 0:
                 raise ValueError(f"`{name}` must be positive. Received: `{name}={value}`")

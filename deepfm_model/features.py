@@ -66,7 +66,11 @@ USER_PROFILE_VIEW = "user_profile"
 MOVIE_PROFILE_VIEW = "movie_profile"
 USER_STATS_VIEW = "user_stats"
 MOVIE_STATS_VIEW = "movie_stats"
-FEATURE_SERVICE = "deepfm_v1"
+# Per-user per-genre counts: not model inputs themselves, the inputs of the on-demand view below.
+USER_GENRE_STATS_VIEW = "user_genre_stats"
+# On-demand view: combines the user's per-genre counts with the candidate movie's genres at request time.
+GENRE_AFFINITY_VIEW = "genre_affinity"
+FEATURE_SERVICE = "deepfm_v2"  # v2 adds user_genre_affinity; deepfm_v1 stays registered for older models
 
 GENDERS = ("F", "M")
 OCCUPATIONS = (
@@ -119,18 +123,42 @@ FEATURES: tuple[Feature, ...] = (
         "movie_mean_rating", Kind.NUMERIC, MOVIE_STATS_VIEW,
         "Smoothed mean of the movie's earlier ratings.", min_value=1, max_value=5,
     ),  # fmt: skip
+    Feature(
+        "user_genre_affinity", Kind.NUMERIC, GENRE_AFFINITY_VIEW,
+        "Smoothed share of positive ratings the user gave, before the day, to movies sharing a genre with this "
+        "one (an earlier movie counts once per shared genre; shrunk towards user_pos_rate).", min_value=0, max_value=1,
+    ),  # fmt: skip
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
+# Batch feature views that serve model inputs, then the on-demand views computed from them at request time.
 VIEWS: tuple[str, ...] = (USER_PROFILE_VIEW, MOVIE_PROFILE_VIEW, USER_STATS_VIEW, MOVIE_STATS_VIEW)
+ON_DEMAND_VIEWS: tuple[str, ...] = (GENRE_AFFINITY_VIEW,)
 
 
 def view_features(view: str) -> tuple[Feature, ...]:
-    """Features served by one Feast feature view, in spec order."""
-    if view not in VIEWS:
-        raise ValueError(f"`view` must be one of {VIEWS}. Received: `view={view!r}`")
+    """Model features served by one Feast feature view (batch or on-demand), in spec order."""
+    if view not in VIEWS + ON_DEMAND_VIEWS:
+        raise ValueError(f"`view` must be one of {VIEWS + ON_DEMAND_VIEWS}. Received: `view={view!r}`")
     return tuple(f for f in FEATURES if f.view == view)
+
+
+def genre_slug(genre: str) -> str:
+    """A genre as a column-name fragment: `"Sci-Fi"` -> `"sci_fi"`, `"Children's"` -> `"children_s"`."""
+    return "".join(c if c.isalnum() else "_" for c in genre.lower())
+
+
+def genre_stat_columns(genre: str) -> tuple[str, str]:
+    """Columns of `USER_GENRE_STATS_VIEW` for one genre: (earlier ratings count, earlier positive ratings count)."""
+    if genre not in GENRES:
+        raise ValueError(f"`genre` must be one of {GENRES}. Received: `genre={genre!r}`")
+    slug = genre_slug(genre)
+    return f"user_genre_count_{slug}", f"user_genre_pos_{slug}"
+
+
+# Every column of `USER_GENRE_STATS_VIEW`, genre by genre: count then positives.
+USER_GENRE_STAT_COLUMNS: tuple[str, ...] = tuple(c for g in GENRES for c in genre_stat_columns(g))
 
 
 def feature_refs() -> list[str]:

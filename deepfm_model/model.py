@@ -39,6 +39,8 @@ def build_model(
         multi_categorical_sizes: rows per multi-valued field (padding + OOV + vocabulary), in field order.
         num_numeric: number of numeric fields.
 
+    `config.use_fm` / `config.use_dnn` drop the FM part or the deep part (the ablations of the paper).
+
     Returns:
         A `keras.Model` taking a dict with keys `"categorical"` `(batch, n_cat)` int32,
         `"multi_categorical"` `(batch, n_multi, multi_value_max_len)` int32 (0 = padding) and `"numeric"`
@@ -64,16 +66,21 @@ def build_model(
         l2=config.l2_embedding,
         name="field_embedding",
     )(inputs)  # (batch, fields, dim), (batch, fields)
-    first_order = FirstOrder(name="first_order")(first_order_weights)  # (batch, 1), includes the bias
-    second_order = FMInteraction(name="fm_interaction")(embeddings)  # (batch, 1)
-    deep = MLP(
-        units=config.mlp_units,
-        activation=config.activation,
-        dropout=config.dropout,
-        batch_norm=config.batch_norm,
-        l2=config.l2_dense,
-        name="mlp",
-    )(keras.layers.Flatten(name="flatten")(embeddings))  # (batch, 1)
-    logit = keras.layers.Add(name="logit")([first_order, second_order, deep])  # (batch, 1)
+    terms = []  # (batch, 1) each
+    if config.use_fm:
+        terms.append(FirstOrder(name="first_order")(first_order_weights))  # includes the bias
+        terms.append(FMInteraction(name="fm_interaction")(embeddings))
+    if config.use_dnn:
+        terms.append(
+            MLP(
+                units=config.mlp_units,
+                activation=config.activation,
+                dropout=config.dropout,
+                batch_norm=config.batch_norm,
+                l2=config.l2_dense,
+                name="mlp",
+            )(keras.layers.Flatten(name="flatten")(embeddings))
+        )
+    logit = keras.layers.Add(name="logit")(terms) if len(terms) > 1 else terms[0]  # (batch, 1)
     probability = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_NAME)(logit)
     return keras.Model(inputs=inputs, outputs=probability, name="deepfm")

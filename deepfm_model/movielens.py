@@ -35,7 +35,7 @@ GENRE_NAMES = (
 
 
 def _download(url: str, timeout: float) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - fixed https URLs
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.read()
 
 
@@ -43,7 +43,7 @@ def _recbole_wheel_url(index: str, timeout: float) -> str:
     request = urllib.request.Request(
         f"{index}/recbole/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
     )
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         files = json.load(response)["files"]
     for entry in files:
         if entry["filename"] == RECBOLE_WHEEL:

@@ -123,12 +123,18 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
     """Write the Feast sources and the labelled events of every rating strictly before `ds` 00:00 UTC."""
     from feature_repo import ingest as feature_ingest
     from feature_repo import store as feature_store
+    from feature_repo import validation
 
     raw = load_raw(config).events_before(_cutoff(ds))
     if raw.events.empty:
         raise ValueError(f"No rating events before {ds}: nothing to train on")
     run_dir = config.run_dir(ds)
     run_dir.mkdir(parents=True, exist_ok=True)
+    report = validation.validate_sources(raw, _last_day(ds), run_dir / "validation" / "sources", now=_cutoff(ds))
+    _write_json(run_dir / "validation" / "sources.json", _report_dict(report))
+    logger.info("Great Expectations Data Docs (sources): %s", report.docs_path)
+    if not report.success:
+        raise ValidationFailed(report.summary)
     paths = feature_ingest.write_sources(raw, _last_day(ds), feature_store.data_dir(config.feature_repo))
     events = feature_ingest.labelled_events(raw, end=_cutoff(ds))
     events.to_parquet(run_dir / "events.parquet", index=False)
@@ -150,6 +156,24 @@ def update_feature_store(config: PipelineConfig, ds: str) -> dict:
     return {"materialized_start": str(start), "materialized_end": str(end)}
 
 
+def check_skew(config: PipelineConfig, ds: str, sample_size: int = 200) -> dict:
+    """Online feature vectors of sampled (user, movie) pairs must equal the offline point-in-time values."""
+    from feature_repo import store as feature_store
+    from feature_repo.skew import skew_report
+
+    report = skew_report(
+        feature_store.open_store(config.feature_repo), sample_size, as_of=_cutoff(ds) + pd.Timedelta(hours=1)
+    )
+    _write_json(config.run_dir(ds) / "skew.json", report)
+    if not report["ok"]:
+        raise RuntimeError(
+            f"Online/offline skew in {report['mismatched_pairs']} of {report['pairs']} pairs; "
+            f"see {config.run_dir(ds) / 'skew.json'}"
+        )
+    logger.info("No online/offline skew in %d sampled pairs", report["pairs"])
+    return {k: report[k] for k in ("ok", "pairs", "mismatched_pairs")}
+
+
 def build_training_set(config: PipelineConfig, ds: str) -> dict:
     """Point-in-time training set from Feast, split by time into snapshot/{train,valid,test}.parquet."""
     from feature_repo import store as feature_store
@@ -166,24 +190,42 @@ def build_training_set(config: PipelineConfig, ds: str) -> dict:
     return rows
 
 
-def validate(config: PipelineConfig, ds: str) -> dict:
-    """Run the Great Expectations suite on the whole snapshot; raise `ValidationFailed` on any failure."""
-    from feature_repo import validation
-
-    run_dir = config.run_dir(ds)
-    frame = pd.concat([pd.read_parquet(run_dir / "snapshot" / f"{s}.parquet") for s in ("train", "valid", "test")])
-    report = validation.validate_snapshot(frame, run_dir / "validation")
-    result = {
+def _report_dict(report) -> dict:
+    return {
         "success": report.success,
         "evaluated": report.evaluated,
         "failures": list(report.failures),
         "data_docs": str(report.docs_path),
     }
+
+
+def _previous_reference(config: PipelineConfig, ds: str) -> Path | None:
+    """Reference stats of the newest accepted snapshot of an earlier date, if any."""
+    earlier = sorted(
+        p for p in (config.artifacts / "runs").glob("*/validation/reference.json") if p.parent.parent.name < ds
+    )
+    return earlier[-1] if earlier else None
+
+
+def validate(config: PipelineConfig, ds: str) -> dict:
+    """Run the Great Expectations suite on the whole snapshot; raise `ValidationFailed` on any failure.
+
+    Row count, label rate and feature distributions are compared with the previous accepted snapshot; an
+    accepted snapshot records its own reference stats for the next run.
+    """
+    from feature_repo import validation
+
+    run_dir = config.run_dir(ds)
+    frame = pd.concat([pd.read_parquet(run_dir / "snapshot" / f"{s}.parquet") for s in ("train", "valid", "test")])
+    reference = _previous_reference(config, ds)
+    report = validation.validate_snapshot(frame, run_dir / "validation", reference=reference)
+    result = {**_report_dict(report), "reference": str(reference) if reference else None}
     _write_json(run_dir / "validation" / "result.json", result)
     logger.info("Great Expectations Data Docs: %s", report.docs_path)
     if not report.success:
         raise ValidationFailed(report.summary)
-    logger.info("Validation passed: %d expectations", report.evaluated)
+    validation.record_reference(frame, run_dir / "validation" / "reference.json")
+    logger.info("Validation passed: %d expectations (reference: %s)", report.evaluated, reference)
     return result
 
 

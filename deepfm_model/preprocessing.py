@@ -247,3 +247,49 @@ def make_dataset(
     else:
         dataset = dataset.map(preprocessor, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def make_parquet_dataset(
+    path: str | Path,
+    preprocessor: FeaturePreprocessor,
+    batch_size: int,
+    shuffle_buffer: int = 0,
+    seed: int | None = None,
+    record_batch_rows: int = 65_536,
+) -> tf.data.Dataset:
+    """Like `make_dataset` with labels, but streamed: the parquet file is read in record batches.
+
+    Memory holds one record batch plus the shuffle buffer, so a split larger than memory trains. Each epoch
+    re-reads the file; the shuffle is within the buffer (a full shuffle when it holds every row).
+
+    Args:
+        path: parquet file with every feature column and `label`.
+        preprocessor: fitted preprocessing.
+        batch_size: rows per batch.
+        shuffle_buffer: shuffle with this buffer when positive.
+        seed: shuffle seed.
+        record_batch_rows: rows per parquet record batch read.
+    """
+    import pyarrow.parquet as pq
+
+    columns = [*spec.FEATURE_NAMES, spec.LABEL]
+    missing = [c for c in columns if c not in pq.read_schema(path).names]
+    if missing:
+        raise KeyError(f"Parquet file {str(path)!r} lacks columns {missing}")
+
+    def record_batches():
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=record_batch_rows, columns=columns):
+            frame = batch.to_pandas()
+            target = frame[spec.LABEL].to_numpy(dtype=np.float32).reshape(-1, 1)
+            yield frame_to_raw(frame), target
+
+    raw_spec = {
+        f.name: tf.TensorSpec([None], tf.float32 if f.kind is spec.Kind.NUMERIC else tf.string) for f in spec.FEATURES
+    }
+    dataset = tf.data.Dataset.from_generator(
+        record_batches, output_signature=(raw_spec, tf.TensorSpec([None, 1], tf.float32))
+    ).unbatch()
+    if shuffle_buffer > 0:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).map(lambda x, y: (preprocessor(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -35,7 +35,9 @@ from deepfm_model.preprocessing import (
     check_frame,
     fit_preprocessing,
     make_dataset,
+    make_parquet_dataset,
 )
+from deepfm_model.sparse_adam import SparseAdam
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +57,80 @@ def load_split(path: str | Path) -> pd.DataFrame:
     return frame
 
 
-def distribution_scope(train_config: TrainConfig):
-    """A MirroredStrategy scope over the local GPUs (TensorFlow backend), else a no-op context."""
-    if train_config.distribute and keras.backend.backend() == "tensorflow":
+def tf_config_workers(tf_config: str | None) -> int:
+    """Number of workers (chief included) named by a `TF_CONFIG` JSON string; 0 when unset or empty."""
+    if not tf_config:
+        return 0
+    cluster = json.loads(tf_config).get("cluster", {})
+    return sum(len(cluster.get(role, [])) for role in ("chief", "worker"))
+
+
+def distribution_strategy(train_config: TrainConfig, tf_config: str | None = None, devices: list[str] | None = None):
+    """The `tf.distribute` strategy to train under (TensorFlow backend), or `None` for the default one.
+
+    - `TF_CONFIG` naming several workers: `MultiWorkerMirroredStrategy` (each worker runs the same command;
+      TensorFlow reads `TF_CONFIG` itself for the worker's role);
+    - else several local GPUs, or explicit `devices`: `MirroredStrategy` over them;
+    - else `None`.
+
+    Args:
+        train_config: `distribute` switches all of it off.
+        tf_config: the `TF_CONFIG` JSON (the caller reads the environment).
+        devices: explicit devices for `MirroredStrategy` (tests use logical CPUs).
+    """
+    if not train_config.distribute or keras.backend.backend() != "tensorflow":
+        return None
+    if tf_config_workers(tf_config) > 1:
+        logger.info("Training on %d workers with MultiWorkerMirroredStrategy", tf_config_workers(tf_config))
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if devices is None:
         gpus = tf.config.list_logical_devices("GPU")
-        if gpus:
-            logger.info("Training on %d GPU(s) with MirroredStrategy", len(gpus))
-            return tf.distribute.MirroredStrategy().scope()
-    return contextlib.nullcontext()
+        devices = [d.name for d in gpus] if gpus else None
+    if devices:
+        logger.info("Training on %s with MirroredStrategy", devices)
+        return tf.distribute.MirroredStrategy(devices)
+    return None
+
+
+def distribution_scope(train_config: TrainConfig, tf_config: str | None = None, devices: list[str] | None = None):
+    """The scope of `distribution_strategy(...)`, or a no-op context when it is `None`."""
+    strategy = distribution_strategy(train_config, tf_config, devices)
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def precision_policy(mixed: bool):
+    """Mixed precision inside the block when `mixed` (float16 on GPU, bfloat16 elsewhere), then restored."""
+    previous = keras.config.dtype_policy()
+    if mixed:
+        gpu = keras.backend.backend() == "tensorflow" and bool(tf.config.list_logical_devices("GPU"))
+        keras.config.set_dtype_policy("mixed_float16" if gpu else "mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def compile_model(model: keras.Model, train_config: TrainConfig, metrics: bool = True) -> keras.Model:
+    """Compile `model` for training: binary cross-entropy, (Sparse)Adam, XLA and steps per execution as configured.
+
+    Args:
+        model: the DeepFM model (from `build_model`).
+        train_config: `learning_rate`, `sparse_embedding_updates`, `jit_compile`, `steps_per_execution`.
+        metrics: track AUC and logloss (the benchmark leaves them out, as its plain baseline does).
+
+    Returns:
+        `model`, compiled.
+    """
+    optimizer_class = SparseAdam if train_config.sparse_embedding_updates else keras.optimizers.Adam
+    model.compile(
+        optimizer=optimizer_class(learning_rate=train_config.learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryCrossentropy(name="logloss")] if metrics else None,
+        jit_compile="auto" if train_config.jit_compile is None else train_config.jit_compile,
+        steps_per_execution=train_config.steps_per_execution,
+    )
+    return model
 
 
 def train_model(
@@ -70,8 +138,21 @@ def train_model(
     valid: pd.DataFrame,
     model_config: ModelConfig | None = None,
     train_config: TrainConfig | None = None,
+    train_path: str | Path | None = None,
+    tf_config: str | None = None,
+    devices: list[str] | None = None,
 ) -> tuple[TrainedModel, dict[str, list[float]]]:
     """Fit preprocessing on `train`, build and train DeepFM with early stopping on validation AUC.
+
+    Args:
+        train: the train split (preprocessing is fitted on it; it is the training input unless streamed).
+        valid: the validation split.
+        model_config: architecture.
+        train_config: optimisation; with `stream_from_parquet` and `train_path`, training reads `train_path`
+            in record batches (`make_parquet_dataset`) instead of holding the split in a tf.data tensor.
+        train_path: parquet file of the train split, for streaming.
+        tf_config: the `TF_CONFIG` JSON; several workers select `MultiWorkerMirroredStrategy`.
+        devices: explicit devices for `MirroredStrategy`.
 
     Returns:
         The trained model (best validation-AUC weights restored) and its per-epoch history.
@@ -80,20 +161,22 @@ def train_model(
     train_config = train_config or TrainConfig()
     keras.utils.set_random_seed(train_config.seed)
     preprocessor = FeaturePreprocessor(fit_preprocessing(train, model_config))
-    train_data = make_dataset(
-        train, preprocessor, train_config.batch_size, shuffle_buffer=min(train_config.shuffle_buffer, len(train)),
-        seed=train_config.seed,
-    )  # fmt: skip
+    shuffle_buffer = min(train_config.shuffle_buffer, len(train))
+    if train_config.stream_from_parquet and train_path is not None:
+        train_data = make_parquet_dataset(
+            train_path, preprocessor, train_config.batch_size, shuffle_buffer=shuffle_buffer, seed=train_config.seed,
+            record_batch_rows=train_config.parquet_batch_rows,
+        )  # fmt: skip
+    else:
+        train_data = make_dataset(
+            train, preprocessor, train_config.batch_size, shuffle_buffer=shuffle_buffer, seed=train_config.seed
+        )
     valid_data = make_dataset(valid, preprocessor, train_config.predict_batch_size)
-    with distribution_scope(train_config):
+    with distribution_scope(train_config, tf_config, devices), precision_policy(train_config.mixed_precision):
         model = build_model(
             model_config, preprocessor.categorical_sizes, preprocessor.multi_categorical_sizes, preprocessor.num_numeric
         )
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate),
-            loss=keras.losses.BinaryCrossentropy(),
-            metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryCrossentropy(name="logloss")],
-        )
+        compile_model(model, train_config)
     callbacks = [
         keras.callbacks.EarlyStopping(
             monitor="val_auc", mode="max", patience=train_config.early_stopping_patience,
@@ -123,6 +206,7 @@ def run_training(
     out_dir: str | Path,
     model_config: ModelConfig | None = None,
     train_config: TrainConfig | None = None,
+    tf_config: str | None = None,
 ) -> dict:
     """Train, evaluate, report and export one run; the pipeline and the CLI call this.
 
@@ -133,6 +217,7 @@ def run_training(
         out_dir: run output directory (created); see the module docstring for its layout.
         model_config: architecture; `ModelConfig()` when `None`.
         train_config: optimisation; `TrainConfig()` when `None`.
+        tf_config: the `TF_CONFIG` JSON of a multi-worker run (the CLI passes the environment's), else `None`.
 
     Returns:
         The metrics written to `metrics.json` (`test_auc`, `test_logloss`, `valid_auc`, `*_mean_prediction`,
@@ -146,7 +231,9 @@ def run_training(
     logger.info("Rows: %s", {name: len(f) for name, f in frames.items()})
 
     started = time.monotonic()
-    trained, history = train_model(frames["train"], frames["valid"], model_config, train_config)
+    trained, history = train_model(
+        frames["train"], frames["valid"], model_config, train_config, train_path=train_path, tf_config=tf_config
+    )
     training_seconds = time.monotonic() - started
 
     labels = {name: f[spec.LABEL].to_numpy(dtype=np.float32) for name, f in frames.items()}

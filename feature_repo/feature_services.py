@@ -1,4 +1,9 @@
-"""Feast feature services: the versioned input contract of the model."""
+"""Feast feature services: the versioned input contracts of the model.
+
+`deepfm_v2` (`features.FEATURE_SERVICE`) is what training and serving read today; `deepfm_v1` is the frozen
+contract of models trained before `user_genre_affinity` existed, kept registered so they can still be fed.
+A change of inputs means a new service (`deepfm_v3`), never an edit of a published one.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from feast import FeatureService
 
 from deepfm_model.features import FEATURE_SERVICE
 from feature_repo.feature_views import (
+    genre_affinity_odfv,
     movie_profile_fv,
     movie_stats_fv,
     user_profile_fv,
@@ -13,7 +19,13 @@ from feature_repo.feature_views import (
 )
 
 deepfm_v1 = FeatureService(
-    name=FEATURE_SERVICE,
+    name="deepfm_v1",
     features=[user_profile_fv, movie_profile_fv, user_stats_fv, movie_stats_fv],
-    description="Every input of DeepFM v1; changing it means a new service (`deepfm_v2`), not an edit.",
+    description="Inputs of DeepFM v1 models (profiles and daily stats); frozen.",
+)
+
+deepfm_v2 = FeatureService(
+    name=FEATURE_SERVICE,
+    features=[user_profile_fv, movie_profile_fv, user_stats_fv, movie_stats_fv, genre_affinity_odfv],
+    description="Every input of the feature spec: v1 plus the on-demand user x genre affinity.",
 )

@@ -1,4 +1,4 @@
-"""Ingest: turn `RawData` into the dated parquet sources of the four feature views.
+"""Ingest: turn `RawData` into the dated parquet sources of the feature views.
 
 Every table is rebuilt from the events strictly before `ds + 1 day`, so re-running a logical date rewrites the
 same files (idempotent) and nothing after the run's day can leak in.
@@ -20,15 +20,20 @@ import pandas as pd
 
 from deepfm_model.features import (
     EVENT_TIMESTAMP,
+    GENRES,
     LABEL,
     MOVIE_KEY,
     MOVIE_PROFILE_VIEW,
     MOVIE_STATS_VIEW,
+    MULTI_VALUE_SEPARATOR,
     POSITIVE_RATING,
     RATING,
+    USER_GENRE_STAT_COLUMNS,
+    USER_GENRE_STATS_VIEW,
     USER_KEY,
     USER_PROFILE_VIEW,
     USER_STATS_VIEW,
+    genre_stat_columns,
     view_features,
 )
 from deepfm_model.raw_data import (
@@ -142,38 +147,85 @@ def daily_stats(events: pd.DataFrame, key: str, entity_ids: pd.Series, prefix: s
         One row per (entity, day with events) and per (entity, cutoff day), stamped 00:00 UTC of that day,
         with count, smoothed positive rate and smoothed mean rating of the events strictly before that day.
     """
-    daily = (
-        events.assign(day=events[EVENT_TIMESTAMP].dt.floor("D"))
-        .groupby([key, "day"], sort=True)
-        .agg(n=(RATING, "size"), pos=(LABEL, "sum"), total=(RATING, "sum"))
-        .reset_index()
+    values = pd.DataFrame({"n": 1.0, "pos": events[LABEL].astype("float64"), "total": events[RATING].astype("float64")})
+    rows = _sums_before_each_day(events, values, key, entity_ids, cutoff)
+    n = rows["n"]
+    table = pd.DataFrame(
+        {
+            key: rows[key],
+            f"{prefix}_rating_count": n,
+            f"{prefix}_pos_rate": (rows["pos"] + PSEUDO_COUNT * PRIOR_POS_RATE) / (n + PSEUDO_COUNT),
+            f"{prefix}_mean_rating": (rows["total"] + PSEUDO_COUNT * PRIOR_MEAN_RATING) / (n + PSEUDO_COUNT),
+            EVENT_TIMESTAMP: rows[EVENT_TIMESTAMP],
+        }
     )
-    grouped = daily.groupby(key, sort=False)
+    _check_view_columns(table, view)
+    return table
+
+
+def user_genre_stats(events: pd.DataFrame, movies: pd.DataFrame, user_ids: pd.Series,
+                     cutoff: pd.Timestamp) -> pd.DataFrame:  # fmt: skip
+    """Per-user per-genre daily counts: the source of `USER_GENRE_STATS_VIEW`, same rows as the user stats.
+
+    A movie with several genres counts once in each of them. The on-demand view `GENRE_AFFINITY_VIEW`
+    combines these columns with the candidate movie's genres (`transformations.genre_affinity`).
+
+    Args:
+        events: labelled events before `cutoff`.
+        movies: the movie profile source (movie_id, genres); events of unknown movies count in no genre.
+        user_ids: every user that gets a "now" row at `cutoff`.
+        cutoff: 00:00 UTC of the day after `ds`.
+
+    Returns:
+        user_id, `features.USER_GENRE_STAT_COLUMNS` (float64) and event_timestamp, one row per (user, day with
+        events) and per (user, cutoff day), counting the user's events strictly before that day.
+    """
+    genres_of = movies.set_index(MOVIE_KEY)["genres"]
+    tokens = events[MOVIE_KEY].map(genres_of).fillna("").str.split(MULTI_VALUE_SEPARATOR)
+    label = events[LABEL].to_numpy(dtype="float64")
+    values = {}
+    for genre in GENRES:
+        count_column, pos_column = genre_stat_columns(genre)
+        has_genre = tokens.map(lambda values, genre=genre: genre in values).to_numpy(dtype="float64")
+        values[count_column] = has_genre
+        values[pos_column] = has_genre * label
+    rows = _sums_before_each_day(events, pd.DataFrame(values, index=events.index), USER_KEY, user_ids, cutoff)
+    table = rows[[USER_KEY, *USER_GENRE_STAT_COLUMNS, EVENT_TIMESTAMP]]
+    expected = [USER_KEY, *USER_GENRE_STAT_COLUMNS, EVENT_TIMESTAMP]
+    if list(table.columns) != expected:
+        raise ValueError(f"Source of view `{USER_GENRE_STATS_VIEW}` must have columns {expected}.")
+    return table
+
+
+def _sums_before_each_day(events: pd.DataFrame, values: pd.DataFrame, key: str, entity_ids: pd.Series,
+                          cutoff: pd.Timestamp) -> pd.DataFrame:  # fmt: skip
+    """Sums of `values` (aligned with `events`) over each entity's events strictly before each day.
+
+    This is the one rule that makes every stats source point-in-time correct: the row stamped 00:00 UTC of day
+    D counts only the entity's events of days before D. Rows exist for every (entity, day with events) and for
+    every entity at `cutoff` (the "now" row; entities without events get zeros).
+
+    Returns:
+        `key` (str), one float64 column per column of `values`, event_timestamp (UTC); sorted by time, then key.
+    """
+    columns = list(values.columns)
+    frame = values.astype("float64").assign(**{key: events[key].astype(str), "day": events[EVENT_TIMESTAMP].dt.floor("D")})
+    daily = frame.groupby([key, "day"], sort=True)[columns].sum().reset_index()
     # Exclusive running sums: the row of day D counts only the days before D.
     before = daily[[key, "day"]].copy()
-    for column in ("n", "pos", "total"):
-        before[column] = grouped[column].cumsum() - daily[column]
-    totals = daily.groupby(key)[["n", "pos", "total"]].sum()
+    before[columns] = daily.groupby(key, sort=False)[columns].cumsum() - daily[columns]
+    totals = daily.groupby(key)[columns].sum()
     now = pd.DataFrame({key: pd.unique(pd.concat([entity_ids.astype(str), daily[key]]))})
     now = now.join(totals, on=key).fillna(0.0)
     now["day"] = cutoff
     rows = pd.concat([before[before["day"] < cutoff], now], ignore_index=True)
-    n = rows["n"].astype("float64")
-    table = pd.DataFrame(
-        {
-            key: rows[key].astype(str),
-            f"{prefix}_rating_count": n,
-            f"{prefix}_pos_rate": (rows["pos"] + PSEUDO_COUNT * PRIOR_POS_RATE) / (n + PSEUDO_COUNT),
-            f"{prefix}_mean_rating": (rows["total"] + PSEUDO_COUNT * PRIOR_MEAN_RATING) / (n + PSEUDO_COUNT),
-            EVENT_TIMESTAMP: pd.to_datetime(rows["day"], utc=True).astype("datetime64[ns, UTC]"),
-        }
-    )
-    _check_view_columns(table, view)
-    return table.sort_values([EVENT_TIMESTAMP, key], kind="stable").reset_index(drop=True)
+    rows[EVENT_TIMESTAMP] = pd.to_datetime(rows.pop("day"), utc=True).astype("datetime64[ns, UTC]")
+    rows[columns] = rows[columns].astype("float64")
+    return rows.sort_values([EVENT_TIMESTAMP, key], kind="stable").reset_index(drop=True)
 
 
 def build_sources(raw: RawData, ds: dt.date | str | pd.Timestamp) -> dict[str, pd.DataFrame]:
-    """The four source tables for logical date `ds`, keyed by feature view name."""
+    """The source tables for logical date `ds`, keyed by feature view name."""
     cutoff = cutoff_for(ds)
     events = labelled_events(raw, end=cutoff)
     users = user_profiles(raw.users)
@@ -183,6 +235,7 @@ def build_sources(raw: RawData, ds: dt.date | str | pd.Timestamp) -> dict[str, p
         MOVIE_PROFILE_VIEW: movies,
         USER_STATS_VIEW: daily_stats(events, USER_KEY, users[USER_KEY], "user", USER_STATS_VIEW, cutoff),
         MOVIE_STATS_VIEW: daily_stats(events, MOVIE_KEY, movies[MOVIE_KEY], "movie", MOVIE_STATS_VIEW, cutoff),
+        USER_GENRE_STATS_VIEW: user_genre_stats(events, movies, users[USER_KEY], cutoff),
     }
 
 

@@ -12,6 +12,7 @@ from deepfm_model.features import (
     EVENT_TIMESTAMP,
     MOVIE_PROFILE_VIEW,
     MOVIE_STATS_VIEW,
+    USER_GENRE_STATS_VIEW,
     USER_PROFILE_VIEW,
     USER_STATS_VIEW,
 )
@@ -44,4 +45,8 @@ user_stats_source = _file_source(
 )
 movie_stats_source = _file_source(
     MOVIE_STATS_VIEW, "Daily movie rating aggregates over events strictly before 00:00 UTC of the row's day."
+)
+user_genre_stats_source = _file_source(
+    USER_GENRE_STATS_VIEW,
+    "Daily per-user per-genre rating counts over events strictly before 00:00 UTC of the row's day.",
 )

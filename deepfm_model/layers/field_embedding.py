@@ -98,7 +98,6 @@ class FieldEmbedding(keras.layers.Layer):
 
     def call(self, inputs):
         n_cat, n_multi = len(self.categorical_sizes), len(self.multi_categorical_sizes)
-        table = ops.convert_to_tensor(self.table)  # (rows, d + 1)
         pieces, flat = [], []
         if n_cat:
             categorical = ops.cast(inputs["categorical"], "int32")  # (batch, n_cat)
@@ -110,20 +109,32 @@ class FieldEmbedding(keras.layers.Layer):
             flat.append(ops.reshape(shifted, (-1, n_multi * length)))
         if flat:
             indices = ops.concatenate(flat, axis=1) if len(flat) > 1 else flat[0]  # (batch, n_cat + n_multi * L)
-            rows = ops.take(table, indices, axis=0)  # (batch, n_cat + n_multi * L, d + 1)
+            rows = self._gather(indices)  # (batch, n_cat + n_multi * L, d + 1)
             if n_cat:
                 pieces.append(rows[:, :n_cat, :])  # (batch, n_cat, d + 1)
             if n_multi:
                 slots = ops.reshape(rows[:, n_cat:, :], (-1, n_multi, length, self.embedding_dim + 1))
                 pieces.append(self.pooling(slots, multi))  # (batch, n_multi, d + 1)
         if self.num_numeric:
-            numeric = ops.cast(inputs["numeric"], table.dtype)  # (batch, n_numeric)
-            numeric_rows = ops.slice(
-                table, (self._numeric_offset, 0), (self.num_numeric, self.embedding_dim + 1)
+            numeric = ops.cast(inputs["numeric"], self.compute_dtype)  # (batch, n_numeric)
+            # A gather, not a slice: its gradient stays row-sparse (a slice's is dense over the whole table).
+            numeric_rows = self._gather(
+                ops.arange(self._numeric_offset, self._numeric_offset + self.num_numeric, dtype="int32")
             )  # (n_numeric, d + 1)
             pieces.append(ops.expand_dims(numeric, -1) * ops.expand_dims(numeric_rows, 0))  # (batch, n_numeric, d + 1)
         fields = ops.concatenate(pieces, axis=1) if len(pieces) > 1 else pieces[0]  # (batch, fields, d + 1)
         return fields[..., : self.embedding_dim], fields[..., self.embedding_dim]
+
+    def _gather(self, indices):
+        """Rows of the table at `indices`, in the compute dtype; the gradient w.r.t. the table is row-sparse."""
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # Gather from the variable itself (a resource gather). Reading the whole table into a tensor
+            # first, as `ops.take` does, keeps that read alive until the optimizer's row-wise (scatter)
+            # update, which must then copy the whole table before writing: copy-on-write, every step.
+            return ops.cast(tf.gather(self.table.value, indices), self.compute_dtype)
+        return ops.take(ops.convert_to_tensor(self.table), indices, axis=0)
 
     def compute_output_spec(self, inputs):
         batch = next(iter(inputs.values())).shape[0]

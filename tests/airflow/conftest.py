@@ -23,7 +23,8 @@ DAG_ID = "deepfm_nightly"
 LOGICAL_DATE = f"{SYNTHETIC_DS}T00:00:00Z"
 RUN_TIMEOUT_S = 15 * 60
 TASKS = {
-    "features.ingest", "features.update_feature_store", "training.build_training_set", "training.validate",
+    "features.ingest", "features.update_feature_store", "features.check_skew",
+    "training.build_training_set", "training.validate",
     "training.train", "release.bless", "release.push", "release.verify_serving",
 }  # fmt: skip
 

@@ -15,7 +15,8 @@ from tests.e2e.conftest import SYNTHETIC_DS, airflow_env
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 TASKS = {
-    "features.ingest", "features.update_feature_store", "training.build_training_set", "training.validate",
+    "features.ingest", "features.update_feature_store", "features.check_skew",
+    "training.build_training_set", "training.validate",
     "training.train", "release.bless", "release.push", "release.verify_serving",
 }  # fmt: skip
 

@@ -12,8 +12,8 @@ from feast.types import Float64, String
 from deepfm_model import features
 from deepfm_model.features import FEATURES, Kind
 from feature_repo import definitions, ingest, store
-from feature_repo.feature_services import deepfm_v1
-from feature_repo.feature_views import FEATURE_VIEWS
+from feature_repo.feature_services import deepfm_v2
+from feature_repo.feature_views import FEATURE_VIEWS, genre_affinity_odfv
 
 
 def test_views_serve_exactly_the_spec_features():
@@ -27,9 +27,16 @@ def test_views_serve_exactly_the_spec_features():
 
 
 def test_feature_service_is_the_spec_contract():
-    refs = [f"{p.name}:{f.name}" for p in deepfm_v1.feature_view_projections for f in p.features]
-    assert deepfm_v1.name == features.FEATURE_SERVICE
+    refs = [f"{p.name}:{f.name}" for p in deepfm_v2.feature_view_projections for f in p.features]
+    assert deepfm_v2.name == features.FEATURE_SERVICE
     assert refs == features.feature_refs()
+
+
+def test_on_demand_view_serves_the_spec_features():
+    assert genre_affinity_odfv.name == features.GENRE_AFFINITY_VIEW
+    spec = features.view_features(features.GENRE_AFFINITY_VIEW)
+    assert [f.name for f in genre_affinity_odfv.features] == [f.name for f in spec]
+    assert all(field.dtype == Float64 for field in genre_affinity_odfv.features)
 
 
 def test_cli_parses_each_object_once(monkeypatch):
@@ -37,11 +44,12 @@ def test_cli_parses_each_object_once(monkeypatch):
     monkeypatch.setattr(sys, "path", [*sys.path, str(store.REPO_DIR)])  # as `feast apply` does
     contents = parse_repo(store.REPO_DIR)
     sys.modules.pop("definitions", None)
-    assert sorted(fv.name for fv in contents.feature_views) == sorted(features.VIEWS)
+    assert sorted(fv.name for fv in contents.feature_views) == sorted([*features.VIEWS, features.USER_GENRE_STATS_VIEW])
+    assert [v.name for v in contents.on_demand_feature_views] == list(features.ON_DEMAND_VIEWS)
     assert sorted(e.name for e in contents.entities if e.name != "__dummy") == ["movie", "user"]
-    assert [s.name for s in contents.feature_services] == [features.FEATURE_SERVICE]
-    assert len(contents.data_sources) == 4
-    assert len(definitions.OBJECTS) == 11
+    assert sorted(s.name for s in contents.feature_services) == ["deepfm_v1", features.FEATURE_SERVICE]
+    assert len(contents.data_sources) == 5
+    assert len(definitions.OBJECTS) == 15
 
 
 def test_write_config_refuses_the_committed_repo():
@@ -79,4 +87,5 @@ def test_split_by_time_follows_the_protocol(training):
 
 
 def test_every_spec_feature_has_a_view():
-    assert {f.name for f in FEATURES if f.view is not None} == {f.name for fv in FEATURE_VIEWS for f in fv.features}
+    served = {f.name for fv in (*FEATURE_VIEWS, genre_affinity_odfv) for f in fv.features}
+    assert {f.name for f in FEATURES if f.view is not None} == served

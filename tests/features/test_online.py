@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
@@ -11,6 +12,7 @@ import pytest
 
 from deepfm_model.features import FEATURE_NAMES, FEATURES, Kind
 from feature_repo import ingest, store
+from feature_repo.skew import skew_report
 
 from .conftest import DS, repo_with
 
@@ -78,3 +80,26 @@ def test_online_equals_offline_on_redis(raw, tmp_path):
     finally:
         feature_store.teardown()
     assert not list(redis.Redis(host=host, port=port).scan_iter(f"*{project}"))
+
+
+def test_skew_report_finds_no_skew_after_materialization(feature_store):
+    store.materialize(feature_store, ingest.day_start(DS), ingest.cutoff_for(DS))
+    report = skew_report(feature_store, sample_size=40, as_of=NOW)
+    assert report["ok"], report
+    assert report["pairs"] >= 30 and report["mismatched_pairs"] == 0
+    assert set(report["features"]) == {f.name for f in FEATURES if f.view is not None}
+    json.dumps(report)  # a DAG task can log or store it as it is
+
+
+def test_skew_report_names_a_planted_online_difference(raw, tmp_path):
+    feature_store = repo_with(raw, DS, tmp_path)
+    store.materialize(feature_store, ingest.day_start(DS), ingest.cutoff_for(DS))
+    stats = pd.read_parquet(store.data_dir(tmp_path) / "user_stats.parquet")
+    now_rows = stats[stats["event_timestamp"] == ingest.cutoff_for(DS)].copy()
+    now_rows["user_mean_rating"] = 1.0  # the online store now disagrees with the offline source for every user
+    feature_store.write_to_online_store("user_stats", now_rows)
+    report = skew_report(feature_store, sample_size=20, as_of=NOW)
+    assert not report["ok"]
+    assert report["features"]["user_mean_rating"]["mismatches"] == report["pairs"]
+    assert report["features"]["user_mean_rating"]["examples"][0]["online"] == 1.0
+    assert report["features"]["movie_mean_rating"]["mismatches"] == 0

@@ -32,6 +32,8 @@ def labelled_frame(raw: RawData) -> pd.DataFrame:
         frame[f"{prefix}_rating_count"] = count
         frame[f"{prefix}_pos_rate"] = ((positives + 1.0) / (count + 2.0)).astype("float32")
         frame[f"{prefix}_mean_rating"] = ((rating_sum + 3.5) / (count + 1.0)).astype("float32")
+    # The model only needs a leak-free number in [0, 1] here; the real genre affinity is Feast's (feature_repo).
+    frame["user_genre_affinity"] = frame["user_pos_rate"]
     return frame[[*spec.FEATURE_NAMES, spec.EVENT_TIMESTAMP, spec.RATING, spec.LABEL]]
 
 

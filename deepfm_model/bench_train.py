@@ -1,0 +1,276 @@
+"""Training-throughput benchmark: this package's DeepFM against a plain Keras DeepFM, side by side.
+
+    python -m deepfm_model.bench_train [--steps 20] [--warmup 5] [--rounds 2] [--out artifacts/bench/train.json]
+
+Data: Criteo-shaped synthetic rows, 13 numeric and 26 categorical fields of 100,000 values each, drawn with
+a Zipf-like frequency (`p(rank) ~ rank^-1.1`); embedding 16, MLP 400-400-400, batch 4096, Adam 1e-3.
+
+Implementations (both `model.fit` on the same in-memory NumPy arrays, the same backend, the same process
+settings; each runs in its own child process so that its peak memory is its own):
+- `plain`: DeepFM written the obvious way: one `keras.layers.Embedding` per field for the vectors and one for
+  the first-order weights, one `Dense` per numeric field for its vector, `keras.optimizers.Adam`;
+- `deepfm_model`: this package's core model (`build_model`: one fused table, one gather) trained with
+  `SparseAdam` (row-wise Adam on the table) and the compile options of `TrainConfig`.
+
+Throughput is measured in steady state: from the end of the warm-up steps (tracing, compilation, caches) to
+the end of the last step. Rounds alternate the implementations so that load from other processes on the
+machine falls on both alike; the figure per implementation is the median over rounds and the ratio is
+the ratio of medians. The input path is NumPy only, so the script runs with `KERAS_BACKEND=jax` on a
+machine without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+NUM_NUMERIC = 13
+NUM_CATEGORICAL = 26
+VOCABULARY = 100_000
+EMBEDDING_DIM = 16
+MLP_UNITS = (400, 400, 400)
+BATCH_SIZE = 4096
+LEARNING_RATE = 1e-3
+ZIPF_EXPONENT = 1.1
+IMPLEMENTATIONS = ("plain", "deepfm_model")
+DEFAULT_OUT = Path("artifacts") / "bench" / "train.json"
+
+
+def make_criteo_like(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic Criteo-shaped rows with a planted signal (so the loss can fall).
+
+    Returns:
+        `categorical` `(rows, 26)` int32 in `[0, 100000)`, Zipf-like per field (each field ranks its values
+        in its own random order); `numeric` `(rows, 13)` float32, standard normal; `labels` `(rows, 1)`
+        float32 with about 25% positives.
+    """
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, VOCABULARY + 1) ** ZIPF_EXPONENT
+    cdf = np.cumsum(weights) / weights.sum()
+    ranks = np.searchsorted(cdf, rng.random((rows, NUM_CATEGORICAL))).clip(max=VOCABULARY - 1)
+    permutations = np.stack([rng.permutation(VOCABULARY) for _ in range(NUM_CATEGORICAL)], axis=1)
+    categorical = np.take_along_axis(permutations, ranks, axis=0).astype(np.int32)
+    numeric = rng.standard_normal((rows, NUM_NUMERIC), dtype=np.float32)
+    value_effect = rng.normal(0.0, 0.5, (VOCABULARY, 2))
+    logit = (-1.3 + 0.4 * numeric[:, 0] - 0.3 * numeric[:, 1] + value_effect[categorical[:, 0], 0]
+             + value_effect[categorical[:, 1], 1] + 0.3 * numeric[:, 2] * (ranks[:, 2] < 10))  # fmt: skip
+    labels = (rng.random(rows) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float32).reshape(-1, 1)
+    return categorical, numeric, labels
+
+
+def build_plain_deepfm():
+    """DeepFM the obvious way: a Keras Embedding per field, ops on the functional graph, plain Adam."""
+    import keras
+    from keras import ops
+
+    categorical = [keras.Input((1,), dtype="int32", name=f"C{i + 1}") for i in range(NUM_CATEGORICAL)]
+    numeric = keras.Input((NUM_NUMERIC,), dtype="float32", name="I")
+    vectors = [keras.layers.Embedding(VOCABULARY, EMBEDDING_DIM)(x) for x in categorical]  # (batch, 1, d) each
+    linear = [keras.layers.Embedding(VOCABULARY, 1)(x) for x in categorical]  # (batch, 1, 1) each
+    for i in range(NUM_NUMERIC):
+        value = numeric[:, i : i + 1]  # (batch, 1)
+        vectors.append(keras.layers.Reshape((1, EMBEDDING_DIM))(keras.layers.Dense(EMBEDDING_DIM, use_bias=False)(value)))
+    fields = keras.layers.Concatenate(axis=1)(vectors)  # (batch, 39, d)
+    first_order = ops.sum(keras.layers.Concatenate(axis=1)(linear), axis=1) + keras.layers.Dense(1)(numeric)
+    second_order = 0.5 * ops.sum(
+        ops.square(ops.sum(fields, axis=1)) - ops.sum(ops.square(fields), axis=1), axis=1, keepdims=True
+    )  # (batch, 1)
+    hidden = keras.layers.Flatten()(fields)
+    for width in MLP_UNITS:
+        hidden = keras.layers.Dense(width, activation="relu")(hidden)
+    logit = first_order + second_order + keras.layers.Dense(1)(hidden)
+    model = keras.Model([*categorical, numeric], keras.layers.Activation("sigmoid")(logit))
+    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="binary_crossentropy")
+    return model
+
+
+def build_package_deepfm(steps_per_execution: int):
+    """This package's core model, compiled as `train.compile_model` compiles it for training."""
+    from deepfm_model.config import ModelConfig, TrainConfig
+    from deepfm_model.model import build_model
+    from deepfm_model.train import compile_model
+
+    config = ModelConfig(embedding_dim=EMBEDDING_DIM, mlp_units=MLP_UNITS, dropout=0.0, l2_embedding=0.0)
+    model = build_model(config, [VOCABULARY] * NUM_CATEGORICAL, [], NUM_NUMERIC)
+    compile_model(
+        model, TrainConfig(learning_rate=LEARNING_RATE, steps_per_execution=steps_per_execution), metrics=False
+    )
+    return model
+
+
+def _peak_device_bytes() -> int | None:
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        if device.platform == "cpu":
+            return None
+        return int((device.memory_stats() or {}).get("peak_bytes_in_use", 0)) or None
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.config.list_logical_devices("GPU"):
+            return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+    return None
+
+
+def _device_name() -> str:
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return str(jax.devices()[0].device_kind)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return str(tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU"))
+    return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+
+
+def run_worker(implementation: str, steps: int, warmup: int, steps_per_execution: int, seed: int) -> dict:
+    """Train one implementation for `warmup + steps` batches and measure it (runs in a child process)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    total = warmup + steps
+    categorical, numeric, labels = make_criteo_like(total * BATCH_SIZE, seed)
+    if implementation == "plain":
+        model = build_plain_deepfm()
+        inputs = {f"C{i + 1}": categorical[:, i : i + 1] for i in range(NUM_CATEGORICAL)} | {"I": numeric}
+    else:
+        model = build_package_deepfm(steps_per_execution)
+        inputs = {"categorical": categorical, "numeric": numeric}
+
+    ends: dict[int, float] = {}
+
+    class StepClock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            ends[batch + 1] = time.perf_counter()  # steps finished so far (one call per execution)
+
+    history = model.fit(
+        inputs, labels, batch_size=BATCH_SIZE, epochs=1, shuffle=False, verbose=0, callbacks=[StepClock()]
+    )
+    done = sorted(ends)
+    start = min((s for s in done if s >= warmup), default=done[0])
+    measured_steps = done[-1] - start
+    seconds = ends[done[-1]] - ends[start]
+    device_bytes = _peak_device_bytes()
+    return {
+        "implementation": implementation,
+        "examples_per_sec": measured_steps * BATCH_SIZE / seconds,
+        "ms_per_step": 1000.0 * seconds / measured_steps,
+        "measured_steps": measured_steps,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_device_mb": None if device_bytes is None else device_bytes / 2**20,
+        "final_loss": float(history.history["loss"][-1]),
+        "parameters": int(model.count_params()),
+        "backend": keras.backend.backend(),
+        "device": _device_name(),
+    }
+
+
+def _run_child(implementation: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, "-m", "deepfm_model.bench_train", "--worker", implementation,
+               "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--steps-per-execution", str(args.steps_per_execution), "--seed", str(args.seed)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"Benchmark worker `{implementation}` failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def summarise(runs: Sequence[dict]) -> dict:
+    """Median figures per implementation and the speed-up of the package over the plain model."""
+    summary: dict = {}
+    for name in IMPLEMENTATIONS:
+        mine = [r for r in runs if r["implementation"] == name]
+        summary[name] = {
+            "examples_per_sec": statistics.median(r["examples_per_sec"] for r in mine),
+            "ms_per_step": statistics.median(r["ms_per_step"] for r in mine),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in mine),
+            "peak_device_mb": max((r["peak_device_mb"] for r in mine if r["peak_device_mb"]), default=None),
+            "final_loss": statistics.median(r["final_loss"] for r in mine),
+            "parameters": mine[0]["parameters"],
+        }
+    summary["speedup"] = summary["deepfm_model"]["examples_per_sec"] / summary["plain"]["examples_per_sec"]
+    return summary
+
+
+def format_table(summary: dict, runs: Sequence[dict]) -> str:
+    """The printed table: one row per implementation, then the ratio."""
+    lines = [
+        (
+            f"backend={runs[0]['backend']} device={runs[0]['device']} batch={BATCH_SIZE} "
+            f"rounds={len(runs) // len(IMPLEMENTATIONS)}"
+        ),
+        (
+            f"{'implementation':<14} {'examples/s':>11} {'ms/step':>8} {'peak RSS MB':>12} {'peak dev MB':>12} "
+            f"{'loss':>7} {'params':>11}  per-round examples/s"
+        ),
+    ]
+    for name in IMPLEMENTATIONS:
+        s = summary[name]
+        device = f"{s['peak_device_mb']:.0f}" if s["peak_device_mb"] else "-"
+        rounds = ", ".join(f"{r['examples_per_sec']:.0f}" for r in runs if r["implementation"] == name)
+        lines.append(
+            f"{name:<14} {s['examples_per_sec']:>11.0f} {s['ms_per_step']:>8.1f} {s['peak_rss_mb']:>12.0f} "
+            f"{device:>12} {s['final_loss']:>7.4f} {s['parameters']:>11,}  {rounds}"
+        )
+    lines.append(f"speed-up deepfm_model / plain: {summary['speedup']:.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deepfm_model.bench_train", description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=20, help="measured steps per run (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=5, help="steps before measuring")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both implementations")
+    parser.add_argument("--steps-per-execution", type=int, default=1, help="for the package's model")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=IMPLEMENTATIONS, help="run one implementation (profiling)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
+    parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.worker:
+        print(json.dumps(run_worker(args.worker, args.steps, args.warmup, args.steps_per_execution, args.seed)))
+        return 0
+    names = (args.only,) if args.only else IMPLEMENTATIONS
+    runs = []
+    for round_index in range(args.rounds):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            runs.append(_run_child(name, args))
+            print(f"round {round_index + 1} {name}: {runs[-1]['examples_per_sec']:.0f} examples/s", flush=True)
+    if args.only:
+        return 0
+    summary = summarise(runs)
+    print(format_table(summary, runs))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    config = {"batch_size": BATCH_SIZE, "embedding_dim": EMBEDDING_DIM, "mlp_units": list(MLP_UNITS),
+              "categorical_fields": NUM_CATEGORICAL, "numeric_fields": NUM_NUMERIC, "vocabulary": VOCABULARY,
+              "zipf_exponent": ZIPF_EXPONENT, "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
+              "steps_per_execution": args.steps_per_execution}  # fmt: skip
+    args.out.write_text(json.dumps({"config": config, "summary": summary, "runs": runs}, indent=1))
+    print(f"written: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
