@@ -15,12 +15,12 @@ from typing import Any
 class ModelConfig:
     """Architecture and preprocessing of DeepFM."""
 
-    embedding_dim: int = 16  # size of the one embedding vector per feature value, shared by FM and MLP
+    embedding_dim: int = 8  # size of the one embedding vector per feature value, shared by FM and MLP
     mlp_units: tuple[int, ...] = (256, 128)  # hidden layer widths of the deep part, input side first
     activation: str = "relu"  # activation of the hidden layers of the deep part
-    dropout: float = 0.1  # dropout rate after each hidden layer of the deep part
+    dropout: float = 0.3  # dropout rate after each hidden layer of the deep part
     batch_norm: bool = False  # batch normalisation before each hidden activation of the deep part
-    l2_embedding: float = 1e-6  # L2 penalty on the embedding table (vectors and first-order weights)
+    l2_embedding: float = 0.0  # L2 penalty on the whole embedding table; > 0 makes its updates dense (slow)
     l2_dense: float = 0.0  # L2 penalty on the kernels of the deep part
     embedding_init_stddev: float = 0.01  # stddev of the normal initialiser of the embedding table
     multi_value_max_len: int = 6  # values kept per multi-valued field (genres); the rest are dropped
@@ -61,7 +61,7 @@ class TrainConfig:
 
     batch_size: int = 1024  # global batch size (split across replicas when several GPUs are used)
     epochs: int = 10  # upper bound on epochs; early stopping usually ends sooner
-    learning_rate: float = 1e-3  # initial Adam learning rate
+    learning_rate: float = 3e-4  # initial Adam learning rate
     seed: int = 42  # seeds Python, NumPy and the backend (keras.utils.set_random_seed) and the shuffling
     early_stopping_patience: int = 2  # epochs without a better validation AUC before stopping (best weights kept)
     reduce_lr_patience: int = 1  # epochs without a better validation AUC before the learning rate is cut

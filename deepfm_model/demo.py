@@ -59,8 +59,8 @@ def recommend(config: PipelineConfig, ds: str, user_id: str, port: int, top_k: i
     raw = load_raw(config)
     seen = set(raw.events.loc[raw.events["user_id"] == user_id, "movie_id"])
     candidates = [m for m in raw.movies["movie_id"] if m not in seen]
-    titles = dict(zip(raw.movies["movie_id"], raw.movies["title"]))
-    years = dict(zip(raw.movies["movie_id"], raw.movies["release_year"]))
+    titles = dict(zip(raw.movies["movie_id"], raw.movies["title"], strict=False))
+    years = dict(zip(raw.movies["movie_id"], raw.movies["release_year"], strict=False))
     server = start_server(config, port)
     try:
         wait_for_port(port, server, deadline_s=180)

@@ -101,7 +101,7 @@ def _parse_grouplens(archive: zipfile.ZipFile) -> RawData:
         names=["movie_id", "title", "release_date", "video_date", "url", *GENRE_NAMES],
     )  # fmt: skip
     flags = movies[list(GENRE_NAMES)].to_numpy().astype(bool)
-    movies["genres"] = [MULTI_VALUE_SEPARATOR.join(g for g, on in zip(GENRE_NAMES, row) if on) for row in flags]
+    movies["genres"] = [MULTI_VALUE_SEPARATOR.join(g for g, on in zip(GENRE_NAMES, row, strict=False) if on) for row in flags]
     movies["release_year"] = pd.to_datetime(movies["release_date"], format="%d-%b-%Y", errors="coerce").dt.year
     movies["title"] = movies["title"].str.replace(r"\s*\(\d{4}\)\s*$", "", regex=True)
     return _normalise(events, users, movies[["movie_id", "title", "release_year", "genres"]])

@@ -224,8 +224,8 @@ def _decode_input(name: str, proto, dtype: tf.DType) -> tf.Tensor:
             return tf.constant(np.frombuffer(proto.tensor_content, dtype=dtype.as_numpy_dtype).reshape(shape))
     try:
         array = tf.make_ndarray(proto)
-    except Exception as error:  # noqa: BLE001  (tensor_content of the wrong length and the like)
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Input `{name}` is not a valid tensor: {error}")
+    except Exception as error:  # (tensor_content of the wrong length and the like)
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Input `{name}` is not a valid tensor: {error}") from error
     return tf.convert_to_tensor(array, dtype=dtype)
 
 

@@ -549,8 +549,8 @@ def _client_defaults(source: str) -> dict[str, list[Any]]:
                     defaults.setdefault(target.id, []).append(node.value.value)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             positional = node.args.posonlyargs + node.args.args
-            pairs = list(zip(positional[len(positional) - len(node.args.defaults) :], node.args.defaults))
-            pairs += [(a, d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults) if d is not None]
+            pairs = list(zip(positional[len(positional) - len(node.args.defaults) :], node.args.defaults, strict=False))
+            pairs += [(a, d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=False) if d is not None]
             for arg, default in pairs:
                 if isinstance(default, ast.Constant):
                     defaults.setdefault(arg.arg, []).append(default.value)

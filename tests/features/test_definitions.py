@@ -21,7 +21,7 @@ def test_views_serve_exactly_the_spec_features():
     for fv in FEATURE_VIEWS:
         spec = features.view_features(fv.name)
         assert [f.name for f in fv.features] == [f.name for f in spec]
-        for field, feature in zip(fv.features, spec):
+        for field, feature in zip(fv.features, spec, strict=False):
             assert field.dtype == (Float64 if feature.kind is Kind.NUMERIC else String)
             assert field.description == feature.description
 

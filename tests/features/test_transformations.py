@@ -53,7 +53,7 @@ def test_planted_affinity_counts_only_earlier_days(planted):  # noqa: F811
         day = row["event_timestamp"].floor("D")
         earlier = events[events["event_timestamp"] < day]
         wanted = set(genres[row["movie_id"]])
-        shared = [(len(wanted & set(genres[m])), r >= 4) for m, r in zip(earlier["movie_id"], earlier["rating"])]
+        shared = [(len(wanted & set(genres[m])), r >= 4) for m, r in zip(earlier["movie_id"], earlier["rating"], strict=False)]
         count = sum(n for n, _ in shared)
         positives = sum(n for n, positive in shared if positive)
         expected = (positives + k * row["user_pos_rate"]) / (count + k)
