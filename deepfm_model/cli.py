@@ -8,6 +8,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from deepfm_model.config import ModelConfig, TrainConfig
 
@@ -35,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--mixed-precision", action="store_true", help="float16 (GPU) / bfloat16 (CPU) compute")
     train.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto", help="XLA train step")
     train.add_argument("--steps-per-execution", type=int, default=defaults_train.steps_per_execution)
+    train.add_argument(
+        "--blank", default="", help="ablation: comma-separated features set to one constant value in every split"
+    )
 
     evaluate = commands.add_parser("evaluate", help="score a labelled parquet with a trained run")
     evaluate.add_argument("--model-dir", required=True, help="run directory with model.keras")
@@ -48,6 +52,27 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--warmup-data", help="parquet whose first rows become warm-up requests")
     export.add_argument("--warmup-rows", type=int, default=TrainConfig().warmup_rows)
     return parser
+
+
+def _blank_features(paths: Sequence[str], names: list[str], out_dir: Path) -> tuple[Path, ...]:
+    """Copies of the splits with each named feature set to one constant (0.0, or "" for strings): an ablation."""
+    import pandas as pd
+
+    from deepfm_model.features import FEATURES_BY_NAME, Kind
+
+    unknown = [name for name in names if name not in FEATURES_BY_NAME]
+    if unknown:
+        raise ValueError(f"`--blank` names unknown features {unknown}. Known: {sorted(FEATURES_BY_NAME)}")
+    folder = out_dir / "blanked_inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    blanked = []
+    for path in paths:
+        frame = pd.read_parquet(path)
+        for name in names:
+            frame[name] = 0.0 if FEATURES_BY_NAME[name].kind is Kind.NUMERIC else ""
+        blanked.append(folder / Path(path).name)
+        frame.to_parquet(blanked[-1], index=False)
+    return tuple(blanked)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,8 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             jit_compile={"auto": None, "on": True, "off": False}[args.jit_compile],
             steps_per_execution=args.steps_per_execution,
         )  # fmt: skip
+        splits = (args.train, args.valid, args.test)
+        if args.blank:
+            splits = _blank_features(splits, [name for name in args.blank.split(",") if name], Path(args.out))
         result = run_training(
-            args.train, args.valid, args.test, args.out, model_config, train_config,
+            *splits, args.out, model_config, train_config,
             tf_config=os.environ.get("TF_CONFIG"),
         )  # fmt: skip
     elif args.command == "evaluate":
