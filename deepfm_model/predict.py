@@ -44,7 +44,8 @@ class TrainedModel:
 def load_trained(model_dir: str | Path) -> TrainedModel:
     """Load what `TrainedModel.save` (and so `run_training`) wrote."""
     model_dir = Path(model_dir)
-    model = keras.saving.load_model(model_dir / MODEL_FILE)
+    # For prediction only: without compile, loading needs no optimizer class (e.g. SparseAdam) registered.
+    model = keras.saving.load_model(model_dir / MODEL_FILE, compile=False)
     return TrainedModel(model, FeaturePreprocessor.load(model_dir / PREPROCESSING_FILE))
 
 

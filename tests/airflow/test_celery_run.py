@@ -1,4 +1,5 @@
-"""The nightly DAG on the production shape: CeleryExecutor, Postgres metadata DB, Redis broker, two workers.
+"""The nightly DAG on the production shape: CeleryExecutor, Postgres metadata DB, Redis broker, two workers,
+and the Feast online store on Redis (by configuration alone: `feature_store.yaml`).
 
 One worker consumes the `default` queue, the other the `gpu` queue (on this host it trains on the CPU: the point
 is the routing). The run must succeed with `train` on the gpu worker and every other task on the default worker,
@@ -8,9 +9,13 @@ as the task instances' `queue` and `hostname` fields report over the REST API.
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,8 +51,32 @@ def placement_table(instances: list[dict]) -> str:
     return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)) for row in rows)
 
 
+@pytest.fixture
+def redis_online_store(project_home: Path, redis_broker: tuple[str, str]) -> Iterator[tuple[Any, str]]:
+    """Switch the run's Feast repo to the Redis online store, by configuration alone; its keys go afterwards."""
+    import redis
+
+    from feature_repo.store import write_config
+
+    host, port = os.environ.get("REDIS_HOST", "127.0.0.1"), int(os.environ.get("REDIS_PORT", "6379"))
+    project = f"deepfm_celery_{uuid.uuid4().hex[:8]}"
+    write_config(
+        project_home / "feature_repo",
+        project=project,
+        online_store={"type": "redis", "connection_string": f"{host}:{port}", "key_ttl_seconds": 3600},
+    )
+    client = redis.Redis(host=host, port=port)
+    yield client, project
+    for key in client.scan_iter(f"*{project}*"):
+        client.delete(key)
+
+
 def test_celery_run_routes_training_to_the_gpu_queue(
-    project_home: Path, output_dir: Path, postgres_url: str, redis_broker: tuple[str, str]
+    project_home: Path,
+    output_dir: Path,
+    postgres_url: str,
+    redis_broker: tuple[str, str],
+    redis_online_store: tuple[Any, str],
 ) -> None:
     broker_url, key_prefix = redis_broker
     config = StackConfig(
@@ -82,3 +111,5 @@ def test_celery_run_routes_training_to_the_gpu_queue(
         expected = GPU_WORKER if ti["task_id"] in GPU_TASKS else DEFAULT_WORKER
         assert ti["queue"] in expected.queues, (ti["task_id"], ti["queue"])
         assert ti["hostname"].startswith(f"{expected.name}@"), (ti["task_id"], ti["hostname"])
+    redis_client, feast_project = redis_online_store
+    assert any(redis_client.scan_iter(f"*{feast_project}*")), "the run materialized nothing into Redis"

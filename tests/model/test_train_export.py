@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +138,22 @@ def test_training_is_seeded(split_paths, run_dir, tmp_path):
     first = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test_auc"] == pytest.approx(first["test_auc"], abs=1e-6)
     assert isinstance(pd.read_parquet(split_paths[0]), pd.DataFrame)
+
+
+def test_a_fresh_process_loads_the_trained_model(run_dir, splits):
+    # Celery workers load a model trained in another process: nothing registered by training may be needed.
+    code = (
+        "import sys, pandas as pd\n"
+        "from deepfm_model.predict import load_trained, predict_frame\n"
+        "p = predict_frame(load_trained(sys.argv[1]), pd.read_parquet(sys.argv[2]))\n"
+        "print(len(p))\n"
+    )
+    test_path = run_dir / "fresh_process_test.parquet"
+    splits[2].to_parquet(test_path, index=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(run_dir), str(test_path)],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == str(len(splits[2]))
