@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.8
 DS ?= 1998-04-23
+FROM ?= 1998-04-21
+TO ?= 1998-04-23
 SNAPSHOT ?= artifacts/latest/snapshot/train.parquet
 
 export PYTHONPATH := $(CURDIR)
@@ -13,7 +15,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install data demo test validate serve airflow scale-test bench bench-train bench-features bench-serving lint clean
+.PHONY: install data demo test validate serve airflow backfill scale-test bench bench-train bench-features bench-serving lint clean
 
 install: $(VENV)/.installed
 
@@ -54,6 +56,9 @@ bench-serving: install  ## client import, encoding, gRPC latency (artifacts/benc
 
 airflow: install data  ## Airflow UI on http://127.0.0.1:8080 (LocalExecutor, SQLite); prints the admin login
 	$(PY) -m tests.airflow.harness --airflow-home $(AIRFLOW_HOME) --port 8080
+
+backfill: install  ## with `make airflow` running: one run per day, FROM..TO inclusive, one at a time
+	$(VENV)/bin/airflow backfill create --dag-id deepfm_nightly --from-date $(FROM) --to-date $(TO) --max-active-runs 1
 
 scale-test: install  ## the nightly DAG on CeleryExecutor + Postgres + Redis, default and gpu workers
 	$(PY) -m pytest tests/airflow/test_celery_run.py -s -p no:cacheprovider

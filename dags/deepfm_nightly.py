@@ -60,6 +60,8 @@ def deepfm_nightly():
     | release | verify_serving | the version loads in a TF Serving-compatible server and answers like the in-process model (retried) |
 
     Every task reads and writes `artifacts/runs/<ds>/`; re-running a date reuses it and never pushes twice.
+    Runs of different dates share the Feast sources, so one runs at a time: `max_active_runs=1` here, and
+    `--max-active-runs 1` for `airflow backfill create` (`make backfill`).
     Task return values (row counts, validation summary, AUC and logloss, the blessing, the pushed version) are in
     each task's XCom tab; the Data Docs and model report paths are in the task logs.
     """
