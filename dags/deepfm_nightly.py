@@ -55,9 +55,9 @@ def deepfm_nightly():
     | training | build_training_set | point-in-time features of the `deepfm_v2` FeatureService, split by time 80/10/10 |
     | training | validate | Great Expectations suite; a failure stops the run here (never retried) |
     | training | train | the Keras DeepFM, on the `gpu` queue; metrics, report, SavedModel export |
-    | release | bless | candidate vs the serving model on the same test split; AUC floor and tolerance |
+    | release | bless | candidate vs the serving model on the same test split: AUC floor and tolerance; a NaN loss or a changed serving signature is a rejection |
     | release | push | the next integer version under the model base path; skipped when not blessed |
-    | release | verify_serving | the version loads in a TF Serving-compatible server and answers like the in-process model (retried) |
+    | release | verify_serving | the version loads and answers like the in-process model; then it is labelled `stable` (retried) |
 
     Every task reads and writes `artifacts/runs/<ds>/`; re-running a date reuses it and never pushes twice.
     Runs of different dates share the Feast sources, so one runs at a time: `max_active_runs=1` here, and

@@ -38,6 +38,8 @@ class PipelineConfig:
         auc_floor: a candidate below this test AUC is never pushed.
         auc_tolerance: a candidate may trail the serving model's AUC by at most this much.
         epochs: maximum training epochs (early stopping usually ends sooner).
+        allow_signature_change: bless a candidate whose `serving_default` signature differs from the serving
+            model's (a deliberate spec change); its AUC is then not compared with the serving model's.
     """
 
     home: Path
@@ -50,6 +52,7 @@ class PipelineConfig:
     auc_floor: float = 0.6
     auc_tolerance: float = 0.01
     epochs: int = 10
+    allow_signature_change: bool = False
 
     def __post_init__(self) -> None:
         if self.source not in ("movielens", "synthetic"):
@@ -81,6 +84,7 @@ class PipelineConfig:
             model_base_path=path("DEEPFM_MODEL_BASE_PATH"),
             auc_floor=float(env.get("DEEPFM_AUC_FLOOR", cls.auc_floor)),
             epochs=int(env.get("DEEPFM_EPOCHS", cls.epochs)),
+            allow_signature_change=env.get("DEEPFM_ALLOW_SIGNATURE_CHANGE", "").lower() in ("1", "true", "yes"),
         )
 
     def run_dir(self, ds: str) -> Path:
@@ -268,42 +272,146 @@ def serving_version(config: PipelineConfig) -> int | None:
     return versions[-1] if versions else None
 
 
-def _serving_auc(config: PipelineConfig, test: pd.DataFrame) -> tuple[int, float] | None:
-    """(version, test AUC) of the serving model on this run's test split, or `None` before the first push."""
+def _serving_dir(config: PipelineConfig, version: int) -> Path:
+    return Path(config.model_base_path) / config.model_name / str(version)
+
+
+def _serving_auc(config: PipelineConfig, test: pd.DataFrame, version: int) -> float:
+    """Test AUC of serving `version` on this run's test split."""
     from deepfm_model.evaluate import roc_auc
     from deepfm_model.predict import predict_saved_model
 
-    version = serving_version(config)
-    if version is None:
+    return roc_auc(test["label"].to_numpy(), predict_saved_model(_serving_dir(config, version), test))
+
+
+def _signature(export_dir: Path) -> dict[str, dict[str, str]] | None:
+    """`{"inputs": {name: "dtype[shape]"}, "outputs": {...}}` of the `serving_default` signature, read from the
+    SavedModel protobuf without loading the graph; `None` when there is no SavedModel or no such signature."""
+    import tensorflow as tf
+    from google.protobuf import text_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    from deepfm_model.predict import SIGNATURE_KEY
+
+    saved = saved_model_pb2.SavedModel()
+    if (export_dir / "saved_model.pb").is_file():
+        saved.ParseFromString((export_dir / "saved_model.pb").read_bytes())
+    elif (export_dir / "saved_model.pbtxt").is_file():
+        text_format.Parse((export_dir / "saved_model.pbtxt").read_text(), saved)
+    else:
         return None
-    path = Path(config.model_base_path) / config.model_name / str(version)
-    return version, roc_auc(test["label"].to_numpy(), predict_saved_model(path, test))
+
+    def tensor(info) -> str:
+        shape = "?" if info.tensor_shape.unknown_rank else ",".join(str(d.size) for d in info.tensor_shape.dim)
+        return f"{tf.as_dtype(info.dtype).name}[{shape}]"
+
+    for meta_graph in saved.meta_graphs:
+        if SIGNATURE_KEY in meta_graph.signature_def:
+            signature = meta_graph.signature_def[SIGNATURE_KEY]
+            return {
+                "inputs": {name: tensor(info) for name, info in sorted(signature.inputs.items())},
+                "outputs": {name: tensor(info) for name, info in sorted(signature.outputs.items())},
+            }
+    return None
+
+
+def _signature_diff(serving: dict, candidate: dict) -> dict:
+    """Per side ("inputs", "outputs"), the names only the candidate has (`added`), only the serving model has
+    (`removed`), and those whose dtype/shape changed (`changed`: name -> [serving, candidate]); empty if equal."""
+    diff = {}
+    for side in ("inputs", "outputs"):
+        old, new = serving.get(side, {}), candidate.get(side, {})
+        parts = {
+            "added": sorted(set(new) - set(old)),
+            "removed": sorted(set(old) - set(new)),
+            "changed": {name: [old[name], new[name]] for name in sorted(set(old) & set(new)) if old[name] != new[name]},
+        }
+        parts = {kind: value for kind, value in parts.items() if value}
+        if parts:
+            diff[side] = parts
+    return diff
+
+
+def _describe_diff(diff: dict) -> str:
+    parts = []
+    for side, kinds in diff.items():
+        for kind, value in kinds.items():
+            if kind == "changed":
+                value = [f"{name} {old} -> {new}" for name, (old, new) in value.items()]
+            parts.append(f"{side} {kind}: {', '.join(value)}")
+    return "; ".join(parts)
+
+
+def _non_finite_losses(run_dir: Path) -> list[int]:
+    """Epochs (0-based) whose training loss in `model/history.json` is not finite; none without a history."""
+    history = _read_json(run_dir / "model" / "history.json") or {}
+    losses = history.get("loss") or []
+    return [epoch for epoch, loss in enumerate(losses) if not (isinstance(loss, int | float) and math.isfinite(loss))]
 
 
 def bless(config: PipelineConfig, ds: str) -> dict:
-    """Compare the candidate with the serving model on the same test split; write `blessing.json`."""
+    """Compare the candidate with the serving model on the same test split; write `blessing.json`.
+
+    Rejected (never raised): non-finite test metrics or training losses, an export without a `serving_default`
+    signature, a signature that differs from the serving model's (unless `config.allow_signature_change`), a
+    test AUC below the floor, or one trailing the serving model's by more than the tolerance.
+    """
     run_dir = config.run_dir(ds)
     metrics = json.loads((run_dir / "model" / "metrics.json").read_text())
     candidate = metrics.get("test_auc")
-    serving = _serving_auc(config, pd.read_parquet(run_dir / "snapshot" / "test.parquet"))
-    if candidate is None or not math.isfinite(candidate) or not math.isfinite(metrics.get("test_logloss") or math.nan):
-        blessed, reason = False, f"candidate metrics are not finite: auc={candidate}, logloss={metrics.get('test_logloss')}"
+    logloss = metrics.get("test_logloss")
+    candidate_signature = _signature(run_dir / "model" / "export")
+    version = serving_version(config)
+    signature_changed = None
+    if version is not None and candidate_signature is not None:
+        serving_signature = _signature(_serving_dir(config, version))
+        if serving_signature is None:
+            signature_changed = {"serving": f"version {version} has no readable serving_default signature"}
+        else:
+            signature_changed = _signature_diff(serving_signature, candidate_signature) or None
+    comparable = version is not None and candidate_signature is not None and signature_changed is None
+    serving_auc = (
+        _serving_auc(config, pd.read_parquet(run_dir / "snapshot" / "test.parquet"), version) if comparable else None
+    )
+    bad_epochs = _non_finite_losses(run_dir)
+
+    def finite(value) -> bool:
+        return isinstance(value, int | float) and math.isfinite(value)
+
+    if not finite(candidate) or not finite(logloss):
+        blessed, reason = False, f"candidate metrics are not finite: auc={candidate}, logloss={logloss}"
+    elif bad_epochs:
+        blessed, reason = False, f"candidate training loss is not finite in epoch(s) {bad_epochs} of model/history.json"
+    elif candidate_signature is None:
+        blessed, reason = False, "candidate export has no readable serving_default signature"
+    elif signature_changed is not None and not config.allow_signature_change:
+        detail = signature_changed.get("serving") or _describe_diff(signature_changed)
+        blessed, reason = False, (
+            f"candidate serving signature differs from serving version {version}: {detail} "
+            "(set allow_signature_change / DEEPFM_ALLOW_SIGNATURE_CHANGE to push a deliberate change)"
+        )
     elif candidate < config.auc_floor:
         blessed, reason = False, f"candidate AUC {candidate:.4f} is below the floor {config.auc_floor:.4f}"
-    elif serving is not None and candidate < serving[1] - config.auc_tolerance:
+    elif serving_auc is not None and candidate < serving_auc - config.auc_tolerance:
         blessed, reason = False, (
-            f"candidate AUC {candidate:.4f} trails serving version {serving[0]} ({serving[1]:.4f}) by more than "
+            f"candidate AUC {candidate:.4f} trails serving version {version} ({serving_auc:.4f}) by more than "
             f"{config.auc_tolerance:.4f}"
         )
     else:
-        baseline = "no model serving yet" if serving is None else f"serving version {serving[0]} has {serving[1]:.4f}"
+        if version is None:
+            baseline = "no model serving yet"
+        elif serving_auc is None:
+            baseline = f"signature change allowed, so serving version {version} was not compared"
+        else:
+            baseline = f"serving version {version} has {serving_auc:.4f}"
         blessed, reason = True, f"candidate AUC {candidate:.4f} clears the floor {config.auc_floor:.4f}; {baseline}"
     blessing = {
         "blessed": blessed,
         "reason": reason,
         "candidate_auc": candidate,
-        "serving_version": serving[0] if serving else None,
-        "serving_auc": serving[1] if serving else None,
+        "serving_version": version,
+        "serving_auc": serving_auc,
+        "signature_changed": signature_changed,
     }
     _write_json(run_dir / "blessing.json", blessing)
     logger.info("Blessing: %s", reason)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -58,3 +61,70 @@ def test_candidate_below_the_floor_is_not_pushed(prepared: pipeline.PipelineConf
     assert pipeline.push(strict, SYNTHETIC_DS)["model_version"] is None
     assert not Path(strict.model_base_path / "deepfm").exists()
     assert pipeline.verify_serving(strict, SYNTHETIC_DS)["verified"] is False
+
+
+def _copy_run(config: pipeline.PipelineConfig, ds: str) -> Path:
+    """A run directory for `ds` holding a copy of the trained run's model and test split (what `bless` reads)."""
+    source, target = config.run_dir(SYNTHETIC_DS), config.run_dir(ds)
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source / "model", target / "model")
+    (target / "snapshot").mkdir()
+    shutil.copy2(source / "snapshot" / "test.parquet", target / "snapshot" / "test.parquet")
+    return target
+
+
+def _export_other_signature(export_dir: Path) -> None:
+    """A tiny SavedModel whose `serving_default` takes one `user_token` string instead of the feature inputs."""
+    import tensorflow as tf
+
+    class Other(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="user_token")])
+        def serve(self, user_token):
+            return {"probability": tf.fill(tf.shape(user_token), 0.5)}
+
+    shutil.rmtree(export_dir)
+    module = Other()
+    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": module.serve})
+
+
+def test_changed_serving_signature_is_rejected(prepared: pipeline.PipelineConfig) -> None:
+    permissive = dataclasses.replace(prepared, auc_floor=0.0)
+    first = pipeline.bless(permissive, SYNTHETIC_DS)
+    assert first["blessed"] is True and first["serving_version"] is None, first
+    version = pipeline.push(permissive, SYNTHETIC_DS)["model_version"]
+    assert version == pipeline.serving_version(permissive)
+
+    same = pipeline.bless(permissive, SYNTHETIC_DS)  # the same export again: the signatures match
+    assert same["blessed"] is True and same["signature_changed"] is None, same
+    assert same["serving_version"] == version and math.isfinite(same["serving_auc"])
+
+    other_ds = "1998-02-01"
+    run_dir = _copy_run(permissive, other_ds)
+    _export_other_signature(run_dir / "model" / "export")
+    blessing = pipeline.bless(permissive, other_ds)
+    assert blessing["blessed"] is False, blessing
+    assert f"differs from serving version {version}" in blessing["reason"]
+    assert "user_token" in blessing["reason"] and "user_id" in blessing["reason"]
+    assert "user_token" in blessing["signature_changed"]["inputs"]["added"]
+    assert "user_id" in blessing["signature_changed"]["inputs"]["removed"]
+    assert json.loads((run_dir / "blessing.json").read_text())["signature_changed"] == blessing["signature_changed"]
+    assert pipeline.push(permissive, other_ds)["model_version"] is None
+    assert pipeline.serving_version(permissive) == version
+
+    deliberate = dataclasses.replace(permissive, allow_signature_change=True)
+    allowed = pipeline.bless(deliberate, other_ds)
+    assert allowed["blessed"] is True and "not compared" in allowed["reason"], allowed
+    assert allowed["signature_changed"] == blessing["signature_changed"] and allowed["serving_auc"] is None
+
+
+def test_nan_training_loss_is_rejected(prepared: pipeline.PipelineConfig) -> None:
+    permissive = dataclasses.replace(prepared, auc_floor=0.0)
+    run_dir = _copy_run(permissive, "1998-02-02")
+    history_path = run_dir / "model" / "history.json"
+    history = json.loads(history_path.read_text())
+    history["loss"] = [*history["loss"], math.nan]
+    history_path.write_text(json.dumps(history))
+    blessing = pipeline.bless(permissive, "1998-02-02")
+    assert blessing["blessed"] is False, blessing
+    assert "training loss is not finite" in blessing["reason"] and "history.json" in blessing["reason"]
+    assert pipeline.push(permissive, "1998-02-02")["model_version"] is None
