@@ -27,8 +27,9 @@ $(VENV)/.installed: pyproject.toml uv.lock
 data: install  ## fetch MovieLens-100K (checksum-verified) into data/movielens/
 	$(PY) -m deepfm_model.movielens data/movielens
 
-$(AIRFLOW_HOME)/airflow.db: | install
+$(AIRFLOW_HOME)/airflow.db: | install  ## migrated metadata DB with the DAGs' pools (dags/pools.json)
 	$(VENV)/bin/airflow db migrate > /dev/null
+	$(VENV)/bin/airflow pools import dags/pools.json > /dev/null
 
 demo: install data $(AIRFLOW_HOME)/airflow.db  ## one nightly DagRun, then serve and rank over gRPC
 	$(VENV)/bin/airflow dags test deepfm_nightly $(DS)

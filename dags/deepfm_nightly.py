@@ -30,6 +30,27 @@ def log_failure_reason(context) -> None:
 
 
 TRANSIENT_RETRIES = {"retries": 2, "retry_delay": dt.timedelta(seconds=20), "retry_exponential_backoff": True}
+TRAINING_POOL = "training"  # created with one slot from dags/pools.json by every deployment of this project
+GPU_QUEUE = "gpu"
+
+
+def gpu_executor_config() -> dict:
+    """`executor_config` of the train task: under the KubernetesExecutor, a pod that requests GPUs.
+
+    The pod override names the worker container `base`, so Kubernetes merges it into the executor's pod
+    template; `DEEPFM_TRAIN_GPUS` GPUs (default 1) are requested as `nvidia.com/gpu` limits. Other executors
+    get no override, and the Kubernetes client is imported only where that executor is configured.
+    """
+    from airflow.sdk.configuration import conf
+
+    if "KubernetesExecutor" not in conf.get("core", "executor", fallback=""):
+        return {}
+    from kubernetes.client import models as k8s
+
+    gpus = os.environ.get("DEEPFM_TRAIN_GPUS", "1")
+    resources = k8s.V1ResourceRequirements(limits={"nvidia.com/gpu": gpus})
+    container = k8s.V1Container(name="base", resources=resources)
+    return {"pod_override": k8s.V1Pod(spec=k8s.V1PodSpec(containers=[container]))}
 
 
 @dag(
@@ -54,7 +75,7 @@ def deepfm_nightly():
     | features | check_skew | online feature vectors of sampled pairs equal the offline point-in-time values |
     | training | build_training_set | point-in-time features of the `deepfm_v2` FeatureService, split by time 80/10/10 |
     | training | validate | Great Expectations suite; a failure stops the run here (never retried) |
-    | training | train | the Keras DeepFM, on the `gpu` queue; metrics, report, SavedModel export |
+    | training | train | the Keras DeepFM, on the `gpu` queue and in the `training` pool (a GPU pod under Kubernetes); metrics, report, SavedModel export |
     | release | bless | candidate vs the serving model on the same test split: AUC floor and tolerance; a NaN loss or a changed serving signature is a rejection |
     | release | push | the next integer version under the model base path; skipped when not blessed |
     | release | verify_serving | the version loads and answers like the in-process model; then it is labelled `stable` (retried) |
@@ -102,8 +123,14 @@ def deepfm_nightly():
 
             return pipeline.validate(_config(), ds)
 
-        # Routed to GPU workers: Celery's `gpu` queue (ignored by the local executor, which runs it on CPU).
-        @task(doc_md="Train the Keras DeepFM; metrics, HTML report and SavedModel go to the run directory.", queue="gpu")
+        # Routed to GPU workers: Celery's `gpu` queue, a GPU pod under Kubernetes; the local executor runs it on
+        # the CPU. The `training` pool limits how many trainings run at once, whatever the executor.
+        @task(
+            doc_md="Train the Keras DeepFM; metrics, HTML report and SavedModel go to the run directory.",
+            queue=GPU_QUEUE,
+            pool=TRAINING_POOL,
+            executor_config=gpu_executor_config(),
+        )
         def train(_validation: dict, ds: str | None = None) -> dict:
             from deepfm_model import pipeline
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,131 +283,46 @@ def _serving_auc(config: PipelineConfig, test: pd.DataFrame, version: int) -> fl
     return roc_auc(test["label"].to_numpy(), predict_saved_model(_serving_dir(config, version), test))
 
 
-def _signature(export_dir: Path) -> dict[str, dict[str, str]] | None:
-    """`{"inputs": {name: "dtype[shape]"}, "outputs": {...}}` of the `serving_default` signature, read from the
-    SavedModel protobuf without loading the graph; `None` when there is no SavedModel or no such signature."""
-    import tensorflow as tf
-    from google.protobuf import text_format
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    from deepfm_model.predict import SIGNATURE_KEY
-
-    saved = saved_model_pb2.SavedModel()
-    if (export_dir / "saved_model.pb").is_file():
-        saved.ParseFromString((export_dir / "saved_model.pb").read_bytes())
-    elif (export_dir / "saved_model.pbtxt").is_file():
-        text_format.Parse((export_dir / "saved_model.pbtxt").read_text(), saved)
-    else:
-        return None
-
-    def tensor(info) -> str:
-        shape = "?" if info.tensor_shape.unknown_rank else ",".join(str(d.size) for d in info.tensor_shape.dim)
-        return f"{tf.as_dtype(info.dtype).name}[{shape}]"
-
-    for meta_graph in saved.meta_graphs:
-        if SIGNATURE_KEY in meta_graph.signature_def:
-            signature = meta_graph.signature_def[SIGNATURE_KEY]
-            return {
-                "inputs": {name: tensor(info) for name, info in sorted(signature.inputs.items())},
-                "outputs": {name: tensor(info) for name, info in sorted(signature.outputs.items())},
-            }
-    return None
-
-
-def _signature_diff(serving: dict, candidate: dict) -> dict:
-    """Per side ("inputs", "outputs"), the names only the candidate has (`added`), only the serving model has
-    (`removed`), and those whose dtype/shape changed (`changed`: name -> [serving, candidate]); empty if equal."""
-    diff = {}
-    for side in ("inputs", "outputs"):
-        old, new = serving.get(side, {}), candidate.get(side, {})
-        parts = {
-            "added": sorted(set(new) - set(old)),
-            "removed": sorted(set(old) - set(new)),
-            "changed": {name: [old[name], new[name]] for name in sorted(set(old) & set(new)) if old[name] != new[name]},
-        }
-        parts = {kind: value for kind, value in parts.items() if value}
-        if parts:
-            diff[side] = parts
-    return diff
-
-
-def _describe_diff(diff: dict) -> str:
-    parts = []
-    for side, kinds in diff.items():
-        for kind, value in kinds.items():
-            if kind == "changed":
-                value = [f"{name} {old} -> {new}" for name, (old, new) in value.items()]
-            parts.append(f"{side} {kind}: {', '.join(value)}")
-    return "; ".join(parts)
-
-
-def _non_finite_losses(run_dir: Path) -> list[int]:
-    """Epochs (0-based) whose training loss in `model/history.json` is not finite; none without a history."""
-    history = _read_json(run_dir / "model" / "history.json") or {}
-    losses = history.get("loss") or []
-    return [epoch for epoch, loss in enumerate(losses) if not (isinstance(loss, int | float) and math.isfinite(loss))]
-
-
 def bless(config: PipelineConfig, ds: str) -> dict:
     """Compare the candidate with the serving model on the same test split; write `blessing.json`.
 
-    Rejected (never raised): non-finite test metrics or training losses, an export without a `serving_default`
-    signature, a signature that differs from the serving model's (unless `config.allow_signature_change`), a
-    test AUC below the floor, or one trailing the serving model's by more than the tolerance.
+    The rules are `blessing.decide`'s; a rejection is a result, never raised.
     """
+    from deepfm_model.blessing import Candidate, decide, export_signature, non_finite_losses, signature_diff
+
     run_dir = config.run_dir(ds)
     metrics = json.loads((run_dir / "model" / "metrics.json").read_text())
-    candidate = metrics.get("test_auc")
-    logloss = metrics.get("test_logloss")
-    candidate_signature = _signature(run_dir / "model" / "export")
+    candidate = Candidate(
+        auc=metrics.get("test_auc"),
+        logloss=metrics.get("test_logloss"),
+        non_finite_epochs=non_finite_losses(_read_json(run_dir / "model" / "history.json") or {}),
+        signature=export_signature(run_dir / "model" / "export"),
+    )
     version = serving_version(config)
     signature_changed = None
-    if version is not None and candidate_signature is not None:
-        serving_signature = _signature(_serving_dir(config, version))
+    if version is not None and candidate.signature is not None:
+        serving_signature = export_signature(_serving_dir(config, version))
         if serving_signature is None:
             signature_changed = {"serving": f"version {version} has no readable serving_default signature"}
         else:
-            signature_changed = _signature_diff(serving_signature, candidate_signature) or None
-    comparable = version is not None and candidate_signature is not None and signature_changed is None
+            signature_changed = signature_diff(serving_signature, candidate.signature) or None
+    comparable = version is not None and candidate.signature is not None and signature_changed is None
     serving_auc = (
         _serving_auc(config, pd.read_parquet(run_dir / "snapshot" / "test.parquet"), version) if comparable else None
     )
-    bad_epochs = _non_finite_losses(run_dir)
-
-    def finite(value) -> bool:
-        return isinstance(value, int | float) and math.isfinite(value)
-
-    if not finite(candidate) or not finite(logloss):
-        blessed, reason = False, f"candidate metrics are not finite: auc={candidate}, logloss={logloss}"
-    elif bad_epochs:
-        blessed, reason = False, f"candidate training loss is not finite in epoch(s) {bad_epochs} of model/history.json"
-    elif candidate_signature is None:
-        blessed, reason = False, "candidate export has no readable serving_default signature"
-    elif signature_changed is not None and not config.allow_signature_change:
-        detail = signature_changed.get("serving") or _describe_diff(signature_changed)
-        blessed, reason = False, (
-            f"candidate serving signature differs from serving version {version}: {detail} "
-            "(set allow_signature_change / DEEPFM_ALLOW_SIGNATURE_CHANGE to push a deliberate change)"
-        )
-    elif candidate < config.auc_floor:
-        blessed, reason = False, f"candidate AUC {candidate:.4f} is below the floor {config.auc_floor:.4f}"
-    elif serving_auc is not None and candidate < serving_auc - config.auc_tolerance:
-        blessed, reason = False, (
-            f"candidate AUC {candidate:.4f} trails serving version {version} ({serving_auc:.4f}) by more than "
-            f"{config.auc_tolerance:.4f}"
-        )
-    else:
-        if version is None:
-            baseline = "no model serving yet"
-        elif serving_auc is None:
-            baseline = f"signature change allowed, so serving version {version} was not compared"
-        else:
-            baseline = f"serving version {version} has {serving_auc:.4f}"
-        blessed, reason = True, f"candidate AUC {candidate:.4f} clears the floor {config.auc_floor:.4f}; {baseline}"
+    blessed, reason = decide(
+        candidate,
+        serving_version=version,
+        serving_auc=serving_auc,
+        signature_changed=signature_changed,
+        auc_floor=config.auc_floor,
+        auc_tolerance=config.auc_tolerance,
+        allow_signature_change=config.allow_signature_change,
+    )
     blessing = {
         "blessed": blessed,
         "reason": reason,
-        "candidate_auc": candidate,
+        "candidate_auc": candidate.auc,
         "serving_version": version,
         "serving_auc": serving_auc,
         "signature_changed": signature_changed,

@@ -8,7 +8,8 @@
 #      shared model volume as DEEPFM_MODEL_CONFIG_FILE, atomically: TF Serving polls that file every 30 s, and the
 #      repository's copy wins at every `up` (a label the pipeline wrote there lasts until the next one); and
 #      create each model's base path, so TF Serving waits for a first version instead of reporting a missing path;
-#   4. migrate the metadata database and import the connections in /opt/deepfm/docker/connections.json.
+#   4. migrate the metadata database, import the connections in /opt/deepfm/docker/connections.json and the
+#      DAGs' pools in /opt/deepfm/dags/pools.json (the train task waits forever in a pool that does not exist).
 set -euo pipefail
 
 : "${AIRFLOW_ADMIN_USERNAME:?set AIRFLOW_ADMIN_USERNAME}"
@@ -52,4 +53,5 @@ done
 
 as_airflow airflow db migrate
 as_airflow airflow connections import --overwrite /opt/deepfm/docker/connections.json
-echo "airflow-init: volumes ready, model config installed, database migrated, connections imported"
+as_airflow airflow pools import /opt/deepfm/dags/pools.json
+echo "airflow-init: volumes ready, model config installed, database migrated, connections and pools imported"

@@ -36,6 +36,8 @@ from typing import IO, Any, Self
 logger = logging.getLogger(__name__)
 
 ADMIN_USERNAME = "admin"
+# The pools the project's DAGs use (`training`), imported into every metadata database the stack migrates.
+POOLS_FILE = Path(__file__).resolve().parents[2] / "dags" / "pools.json"
 TERMINAL_RUN_STATES = {"success", "failed"}
 # The environment variable a Celery worker's processes read their task-instance hostname from.
 WORKER_NAME_ENV = "DEEPFM_AIRFLOW_WORKER_NAME"
@@ -232,6 +234,7 @@ class AirflowStack:
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         self.passwords_file.write_text(json.dumps({ADMIN_USERNAME: self.password}) + "\n")
         self._run_to_log("db-migrate", ["db", "migrate"], timeout=600)
+        self._run_to_log("pools-import", ["pools", "import", str(POOLS_FILE)], timeout=300)
 
         deadline = time.monotonic() + timeout
         api = ["api-server", "--host", self.config.api_host, "--port", str(self.port), "--workers", "1"]

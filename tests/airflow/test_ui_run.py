@@ -79,6 +79,8 @@ def test_nightly_run_through_rest_api_and_ui(project_home: Path, output_dir: Pat
         assert finished["state"] == "success", f"{states}; logs in {config.log_dir}"
         assert set(states) == TASKS
         assert set(states.values()) == {"success"}, states
+        pools = {ti["task_id"]: ti["pool"] for ti in instances}
+        assert pools["training.train"] == "training", pools  # the pool exists, or the task would never run
 
         screenshot_grid(stack, run_id, output_dir / "airflow-grid.png")
     shutil.copyfile(output_dir / "airflow-grid.png", SCREENSHOT)

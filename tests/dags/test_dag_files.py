@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +60,52 @@ def test_ruff_airflow3_rules_are_clean() -> None:
     ruff = Path(sys.executable).parent / "ruff"
     result = subprocess.run([str(ruff), "check", str(DAGS_DIR), "--select", "AIR3"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _parse_in_subprocess(code: str, **env: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False", **env}
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_every_pool_the_dags_use_is_in_pools_json() -> None:
+    # Airflow never runs a task whose pool does not exist: every deployment imports dags/pools.json.
+    pools = json.loads((DAGS_DIR / "pools.json").read_text())
+    used = _parse_in_subprocess(
+        "import json\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(DAGS_DIR)!r})\n"
+        "print(json.dumps({f'{d}.{t.task_id}': t.pool for d, dag in bag.dags.items() for t in dag.tasks}))\n"
+    )
+    pool_of = json.loads(used)
+    assert pool_of["deepfm_nightly.training.train"] == "training"
+    assert set(pool_of.values()) - {"default_pool"} <= set(pools), pool_of
+    assert pools["training"]["slots"] == 1
+
+
+def test_train_task_requests_gpus_from_kubernetes_only_under_its_executor() -> None:
+    code = (
+        "import json, sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "from airflow.serialization.serialized_objects import DagSerialization\n"
+        f"bag = DagBag(dag_folder={str(DAGS_DIR / 'deepfm_nightly.py')!r})\n"
+        "assert not bag.import_errors, bag.import_errors\n"
+        "dag = bag.dags['deepfm_nightly']\n"
+        "config = dag.get_task('training.train').executor_config\n"
+        "if 'pod_override' not in config:\n"
+        "    print(json.dumps({'config': config, 'kubernetes_imported': 'kubernetes' in sys.modules})); sys.exit()\n"
+        "stored = DagSerialization.from_dict(DagSerialization.to_dict(dag))\n"  # as the scheduler reads it
+        "pod = stored.get_task('training.train').executor_config['pod_override']\n"
+        "container = pod.spec.containers[0]\n"
+        "print(json.dumps({'name': container.name, 'limits': container.resources.limits,\n"
+        "                  'others': [t.task_id for t in stored.tasks if t.executor_config]}))\n"
+    )
+    local = json.loads(_parse_in_subprocess(code, AIRFLOW__CORE__EXECUTOR="LocalExecutor"))
+    assert local == {"config": {}, "kubernetes_imported": False}
+
+    kubernetes = json.loads(
+        _parse_in_subprocess(code, AIRFLOW__CORE__EXECUTOR="KubernetesExecutor", DEEPFM_TRAIN_GPUS="2")
+    )
+    assert kubernetes == {"name": "base", "limits": {"nvidia.com/gpu": "2"}, "others": ["training.train"]}

@@ -33,11 +33,12 @@ def airflow_env(home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def project_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh home: its own Feast repo config and a migrated SQLite Airflow metadata database."""
+    """A fresh home: its own Feast repo config and a migrated SQLite Airflow metadata database with the pools."""
     from feature_repo.store import write_config
 
     home = tmp_path_factory.mktemp("home")
     write_config(home / "feature_repo")
     airflow = Path(sys.executable).parent / "airflow"
-    subprocess.run([str(airflow), "db", "migrate"], env=airflow_env(home), check=True, capture_output=True, timeout=600)
+    for command in (["db", "migrate"], ["pools", "import", str(PROJECT_ROOT / "dags" / "pools.json")]):
+        subprocess.run([str(airflow), *command], env=airflow_env(home), check=True, capture_output=True, timeout=600)
     return home

@@ -1,0 +1,60 @@
+"""The blessing rules, one at a time, on hand-made evidence (the pipeline's gates run them end to end)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from deepfm_model.blessing import Candidate, decide, describe_diff, non_finite_losses, signature_diff
+
+SIGNATURE = {"inputs": {"user_id": "string[?]", "age": "float32[?]"}, "outputs": {"probability": "float32[?,1]"}}
+GATES = {"auc_floor": 0.6, "auc_tolerance": 0.01, "allow_signature_change": False}
+
+
+def candidate(auc: float = 0.72, **overrides) -> Candidate:
+    return Candidate(**{"auc": auc, "logloss": 0.6, "non_finite_epochs": [], "signature": SIGNATURE, **overrides})
+
+
+def test_first_model_needs_only_the_floor() -> None:
+    blessed, reason = decide(candidate(0.61), serving_version=None, serving_auc=None, signature_changed=None, **GATES)
+    assert blessed and "no model serving yet" in reason
+    blessed, reason = decide(candidate(0.59), serving_version=None, serving_auc=None, signature_changed=None, **GATES)
+    assert not blessed and "below the floor 0.6000" in reason
+
+
+@pytest.mark.parametrize(("auc", "blessed"), [(0.7101, True), (0.7100, True), (0.7099, False), (0.75, True)])
+def test_tolerance_against_the_serving_model(auc: float, blessed: bool) -> None:
+    result, reason = decide(candidate(auc), serving_version=3, serving_auc=0.72, signature_changed=None, **GATES)
+    assert result is blessed, reason
+    if not blessed:
+        assert "trails serving version 3 (0.7200)" in reason
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"auc": math.nan}, {"logloss": math.inf}, {"auc": None}, {"non_finite_epochs": [2]}, {"signature": None}],
+    ids=["nan-auc", "inf-logloss", "no-auc", "nan-loss-epoch", "no-signature"],
+)
+def test_broken_candidates_are_rejected_with_a_reason(bad: dict) -> None:
+    blessed, reason = decide(
+        candidate(**bad), serving_version=None, serving_auc=None, signature_changed=None, **GATES
+    )
+    assert not blessed and reason.startswith("candidate ")
+
+
+def test_signature_change_is_a_rejection_unless_allowed() -> None:
+    changed = {**SIGNATURE, "inputs": {"user_id": "int64[?]", "zip": "string[?]"}}
+    diff = signature_diff(SIGNATURE, changed)
+    assert diff == {"inputs": {"added": ["zip"], "removed": ["age"], "changed": {"user_id": ["string[?]", "int64[?]"]}}}
+    assert describe_diff(diff) == "inputs added: zip; inputs removed: age; inputs changed: user_id string[?] -> int64[?]"
+    blessed, reason = decide(candidate(0.9), serving_version=2, serving_auc=None, signature_changed=diff, **GATES)
+    assert not blessed and "differs from serving version 2: inputs added: zip" in reason
+    allowed = {**GATES, "allow_signature_change": True}
+    blessed, reason = decide(candidate(0.9), serving_version=2, serving_auc=None, signature_changed=diff, **allowed)
+    assert blessed and "serving version 2 was not compared" in reason
+
+
+def test_non_finite_losses_names_the_epochs() -> None:
+    assert non_finite_losses({"loss": [0.7, 0.6, math.nan, "NaN", 0.5]}) == [2, 3]
+    assert non_finite_losses({}) == []
