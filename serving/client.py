@@ -16,7 +16,9 @@ are joined with `MULTI_VALUE_SEPARATOR`.
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -121,26 +123,65 @@ def encode_tensor(values: np.ndarray | Sequence[Any], out: Any = None) -> Any:
     """Encode a numpy array as a `TensorProto`: raw bytes for numbers, `string_val` for strings.
 
     Strings are UTF-8 encoded; bytes are sent as they are. `out` is an empty `TensorProto` to fill (say
-    `request.inputs[name]`, which saves a copy); a new one when `None`.
+    `request.inputs[name]`); a new one when `None`. The message is parsed from `serialize_tensor`.
+    """
+    encoded = serialize_tensor(values)
+    if out is None:
+        return wire.TensorProto.FromString(encoded)
+    out.MergeFromString(encoded)
+    return out
+
+
+def serialize_tensor(values: np.ndarray | Sequence[Any]) -> bytes:
+    """The serialized `TensorProto` of a numpy array, as a request carries it (see `encode_tensor`).
+
+    The bytes are written here (dtype, shape, then the values) rather than through a message set field by field:
+    numbers go in whole as `tensor_content`, and a column of `str` is encoded by one protobuf call in C.
     """
     array = np.asarray(values)
-    proto = wire.TensorProto() if out is None else out
-    for size in array.shape:
-        proto.tensor_shape.dim.add(size=size)
     if array.dtype.kind in "USO":
-        proto.dtype = wire.DATA_TYPES["DT_STRING"]
+        header = _tensor_header(wire.DATA_TYPES["DT_STRING"], array.shape)
         items = array.reshape(-1).tolist()
+        values_proto = wire.TensorStringValues()
         try:
-            encoded = [item.encode("utf-8") for item in items]  # all `str`: the common case
-        except AttributeError:  # bytes, or other objects
-            encoded = [item if isinstance(item, bytes) else str(item).encode("utf-8") for item in items]
-        proto.string_val.extend(encoded)
-        return proto
-    if array.dtype not in _NUMPY_TO_DATA_TYPE:
+            values_proto.string_val.extend(items)  # all `str`: the common case
+        except (TypeError, ValueError):  # bytes that are not UTF-8, or objects that are not strings
+            values_proto = wire.TensorProto()
+            values_proto.string_val.extend(
+                [item if isinstance(item, bytes) else str(item).encode("utf-8") for item in items]
+            )
+        return header + values_proto.SerializeToString()
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    data_type = _NUMPY_TO_DATA_TYPE.get(array.dtype)
+    if data_type is None:
         raise InputError(f"Cannot encode a tensor of dtype {array.dtype}")
-    proto.dtype = wire.DATA_TYPES[_NUMPY_TO_DATA_TYPE[array.dtype]]
-    proto.tensor_content = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-    return proto
+    # Everything before the values depends on dtype and shape only: cached.
+    return _packed_tensor_prefix(data_type, array.shape) + array.tobytes()  # C order, whatever the layout
+
+
+@functools.lru_cache(maxsize=1024)
+def _packed_tensor_prefix(data_type: str, shape: tuple[int, ...]) -> bytes:
+    """Dtype, shape and the `tensor_content` tag and length of a TensorProto of packed numbers."""
+    nbytes = math.prod(shape) * np.dtype(_DATA_TYPE_TO_NUMPY[data_type][0]).itemsize
+    return _tensor_header(wire.DATA_TYPES[data_type], shape) + b"\x22" + _varint(nbytes)
+
+
+@functools.lru_cache(maxsize=1024)
+def _tensor_header(data_type: int, shape: tuple[int, ...]) -> bytes:
+    """The serialized `dtype` (field 1) and `tensor_shape` (field 2) of a TensorProto."""
+    dims = b"".join(b"\x12" + _varint(1 + len(_varint(size))) + b"\x08" + _varint(size) for size in shape)
+    return b"\x08" + _varint(data_type) + b"\x12" + _varint(len(dims)) + dims
+
+
+def _varint(value: int) -> bytes:
+    """Protobuf's base-128 varint of a non-negative integer."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def decode_tensor(proto: Any) -> np.ndarray:
@@ -248,6 +289,13 @@ def _convert_column(feature: fs.Feature, values) -> np.ndarray:
                 raise InputError(f"Feature `{feature.name}` is numeric (float32); row {i} holds {value!r}")
         return np.asarray(values, dtype=np.float32)
     converted = np.empty(len(values), dtype=object)
+    try:
+        "".join(values)  # succeeds only when every value is a `str` already (the common case), checked in C
+    except TypeError:
+        pass
+    else:
+        converted[:] = values
+        return converted
     for i, value in enumerate(values):
         if isinstance(value, bytes):
             value = value.decode("utf-8")

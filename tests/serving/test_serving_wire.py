@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from serving import wire
-from serving.client import decode_tensor, encode_tensor
+from serving.client import decode_tensor, encode_tensor, serialize_tensor
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -160,3 +160,31 @@ def test_fields_outside_our_subset_survive_a_round_trip(official):
     ours = wire.PredictRequest.FromString(request.SerializeToString())
     np.testing.assert_array_equal(decode_tensor(ours.inputs["h"]), np.array([1.5, 2.0], np.float16))
     assert predict_pb2.PredictRequest.FromString(ours.SerializeToString()) == request
+
+
+def test_the_embedded_file_descriptor_is_the_built_one():
+    assert wire.format_file_descriptor().endswith(")\n")
+    from google.protobuf import descriptor_pb2
+
+    embedded = descriptor_pb2.FileDescriptorProto.FromString(wire._FILE_DESCRIPTOR)
+    assert embedded == wire._build_file(), "paste the output of `python -m serving.wire` into serving/wire.py"
+
+
+def test_string_tensors_of_any_items_parse_as_theirs(official):
+    tf, _, _, _ = official
+    from tensorflow.core.framework import tensor_pb2
+
+    columns = [
+        np.array(["a", "", "Drame é", "x\x00y"], dtype=object),  # str, with the separator-like NUL
+        np.array([b"\xff\xfe", "text", 7], dtype=object),  # bytes that are not UTF-8, and a number
+        np.array([["ab", "c"], ["d", "ef"]]),  # numpy unicode, 2-D
+        np.array([], dtype=object),
+    ]
+    for values in columns:
+        theirs = tensor_pb2.TensorProto.FromString(serialize_tensor(values))
+        expected = [v if isinstance(v, bytes) else str(v).encode() for v in values.reshape(-1).tolist()]
+        assert tf.make_ndarray(theirs).reshape(-1).tolist() == expected
+        assert list(tf.make_ndarray(theirs).shape) == list(values.shape)
+    for values in (np.array([1.5, -2.0], ">f4"), np.arange(6, dtype=np.int32).reshape(2, 3).T, np.zeros((2, 0))):
+        theirs = tensor_pb2.TensorProto.FromString(serialize_tensor(values))
+        np.testing.assert_array_equal(tf.make_ndarray(theirs), values)

@@ -1,0 +1,76 @@
+"""ModelService.HandleReloadConfigRequest of serving.server, sent with the official TF Serving classes (local only)."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from serving.client import ServingClient
+from serving.push import push
+from tests.serving.helpers import MODEL_NAME, local_only, sample_columns
+from tests.serving.test_serving_server import states, wait_for
+
+pytestmark = local_only
+
+
+def reload_config(address: str, base_path, policy: str = "", labels: dict[str, int] | None = None,
+                  name: str = MODEL_NAME) -> tuple[grpc.StatusCode, str]:  # fmt: skip
+    """Send a ModelServerConfig of one model; return the status code and message of the response."""
+    from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+    request = model_management_pb2.ReloadConfigRequest()
+    model = request.config.model_config_list.config.add(name=name, base_path=str(base_path))
+    model.model_platform = "tensorflow"
+    if policy:
+        versions = [int(v) for v in policy.split(",")]
+        model.model_version_policy.specific.versions.extend(versions)
+    for label, version in (labels or {}).items():
+        model.version_labels[label] = version
+    with grpc.insecure_channel(address) as channel:
+        response = model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(request, timeout=60)
+    code = next(c for c in grpc.StatusCode if c.value[0] == response.status.error_code)
+    return code, response.status.error_message
+
+
+def test_reload_switches_policy_labels_and_base_path(tmp_path, exports, start_server):
+    base = tmp_path / "models"
+    push(exports.good[0.0], base)
+    push(exports.good[1.0], base)
+    _, address = start_server(base)  # latest 1: version 2 only
+    columns = sample_columns(4, seed=3)
+    with ServingClient(address, MODEL_NAME) as client:
+        wait_for(lambda: states(client).get(2) == "AVAILABLE", what="version 2")
+
+        assert reload_config(address, base / MODEL_NAME, "1,2", {"stable": 1, "canary": 2}) == (grpc.StatusCode.OK, "")
+        assert {v: s for v, s in states(client).items() if v in (1, 2)} == {1: "AVAILABLE", 2: "AVAILABLE"}
+        with ServingClient(address, MODEL_NAME, version_label="stable") as stable:
+            assert stable.predict_versioned(columns)[1] == 1
+
+        # A label on a version that is not loaded is refused; the labels in force stay.
+        code, message = reload_config(address, base / MODEL_NAME, "1,2", {"stable": 1, "canary": 7})
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "canary" in message
+        with ServingClient(address, MODEL_NAME, version_label="canary") as canary:
+            assert canary.predict_versioned(columns)[1] == 2
+
+        # Another base path: its versions answer once loaded, labels included.
+        other = tmp_path / "other"
+        push(exports.good[2.0], other)
+        assert reload_config(address, other / MODEL_NAME, labels={"stable": 1}) == (grpc.StatusCode.OK, "")
+        outputs, version = client.predict_versioned(columns)
+        assert version == 1
+        np.testing.assert_allclose(
+            outputs["probability"], exports.reference(exports.good[2.0], columns), rtol=1e-6
+        )
+        with ServingClient(address, MODEL_NAME, version_label="stable") as stable:
+            assert stable.predict_versioned(columns)[1] == 1
+
+
+def test_reload_refuses_what_this_server_cannot_serve(tmp_path, exports, start_server):
+    base = tmp_path / "models"
+    push(exports.good[0.0], base)
+    _, address = start_server(base)
+    with ServingClient(address, MODEL_NAME) as client:
+        wait_for(lambda: states(client).get(1) == "AVAILABLE", what="version 1")
+        assert reload_config(address, base / "other", name="other")[0] == grpc.StatusCode.UNIMPLEMENTED
+        assert reload_config(address, tmp_path / "empty" / MODEL_NAME)[0] == grpc.StatusCode.NOT_FOUND
+        assert client.predict_versioned(sample_columns(2))[1] == 1  # still serving
