@@ -55,11 +55,12 @@ bench-features: install data  ## Feast historical retrieval and online read late
 bench-serving: install  ## client import, encoding, gRPC latency (artifacts/bench/serving.json)
 	$(PY) -m serving.bench
 
-airflow: install data  ## Airflow UI on http://127.0.0.1:8080 (LocalExecutor, SQLite); prints the admin login
-	$(PY) -m tests.airflow.harness --airflow-home $(AIRFLOW_HOME) --port 8080
+airflow: install data  ## Airflow UI on http://127.0.0.1:8080 (LocalExecutor, SQLite); prints the admin login; SCHEDULED=1 turns scheduled runs on
+	$(PY) -m tests.airflow.harness --airflow-home $(AIRFLOW_HOME) --port 8080 $(if $(SCHEDULED),--scheduled-runs)
 
-backfill: install  ## with `make airflow` running: one run per day, FROM..TO inclusive, one at a time
+backfill: install  ## with `make airflow` running: one run per day, FROM..TO inclusive, one at a time (unpauses the DAG)
 	$(VENV)/bin/airflow backfill create --dag-id deepfm_nightly --from-date $(FROM) --to-date $(TO) --max-active-runs 1
+	$(VENV)/bin/airflow dags unpause deepfm_nightly
 
 scale-test: install  ## the nightly DAG on CeleryExecutor + Postgres + Redis, default and gpu workers
 	$(PY) -m pytest tests/airflow/test_celery_run.py -s -p no:cacheprovider

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pendulum
-from airflow.sdk import TaskGroup, dag, task
+from airflow.sdk import Asset, TaskGroup, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
 PROJECT_HOME = Path(os.environ.get("DEEPFM_HOME", Path(__file__).resolve().parents[1]))
@@ -32,6 +32,10 @@ def log_failure_reason(context) -> None:
 TRANSIENT_RETRIES = {"retries": 2, "retry_delay": dt.timedelta(seconds=20), "retry_exponential_backoff": True}
 TRAINING_POOL = "training"  # created with one slot from dags/pools.json by every deployment of this project
 GPU_QUEUE = "gpu"
+# Asset events for other DAGs to schedule on (and for the UI's Assets view): the online store holds the features of
+# a new day; a new model version is verified and labelled `stable`.
+ONLINE_FEATURES = Asset("deepfm_online_features")
+STABLE_MODEL = Asset("deepfm_stable_model")
 
 
 def gpu_executor_config() -> dict:
@@ -83,6 +87,8 @@ def deepfm_nightly():
     Every task reads and writes `artifacts/runs/<ds>/`; re-running a date reuses it and never pushes twice.
     Runs of different dates share the Feast sources, so one runs at a time: `max_active_runs=1` here, and
     `--max-active-runs 1` for `airflow backfill create` (`make backfill`).
+    `update_feature_store` updates the Asset `deepfm_online_features` and `verify_serving` the Asset
+    `deepfm_stable_model`: schedule other DAGs on them (a cache warmer, an offline scorer) rather than on this DAG.
     Task return values (row counts, validation summary, AUC and logloss, the blessing, the pushed version) are in
     each task's XCom tab; the Data Docs and model report paths are in the task logs.
     """
@@ -95,7 +101,11 @@ def deepfm_nightly():
 
             return pipeline.ingest(_config(), ds)
 
-        @task(doc_md="`feast apply` and materialize the run's window into the online store.", **TRANSIENT_RETRIES)
+        @task(
+            doc_md="`feast apply` and materialize the run's window into the online store.",
+            outlets=[ONLINE_FEATURES],
+            **TRANSIENT_RETRIES,
+        )
         def update_feature_store(_ingested: dict, ds: str | None = None) -> dict:
             from deepfm_model import pipeline
 
@@ -155,7 +165,11 @@ def deepfm_nightly():
                 raise AirflowSkipException(f"Candidate not pushed: {pushed['reason']}")
             return pushed
 
-        @task(doc_md="Serve the pushed version and compare probe predictions with the in-process model.", **TRANSIENT_RETRIES)
+        @task(
+            doc_md="Serve the pushed version and compare probe predictions with the in-process model.",
+            outlets=[STABLE_MODEL],
+            **TRANSIENT_RETRIES,
+        )
         def verify_serving(_pushed: dict, ds: str | None = None) -> dict:
             from deepfm_model import pipeline
 

@@ -34,6 +34,12 @@ def task_states(home: Path) -> list[tuple[str, str, str]]:
         return db.execute("SELECT run_id, task_id, state FROM task_instance ORDER BY run_id, task_id").fetchall()
 
 
+def asset_events(home: Path) -> list[str]:
+    with sqlite3.connect(home / "airflow" / "airflow.db") as db:
+        rows = db.execute("SELECT a.name FROM asset_event e JOIN asset a ON a.id = e.asset_id ORDER BY e.id").fetchall()
+    return [name for (name,) in rows]
+
+
 def test_nightly_run_trains_pushes_and_serves(project_home: Path) -> None:
     result = dags_test(project_home, SYNTHETIC_DS)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
@@ -54,6 +60,7 @@ def test_nightly_run_trains_pushes_and_serves(project_home: Path) -> None:
     assert (project_home / "artifacts" / "latest").resolve() == run_dir.resolve()
     verify = json.loads((run_dir / "verify.json").read_text())
     assert verify["verified"] is True and verify["max_abs_diff"] <= 1e-5
+    assert asset_events(project_home) == ["deepfm_online_features", "deepfm_stable_model"]
 
 
 def test_rerunning_a_date_pushes_no_second_version(project_home: Path) -> None:
