@@ -67,9 +67,7 @@ def cutoff_for(ds: dt.date | str | pd.Timestamp) -> pd.Timestamp:
     return day_start(ds) + pd.Timedelta(days=1)
 
 
-def labelled_events(
-    raw: RawData, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None
-) -> pd.DataFrame:
+def labelled_events(raw: RawData, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None) -> pd.DataFrame:
     """The Feast entity frame: events with `start <= event_timestamp < end`, labelled, sorted by time.
 
     Args:
@@ -209,7 +207,9 @@ def _sums_before_each_day(events: pd.DataFrame, values: pd.DataFrame, key: str, 
         `key` (str), one float64 column per column of `values`, event_timestamp (UTC); sorted by time, then key.
     """
     columns = list(values.columns)
-    frame = values.astype("float64").assign(**{key: events[key].astype(str), "day": events[EVENT_TIMESTAMP].dt.floor("D")})
+    frame = values.astype("float64").assign(
+        **{key: events[key].astype(str), "day": events[EVENT_TIMESTAMP].dt.floor("D")}
+    )
     daily = frame.groupby([key, "day"], sort=True)[columns].sum().reset_index()
     # Exclusive running sums: the row of day D counts only the days before D.
     before = daily[[key, "day"]].copy()

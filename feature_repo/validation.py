@@ -152,9 +152,7 @@ def build_expectations(config: SuiteConfig = SuiteConfig(), reference: dict | No
         gxe.ExpectColumnValuesToBeBetween(column=RATING, min_value=1, max_value=5),
         gxe.ExpectColumnValuesToNotBeNull(column=LABEL),
         gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=[0, 1]),
-        gxe.ExpectColumnMeanToBeBetween(
-            column=LABEL, min_value=config.min_label_rate, max_value=config.max_label_rate
-        ),
+        gxe.ExpectColumnMeanToBeBetween(column=LABEL, min_value=config.min_label_rate, max_value=config.max_label_rate),
     ]
     if reference is not None:
         rate = reference["label_rate"]
@@ -419,7 +417,9 @@ def _validate(batches: list[tuple[str, pd.DataFrame, list[Any]]], docs_dir: Path
         suite_name = SUITE_NAME if name == "snapshot" else f"{title.lower()}_{name}"
         batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(f"{name}_whole")
         suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
-        definition = context.validation_definitions.add(gx.ValidationDefinition(name=suite_name, data=batch, suite=suite))
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=suite_name, data=batch, suite=suite)
+        )
         checkpoint = context.checkpoints.add(
             gx.Checkpoint(
                 name=suite_name,

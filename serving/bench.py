@@ -256,7 +256,8 @@ def run(out: Path, import_runs: int, requests: int, export: Path | None) -> dict
     p99 = results["latency"]["rows=100,concurrency=1"]["p99_ms"]
     results["targets"] = {
         f"client import < {IMPORT_TARGET_S} s": ours < IMPORT_TARGET_S,
-        f"encoding >= {ENCODE_TARGET_SPEEDUP:g}x faster": results["encode_100_rows"]["speedup"] >= ENCODE_TARGET_SPEEDUP,
+        f"encoding >= {ENCODE_TARGET_SPEEDUP:g}x faster": results["encode_100_rows"]["speedup"]
+        >= ENCODE_TARGET_SPEEDUP,
         f"p99 < {P99_TARGET_MS:g} ms, 100 rows, concurrency 1": p99 < P99_TARGET_MS,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

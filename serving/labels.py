@@ -186,7 +186,7 @@ def set_label(
         if version not in on_disk[-policy.num_versions :]:
             raise ValueError(
                 f"Version {version} of {model_name} is not among the newest {policy.num_versions} on disk "
-                f"({on_disk[-policy.num_versions:]}), which the latest-{policy.num_versions} policy loads; "
+                f"({on_disk[-policy.num_versions :]}), which the latest-{policy.num_versions} policy loads; "
                 "switch to the specific policy (`set_version_policy(versions=...)`) to label it"
             )
         return VersionConfig(policy.num_versions, (), labels)

@@ -278,7 +278,9 @@ def _decode_input(name: str, proto, shape: list[int], dtype: tf.DType) -> tf.Ten
     try:
         array = tf.make_ndarray(proto)
     except Exception as error:  # (tensor_content of the wrong length and the like)
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"Input `{name}` is not a valid tensor: {error}") from error
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"Input `{name}` is not a valid tensor: {error}"
+        ) from error
     return tf.convert_to_tensor(array, dtype=dtype)
 
 
@@ -658,7 +660,8 @@ class _Handlers(prediction_service_pb2_grpc.PredictionServiceServicer, model_ser
             limit = self.manager.config.max_request_bytes
             if limit and request.ByteSize() > limit:
                 raise RequestError(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"Request of {request.ByteSize()} bytes exceeds the limit of {limit}"
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Request of {request.ByteSize()} bytes exceeds the limit of {limit}",
                 )
             model = self.manager.resolve(request.model_spec)
             response = run_predict(model, self.manager.config.model_name, request, self.manager.config.max_batch_rows)

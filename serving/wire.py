@@ -216,52 +216,52 @@ def format_file_descriptor() -> str:
 # `descriptor_pb2`, about a tenth of the client's import time. After editing `_build_file`, paste the output of
 # `python -m serving.wire` here; tests/serving/test_serving_wire.py checks that the two agree.
 _FILE_DESCRIPTOR = (
-    b'\n\x19deepfm_serving/wire.proto\x12\x13deepfm_serving.wire\x1a\x19google/protobu'
+    b"\n\x19deepfm_serving/wire.proto\x12\x13deepfm_serving.wire\x1a\x19google/protobu"
     b'f/any.proto\x1a\x1egoogle/protobuf/wrappers.proto"\x83\x01\n\x10TensorShapeProto'
-    b'\x126\n\x03dim\x18\x02 \x03(\x0b2).deepfm_serving.wire.TensorShapeProto.Dim\x12\x14\n\x0cunkn'
+    b"\x126\n\x03dim\x18\x02 \x03(\x0b2).deepfm_serving.wire.TensorShapeProto.Dim\x12\x14\n\x0cunkn"
     b'own_rank\x18\x03 \x01(\x08\x1a!\n\x03Dim\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t"\xd3\x02\n\x0bTensorProt'
-    b'o\x12,\n\x05dtype\x18\x01 \x01(\x0e2\x1d.deepfm_serving.wire.DataType\x12;\n\x0ctensor_shape\x18'
-    b'\x02 \x01(\x0b2%.deepfm_serving.wire.TensorShapeProto\x12\x16\n\x0eversion_number\x18\x03'
-    b' \x01(\x05\x12\x16\n\x0etensor_content\x18\x04 \x01(\x0c\x12\x10\n\x08half_val\x18\r \x03(\x05\x12\x11\n\tfloat_val\x18\x05 \x03('
-    b'\x02\x12\x12\n\ndouble_val\x18\x06 \x03(\x01\x12\x0f\n\x07int_val\x18\x07 \x03(\x05\x12\x12\n\nstring_val\x18\x08 \x03(\x0c\x12\x11\n\tin'
-    b't64_val\x18\n \x03(\x03\x12\x10\n\x08bool_val\x18\x0b \x03(\x08\x12\x12\n\nuint32_val\x18\x10 \x03(\r\x12\x12\n\nuint64_va'
+    b"o\x12,\n\x05dtype\x18\x01 \x01(\x0e2\x1d.deepfm_serving.wire.DataType\x12;\n\x0ctensor_shape\x18"
+    b"\x02 \x01(\x0b2%.deepfm_serving.wire.TensorShapeProto\x12\x16\n\x0eversion_number\x18\x03"
+    b" \x01(\x05\x12\x16\n\x0etensor_content\x18\x04 \x01(\x0c\x12\x10\n\x08half_val\x18\r \x03(\x05\x12\x11\n\tfloat_val\x18\x05 \x03("
+    b"\x02\x12\x12\n\ndouble_val\x18\x06 \x03(\x01\x12\x0f\n\x07int_val\x18\x07 \x03(\x05\x12\x12\n\nstring_val\x18\x08 \x03(\x0c\x12\x11\n\tin"
+    b"t64_val\x18\n \x03(\x03\x12\x10\n\x08bool_val\x18\x0b \x03(\x08\x12\x12\n\nuint32_val\x18\x10 \x03(\r\x12\x12\n\nuint64_va"
     b'l\x18\x11 \x03(\x04"(\n\x12TensorStringValues\x12\x12\n\nstring_val\x18\x08 \x03(\t"\x8c\x01\n\tModelSpec\x12'
-    b'\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x07version\x18\x02 \x01(\x0b2\x1b.google.protobuf.Int64ValueH\x00\x12\x17\n'
-    b'\rversion_label\x18\x04 \x01(\tH\x00\x12\x16\n\x0esignature_name\x18\x03 \x01(\tB\x10\n\x0eversion_choice'
+    b"\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x07version\x18\x02 \x01(\x0b2\x1b.google.protobuf.Int64ValueH\x00\x12\x17\n"
+    b"\rversion_label\x18\x04 \x01(\tH\x00\x12\x16\n\x0esignature_name\x18\x03 \x01(\tB\x10\n\x0eversion_choice"
     b'"\xed\x01\n\x0ePredictRequest\x122\n\nmodel_spec\x18\x01 \x01(\x0b2\x1e.deepfm_serving.wire.Mo'
-    b'delSpec\x12?\n\x06inputs\x18\x02 \x03(\x0b2/.deepfm_serving.wire.PredictRequest.Inp'
-    b'utsEntry\x12\x15\n\routput_filter\x18\x03 \x03(\t\x1aO\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05v'
+    b"delSpec\x12?\n\x06inputs\x18\x02 \x03(\x0b2/.deepfm_serving.wire.PredictRequest.Inp"
+    b"utsEntry\x12\x15\n\routput_filter\x18\x03 \x03(\t\x1aO\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05v"
     b'alue\x18\x02 \x01(\x0b2 .deepfm_serving.wire.TensorProto:\x028\x01"\xdb\x01\n\x0fPredictResp'
-    b'onse\x122\n\nmodel_spec\x18\x02 \x01(\x0b2\x1e.deepfm_serving.wire.ModelSpec\x12B\n\x07outp'
-    b'uts\x18\x01 \x03(\x0b21.deepfm_serving.wire.PredictResponse.OutputsEntry\x1aP\n\x0c'
-    b'OutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b2 .deepfm_serving.wire.T'
+    b"onse\x122\n\nmodel_spec\x18\x02 \x01(\x0b2\x1e.deepfm_serving.wire.ModelSpec\x12B\n\x07outp"
+    b"uts\x18\x01 \x03(\x0b21.deepfm_serving.wire.PredictResponse.OutputsEntry\x1aP\n\x0c"
+    b"OutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12/\n\x05value\x18\x02 \x01(\x0b2 .deepfm_serving.wire.T"
     b'ensorProto:\x028\x01"\x93\x01\n\nTensorInfo\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12,\n\x05dtype\x18\x02 \x01(\x0e2\x1d.d'
-    b'eepfm_serving.wire.DataType\x12;\n\x0ctensor_shape\x18\x03 \x01(\x0b2%.deepfm_servi'
+    b"eepfm_serving.wire.DataType\x12;\n\x0ctensor_shape\x18\x03 \x01(\x0b2%.deepfm_servi"
     b'ng.wire.TensorShapeProtoB\n\n\x08encoding"\xc4\x02\n\x0cSignatureDef\x12=\n\x06inputs\x18'
-    b'\x01 \x03(\x0b2-.deepfm_serving.wire.SignatureDef.InputsEntry\x12?\n\x07outputs\x18'
-    b'\x02 \x03(\x0b2..deepfm_serving.wire.SignatureDef.OutputsEntry\x12\x13\n\x0bmethod_'
-    b'name\x18\x03 \x01(\t\x1aN\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b2\x1f.deepfm_s'
-    b'erving.wire.TensorInfo:\x028\x01\x1aO\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value'
+    b"\x01 \x03(\x0b2-.deepfm_serving.wire.SignatureDef.InputsEntry\x12?\n\x07outputs\x18"
+    b"\x02 \x03(\x0b2..deepfm_serving.wire.SignatureDef.OutputsEntry\x12\x13\n\x0bmethod_"
+    b"name\x18\x03 \x01(\t\x1aN\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b2\x1f.deepfm_s"
+    b"erving.wire.TensorInfo:\x028\x01\x1aO\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value"
     b'\x18\x02 \x01(\x0b2\x1f.deepfm_serving.wire.TensorInfo:\x028\x01"\xb8\x01\n\x0fSignatureDefMap\x12'
-    b'M\n\rsignature_def\x18\x01 \x03(\x0b26.deepfm_serving.wire.SignatureDefMap.Sig'
-    b'natureDefEntry\x1aV\n\x11SignatureDefEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x120\n\x05value\x18\x02 \x01(\x0b2'
+    b"M\n\rsignature_def\x18\x01 \x03(\x0b26.deepfm_serving.wire.SignatureDefMap.Sig"
+    b"natureDefEntry\x1aV\n\x11SignatureDefEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x120\n\x05value\x18\x02 \x01(\x0b2"
     b'!.deepfm_serving.wire.SignatureDef:\x028\x01"e\n\x17GetModelMetadataReques'
-    b't\x122\n\nmodel_spec\x18\x01 \x01(\x0b2\x1e.deepfm_serving.wire.ModelSpec\x12\x16\n\x0emetadat'
+    b"t\x122\n\nmodel_spec\x18\x01 \x01(\x0b2\x1e.deepfm_serving.wire.ModelSpec\x12\x16\n\x0emetadat"
     b'a_field\x18\x02 \x03(\t"\xe4\x01\n\x18GetModelMetadataResponse\x122\n\nmodel_spec\x18\x01 \x01(\x0b2\x1e'
-    b'.deepfm_serving.wire.ModelSpec\x12M\n\x08metadata\x18\x02 \x03(\x0b2;.deepfm_servin'
-    b'g.wire.GetModelMetadataResponse.MetadataEntry\x1aE\n\rMetadataEntry\x12\x0b'
+    b".deepfm_serving.wire.ModelSpec\x12M\n\x08metadata\x18\x02 \x03(\x0b2;.deepfm_servin"
+    b"g.wire.GetModelMetadataResponse.MetadataEntry\x1aE\n\rMetadataEntry\x12\x0b"
     b'\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b2\x14.google.protobuf.Any:\x028\x01"8\n\x0bStatusPr'
     b'oto\x12\x12\n\nerror_code\x18\x01 \x01(\x05\x12\x15\n\rerror_message\x18\x02 \x01(\t"\xea\x01\n\x12ModelVersionS'
-    b'tatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12<\n\x05state\x18\x02 \x01(\x0e2-.deepfm_serving.wire.Mode'
-    b'lVersionStatus.State\x120\n\x06status\x18\x03 \x01(\x0b2 .deepfm_serving.wire.Statu'
+    b"tatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12<\n\x05state\x18\x02 \x01(\x0e2-.deepfm_serving.wire.Mode"
+    b"lVersionStatus.State\x120\n\x06status\x18\x03 \x01(\x0b2 .deepfm_serving.wire.Statu"
     b'sProto"S\n\x05State\x12\x0b\n\x07UNKNOWN\x10\x00\x12\t\n\x05START\x10\n\x12\x0b\n\x07LOADING\x10\x14\x12\r\n\tAVAILABL'
     b'E\x10\x1e\x12\r\n\tUNLOADING\x10(\x12\x07\n\x03END\x102"K\n\x15GetModelStatusRequest\x122\n\nmodel_sp'
     b'ec\x18\x01 \x01(\x0b2\x1e.deepfm_serving.wire.ModelSpec"_\n\x16GetModelStatusRespon'
     b"se\x12E\n\x14model_version_status\x18\x01 \x03(\x0b2'.deepfm_serving.wire.ModelVers"
-    b'ionStatus*\xd2\x01\n\x08DataType\x12\x0e\n\nDT_INVALID\x10\x00\x12\x0c\n\x08DT_FLOAT\x10\x01\x12\r\n\tDT_DOUBL'
-    b'E\x10\x02\x12\x0c\n\x08DT_INT32\x10\x03\x12\x0c\n\x08DT_UINT8\x10\x04\x12\x0c\n\x08DT_INT16\x10\x05\x12\x0b\n\x07DT_INT8\x10\x06\x12\r\n\tDT'
-    b'_STRING\x10\x07\x12\x0c\n\x08DT_INT64\x10\t\x12\x0b\n\x07DT_BOOL\x10\n\x12\r\n\tDT_UINT16\x10\x11\x12\x0b\n\x07DT_HALF\x10\x13'
-    b'\x12\r\n\tDT_UINT32\x10\x16\x12\r\n\tDT_UINT64\x10\x17b\x06proto3'
+    b"ionStatus*\xd2\x01\n\x08DataType\x12\x0e\n\nDT_INVALID\x10\x00\x12\x0c\n\x08DT_FLOAT\x10\x01\x12\r\n\tDT_DOUBL"
+    b"E\x10\x02\x12\x0c\n\x08DT_INT32\x10\x03\x12\x0c\n\x08DT_UINT8\x10\x04\x12\x0c\n\x08DT_INT16\x10\x05\x12\x0b\n\x07DT_INT8\x10\x06\x12\r\n\tDT"
+    b"_STRING\x10\x07\x12\x0c\n\x08DT_INT64\x10\t\x12\x0b\n\x07DT_BOOL\x10\n\x12\r\n\tDT_UINT16\x10\x11\x12\x0b\n\x07DT_HALF\x10\x13"
+    b"\x12\r\n\tDT_UINT32\x10\x16\x12\r\n\tDT_UINT64\x10\x17b\x06proto3"
 )
 _CLASSES = _register()
 TensorShapeProto = _CLASSES["TensorShapeProto"]

@@ -48,7 +48,9 @@ def placement_table(instances: list[dict]) -> str:
         seconds = _seconds(ti["start_date"], ti["end_date"])
         rows.append((ti["task_id"], ti["queue"], ti["hostname"], ti["state"], f"{seconds:.1f}" if seconds else "-"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)) for row in rows)
+    return "\n".join(
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)) for row in rows
+    )
 
 
 @pytest.fixture

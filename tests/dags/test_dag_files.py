@@ -64,7 +64,11 @@ def test_ruff_airflow3_rules_are_clean() -> None:
 
 def _parse_in_subprocess(code: str, **env: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False", **env}
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False", **env},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout.strip().splitlines()[-1]

@@ -550,7 +550,9 @@ def _client_defaults(source: str) -> dict[str, list[Any]]:
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             positional = node.args.posonlyargs + node.args.args
             pairs = list(zip(positional[len(positional) - len(node.args.defaults) :], node.args.defaults, strict=False))
-            pairs += [(a, d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=False) if d is not None]
+            pairs += [
+                (a, d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=False) if d is not None
+            ]
             for arg, default in pairs:
                 if isinstance(default, ast.Constant):
                     defaults.setdefault(arg.arg, []).append(default.value)
@@ -563,7 +565,11 @@ def test_client_defaults_agree_with_tf_serving(services: dict[str, dict[str, Any
     defaults = _client_defaults(CLIENT_MODULE.read_text())
     model_names = {v for k, vs in defaults.items() if "model_name" in k.lower() for v in vs if isinstance(v, str)}
     addresses = {
-        v for k, vs in defaults.items() if re.search(r"addr|target|endpoint", k, re.IGNORECASE) for v in vs if isinstance(v, str)
+        v
+        for k, vs in defaults.items()
+        if re.search(r"addr|target|endpoint", k, re.IGNORECASE)
+        for v in vs
+        if isinstance(v, str)
     }
     ports = {str(v) for k, vs in defaults.items() if k.lower().endswith("port") for v in vs if isinstance(v, int)}
     ports |= {a.rsplit(":", 1)[1] for a in addresses if re.fullmatch(r"[\w.\[\]:-]+:\d+", a)}
@@ -582,8 +588,9 @@ def test_airflow_connections_point_at_compose_services(services: dict[str, dict[
         assert connection["host"] in services, f"{conn_id} points at {connection['host']}, not a service"
     _, grpc_port = _grpc_port(services)
     assert str(connections["deepfm_tfserving"]["port"]) == grpc_port
-    assert f"{connections['deepfm_feast_redis']['host']}:{connections['deepfm_feast_redis']['port']}" == (
-        environment(services["airflow-worker"])["DEEPFM_REDIS_ADDR"]
+    assert (
+        f"{connections['deepfm_feast_redis']['host']}:{connections['deepfm_feast_redis']['port']}"
+        == (environment(services["airflow-worker"])["DEEPFM_REDIS_ADDR"])
     )
 
 
@@ -609,7 +616,9 @@ def test_dockerfile_parses(service: str, dockerfile: Path, context: Path) -> Non
 
 
 @pytest.mark.parametrize(("service", "dockerfile", "context"), DOCKERFILE_PARAMS)
-def test_dockerfile_copies_only_what_exists_and_is_in_the_context(service: str, dockerfile: Path, context: Path) -> None:
+def test_dockerfile_copies_only_what_exists_and_is_in_the_context(
+    service: str, dockerfile: Path, context: Path
+) -> None:
     patterns = dockerignore_patterns(dockerfile, context)
     copied = 0
     for line, word, arguments in dockerfile_instructions(dockerfile):

@@ -95,9 +95,7 @@ def test_no_event_sees_itself_or_a_later_event(training, events):
         expected = np.empty(len(training))
         for entity, rows in training.groupby(key).groups.items():
             history = np.sort(events.loc[events[key] == entity, "event_timestamp"].to_numpy())
-            expected[training.index.get_indexer(rows)] = np.searchsorted(
-                history, day.loc[rows].to_numpy(), side="left"
-            )
+            expected[training.index.get_indexer(rows)] = np.searchsorted(history, day.loc[rows].to_numpy(), side="left")
         np.testing.assert_array_equal(training[count].to_numpy(), expected, err_msg=key)
 
 

@@ -40,7 +40,9 @@ def test_affinity_sums_the_movie_genres_and_shrinks_to_the_user_rate():
 def test_missing_inputs_give_nan_not_a_default():
     unknown_user = {**dict.fromkeys(USER_GENRE_STAT_COLUMNS), "genres": "Action", "user_pos_rate": None}
     unknown_movie = {"genres": None, "user_pos_rate": 0.5}
-    frame = genre_affinity(pd.DataFrame([unknown_user, {**dict.fromkeys(USER_GENRE_STAT_COLUMNS, 1.0), **unknown_movie}]))
+    frame = genre_affinity(
+        pd.DataFrame([unknown_user, {**dict.fromkeys(USER_GENRE_STAT_COLUMNS, 1.0), **unknown_movie}])
+    )
     assert frame["user_genre_affinity"].isna().all()
 
 
@@ -53,7 +55,9 @@ def test_planted_affinity_counts_only_earlier_days(planted):  # noqa: F811
         day = row["event_timestamp"].floor("D")
         earlier = events[events["event_timestamp"] < day]
         wanted = set(genres[row["movie_id"]])
-        shared = [(len(wanted & set(genres[m])), r >= 4) for m, r in zip(earlier["movie_id"], earlier["rating"], strict=False)]
+        shared = [
+            (len(wanted & set(genres[m])), r >= 4) for m, r in zip(earlier["movie_id"], earlier["rating"], strict=False)
+        ]
         count = sum(n for n, _ in shared)
         positives = sum(n for n, positive in shared if positive)
         expected = (positives + k * row["user_pos_rate"]) / (count + k)

@@ -154,13 +154,25 @@ def _label_shift(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 AGAINST_REFERENCE = {
-    "shifted distribution": (_shifted, [r"drift: expect_column_values_to_be_between\(column='psi_age'.*max_value=0\.25\).*e\.g\. \[\d"]),
-    "row count fell below half": (_shrunk, [r"expect_table_row_count_to_be_between\(min_value=\d+, max_value=\d+\): observed \d+"]),
+    "shifted distribution": (
+        _shifted,
+        [r"drift: expect_column_values_to_be_between\(column='psi_age'.*max_value=0\.25\).*e\.g\. \[\d"],
+    ),
+    "row count fell below half": (
+        _shrunk,
+        [r"expect_table_row_count_to_be_between\(min_value=\d+, max_value=\d+\): observed \d+"],
+    ),
     "replayed feed tripled the rows": (
         _replayed,
-        [r"expect_table_row_count_to_be_between", r"expect_compound_columns_to_be_unique\(column_list=\['user_id', 'movie_id', 'event_timestamp'\]\)"],
+        [
+            r"expect_table_row_count_to_be_between",
+            r"expect_compound_columns_to_be_unique\(column_list=\['user_id', 'movie_id', 'event_timestamp'\]\)",
+        ],
     ),
-    "label rate moved": (_label_shift, [r"expect_column_mean_to_be_between\(column='label', min_value=0\.\d+, max_value=0\.\d+\): observed"]),
+    "label rate moved": (
+        _label_shift,
+        [r"expect_column_mean_to_be_between\(column='label', min_value=0\.\d+, max_value=0\.\d+\): observed"],
+    ),
 }
 
 
@@ -175,7 +187,9 @@ def test_bad_snapshot_against_reference(snapshot, reference, tmp_path, case):
 
 def test_duplicated_events_fail_without_reference(snapshot, tmp_path):
     report = validation.validate_snapshot(pd.concat([snapshot, snapshot.head(4)]), tmp_path / "docs")
-    assert re.search(r"expect_compound_columns_to_be_unique.*4 of \d+ values unexpected|compound_columns.*8 of", report.summary), report.summary
+    assert re.search(
+        r"expect_compound_columns_to_be_unique.*4 of \d+ values unexpected|compound_columns.*8 of", report.summary
+    ), report.summary
 
 
 # --- Raw sources at ingest --------------------------------------------------------------------------------
@@ -184,7 +198,9 @@ NOW = pd.Timestamp("1998-01-21 06:00", tz="UTC")  # the morning after DS: the wh
 
 
 def test_good_sources_pass(raw, tmp_path):
-    report = validation.validate_sources(raw.events_before(pd.Timestamp("1998-01-21", tz="UTC")), DS, tmp_path / "docs", now=NOW)
+    report = validation.validate_sources(
+        raw.events_before(pd.Timestamp("1998-01-21", tz="UTC")), DS, tmp_path / "docs", now=NOW
+    )
     assert report.success, report.summary
     assert report.summary.startswith("Source validation passed")
     assert report.docs_path.is_file()
@@ -256,17 +272,35 @@ def _missing_events_column(raw):
 
 
 BAD_SOURCES = {
-    "empty day": (_empty_day, [r"events: expect_column_sum_to_be_between\(column='on_run_day', min_value=1(?:\.0)?\): observed 0"]),
+    "empty day": (
+        _empty_day,
+        [r"events: expect_column_sum_to_be_between\(column='on_run_day', min_value=1(?:\.0)?\): observed 0"],
+    ),
     "duplicated events": (_duplicated_events, [r"events: expect_compound_columns_to_be_unique\(.*6 of \d+ values"]),
-    "timestamps in the future": (_future, [r"events: expect_column_values_to_be_between\(column='event_timestamp'.*2031-05-01"]),
-    "event of an unknown movie": (_orphan_event, [r"events: expect_column_values_to_be_in_set\(column='movie_id'\).*'no-such-movie'"]),
-    "out-of-range rating": (_bad_rating, [r"events: expect_column_values_to_be_between\(column='rating'.*e\.g\. \[0\]"]),
+    "timestamps in the future": (
+        _future,
+        [r"events: expect_column_values_to_be_between\(column='event_timestamp'.*2031-05-01"],
+    ),
+    "event of an unknown movie": (
+        _orphan_event,
+        [r"events: expect_column_values_to_be_in_set\(column='movie_id'\).*'no-such-movie'"],
+    ),
+    "out-of-range rating": (
+        _bad_rating,
+        [r"events: expect_column_values_to_be_between\(column='rating'.*e\.g\. \[0\]"],
+    ),
     "fractional ratings": (_fractional_rating, [r"events: expect_column_values_to_be_in_type_list\(column='rating'"]),
-    "null timestamp": (_null_timestamp, [r"events: expect_column_values_to_not_be_null\(column='event_timestamp'\): 1 of"]),
+    "null timestamp": (
+        _null_timestamp,
+        [r"events: expect_column_values_to_not_be_null\(column='event_timestamp'\): 1 of"],
+    ),
     "duplicated user profile": (_duplicate_user, [r"users: expect_column_values_to_be_unique\(column='user_id'\)"]),
     "unknown profile codes": (
         _bad_profile_codes,
-        [r"users: expect_column_values_to_be_in_set\(column='gender'\).*'X'", r"movies: expect_column_values_to_match_regex\(column='genres'\).*Space Opera"],
+        [
+            r"users: expect_column_values_to_be_in_set\(column='gender'\).*'X'",
+            r"movies: expect_column_values_to_match_regex\(column='genres'\).*Space Opera",
+        ],
     ),
     "missing events column": (_missing_events_column, [r"events: expect_column_to_exist\(column='rating'\)"]),
 }

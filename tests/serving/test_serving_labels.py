@@ -208,7 +208,10 @@ def test_label_moves_reach_the_running_server_without_losing_a_request(tmp_path,
             wait_for(lambda: any("Refusing version labels" in r.getMessage() for r in caplog.records),
                      what="the refusal")  # fmt: skip
             assert answered("canary") == 3 and answered("stable") == 1
-            with ServingClient(address, MODEL_NAME, version_label="shadow") as shadow, pytest.raises(ServingError) as raised:
+            with (
+                ServingClient(address, MODEL_NAME, version_label="shadow") as shadow,
+                pytest.raises(ServingError) as raised,
+            ):
                 shadow.predict(columns)
             assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT  # an unknown label, as TF Serving says
         finally:

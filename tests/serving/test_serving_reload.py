@@ -58,9 +58,7 @@ def test_reload_switches_policy_labels_and_base_path(tmp_path, exports, start_se
         assert reload_config(address, other / MODEL_NAME, labels={"stable": 1}) == (grpc.StatusCode.OK, "")
         outputs, version = client.predict_versioned(columns)
         assert version == 1
-        np.testing.assert_allclose(
-            outputs["probability"], exports.reference(exports.good[2.0], columns), rtol=1e-6
-        )
+        np.testing.assert_allclose(outputs["probability"], exports.reference(exports.good[2.0], columns), rtol=1e-6)
         with ServingClient(address, MODEL_NAME, version_label="stable") as stable:
             assert stable.predict_versioned(columns)[1] == 1
 
