@@ -68,6 +68,7 @@ scale-test: install  ## the nightly DAG on CeleryExecutor + Postgres + Redis, de
 lint: install
 	$(VENV)/bin/ruff check dags/ --select AIR3
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 clean:
 	rm -rf artifacts airflow_home models feature_repo/data

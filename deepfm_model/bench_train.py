@@ -1,6 +1,7 @@
 """Training-throughput benchmark: this package's DeepFM against a plain Keras DeepFM, side by side.
 
-    python -m deepfm_model.bench_train [--steps 20] [--warmup 5] [--rounds 2] [--out artifacts/bench/train.json]
+    python -m deepfm_model.bench_train [--steps 20] [--warmup 5] [--rounds 2] [--precision both]
+        [--jit-compile auto] [--steps-per-execution 1] [--out artifacts/bench/train.json]
 
 Data: Criteo-shaped synthetic rows, 13 numeric and 26 categorical fields of 100,000 values each, drawn with
 a Zipf-like frequency (`p(rank) ~ rank^-1.1`); embedding 16, MLP 400-400-400, batch 4096, Adam 1e-3.
@@ -10,7 +11,11 @@ settings; each runs in its own child process so that its peak memory is its own)
 - `plain`: DeepFM written the obvious way: one `keras.layers.Embedding` per field for the vectors and one for
   the first-order weights, one `Dense` per numeric field for its vector, `keras.optimizers.Adam`;
 - `deepfm_model`: this package's core model (`build_model`: one fused table, one gather) trained with
-  `SparseAdam` (row-wise Adam on the table) and the compile options of `TrainConfig`.
+  `SparseAdam` (row-wise Adam on the table), built and compiled as `train.train_model` does with the
+  `TrainConfig` of the flags; `--precision both` (the default) measures it twice, with the default float32
+  compute (`deepfm_model`) and with `TrainConfig.mixed_precision` (`deepfm_model+mixed`: bfloat16 matmuls on
+  CPU, float32 weights; it trades a little AUC for speed, see `TrainConfig.mixed_precision`). The plain model always computes in
+  float32 with Keras' defaults; the table prints each implementation's compute dtype and compile options.
 
 Throughput is measured in steady state: from the end of the warm-up steps (tracing, compilation, caches) to
 the end of the last step. Rounds alternate the implementations so that load from other processes on the
@@ -44,6 +49,9 @@ BATCH_SIZE = 4096
 LEARNING_RATE = 1e-3
 ZIPF_EXPONENT = 1.1
 IMPLEMENTATIONS = ("plain", "deepfm_model")
+PRECISIONS = ("float32", "mixed")
+MIXED_SUFFIX = "+mixed"
+JIT_COMPILE = {"auto": None, "on": True, "off": False}
 DEFAULT_OUT = Path("artifacts") / "bench" / "train.json"
 
 
@@ -80,7 +88,9 @@ def build_plain_deepfm():
     linear = [keras.layers.Embedding(VOCABULARY, 1)(x) for x in categorical]  # (batch, 1, 1) each
     for i in range(NUM_NUMERIC):
         value = numeric[:, i : i + 1]  # (batch, 1)
-        vectors.append(keras.layers.Reshape((1, EMBEDDING_DIM))(keras.layers.Dense(EMBEDDING_DIM, use_bias=False)(value)))
+        vectors.append(
+            keras.layers.Reshape((1, EMBEDDING_DIM))(keras.layers.Dense(EMBEDDING_DIM, use_bias=False)(value))
+        )
     fields = keras.layers.Concatenate(axis=1)(vectors)  # (batch, 39, d)
     first_order = ops.sum(keras.layers.Concatenate(axis=1)(linear), axis=1) + keras.layers.Dense(1)(numeric)
     second_order = 0.5 * ops.sum(
@@ -95,17 +105,28 @@ def build_plain_deepfm():
     return model
 
 
-def build_package_deepfm(steps_per_execution: int):
-    """This package's core model, compiled as `train.compile_model` compiles it for training."""
-    from deepfm_model.config import ModelConfig, TrainConfig
+def package_train_config(mixed_precision: bool, jit_compile: bool | None, steps_per_execution: int):
+    """The `TrainConfig` the package's model is compiled with (the other fields play no part here)."""
+    from deepfm_model.config import TrainConfig
+
+    return TrainConfig(
+        learning_rate=LEARNING_RATE,
+        mixed_precision=mixed_precision,
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
+
+
+def build_package_deepfm(train_config):
+    """This package's core model, built and compiled as `train.train_model` does for training."""
+    from deepfm_model.config import ModelConfig
     from deepfm_model.model import build_model
-    from deepfm_model.train import compile_model
+    from deepfm_model.train import compile_model, precision_policy
 
     config = ModelConfig(embedding_dim=EMBEDDING_DIM, mlp_units=MLP_UNITS, dropout=0.0, l2_embedding=0.0)
-    model = build_model(config, [VOCABULARY] * NUM_CATEGORICAL, [], NUM_NUMERIC)
-    compile_model(
-        model, TrainConfig(learning_rate=LEARNING_RATE, steps_per_execution=steps_per_execution), metrics=False
-    )
+    with precision_policy(train_config.mixed_precision):
+        model = build_model(config, [VOCABULARY] * NUM_CATEGORICAL, [], NUM_NUMERIC)
+        compile_model(model, train_config, metrics=False)
     return model
 
 
@@ -144,8 +165,12 @@ def _device_name() -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
 
 
-def run_worker(implementation: str, steps: int, warmup: int, steps_per_execution: int, seed: int) -> dict:
-    """Train one implementation for `warmup + steps` batches and measure it (runs in a child process)."""
+def run_worker(implementation: str, steps: int, warmup: int, settings: dict, seed: int) -> dict:
+    """Train one implementation for `warmup + steps` batches and measure it (runs in a child process).
+
+    Args:
+        settings: for `deepfm_model`, the arguments of `package_train_config`; the plain model takes none.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -155,7 +180,7 @@ def run_worker(implementation: str, steps: int, warmup: int, steps_per_execution
         model = build_plain_deepfm()
         inputs = {f"C{i + 1}": categorical[:, i : i + 1] for i in range(NUM_CATEGORICAL)} | {"I": numeric}
     else:
-        model = build_package_deepfm(steps_per_execution)
+        model = build_package_deepfm(package_train_config(**settings))
         inputs = {"categorical": categorical, "numeric": numeric}
 
     ends: dict[int, float] = {}
@@ -172,8 +197,9 @@ def run_worker(implementation: str, steps: int, warmup: int, steps_per_execution
     measured_steps = done[-1] - start
     seconds = ends[done[-1]] - ends[start]
     device_bytes = _peak_device_bytes()
+    mixed = implementation != "plain" and settings["mixed_precision"]
     return {
-        "implementation": implementation,
+        "implementation": implementation + (MIXED_SUFFIX if mixed else ""),
         "examples_per_sec": measured_steps * BATCH_SIZE / seconds,
         "ms_per_step": 1000.0 * seconds / measured_steps,
         "measured_steps": measured_steps,
@@ -183,13 +209,27 @@ def run_worker(implementation: str, steps: int, warmup: int, steps_per_execution
         "parameters": int(model.count_params()),
         "backend": keras.backend.backend(),
         "device": _device_name(),
+        "compute_dtype": model.dtype_policy.compute_dtype if implementation == "plain" else _mlp_dtype(model),
+        "jit_compile": bool(model.jit_compile),
+        "steps_per_execution": int(model.steps_per_execution),
     }
 
 
-def _run_child(implementation: str, args: argparse.Namespace) -> dict:
+def _mlp_dtype(model) -> str:
+    return model.get_layer("mlp").dtype_policy.compute_dtype
+
+
+def variants(precision: str) -> list[tuple[str, str]]:
+    """`(implementation, precision)` pairs to run, the plain model first; `precision` `both` gives two packages."""
+    precisions = PRECISIONS if precision == "both" else (precision,)
+    return [("plain", "float32")] + [("deepfm_model", p) for p in precisions]
+
+
+def _run_child(implementation: str, precision: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, "-m", "deepfm_model.bench_train", "--worker", implementation,
-               "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--steps-per-execution", str(args.steps_per_execution), "--seed", str(args.seed)]  # fmt: skip
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
+               "--precision", precision, "--jit-compile", args.jit_compile,
+               "--steps-per-execution", str(args.steps_per_execution)]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"Benchmark worker `{implementation}` failed:\n{result.stderr[-4000:]}")
@@ -197,9 +237,10 @@ def _run_child(implementation: str, args: argparse.Namespace) -> dict:
 
 
 def summarise(runs: Sequence[dict]) -> dict:
-    """Median figures per implementation and the speed-up of the package over the plain model."""
+    """Median figures per implementation and the speed-up of each package variant over the plain model."""
     summary: dict = {}
-    for name in IMPLEMENTATIONS:
+    names = list(dict.fromkeys(r["implementation"] for r in runs))
+    for name in names:
         mine = [r for r in runs if r["implementation"] == name]
         summary[name] = {
             "examples_per_sec": statistics.median(r["examples_per_sec"] for r in mine),
@@ -209,31 +250,41 @@ def summarise(runs: Sequence[dict]) -> dict:
             "final_loss": statistics.median(r["final_loss"] for r in mine),
             "parameters": mine[0]["parameters"],
         }
-    summary["speedup"] = summary["deepfm_model"]["examples_per_sec"] / summary["plain"]["examples_per_sec"]
+    summary["speedup"] = {
+        name: summary[name]["examples_per_sec"] / summary["plain"]["examples_per_sec"]
+        for name in names
+        if name != "plain"
+    }
     return summary
 
 
 def format_table(summary: dict, runs: Sequence[dict]) -> str:
-    """The printed table: one row per implementation, then the ratio."""
+    """The printed table: one row per implementation, then the ratios."""
+    names = list(dict.fromkeys(r["implementation"] for r in runs))
     lines = [
         (
             f"backend={runs[0]['backend']} device={runs[0]['device']} batch={BATCH_SIZE} "
-            f"rounds={len(runs) // len(IMPLEMENTATIONS)}"
+            f"rounds={len(runs) // len(names)}"
         ),
         (
-            f"{'implementation':<14} {'examples/s':>11} {'ms/step':>8} {'peak RSS MB':>12} {'peak dev MB':>12} "
+            f"{'implementation':<18} {'examples/s':>11} {'ms/step':>8} {'peak RSS MB':>12} {'peak dev MB':>12} "
             f"{'loss':>7} {'params':>11}  per-round examples/s"
         ),
     ]
-    for name in IMPLEMENTATIONS:
+    for name in names:
         s = summary[name]
+        run = next(r for r in runs if r["implementation"] == name)
         device = f"{s['peak_device_mb']:.0f}" if s["peak_device_mb"] else "-"
         rounds = ", ".join(f"{r['examples_per_sec']:.0f}" for r in runs if r["implementation"] == name)
         lines.append(
-            f"{name:<14} {s['examples_per_sec']:>11.0f} {s['ms_per_step']:>8.1f} {s['peak_rss_mb']:>12.0f} "
+            f"{name:<18} {s['examples_per_sec']:>11.0f} {s['ms_per_step']:>8.1f} {s['peak_rss_mb']:>12.0f} "
             f"{device:>12} {s['final_loss']:>7.4f} {s['parameters']:>11,}  {rounds}"
         )
-    lines.append(f"speed-up deepfm_model / plain: {summary['speedup']:.2f}x")
+        lines.append(
+            f"{'':<18} compute dtype {run['compute_dtype']}, jit_compile={run['jit_compile']}, "
+            f"steps_per_execution={run['steps_per_execution']}"
+        )
+    lines.extend(f"speed-up {name} / plain: {ratio:.2f}x" for name, ratio in summary["speedup"].items())
     return "\n".join(lines)
 
 
@@ -242,22 +293,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="measured steps per run (after warm-up)")
     parser.add_argument("--warmup", type=int, default=5, help="steps before measuring")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both implementations")
-    parser.add_argument("--steps-per-execution", type=int, default=1, help="for the package's model")
+    parser.add_argument(
+        "--precision", choices=(*PRECISIONS, "both"), default="both",
+        help="the package's `TrainConfig.mixed_precision`: `float32` (off, the default), `mixed` (bfloat16 "
+        "compute on CPU) or `both` (two package runs per round); the plain model always computes in float32",
+    )  # fmt: skip
+    parser.add_argument(
+        "--jit-compile", choices=tuple(JIT_COMPILE), default="auto", help="the package's `TrainConfig.jit_compile`"
+    )
+    parser.add_argument(
+        "--steps-per-execution", type=int, default=1, help="the package's `TrainConfig.steps_per_execution`"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=IMPLEMENTATIONS, help="run one implementation (profiling)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    settings = {
+        "mixed_precision": args.precision == "mixed",  # per worker; the parent runs each of `variants`
+        "jit_compile": JIT_COMPILE[args.jit_compile],
+        "steps_per_execution": args.steps_per_execution,
+    }
     if args.worker:
-        print(json.dumps(run_worker(args.worker, args.steps, args.warmup, args.steps_per_execution, args.seed)))
+        print(json.dumps(run_worker(args.worker, args.steps, args.warmup, settings, args.seed)))
         return 0
-    names = (args.only,) if args.only else IMPLEMENTATIONS
+    settings.pop("mixed_precision")
+    print(f"deepfm_model TrainConfig: {settings}, precision {args.precision}; plain: Keras defaults", flush=True)
+    chosen = [v for v in variants(args.precision) if args.only in (None, v[0])]
     runs = []
     for round_index in range(args.rounds):
-        for name in names if round_index % 2 == 0 else names[::-1]:
-            runs.append(_run_child(name, args))
-            print(f"round {round_index + 1} {name}: {runs[-1]['examples_per_sec']:.0f} examples/s", flush=True)
+        for name, precision in chosen if round_index % 2 == 0 else chosen[::-1]:
+            runs.append(_run_child(name, precision, args))
+            print(
+                f"round {round_index + 1} {runs[-1]['implementation']}: {runs[-1]['examples_per_sec']:.0f} examples/s",
+                flush=True,
+            )
     if args.only:
         return 0
     summary = summarise(runs)
@@ -266,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = {"batch_size": BATCH_SIZE, "embedding_dim": EMBEDDING_DIM, "mlp_units": list(MLP_UNITS),
               "categorical_fields": NUM_CATEGORICAL, "numeric_fields": NUM_NUMERIC, "vocabulary": VOCABULARY,
               "zipf_exponent": ZIPF_EXPONENT, "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
-              "steps_per_execution": args.steps_per_execution}  # fmt: skip
+              "deepfm_model_train_config": settings, "precision": args.precision}  # fmt: skip
     args.out.write_text(json.dumps({"config": config, "summary": summary, "runs": runs}, indent=1))
     print(f"written: {args.out}")
     return 0

@@ -90,4 +90,6 @@ if __name__ == "__main__":
     parser.add_argument("--top-k", type=int, default=10)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    recommend(PipelineConfig.from_env(Path(os.environ.get("DEEPFM_HOME", "."))), args.ds, args.user, args.port, args.top_k)
+    recommend(
+        PipelineConfig.from_env(Path(os.environ.get("DEEPFM_HOME", "."))), args.ds, args.user, args.port, args.top_k
+    )

@@ -53,7 +53,9 @@ def export_saved_model(
     """
     backend = keras.backend.backend()
     if backend != "tensorflow":
-        raise RuntimeError(f"Export needs the TensorFlow Keras backend. Received: `keras.backend.backend()={backend!r}`")
+        raise RuntimeError(
+            f"Export needs the TensorFlow Keras backend. Received: `keras.backend.backend()={backend!r}`"
+        )
     export_dir = Path(export_dir)
     model, preprocessor = trained.model, trained.preprocessor
 

@@ -92,41 +92,76 @@ FEATURES: tuple[Feature, ...] = (
     Feature("occupation", Kind.CATEGORICAL, USER_PROFILE_VIEW, "User's occupation.", allowed=OCCUPATIONS),
     Feature("zip_prefix", Kind.CATEGORICAL, USER_PROFILE_VIEW, "First three characters of the zip code."),
     Feature(
-        "genres", Kind.MULTI_CATEGORICAL, MOVIE_PROFILE_VIEW,
-        f"Movie genres joined by '{MULTI_VALUE_SEPARATOR}'.", allowed=GENRES,
+        "genres",
+        Kind.MULTI_CATEGORICAL,
+        MOVIE_PROFILE_VIEW,
+        f"Movie genres joined by '{MULTI_VALUE_SEPARATOR}'.",
+        allowed=GENRES,
     ),  # fmt: skip
     Feature(
-        "release_year", Kind.NUMERIC, MOVIE_PROFILE_VIEW, "Year of the movie's release.",
-        min_value=1900, max_value=2030,
+        "release_year",
+        Kind.NUMERIC,
+        MOVIE_PROFILE_VIEW,
+        "Year of the movie's release.",
+        min_value=1900,
+        max_value=2030,
     ),  # fmt: skip
     Feature(
-        "user_rating_count", Kind.NUMERIC, USER_STATS_VIEW,
-        "Ratings the user gave before the day.", min_value=0, log_scale=True,
+        "user_rating_count",
+        Kind.NUMERIC,
+        USER_STATS_VIEW,
+        "Ratings the user gave before the day.",
+        min_value=0,
+        log_scale=True,
     ),  # fmt: skip
     Feature(
-        "user_pos_rate", Kind.NUMERIC, USER_STATS_VIEW,
-        "Smoothed share of the user's earlier ratings that were positive.", min_value=0, max_value=1,
+        "user_pos_rate",
+        Kind.NUMERIC,
+        USER_STATS_VIEW,
+        "Smoothed share of the user's earlier ratings that were positive.",
+        min_value=0,
+        max_value=1,
     ),  # fmt: skip
     Feature(
-        "user_mean_rating", Kind.NUMERIC, USER_STATS_VIEW,
-        "Smoothed mean of the user's earlier ratings.", min_value=1, max_value=5,
+        "user_mean_rating",
+        Kind.NUMERIC,
+        USER_STATS_VIEW,
+        "Smoothed mean of the user's earlier ratings.",
+        min_value=1,
+        max_value=5,
     ),  # fmt: skip
     Feature(
-        "movie_rating_count", Kind.NUMERIC, MOVIE_STATS_VIEW,
-        "Ratings the movie received before the day.", min_value=0, log_scale=True,
+        "movie_rating_count",
+        Kind.NUMERIC,
+        MOVIE_STATS_VIEW,
+        "Ratings the movie received before the day.",
+        min_value=0,
+        log_scale=True,
     ),  # fmt: skip
     Feature(
-        "movie_pos_rate", Kind.NUMERIC, MOVIE_STATS_VIEW,
-        "Smoothed share of the movie's earlier ratings that were positive.", min_value=0, max_value=1,
+        "movie_pos_rate",
+        Kind.NUMERIC,
+        MOVIE_STATS_VIEW,
+        "Smoothed share of the movie's earlier ratings that were positive.",
+        min_value=0,
+        max_value=1,
     ),  # fmt: skip
     Feature(
-        "movie_mean_rating", Kind.NUMERIC, MOVIE_STATS_VIEW,
-        "Smoothed mean of the movie's earlier ratings.", min_value=1, max_value=5,
+        "movie_mean_rating",
+        Kind.NUMERIC,
+        MOVIE_STATS_VIEW,
+        "Smoothed mean of the movie's earlier ratings.",
+        min_value=1,
+        max_value=5,
     ),  # fmt: skip
     Feature(
-        "user_genre_affinity", Kind.NUMERIC, GENRE_AFFINITY_VIEW,
+        "user_genre_affinity",
+        Kind.NUMERIC,
+        GENRE_AFFINITY_VIEW,
         "Smoothed share of positive ratings the user gave, before the day, to movies sharing a genre with this "
-        "one (an earlier movie counts once per shared genre; shrunk towards user_pos_rate).", min_value=0, max_value=1,
+        "one (an earlier movie counts once per shared genre; shrunk towards user_pos_rate).",
+        min_value=0,
+        max_value=1,
     ),  # fmt: skip
 )
 

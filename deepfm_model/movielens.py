@@ -40,9 +40,7 @@ def _download(url: str, timeout: float) -> bytes:
 
 
 def _recbole_wheel_url(index: str, timeout: float) -> str:
-    request = urllib.request.Request(
-        f"{index}/recbole/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
-    )
+    request = urllib.request.Request(f"{index}/recbole/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         files = json.load(response)["files"]
     for entry in files:
@@ -94,14 +92,18 @@ def _parse_grouplens(archive: zipfile.ZipFile) -> RawData:
         io.BytesIO(archive.read("ml-100k/u.data")), sep="\t", names=["user_id", "movie_id", "rating", "ts"]
     )
     users = pd.read_csv(
-        io.BytesIO(archive.read("ml-100k/u.user")), sep="|", names=["user_id", "age", "gender", "occupation", "zip_code"]
+        io.BytesIO(archive.read("ml-100k/u.user")),
+        sep="|",
+        names=["user_id", "age", "gender", "occupation", "zip_code"],
     )
     movies = pd.read_csv(
         io.BytesIO(archive.read("ml-100k/u.item")), sep="|", encoding="latin-1", header=None,
         names=["movie_id", "title", "release_date", "video_date", "url", *GENRE_NAMES],
     )  # fmt: skip
     flags = movies[list(GENRE_NAMES)].to_numpy().astype(bool)
-    movies["genres"] = [MULTI_VALUE_SEPARATOR.join(g for g, on in zip(GENRE_NAMES, row, strict=False) if on) for row in flags]
+    movies["genres"] = [
+        MULTI_VALUE_SEPARATOR.join(g for g, on in zip(GENRE_NAMES, row, strict=False) if on) for row in flags
+    ]
     movies["release_year"] = pd.to_datetime(movies["release_date"], format="%d-%b-%Y", errors="coerce").dt.year
     movies["title"] = movies["title"].str.replace(r"\s*\(\d{4}\)\s*$", "", regex=True)
     return _normalise(events, users, movies[["movie_id", "title", "release_year", "genres"]])

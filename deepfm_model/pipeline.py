@@ -348,7 +348,10 @@ def push(config: PipelineConfig, ds: str) -> dict:
         return {"model_version": None, "reason": blessing.get("reason")}
     ensure_model_config(config.model_base_path, config.model_name)
     version = push_version(run_dir / "model" / "export", config.model_base_path, config.model_name)
-    pushed = {"model_version": version, "model_dir": str(Path(config.model_base_path) / config.model_name / str(version))}
+    pushed = {
+        "model_version": version,
+        "model_dir": str(Path(config.model_base_path) / config.model_name / str(version)),
+    }
     _write_json(run_dir / "push.json", pushed)
     _update_metrics(run_dir, model_version=version)
     logger.info("Pushed version %d to %s", version, pushed["model_dir"])
@@ -411,7 +414,12 @@ def verify_serving(config: PipelineConfig, ds: str, probe_rows: int = 64, deadli
         server.stop()
     result = {"verified": True, "model_version": version, "probe_rows": len(probe), "max_abs_diff": max_diff}
     _write_json(run_dir / "verify.json", result)
-    logger.info("Version %d verified over gRPC on %d probe rows (max |diff| %.2e); labelled stable", version, len(probe), max_diff)
+    logger.info(
+        "Version %d verified over gRPC on %d probe rows (max |diff| %.2e); labelled stable",
+        version,
+        len(probe),
+        max_diff,
+    )
     return result
 
 

@@ -71,8 +71,7 @@ def check_frame(frame: pd.DataFrame, feature_names: tuple[str, ...] | list[str] 
             if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
                 raise TypeError(f"Feature `{name}` must be numeric (float32). Received dtype: `{column.dtype}`")
         elif not (
-            pd.api.types.is_string_dtype(column)
-            or (column.dtype == object and column.dropna().map(type).eq(str).all())
+            pd.api.types.is_string_dtype(column) or (column.dtype == object and column.dropna().map(type).eq(str).all())
         ):
             raise TypeError(f"Feature `{name}` must hold strings. Received dtype: `{column.dtype}`")
 

@@ -18,26 +18,24 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 import pandas as pd
-import tensorflow as tf
 
 from deepfm_model import features as spec
 from deepfm_model.config import ModelConfig, TrainConfig
 from deepfm_model.evaluate import compute_metrics, flatten_metrics, write_report
-from deepfm_model.export import export_saved_model
 from deepfm_model.model import build_model
-from deepfm_model.predict import TrainedModel, predict_frame
-from deepfm_model.preprocessing import (
-    FeaturePreprocessor,
-    check_frame,
-    fit_preprocessing,
-    make_dataset,
-    make_parquet_dataset,
-)
 from deepfm_model.sparse_adam import SparseAdam
+
+if TYPE_CHECKING:
+    from deepfm_model.predict import TrainedModel
+
+# TensorFlow and the modules built on it (preprocessing, prediction, export) are imported inside the functions
+# that use them: `compile_model` and `precision_policy` also serve the training benchmark, which must run
+# under `KERAS_BACKEND=jax` on a machine without TensorFlow.
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +48,8 @@ CONFIG_FILE = "config.json"
 
 def load_split(path: str | Path) -> pd.DataFrame:
     """Read one parquet split and check it has every feature and the label."""
+    from deepfm_model.preprocessing import check_frame
+
     frame = pd.read_parquet(path)
     check_frame(frame)
     if spec.LABEL not in frame.columns:
@@ -80,6 +80,8 @@ def distribution_strategy(train_config: TrainConfig, tf_config: str | None = Non
     """
     if not train_config.distribute or keras.backend.backend() != "tensorflow":
         return None
+    import tensorflow as tf
+
     if tf_config_workers(tf_config) > 1:
         logger.info("Training on %d workers with MultiWorkerMirroredStrategy", tf_config_workers(tf_config))
         return tf.distribute.MultiWorkerMirroredStrategy()
@@ -103,7 +105,11 @@ def precision_policy(mixed: bool):
     """Mixed precision inside the block when `mixed` (float16 on GPU, bfloat16 elsewhere), then restored."""
     previous = keras.config.dtype_policy()
     if mixed:
-        gpu = keras.backend.backend() == "tensorflow" and bool(tf.config.list_logical_devices("GPU"))
+        gpu = False
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            gpu = bool(tf.config.list_logical_devices("GPU"))
         keras.config.set_dtype_policy("mixed_float16" if gpu else "mixed_bfloat16")
     try:
         yield
@@ -157,6 +163,9 @@ def train_model(
     Returns:
         The trained model (best validation-AUC weights restored) and its per-epoch history.
     """
+    from deepfm_model.predict import TrainedModel
+    from deepfm_model.preprocessing import FeaturePreprocessor, fit_preprocessing, make_dataset, make_parquet_dataset
+
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
     keras.utils.set_random_seed(train_config.seed)
@@ -223,6 +232,8 @@ def run_training(
         The metrics written to `metrics.json` (`test_auc`, `test_logloss`, `valid_auc`, `*_mean_prediction`,
         `*_positive_rate`, `*_rows`, ...).
     """
+    from deepfm_model.predict import predict_frame
+
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
     out_dir = Path(out_dir)
@@ -237,9 +248,7 @@ def run_training(
     training_seconds = time.monotonic() - started
 
     labels = {name: f[spec.LABEL].to_numpy(dtype=np.float32) for name, f in frames.items()}
-    probabilities = {
-        name: predict_frame(trained, f, train_config.predict_batch_size) for name, f in frames.items()
-    }
+    probabilities = {name: predict_frame(trained, f, train_config.predict_batch_size) for name, f in frames.items()}
     per_split = {name: compute_metrics(labels[name], probabilities[name]) for name in SPLITS}
     val_auc = history.get("val_auc", [])
     metrics = {
@@ -258,6 +267,8 @@ def run_training(
     (out_dir / METRICS_FILE).write_text(json.dumps(_json_safe(metrics), indent=1))
     write_report(out_dir, labels, probabilities, history, metrics, title=f"DeepFM run {out_dir.name}")
     if keras.backend.backend() == "tensorflow":
+        from deepfm_model.export import export_saved_model
+
         export_saved_model(trained, out_dir / EXPORT_DIR, frames["test"].head(train_config.warmup_rows))
     else:
         logger.warning("Backend %s: SavedModel export skipped (needs TensorFlow)", keras.backend.backend())

@@ -93,6 +93,9 @@ class FieldEmbedding(keras.layers.Layer):
             shape=(self.total_rows, self.embedding_dim + 1),
             initializer=self.embeddings_initializer,
             regularizer=keras.regularizers.L2(self.l2) if self.l2 > 0 else None,
+            # Under a mixed-precision policy the table is not cast whole on each read (a copy of the whole
+            # table per step): `_gather` casts only the gathered rows to the compute dtype.
+            autocast=False,
         )
         self.built = True
 
@@ -111,7 +114,7 @@ class FieldEmbedding(keras.layers.Layer):
             indices = ops.concatenate(flat, axis=1) if len(flat) > 1 else flat[0]  # (batch, n_cat + n_multi * L)
             rows = self._gather(indices)  # (batch, n_cat + n_multi * L, d + 1)
             if n_cat:
-                pieces.append(rows[:, :n_cat, :])  # (batch, n_cat, d + 1)
+                pieces.append(rows[:, :n_cat, :] if n_multi else rows)  # (batch, n_cat, d + 1)
             if n_multi:
                 slots = ops.reshape(rows[:, n_cat:, :], (-1, n_multi, length, self.embedding_dim + 1))
                 pieces.append(self.pooling(slots, multi))  # (batch, n_multi, d + 1)
@@ -123,7 +126,10 @@ class FieldEmbedding(keras.layers.Layer):
             )  # (n_numeric, d + 1)
             pieces.append(ops.expand_dims(numeric, -1) * ops.expand_dims(numeric_rows, 0))  # (batch, n_numeric, d + 1)
         fields = ops.concatenate(pieces, axis=1) if len(pieces) > 1 else pieces[0]  # (batch, fields, d + 1)
-        return fields[..., : self.embedding_dim], fields[..., self.embedding_dim]
+        # One split, not two slices: the gradient of a split is one concatenation, that of each slice a
+        # zero-filled tensor of the whole `fields` shape.
+        embeddings, first_order = ops.split(fields, [self.embedding_dim], axis=-1)  # (batch, fields, d), (..., 1)
+        return embeddings, ops.squeeze(first_order, axis=-1)
 
     def _gather(self, indices):
         """Rows of the table at `indices`, in the compute dtype; the gradient w.r.t. the table is row-sparse."""
@@ -134,7 +140,7 @@ class FieldEmbedding(keras.layers.Layer):
             # first, as `ops.take` does, keeps that read alive until the optimizer's row-wise (scatter)
             # update, which must then copy the whole table before writing: copy-on-write, every step.
             return ops.cast(tf.gather(self.table.value, indices), self.compute_dtype)
-        return ops.take(ops.convert_to_tensor(self.table), indices, axis=0)
+        return ops.cast(ops.take(ops.convert_to_tensor(self.table), indices, axis=0), self.compute_dtype)
 
     def compute_output_spec(self, inputs):
         batch = next(iter(inputs.values())).shape[0]

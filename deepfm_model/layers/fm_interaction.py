@@ -36,9 +36,12 @@ class FMInteraction(keras.layers.Layer):
         self.built = True
 
     def call(self, embeddings):
+        # The two sums nearly cancel, so they are formed in float32 even under a mixed (16-bit) policy.
+        embeddings = ops.cast(embeddings, "float32")  # (batch, fields, dim)
         square_of_sum = ops.square(ops.sum(embeddings, axis=1))  # (batch, dim)
         sum_of_square = ops.sum(ops.square(embeddings), axis=1)  # (batch, dim)
-        return 0.5 * ops.sum(square_of_sum - sum_of_square, axis=-1, keepdims=self.keepdims)  # (batch, 1)
+        pairwise = 0.5 * ops.sum(square_of_sum - sum_of_square, axis=-1, keepdims=self.keepdims)  # (batch, 1)
+        return ops.cast(pairwise, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 1) if self.keepdims else (input_shape[0],)

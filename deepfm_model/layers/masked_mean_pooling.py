@@ -28,9 +28,7 @@ class MaskedMeanPooling(keras.layers.Layer):
     def __init__(self, padding_index: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
         if not isinstance(padding_index, int) or padding_index < 0:
-            raise ValueError(
-                f"`padding_index` must be a non-negative int. Received: `padding_index={padding_index!r}`"
-            )
+            raise ValueError(f"`padding_index` must be a non-negative int. Received: `padding_index={padding_index!r}`")
         self.padding_index = padding_index
 
     def call(self, values, indices):

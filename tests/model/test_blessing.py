@@ -37,9 +37,7 @@ def test_tolerance_against_the_serving_model(auc: float, blessed: bool) -> None:
     ids=["nan-auc", "inf-logloss", "no-auc", "nan-loss-epoch", "no-signature"],
 )
 def test_broken_candidates_are_rejected_with_a_reason(bad: dict) -> None:
-    blessed, reason = decide(
-        candidate(**bad), serving_version=None, serving_auc=None, signature_changed=None, **GATES
-    )
+    blessed, reason = decide(candidate(**bad), serving_version=None, serving_auc=None, signature_changed=None, **GATES)
     assert not blessed and reason.startswith("candidate ")
 
 
@@ -47,7 +45,9 @@ def test_signature_change_is_a_rejection_unless_allowed() -> None:
     changed = {**SIGNATURE, "inputs": {"user_id": "int64[?]", "zip": "string[?]"}}
     diff = signature_diff(SIGNATURE, changed)
     assert diff == {"inputs": {"added": ["zip"], "removed": ["age"], "changed": {"user_id": ["string[?]", "int64[?]"]}}}
-    assert describe_diff(diff) == "inputs added: zip; inputs removed: age; inputs changed: user_id string[?] -> int64[?]"
+    assert (
+        describe_diff(diff) == "inputs added: zip; inputs removed: age; inputs changed: user_id string[?] -> int64[?]"
+    )
     blessed, reason = decide(candidate(0.9), serving_version=2, serving_auc=None, signature_changed=diff, **GATES)
     assert not blessed and "differs from serving version 2: inputs added: zip" in reason
     allowed = {**GATES, "allow_signature_change": True}

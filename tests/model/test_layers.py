@@ -20,9 +20,7 @@ from deepfm_model.layers import (
 
 def test_fm_interaction_equals_sum_of_pairwise_dot_products(rng):
     embeddings = rng.normal(size=(4, 5, 3)).astype("float32")
-    brute = np.array(
-        [sum(row[i] @ row[j] for i, j in itertools.combinations(range(5), 2)) for row in embeddings]
-    )
+    brute = np.array([sum(row[i] @ row[j] for i, j in itertools.combinations(range(5), 2)) for row in embeddings])
     out = keras.ops.convert_to_numpy(FMInteraction()(embeddings))
     assert out.shape == (4, 1)
     np.testing.assert_allclose(out[:, 0], brute, rtol=1e-5, atol=1e-5)
@@ -143,3 +141,33 @@ def test_layers_save_and_load_round_trip(tmp_path, rng):
     model.save(tmp_path / "layers.keras")
     after = keras.saving.load_model(tmp_path / "layers.keras").predict(data, verbose=0)
     np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)
+
+
+def test_fm_interaction_sums_in_float32_under_mixed_precision():
+    # Two orthogonal fields cancel in the pairwise sum: (sum)^2 and the sum of squares agree to ~1e-3, which
+    # bfloat16 arithmetic cannot resolve; float32 can. The inputs are exact in bfloat16.
+    x, y, small = 3.140625, 2.71875, 0.0078125
+    embeddings = np.array([[[x, y], [y, -x], [small, 0.0]]], "float32")
+    layer = FMInteraction(dtype="mixed_bfloat16")
+    out = keras.ops.convert_to_numpy(keras.ops.cast(layer(embeddings), "float32"))
+    np.testing.assert_allclose(out[:, 0], [small * (x + y)], rtol=2**-7)  # bfloat16 output rounding only
+
+
+def test_field_embedding_under_mixed_precision_casts_the_gathered_rows_not_the_table():
+    layer = FieldEmbedding(categorical_sizes=[1000], num_numeric=1, embedding_dim=4, dtype="mixed_bfloat16")
+    inputs = {"categorical": np.array([[3], [7]], "int32"), "numeric": np.array([[2.0], [-1.0]], "float32")}
+    embeddings, first_order = layer(inputs)
+    assert layer.table.dtype == "float32"
+    assert keras.backend.standardize_dtype(embeddings.dtype) == "bfloat16"
+    assert keras.backend.standardize_dtype(first_order.dtype) == "bfloat16"
+    table = keras.ops.convert_to_numpy(layer.table)
+    expected = np.stack([[table[3], 2.0 * table[1000]], [table[7], -1.0 * table[1000]]])  # (batch, fields, d + 1)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(keras.ops.cast(embeddings, "float32")), expected[..., :4], rtol=2**-8
+    )
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        graph = tf.function(layer).get_concrete_function(inputs).graph
+        cast_shapes = [tuple(op.inputs[0].shape) for op in graph.get_operations() if op.type == "Cast"]
+        assert tuple(layer.table.shape) not in cast_shapes, cast_shapes

@@ -41,6 +41,24 @@ def test_output_is_sigmoid_of_the_deepfm_sum(rng):
     np.testing.assert_allclose(probability, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_mixed_precision_trains_with_float32_weights_and_output(rng):
+    from deepfm_model.config import TrainConfig
+    from deepfm_model.train import compile_model, precision_policy
+
+    config = TrainConfig(mixed_precision=True, learning_rate=1e-2)
+    with precision_policy(config.mixed_precision):
+        model = build_model(CONFIG, [5, 5], [6], 3)
+        compile_model(model, config, metrics=False)
+    assert keras.config.dtype_policy().name == "float32"  # restored after the block
+    assert model.get_layer("mlp").dtype_policy.compute_dtype in ("bfloat16", "float16")
+    assert {w.dtype for w in model.weights} == {"float32"}
+    data = _inputs(rng, batch=64)
+    labels = (data["numeric"][:, :1] > 0).astype("float32")
+    history = model.fit(data, labels, batch_size=16, epochs=5, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert keras.backend.standardize_dtype(model(data).dtype) == "float32"
+
+
 def test_one_shared_embedding_table(rng):
     model = build_model(CONFIG, [5, 5], [6], 3)
     tables = [w for w in model.weights if w.path.endswith("table")]

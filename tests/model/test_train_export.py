@@ -34,8 +34,17 @@ def run_dir(split_paths, tmp_path_factory) -> Path:
 
 
 def test_run_writes_artefacts_and_metrics(run_dir, splits):
-    for name in ("model.keras", "preprocessing.json", "config.json", "history.json", "report/index.html",
-                 "report/roc.png", "report/calibration.png", "report/learning_curves.png", "export/saved_model.pb"):
+    for name in (
+        "model.keras",
+        "preprocessing.json",
+        "config.json",
+        "history.json",
+        "report/index.html",
+        "report/roc.png",
+        "report/calibration.png",
+        "report/learning_curves.png",
+        "export/saved_model.pb",
+    ):
         assert (run_dir / name).is_file(), name  # fmt: skip
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("test_auc", "test_logloss", "valid_auc", "test_mean_prediction", "test_positive_rate"):
