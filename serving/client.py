@@ -132,6 +132,32 @@ def encode_tensor(values: np.ndarray | Sequence[Any], out: Any = None) -> Any:
     return out
 
 
+def encode_predict_request(
+    model_spec: Any, inputs: Mapping[str, np.ndarray | Sequence[Any]], output_filter: Sequence[str] = ()
+) -> bytes:
+    """The serialized `PredictRequest` of `inputs`, written straight from the `serialize_tensor` bytes.
+
+    This is what `ServingClient` sends (its Predict call passes bytes through): `model_spec` (a `ModelSpec`,
+    field 1) serialized once; each input a map entry (field 2) holding the name (key, field 1) and the
+    TensorProto (value, field 2); `output_filter` (field 3). No message is built or parsed on the way.
+    """
+    spec = model_spec.SerializeToString()
+    parts = [b"\x0a", _varint(len(spec)), spec]
+    for name, values in inputs.items():
+        key = name.encode()
+        tensor = serialize_tensor(values)
+        entry_size = 1 + len(_varint(len(key))) + len(key) + 1 + len(_varint(len(tensor))) + len(tensor)
+        parts += [b"\x12", _varint(entry_size), b"\x0a", _varint(len(key)), key, b"\x12", _varint(len(tensor)), tensor]
+    for name in output_filter:
+        encoded = name.encode()
+        parts += [b"\x1a", _varint(len(encoded)), encoded]
+    return b"".join(parts)
+
+
+def _pass_bytes(request: bytes) -> bytes:
+    return request
+
+
 def serialize_tensor(values: np.ndarray | Sequence[Any]) -> bytes:
     """The serialized `TensorProto` of a numpy array, as a request carries it (see `encode_tensor`).
 
@@ -374,7 +400,9 @@ class ServingClient:
         else:
             self._channel = grpc.insecure_channel(address, options=options)
         self._predict = self._channel.unary_unary(
-            wire.PREDICT_METHOD, wire.PredictRequest.SerializeToString, wire.PredictResponse.FromString
+            wire.PREDICT_METHOD,
+            _pass_bytes,
+            wire.PredictResponse.FromString,  # see `encode_predict_request`
         )
         self._get_model_metadata = self._channel.unary_unary(
             wire.GET_MODEL_METADATA_METHOD,
@@ -439,9 +467,7 @@ class ServingClient:
         self, inputs: Mapping[str, np.ndarray | Sequence[Any]], output_filter: Sequence[str] = ()
     ) -> tuple[dict[str, np.ndarray], int]:
         """Like `predict_tensors`, and also return the version that answered (for canaries and checks)."""
-        request = wire.PredictRequest(model_spec=self._model_spec(), output_filter=list(output_filter))
-        for name, values in inputs.items():
-            encode_tensor(values, out=request.inputs[name])
+        request = encode_predict_request(self._model_spec(), inputs, output_filter)
         response = self._call(self._predict, request, "Predict")
         outputs = {name: decode_tensor(tensor) for name, tensor in response.outputs.items()}
         return outputs, response.model_spec.version.value

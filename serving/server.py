@@ -9,9 +9,10 @@ documented behaviour for one model:
   (exactly the versions listed, as TF Serving's `specific { versions: ... }`).
 - With `model_config_file`, the file is read again on every poll, as TF Serving's
   `--model_config_file_poll_wait_seconds` does: a changed version policy or label map takes effect without a
-  restart. New labels are applied only once every version they name is AVAILABLE (TF Serving refuses to label a
-  version that is not), after the newly aspired versions are loaded and before the others are unloaded, so a
-  request pinned to a label never finds its version gone; a refused label map is logged and the old one kept.
+  restart. New labels are applied only when every version they name is AVAILABLE once the pass is done (TF
+  Serving refuses to label a version that is not); the new versions, the labels and the unloads take effect in
+  one step, so a request pinned to a label never finds its version gone; a refused label map is logged and the
+  old one kept.
 - Load before unload: a new version is loaded and warmed up before older ones are dropped; a request that
   already holds a version finishes on it, so no request fails during a switch.
 - A version that fails to load (or to warm up) is reported END with its error and never retried; the versions
@@ -27,7 +28,9 @@ documented behaviour for one model:
 - grpc.health.v1 health: SERVING while some version is available.
 - ModelService.HandleReloadConfigRequest takes a ModelServerConfig naming this server's model: its base path,
   version policy and labels take effect as on a poll (a new base path is loaded before the old one is let
-  go); the outcome is the response's StatusProto. Other model names are UNIMPLEMENTED (one model per server),
+  go; a version not on disk yet is awaited, the versions in force serving meanwhile; labels that would not
+  name an AVAILABLE version refuse the reload with FAILED_PRECONDITION and change nothing; see
+  `ModelManager.reload_config`); the outcome is the response's StatusProto. Other model names are UNIMPLEMENTED (one model per server),
   and a server following `model_config_file` refuses with FAILED_PRECONDITION.
 
     python -m serving.server --base-path models --model-name deepfm --port 8500
@@ -141,29 +144,42 @@ class InputSpec:
 class ServingSignature:
     """A signature of a loaded version: its input specs and output names, and a cheap way to call it.
 
-    `ConcreteFunction.__call__` binds keyword arguments against the structured signature on every call, which
-    costs more than running this model (about 1 ms against 0.2 ms here). The flat calling convention that it ends
-    in, the inputs in `_arg_keywords` order, is used directly when the function exposes it, which the signatures
-    of a loaded SavedModel do; otherwise the public call is used.
+    The inputs are named as the SignatureDef names them (what GetModelMetadata advertises and clients send),
+    which need not be Python identifiers (`user-id`, `a.b`): `structured_input_signature` holds sanitized
+    names (`user_id`, `a_b`) instead. `ConcreteFunction.__call__` binds keyword arguments against that structured
+    signature on every call, which costs more than running this model (about 1 ms against 0.2 ms here). The
+    flat calling convention it ends in takes the inputs in `_arg_keywords` order, and `_arg_keywords` are the
+    SignatureDef names; that convention is used directly when the function exposes it, which the signatures of
+    a loaded SavedModel do; otherwise the public call is used (with the structured names).
     """
 
-    def __init__(self, function):
+    def __init__(self, function, signature_def=None):
         self.function = function
-        specs: dict[str, tf.TensorSpec] = function.structured_input_signature[1]
         order = getattr(function, "_arg_keywords", None)
-        self._flat = hasattr(function, "_call_flat") and order is not None and sorted(order) == sorted(specs)
-        names = list(order) if self._flat else list(specs)
-        self.inputs = {
-            name: InputSpec(specs[name].dtype, None if specs[name].shape.rank is None
-                            else tuple(specs[name].shape.as_list()))
-            for name in names
-        }  # fmt: skip
+        def_inputs = dict(signature_def.inputs) if signature_def is not None else {}
+        self._flat = (hasattr(function, "_call_flat") and order is not None and bool(def_inputs)
+                      and sorted(order) == sorted(def_inputs))  # fmt: skip
+        if self._flat:
+            self.inputs = {name: _input_spec(def_inputs[name]) for name in order}
+        else:
+            specs: dict[str, tf.TensorSpec] = function.structured_input_signature[1]
+            self.inputs = {
+                name: InputSpec(spec.dtype, None if spec.shape.rank is None else tuple(spec.shape.as_list()))
+                for name, spec in specs.items()
+            }
         self.output_names = tuple(function.structured_outputs)
 
     def __call__(self, tensors: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         if self._flat:
             return self.function._call_flat([tensors[name] for name in self.inputs], self.function.captured_inputs)
         return self.function(**tensors)
+
+
+def _input_spec(tensor_info) -> InputSpec:
+    """The InputSpec of a SignatureDef's TensorInfo."""
+    shape = tensor_info.tensor_shape
+    dims = None if shape.unknown_rank else tuple(None if dim.size < 0 else dim.size for dim in shape.dim)
+    return InputSpec(tf.dtypes.as_dtype(tensor_info.dtype), dims)
 
 
 @dataclass
@@ -175,6 +191,7 @@ class LoadedVersion:
     signatures: dict[str, ServingSignature]  # signature key -> signature
     signature_def_map: get_model_metadata_pb2.SignatureDefMap
     module: Any  # the loaded SavedModel; keeps the functions' variables alive
+    warmup_requests: int = 0  # warm-up requests replayed before it became AVAILABLE
 
 
 def load_version(path: Path, version: int) -> LoadedVersion:
@@ -186,7 +203,10 @@ def load_version(path: Path, version: int) -> LoadedVersion:
         if "serve" in meta_graph.meta_info_def.tags:
             for key, signature_def in meta_graph.signature_def.items():
                 signature_def_map.signature_def[key].CopyFrom(signature_def)
-    signatures = {key: ServingSignature(function) for key, function in module.signatures.items()}
+    signatures = {
+        key: ServingSignature(function, signature_def_map.signature_def.get(key))
+        for key, function in module.signatures.items()
+    }
     return LoadedVersion(version, path, signatures, signature_def_map, module)
 
 
@@ -335,6 +355,10 @@ class _Serving:
     labels: dict[str, int]  # label -> version
 
 
+def _policy_text(num_versions: int, specific_versions: tuple[int, ...]) -> str:
+    return f"specific {list(specific_versions)}" if specific_versions else f"latest {num_versions}"
+
+
 class ModelManager:
     """The versions of one model: loads, warms up, serves and unloads them as the folder (and config) change."""
 
@@ -349,7 +373,7 @@ class ModelManager:
         labels = {} if config.model_config_file else dict(config.version_labels)
         self._serving = _Serving({}, labels)  # replaced, never mutated: readers take a snapshot
         self._states: dict[int, tuple[int, int, str]] = {}  # version -> (state, error code, message)
-        self._failed: set[int] = set()
+        self._failed: set[tuple[Path, int]] = set()  # (resolved model folder, version) that failed to load
         self._config_text: str | None = None  # the config file as last read
         self._refused_labels: str | None = None  # the last refusal logged, so that it is logged once
         self.on_change = lambda available: None  # called with the available versions after each change
@@ -375,9 +399,19 @@ class ModelManager:
         """ModelService.HandleReloadConfigRequest for this server's model: take the version policy, labels and
         base path of `model` (a `tensorflow.serving.ModelConfig`) and load, label and unload accordingly.
 
-        A new base path is loaded before the old one is let go, as a new version is: requests keep being
-        answered by the old folder's versions until the new folder's are AVAILABLE. Labels that name versions
-        that are not AVAILABLE are refused (the labels in force stay), as TF Serving does.
+        It runs the same pass as a poll (`_transition`): the versions the policy aspires to in the (new) folder
+        are loaded and warmed up first, then served in place of the others in one step, so requests keep being
+        answered by the versions in force until the new ones are AVAILABLE.
+
+        - A version the policy names that is not on disk (or a new base path with no versions yet) is awaited,
+          as TF Serving does: the config is accepted (OK), the versions in force keep serving, and the version
+          is loaded by the poll once it appears. This holds on the same base path and on a new one.
+        - Labels must name versions that will be AVAILABLE once the reload is done, i.e. versions the new
+          policy keeps and that load: otherwise the reload is refused with FAILED_PRECONDITION naming the label
+          and version, and nothing changes (base path, policy and labels in force stay; versions loaded for it
+          are let go).
+        - A new base path whose versions all fail to load is refused too (the error of the load), keeping the
+          base path in force.
 
         Returns:
             The status code and message of the outcome (OK and "" when everything took effect).
@@ -391,80 +425,127 @@ class ModelManager:
             return grpc.StatusCode.INVALID_ARGUMENT, str(error)
         model_dir = Path(model.base_path) if model.base_path else self.model_dir
         with self._poll_lock:
-            if model_dir.resolve() != self.model_dir.resolve():
-                code, message = self._switch_base_path(model_dir, policy)
-                if code is not grpc.StatusCode.OK:
-                    return code, message
-            self._num_versions, self._specific_versions = policy.num_versions, policy.specific_versions
             self._refused_labels = None
-            self._poll(policy.labels)
-            if self._serving.labels != policy.labels:
-                return grpc.StatusCode.FAILED_PRECONDITION, self._refused_labels or "Version labels not applied"
-        log.info("Reloaded the config of %s: %s, %s, labels %s", self.config.model_name, model_dir,
-                 f"specific {list(policy.specific_versions)}" if policy.specific_versions
-                 else f"latest {policy.num_versions}", policy.labels)  # fmt: skip
-        return grpc.StatusCode.OK, ""
-
-    def _switch_base_path(self, model_dir: Path, policy: VersionConfig) -> tuple[grpc.StatusCode, str]:
-        """Load the aspired versions of `model_dir`, then serve them in place of the current folder's."""
-        on_disk = list_versions(model_dir.parent, model_dir.name)
-        if policy.specific_versions:
-            aspired = [v for v in on_disk if v in policy.specific_versions]
+            code, message = self._transition(model_dir, policy.num_versions, policy.specific_versions,
+                                             policy.labels, strict=True)  # fmt: skip
+        if code is grpc.StatusCode.OK:
+            log.info("Reloaded the config of %s: %s, %s, labels %s", self.config.model_name, model_dir,
+                     _policy_text(policy.num_versions, policy.specific_versions), policy.labels)  # fmt: skip
         else:
-            aspired = on_disk[-policy.num_versions :]
-        if not aspired:
-            return grpc.StatusCode.NOT_FOUND, f"No versions of {self.config.model_name} to load under {model_dir}"
-        loaded: dict[int, LoadedVersion] = {}
-        errors = []
-        for version in aspired:
-            try:
-                model = load_version(model_dir / str(version), version)
-                run_warmup(model, self.config.model_name)
-            except Exception as error:  # noqa: BLE001  (the folder in force keeps serving)
-                errors.append(f"version {version}: {error}")
-                continue
-            loaded[version] = model
-        if not loaded:
-            message = f"Could not load {model_dir}; keeping {self.model_dir}: {'; '.join(errors)}"
-            log.error(message)
-            return grpc.StatusCode.UNKNOWN, message
-        # The old folder's labels name its versions, not these: the new labels, when they can apply already.
-        labels = policy.labels if all(v in loaded for v in policy.labels.values()) else {}
-        with self._lock:
-            self._serving = _Serving(loaded, labels)
-            self._states = {v: (_STATE.AVAILABLE, 0, "") for v in loaded}
-        self.model_dir = model_dir
-        self._failed = set()
-        log.info("Serving %s from %s: versions %s", self.config.model_name, model_dir, sorted(loaded))
-        self.on_change(self.available_versions())
-        return grpc.StatusCode.OK, ""
+            log.error("Refused a config reload of %s: %s", self.config.model_name, message)
+        return code, message
 
     def _poll(self, wanted_labels: dict[str, int] | None) -> None:
-        on_disk = list_versions(self.model_dir.parent, self.model_dir.name)
-        if self._specific_versions:
-            aspired = [v for v in on_disk if v in self._specific_versions]
-        else:
-            aspired = on_disk[-self._num_versions :]
-        changed = False
+        self._transition(self.model_dir, self._num_versions, self._specific_versions, wanted_labels, strict=False)
+
+    def _aspired(self, model_dir: Path, num_versions: int, specific: tuple[int, ...]) -> tuple[list[int], list[int]]:
+        """The versions on disk in `model_dir` and those the version policy aspires to load, oldest first."""
+        on_disk = list_versions(model_dir.parent, model_dir.name)
+        if specific:
+            return on_disk, [v for v in on_disk if v in specific]
+        return on_disk, on_disk[-num_versions:]
+
+    def _transition(self, model_dir: Path, num_versions: int, specific: tuple[int, ...],
+                    wanted_labels: dict[str, int] | None, strict: bool) -> tuple[grpc.StatusCode, str]:  # fmt: skip
+        """One pass of the poll or of a reload: load what the policy aspires to in `model_dir`, then serve it,
+        with the labels, in place of the rest in one step (load before unload).
+
+        Versions loaded from another folder (the base path before a reload) keep serving until a version of
+        `model_dir` is ready. `wanted_labels` None keeps the labels in force. With `strict` (a reload) labels that
+        would not name an AVAILABLE version refuse the whole pass and nothing changes; otherwise (a poll) such
+        labels are refused and logged, and the policy still takes effect. Returns the outcome.
+        """
+        here = model_dir.resolve()
+        serving = self._serving
+        on_disk, aspired = self._aspired(model_dir, num_versions, specific)
+        labels = serving.labels if wanted_labels is None else wanted_labels
+        if strict:
+            not_aspired = {label: v for label, v in labels.items() if v not in aspired}
+            if not_aspired:
+                return grpc.StatusCode.FAILED_PRECONDITION, self._label_refusal(labels, not_aspired, serving.labels)
+        own = {v: m for v, m in serving.available.items() if m.path.parent.resolve() == here}
+        loaded: dict[int, LoadedVersion] = {}
+        errors: list[str] = []
         for version in aspired:
-            if version not in self._available and version not in self._failed:
-                changed |= self._load(version)
-        if wanted_labels is not None:
-            self._apply_labels(wanted_labels)
-        if self._specific_versions:
-            serving = [v for v in sorted(self._available) if v in aspired]
+            if version not in own and (here, version) not in self._failed:
+                model = self._load(model_dir, version)
+                if model is None:
+                    errors.append(self._states[version][2])
+                else:
+                    loaded[version] = model
+        candidates = {**own, **loaded}
+        if specific:
+            keep = [v for v in sorted(candidates) if v in aspired]
         else:
-            serving = [v for v in sorted(self._available) if v in on_disk][-self._num_versions :]
-        if not serving and self._available:
+            keep = [v for v in sorted(candidates) if v in on_disk][-num_versions:]
+        if not keep and own:
             if not on_disk:
-                log.warning(
-                    "No versions of %s on disk; keeping %s loaded", self.config.model_name, self.available_versions()
-                )
-            serving = sorted(self._available)[-self._num_versions :]
-        for version in sorted(set(self._available) - set(serving)):
-            self._unload(version)
-            changed = True
-        if changed:
+                log.warning("No versions of %s on disk; keeping %s loaded", self.config.model_name, sorted(own))
+            keep = sorted(own)[-num_versions:]
+        # Nothing of `model_dir` to serve yet (a new base path, awaited versions): the versions in force stay.
+        available = {v: candidates[v] for v in keep} if keep else dict(serving.available)
+        unavailable = {label: v for label, v in labels.items() if v not in available}
+        refusal = None
+        if strict and unavailable:
+            refusal = self._label_refusal(labels, unavailable, serving.labels)
+        elif strict and not keep and errors and here != self.model_dir.resolve():
+            refusal = f"Could not load {model_dir}; keeping {self.model_dir}: {'; '.join(errors)}"
+        if refusal is not None:
+            for version in loaded:  # let go of what was loaded for the refused reload
+                if version not in serving.available:
+                    self._set_state(version, _STATE.END, 0, "Unloaded: the config reload was refused")
+            self._restore_states(serving)
+            code = grpc.StatusCode.UNKNOWN if not unavailable else grpc.StatusCode.FAILED_PRECONDITION
+            return code, refusal
+        if unavailable:  # a poll: the policy takes effect, the labels in force stay
+            if labels != serving.labels:
+                message = self._label_refusal(labels, unavailable, serving.labels)
+            else:  # (a version removed from disk, or a policy change by the config file)
+                message = f"Version labels of {self.config.model_name} name versions no longer served: {unavailable}"
+            if message != self._refused_labels:
+                log.error(message)
+                self._refused_labels = message
+            labels = serving.labels
+        self._commit(_Serving(available, dict(labels)))
+        self._restore_states(self._serving)
+        self.model_dir = model_dir
+        self._num_versions, self._specific_versions = num_versions, tuple(specific)
+        return grpc.StatusCode.OK, ""
+
+    def _restore_states(self, serving: _Serving) -> None:
+        """Report the served versions AVAILABLE (a version of another folder with the same number may have been
+        reported LOADING or END meanwhile)."""
+        for version in serving.available:
+            if self._states.get(version, (None,))[0] != _STATE.AVAILABLE:
+                self._set_state(version, _STATE.AVAILABLE)
+
+    def _label_refusal(self, labels: dict[str, int], bad: dict[str, int], in_force: dict[str, int]) -> str:
+        names = ", ".join(f"{label} -> version {version}" for label, version in sorted(bad.items()))
+        return (f"Refusing version labels {labels} of {self.config.model_name}: {names} would not be AVAILABLE; "
+                f"keeping {in_force}")  # fmt: skip
+
+    def _commit(self, new: _Serving) -> None:
+        """Serve `new` in place of what is served, in one step; report the versions that ended or started."""
+        old = self._serving
+        same_versions = new.available.keys() == old.available.keys() and all(
+            new.available[v] is old.available[v] for v in new.available
+        )
+        if same_versions and new.labels == old.labels:
+            return
+        with self._lock:
+            self._serving = new
+        for version, model in sorted(old.available.items()):
+            if new.available.get(version) is not model:
+                self._set_state(version, _STATE.END)
+                log.info("Unloaded %s version %d from %s", self.config.model_name, version, model.path.parent)
+        for version, model in sorted(new.available.items()):
+            if old.available.get(version) is not model:
+                self._set_state(version, _STATE.AVAILABLE)
+                log.info("%s version %d AVAILABLE (%d warm-up requests) from %s", self.config.model_name, version,
+                         model.warmup_requests, model.path.parent)  # fmt: skip
+        if new.labels != old.labels:
+            log.info("Version labels of %s: %s", self.config.model_name, new.labels)
+        if not same_versions:
             self.on_change(self.available_versions())
 
     def _read_config_file(self) -> dict[str, int] | None:
@@ -490,52 +571,35 @@ class ModelManager:
                             model.base_path, self.model_dir)  # fmt: skip
             if (policy.num_versions, policy.specific_versions) != (self._num_versions, self._specific_versions):
                 log.info("Version policy of %s from %s: %s", self.config.model_name, path,
-                         f"specific {list(policy.specific_versions)}" if policy.specific_versions
-                         else f"latest {policy.num_versions}")  # fmt: skip
+                         _policy_text(policy.num_versions, policy.specific_versions))  # fmt: skip
             self._num_versions = policy.num_versions
             self._specific_versions = policy.specific_versions
         return policy.labels
 
-    def _apply_labels(self, labels: dict[str, int]) -> None:
-        """Put `labels` in force if every version they name is AVAILABLE; otherwise keep the labels in force."""
-        serving = self._serving
-        if labels == serving.labels:
-            return
-        unavailable = {label: version for label, version in labels.items() if version not in serving.available}
-        if unavailable:
-            message = (f"Refusing version labels {labels} of {self.config.model_name}: {unavailable} name versions "
-                       f"that are not AVAILABLE; keeping {serving.labels}")  # fmt: skip
-            if message != self._refused_labels:
-                log.error(message)
-                self._refused_labels = message
-            return
-        with self._lock:
-            self._serving = _Serving(self._serving.available, dict(labels))
-        log.info("Version labels of %s: %s", self.config.model_name, labels)
+    def _load(self, model_dir: Path, version: int) -> LoadedVersion | None:
+        """Load and warm up a version of `model_dir` (LOADING while it runs); it is served by `_commit`.
 
-    def _load(self, version: int) -> bool:
-        path = self.model_dir / str(version)
+        A failure is logged, reported END with its error and recorded so that the version is never retried.
+        """
+        path = model_dir / str(version)
         self._set_state(version, _STATE.LOADING)
         log.info("Loading %s version %d from %s", self.config.model_name, version, path)
         started = time.monotonic()
         try:
             loaded = load_version(path, version)
-            warmed = run_warmup(loaded, self.config.model_name)
+            warmed = loaded.warmup_requests = run_warmup(loaded, self.config.model_name)
         except Exception as error:  # noqa: BLE001  (whatever breaks a version, the others keep serving)
-            self._failed.add(version)
+            self._failed.add((model_dir.resolve(), version))
             code = error.code if isinstance(error, RequestError) else grpc.StatusCode.UNKNOWN
             if isinstance(error, tf.errors.OpError):
                 code = _grpc_code(error.error_code)
             self._set_state(version, _STATE.END, code.value[0], f"Failed to load version {version}: {error}")
-            log.error("Loading %s version %d failed; keeping %s: %s", self.config.model_name, version,
-                      self.available_versions(), error)  # fmt: skip
-            return False
-        with self._lock:
-            self._serving = _Serving({**self._serving.available, version: loaded}, self._serving.labels)
-        self._set_state(version, _STATE.AVAILABLE)
-        log.info("%s version %d AVAILABLE (%.1f s, %d warm-up requests)", self.config.model_name, version,
+            log.error("Loading %s version %d failed (%s); keeping %s: %s", self.config.model_name, version,
+                      path, self.available_versions(), error)  # fmt: skip
+            return None
+        log.info("Loaded %s version %d (%.1f s, %d warm-up requests)", self.config.model_name, version,
                  time.monotonic() - started, warmed)  # fmt: skip
-        return True
+        return loaded
 
     def _unload(self, version: int) -> None:
         self._set_state(version, _STATE.UNLOADING)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import numpy as np
 
@@ -70,5 +72,60 @@ def test_reload_refuses_what_this_server_cannot_serve(tmp_path, exports, start_s
     with ServingClient(address, MODEL_NAME) as client:
         wait_for(lambda: states(client).get(1) == "AVAILABLE", what="version 1")
         assert reload_config(address, base / "other", name="other")[0] == grpc.StatusCode.UNIMPLEMENTED
-        assert reload_config(address, tmp_path / "empty" / MODEL_NAME)[0] == grpc.StatusCode.NOT_FOUND
         assert client.predict_versioned(sample_columns(2))[1] == 1  # still serving
+
+
+def test_refused_labels_change_nothing(tmp_path, exports, start_server):
+    base = tmp_path / "models"
+    push(exports.good[0.0], base)
+    push(exports.good[1.0], base)
+    server, address = start_server(base)
+    columns = sample_columns(2, seed=5)
+    with ServingClient(address, MODEL_NAME) as client:
+        wait_for(lambda: states(client).get(2) == "AVAILABLE", what="version 2")
+        assert reload_config(address, base / MODEL_NAME, "1,2", {"stable": 1}) == (grpc.StatusCode.OK, "")
+
+        # A new base path whose policy does not load the labelled version: refused, nothing switches.
+        other = tmp_path / "other"
+        push(exports.good[2.0], other)
+        code, message = reload_config(address, other / MODEL_NAME, labels={"stable": 1, "canary": 5})
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "canary -> version 5" in message
+        assert server.manager.model_dir == base / MODEL_NAME
+        assert server.manager.version_labels == {"stable": 1}
+        # The policy dropping the labelled version: refused, version 1 stays AVAILABLE and labelled.
+        code, message = reload_config(address, base / MODEL_NAME, "2", {"stable": 1})
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "stable -> version 1" in message
+        assert {v: s for v, s in states(client).items() if v in (1, 2)} == {1: "AVAILABLE", 2: "AVAILABLE"}
+        with ServingClient(address, MODEL_NAME, version_label="stable") as stable:
+            assert stable.predict_versioned(columns)[1] == 1
+        # The policy still in force is specific [1, 2]: a new push is not loaded.
+        push(exports.good[2.0], base)
+        time.sleep(0.5)
+        assert 3 not in server.manager.available_versions()
+
+
+def test_missing_versions_are_awaited_on_any_base_path(tmp_path, exports, start_server):
+    """TF Serving's behaviour: the config is accepted, the versions in force serve until the awaited one loads."""
+    base = tmp_path / "models"
+    push(exports.good[0.0], base)
+    server, address = start_server(base)
+    columns = sample_columns(2, seed=6)
+    with ServingClient(address, MODEL_NAME) as client:
+        wait_for(lambda: states(client).get(1) == "AVAILABLE", what="version 1")
+        # Same base path, a version not pushed yet.
+        assert reload_config(address, base / MODEL_NAME, "1,2") == (grpc.StatusCode.OK, "")
+        assert client.predict_versioned(columns)[1] == 1
+        push(exports.good[1.0], base)
+        wait_for(lambda: states(client).get(2) == "AVAILABLE", what="awaited version 2")
+        # Another base path with no versions yet: accepted, version 2 of the old folder keeps serving ...
+        empty = tmp_path / "empty"
+        assert reload_config(address, empty / MODEL_NAME) == (grpc.StatusCode.OK, "")
+        assert server.manager.model_dir == empty / MODEL_NAME
+        assert client.predict_versioned(columns)[1] == 2
+        # ... until the new folder has a version, which then replaces the old folder's.
+        push(exports.good[2.0], empty)
+        wait_for(lambda: server.manager.available_versions() == [1], what="the new folder's version 1")
+        outputs, version = client.predict_versioned(columns)
+        assert version == 1
+        np.testing.assert_allclose(outputs["probability"], exports.reference(exports.good[2.0], columns), rtol=1e-6)
+        assert states(client)[2] == "END"

@@ -179,3 +179,28 @@ def test_graceful_stop_finishes_in_flight_requests(tmp_path, exports, start_serv
     assert all(a.shape == (2000,) for a in answers)
     # Requests that arrive after the stop began are refused as UNAVAILABLE; none is cut off half-way.
     assert [e.code for e in errors] == [grpc.StatusCode.UNAVAILABLE] * 4
+
+
+def test_input_names_that_are_not_identifiers(tmp_path):
+    """The server keys inputs on the SignatureDef names, which need not be Python identifiers."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving.server import load_version, run_predict
+
+    specs = {name: tf.TensorSpec([None], tf.float32, name=name) for name in ("user-id", "a.b", "2nd", "Zed")}
+
+    class Module(tf.Module):
+        @tf.function(input_signature=[specs])
+        def serve(self, inputs):
+            return {"y": inputs["user-id"] + 10.0 * inputs["a.b"] + 100.0 * inputs["2nd"] + 1000.0 * inputs["Zed"]}
+
+    module = Module()
+    tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.serve})
+    loaded = load_version(tmp_path / "1", 1)
+    assert set(loaded.signatures["serving_default"].inputs) == set(specs)
+    request = predict_pb2.PredictRequest()
+    for value, name in enumerate(("user-id", "a.b", "2nd", "Zed"), start=1):
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(np.array([value], np.float32)))
+    response = run_predict(loaded, MODEL_NAME, request)
+    assert tf.make_ndarray(response.outputs["y"]).tolist() == [4321.0]

@@ -188,3 +188,25 @@ def test_string_tensors_of_any_items_parse_as_theirs(official):
     for values in (np.array([1.5, -2.0], ">f4"), np.arange(6, dtype=np.int32).reshape(2, 3).T, np.zeros((2, 0))):
         theirs = tensor_pb2.TensorProto.FromString(serialize_tensor(values))
         np.testing.assert_array_equal(tf.make_ndarray(theirs), values)
+
+
+def test_the_clients_request_bytes_parse_as_theirs(official):
+    """The bytes `ServingClient.predict` sends (written without a message) are the official PredictRequest."""
+    from serving.client import PROBABILITY_OUTPUT, ServingClient, to_feature_columns
+    from tests.serving.helpers import sample_columns
+
+    tf, predict_pb2, _, _ = official
+    sent: list[bytes] = []
+    with ServingClient("127.0.0.1:1", "deepfm", version_label="stable", signature_name="serving_default") as client:
+        client._predict = lambda request, timeout: sent.append(request) or wire.PredictResponse()
+        columns = to_feature_columns(sample_columns(5, seed=2))
+        client.predict_tensors(columns, output_filter=[PROBABILITY_OUTPUT])
+    theirs = predict_pb2.PredictRequest.FromString(sent[0])
+    assert (theirs.model_spec.name, theirs.model_spec.version_label) == ("deepfm", "stable")
+    assert theirs.model_spec.signature_name == "serving_default"
+    assert list(theirs.output_filter) == [PROBABILITY_OUTPUT]
+    assert set(theirs.inputs) == set(columns)
+    for name, values in columns.items():
+        decoded = tf.make_ndarray(theirs.inputs[name])
+        expected = values.astype(bytes) if values.dtype == object else values
+        np.testing.assert_array_equal(decoded, expected)
