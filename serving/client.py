@@ -144,10 +144,10 @@ def encode_predict_request(
     spec = model_spec.SerializeToString()
     parts = [b"\x0a", _varint(len(spec)), spec]
     for name, values in inputs.items():
-        key = name.encode()
+        key = _map_key(name)
         tensor = serialize_tensor(values)
-        entry_size = 1 + len(_varint(len(key))) + len(key) + 1 + len(_varint(len(tensor))) + len(tensor)
-        parts += [b"\x12", _varint(entry_size), b"\x0a", _varint(len(key)), key, b"\x12", _varint(len(tensor)), tensor]
+        size = _varint(len(tensor))
+        parts += [b"\x12", _varint(len(key) + 1 + len(size) + len(tensor)), key, b"\x12", size, tensor]
     for name in output_filter:
         encoded = name.encode()
         parts += [b"\x1a", _varint(len(encoded)), encoded]
@@ -200,6 +200,14 @@ def _tensor_header(data_type: int, shape: tuple[int, ...]) -> bytes:
     return b"\x08" + _varint(data_type) + b"\x12" + _varint(len(dims)) + dims
 
 
+@functools.lru_cache(maxsize=1024)
+def _map_key(name: str) -> bytes:
+    """The serialized key (field 1) of a map entry named `name`."""
+    key = name.encode()
+    return b"\x0a" + _varint(len(key)) + key
+
+
+@functools.lru_cache(maxsize=65536)
 def _varint(value: int) -> bytes:
     """Protobuf's base-128 varint of a non-negative integer."""
     out = bytearray()
