@@ -467,21 +467,26 @@ class ModelManager:
         loaded: dict[int, LoadedVersion] = {}
         errors: list[str] = []
         for version in aspired:
-            if version not in own and (here, version) not in self._failed:
-                model = self._load(model_dir, version)
-                if model is None:
-                    errors.append(self._states[version][2])
-                else:
-                    loaded[version] = model
+            if version in own:
+                continue
+            if (here, version) in self._failed:  # not tried again; a reload still counts it as an error
+                if strict:
+                    errors.append(f"version {version} of {model_dir} failed to load before (see the server log)")
+                continue
+            model = self._load(model_dir, version)
+            if model is None:
+                errors.append(self._states[version][2])
+            else:
+                loaded[version] = model
         candidates = {**own, **loaded}
         if specific:
             keep = [v for v in sorted(candidates) if v in aspired]
         else:
             keep = [v for v in sorted(candidates) if v in on_disk][-num_versions:]
-        if not keep and own:
+        if not keep and own:  # nothing the policy wants is loadable yet: the versions in force keep serving
             if not on_disk:
                 log.warning("No versions of %s on disk; keeping %s loaded", self.config.model_name, sorted(own))
-            keep = sorted(own)[-num_versions:]
+            keep = sorted(own)
         # Nothing of `model_dir` to serve yet (a new base path, awaited versions): the versions in force stay.
         available = {v: candidates[v] for v in keep} if keep else dict(serving.available)
         unavailable = {label: v for label, v in labels.items() if v not in available}
@@ -701,11 +706,29 @@ class _Handlers(prediction_service_pb2_grpc.PredictionServiceServicer, model_ser
     def __init__(self, manager: ModelManager, metrics: _Metrics):
         self.manager = manager
         self.metrics = metrics
+        self._in_flight = 0  # requests in a handler now
+        self._draining = False
+        self._in_flight_changed = threading.Condition()
+
+    def drain(self, timeout: float) -> bool:
+        """Refuse new requests with UNAVAILABLE from now on; wait up to `timeout` s for those in flight to end.
+
+        Returns whether none is left. gRPC's own stop comes after this: a request it refuses while shutting down
+        may reach the client as CANCELLED rather than UNAVAILABLE, so the refusing is done here first.
+        """
+        with self._in_flight_changed:
+            self._draining = True
+            return self._in_flight_changed.wait_for(lambda: self._in_flight == 0, timeout)
 
     def _handle(self, method: str, context: grpc.ServicerContext, body):
         started = time.monotonic()
         code = grpc.StatusCode.OK
+        with self._in_flight_changed:
+            refused = self._draining
+            self._in_flight += not refused
         try:
+            if refused:
+                raise RequestError(grpc.StatusCode.UNAVAILABLE, "The server is shutting down")
             return body()
         except RequestError as error:
             code = error.code
@@ -718,6 +741,10 @@ class _Handlers(prediction_service_pb2_grpc.PredictionServiceServicer, model_ser
             model = self.manager.config.model_name
             self.metrics.requests.labels(model, method, code.name).inc()
             self.metrics.latency.labels(model, method).observe(time.monotonic() - started)
+            if not refused:
+                with self._in_flight_changed:
+                    self._in_flight -= 1
+                    self._in_flight_changed.notify_all()
 
     def Predict(self, request, context):
         def body():
@@ -822,7 +849,7 @@ class ModelServer:
             ("grpc.so_reuseport", 0),
         ]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.max_workers), options=options)
-        handlers = _Handlers(self.manager, self.metrics)
+        handlers = self._handlers = _Handlers(self.manager, self.metrics)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(handlers, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(handlers, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -849,7 +876,8 @@ class ModelServer:
     def stop(self, grace: float | None = None) -> None:
         """Stop polling, report NOT_SERVING, let in-flight requests finish (`grace` seconds), unload.
 
-        New requests are refused with UNAVAILABLE from the moment it is called. Calling it again does nothing.
+        New requests are refused with UNAVAILABLE once polling has stopped (`_Handlers.drain`); gRPC is stopped
+        when the requests in flight are done or the grace period is over. Calling it again does nothing.
         """
         if self._server is None:
             return
@@ -857,7 +885,10 @@ class ModelServer:
         self.health.enter_graceful_shutdown()
         if self._watcher is not None:
             self._watcher.join()
-        self._server.stop(self.config.grace_s if grace is None else grace).wait()
+        grace = self.config.grace_s if grace is None else grace
+        deadline = time.monotonic() + grace
+        self._handlers.drain(grace)
+        self._server.stop(max(0.0, deadline - time.monotonic())).wait()
         self._server = None
         if self._metrics_http is not None:
             self._metrics_http.shutdown()

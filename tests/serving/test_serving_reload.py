@@ -115,6 +115,10 @@ def test_missing_versions_are_awaited_on_any_base_path(tmp_path, exports, start_
         # Same base path, a version not pushed yet.
         assert reload_config(address, base / MODEL_NAME, "1,2") == (grpc.StatusCode.OK, "")
         assert client.predict_versioned(columns)[1] == 1
+        # A policy naming only a missing version: every version in force keeps serving meanwhile.
+        assert reload_config(address, base / MODEL_NAME, "7") == (grpc.StatusCode.OK, "")
+        assert server.manager.available_versions() == [1]
+        assert reload_config(address, base / MODEL_NAME, "1,2") == (grpc.StatusCode.OK, "")
         push(exports.good[1.0], base)
         wait_for(lambda: states(client).get(2) == "AVAILABLE", what="awaited version 2")
         # Another base path with no versions yet: accepted, version 2 of the old folder keeps serving ...
@@ -129,3 +133,21 @@ def test_missing_versions_are_awaited_on_any_base_path(tmp_path, exports, start_
         assert version == 1
         np.testing.assert_allclose(outputs["probability"], exports.reference(exports.good[2.0], columns), rtol=1e-6)
         assert states(client)[2] == "END"
+
+
+def test_a_broken_base_path_is_refused_every_time(tmp_path, exports, start_server):
+    base = tmp_path / "models"
+    push(exports.good[0.0], base)
+    server, address = start_server(base)
+    broken = tmp_path / "broken" / MODEL_NAME / "3"
+    broken.mkdir(parents=True)
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    with ServingClient(address, MODEL_NAME) as client:
+        wait_for(lambda: states(client).get(1) == "AVAILABLE", what="version 1")
+        for _ in range(2):  # the second time the failed version is not loaded again, and still refused
+            code, _message = reload_config(address, broken.parent)
+            assert code == grpc.StatusCode.UNKNOWN
+            assert server.manager.model_dir == base / MODEL_NAME
+        push(exports.good[1.0], base)  # the base path in force still takes new versions
+        wait_for(lambda: 2 in server.manager.available_versions(), what="version 2 of the base path in force")
+        assert client.predict_versioned(sample_columns(2))[1] == 2
