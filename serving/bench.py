@@ -73,6 +73,17 @@ def measure_import(module: str, runs: int) -> dict[str, float]:
             "runs": runs}  # fmt: skip
 
 
+def site_packages_bytecode() -> bool:
+    """Whether the installed packages have compiled bytecode (`.pyc`) to load.
+
+    Without it (`uv sync` without `--compile-bytecode`, and PYTHONDONTWRITEBYTECODE set so that none is written
+    later) every fresh interpreter compiles numpy, grpc and protobuf from source: most of the client's import time.
+    """
+    import importlib.util
+
+    return Path(importlib.util.cache_from_source(np.__file__)).is_file()
+
+
 def measure_encoding(columns: dict[str, np.ndarray], number: int) -> dict[str, float]:
     """Microseconds to encode one Predict request of `columns`, ours against `tf.make_tensor_proto`.
 
@@ -236,7 +247,12 @@ def run(out: Path, import_runs: int, requests: int, export: Path | None) -> dict
     problem = None if export is not None else real_export_problem()
     use_real = export is None and problem is None
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg": os.getloadavg()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg": os.getloadavg(),
+            "site_packages_bytecode": site_packages_bytecode(),
+        },
     }
     log.info("Measuring imports (%d fresh interpreters each)", import_runs)
     results["import"] = {
@@ -293,6 +309,8 @@ def format_table(results: dict[str, Any]) -> str:
     lines.append(f"{'import (fresh interpreter, median)':44} {'seconds':>9} {'peak RSS MiB':>13}")
     for module, figures in results["import"].items():
         lines.append(f"  {module:42} {figures['seconds']:9.3f} {figures['rss_mib']:13.0f}")
+    if not results["machine"]["site_packages_bytecode"]:
+        lines.append("  (no .pyc in site-packages: each fresh interpreter compiled the packages from source)")
     enc = results["encode_100_rows"]
     lines += [
         "",

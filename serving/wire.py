@@ -4,7 +4,7 @@ Importing `tensorflow_serving.apis` imports all of TensorFlow (about 20 s). The 
 messages, so this module declares them again, field for field, under its own proto package
 (`deepfm_serving.wire`) so that they live in one process beside the official classes without a name clash.
 Only the package differs; field numbers, types and enum values are TensorFlow's and TF Serving's, so the bytes
-on the wire are the same. `tests/serving/test_wire.py` serializes with each side and parses with the other.
+on the wire are the same. `tests/serving/test_serving_wire.py` serializes with each side and parses with the other.
 
 Subsets, on purpose: `TensorProto` keeps the dense value fields (no resource handles, variants), `DataType` keeps
 the dtypes the client encodes and decodes (other values survive a parse as plain integers: proto3 enums are

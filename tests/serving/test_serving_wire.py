@@ -210,3 +210,40 @@ def test_the_clients_request_bytes_parse_as_theirs(official):
         decoded = tf.make_ndarray(theirs.inputs[name])
         expected = values.astype(bytes) if values.dtype == object else values
         np.testing.assert_array_equal(decoded, expected)
+
+
+def test_request_bytes_equal_theirs_for_any_tensor(official):
+    """`encode_predict_request` against `tf.make_tensor_proto` in an official PredictRequest, input by input:
+    multi-byte varints (strings over 127 bytes, tensors over 127 and 16383 bytes, a long input name), empty
+    strings, non-UTF-8 bytes, `str` and `bytes`, numpy 'U', 'S' and object arrays, 2-D and big-endian arrays."""
+    from serving.client import encode_predict_request
+
+    tf, predict_pb2, _, _ = official
+    inputs = {
+        "ascii": np.array(["196", "", "M", "Action|Comedy"], dtype=object),
+        "long strings": np.array(["x" * 127, "y" * 128, "é" * 100, "z" * 20000], dtype=object),
+        "bytes": np.array([b"\xff\xfe", b"", b"a" * 300, "text"], dtype=object),
+        "unicode array": np.array([["ab", "Drame é"], ["", "d" * 200]]),
+        "bytes array": np.array([b"ab", b"", b"\x00\xff"]),
+        "many": np.array([str(i) for i in range(5000)], dtype=object),
+        "float32": np.linspace(0, 1, 40, dtype=np.float32),  # 160 bytes: a two-byte length
+        "float64 2-D": np.arange(6, dtype=np.float64).reshape(3, 2),
+        "int64 big-endian": np.array([2**40, -1, 7], ">i8"),
+        "int32 large": np.arange(5000, dtype=np.int32),  # 20000 bytes: a three-byte length
+        "n" * 200: np.array([1.5, 2.5], np.float32),  # a key over 127 bytes
+        "clé": np.array(["é"], dtype=object),
+    }
+    spec = wire.ModelSpec(name="deepfm", signature_name="serving_default")
+    for _ in range(2):  # the second time from the caches
+        theirs = predict_pb2.PredictRequest.FromString(encode_predict_request(spec, inputs, ["probability"]))
+        assert (theirs.model_spec.name, list(theirs.output_filter)) == ("deepfm", ["probability"])
+        assert set(theirs.inputs) == set(inputs)
+        for name, values in inputs.items():
+            if values.dtype.kind in "UO":  # TF encodes `str` as UTF-8; ours does too
+                expected = np.array([v if isinstance(v, bytes) else v.encode() for v in values.reshape(-1)], object)
+                expected = expected.reshape(values.shape)
+            else:  # `tensor_content` is little-endian; TF copies a big-endian array's bytes as they are
+                expected = values.astype(values.dtype.newbyteorder("<"))
+            assert theirs.inputs[name] == tf.make_tensor_proto(expected), name
+            decoded = tf.make_ndarray(theirs.inputs[name])
+            np.testing.assert_array_equal(decoded, expected.astype(decoded.dtype))
