@@ -6,7 +6,7 @@
 Data: Criteo-shaped synthetic rows, 13 numeric and 26 categorical fields of 100,000 values each, drawn with
 a Zipf-like frequency (`p(rank) ~ rank^-1.1`); embedding 16, MLP 400-400-400, batch 4096, Adam 1e-3.
 
-Implementations (both `model.fit` on the same in-memory NumPy arrays, the same backend, the same process
+Implementations (all `model.fit` on the same in-memory NumPy arrays, the same backend, the same process
 settings; each runs in its own child process so that its peak memory is its own):
 - `plain`: DeepFM written the obvious way: one `keras.layers.Embedding` per field for the vectors and one for
   the first-order weights, one `Dense` per numeric field for its vector, `keras.optimizers.Adam`;
@@ -15,7 +15,13 @@ settings; each runs in its own child process so that its peak memory is its own)
   `TrainConfig` of the flags; `--precision both` (the default) measures it twice, with the default float32
   compute (`deepfm_model`) and with `TrainConfig.mixed_precision` (`deepfm_model+mixed`: bfloat16 matmuls on
   CPU, float32 weights; it trades a little AUC for speed, see `TrainConfig.mixed_precision`). The plain model always computes in
-  float32 with Keras' defaults; the table prints each implementation's compute dtype and compile options.
+  float32 with Keras' defaults; the table prints each implementation's compute dtype and compile options;
+- `mlp_floor`: not a DeepFM but the bound the package cannot beat: the package's MLP alone (same units, batch,
+  precision and optimizer), trained on the flattened field embeddings as a dense input with a trainable scale
+  per input, so that the gradient with respect to the embeddings is computed as in DeepFM. No lookup, no FM,
+  no embedding update. Its time per step is what the dense part costs on this machine in that precision;
+  `plain`'s time over it (`summary.ceiling`) is the most the package could gain were its lookups, FM and
+  embedding updates free.
 
 Throughput is measured in steady state: from the end of the warm-up steps (tracing, compilation, caches) to
 the end of the last step. Rounds alternate the implementations so that load from other processes on the
@@ -48,7 +54,7 @@ MLP_UNITS = (400, 400, 400)
 BATCH_SIZE = 4096
 LEARNING_RATE = 1e-3
 ZIPF_EXPONENT = 1.1
-IMPLEMENTATIONS = ("plain", "deepfm_model")
+IMPLEMENTATIONS = ("plain", "deepfm_model", "mlp_floor")
 PRECISIONS = ("float32", "mixed")
 MIXED_SUFFIX = "+mixed"
 JIT_COMPILE = {"auto": None, "on": True, "off": False}
@@ -130,6 +136,36 @@ def build_package_deepfm(train_config):
     return model
 
 
+def build_mlp_floor(train_config):
+    """The package's MLP alone, on a dense `(batch, fields * dim)` input scaled by a trainable vector.
+
+    The scale makes Keras compute the gradient with respect to the MLP's input (DeepFM needs it for the
+    embeddings); its own cost is one elementwise product.
+    """
+    import keras
+
+    from deepfm_model.layers import MLP
+    from deepfm_model.train import compile_model, precision_policy
+
+    class InputScale(keras.layers.Layer):
+        """`x * s` with a trainable `s` per input column (initialised to one)."""
+
+        def build(self, input_shape):
+            self.scale = self.add_weight(name="scale", shape=(input_shape[-1],), initializer="ones")
+
+        def call(self, inputs):
+            return inputs * self.scale
+
+    width = (NUM_CATEGORICAL + NUM_NUMERIC) * EMBEDDING_DIM
+    with precision_policy(train_config.mixed_precision):
+        inputs = keras.Input((width,), dtype="float32", name="fields")
+        scaled = InputScale(name="input_scale")(inputs)
+        logit = MLP(units=MLP_UNITS, name="mlp")(scaled)
+        model = keras.Model(inputs, keras.layers.Activation("sigmoid", dtype="float32")(logit), name="mlp_floor")
+        compile_model(model, train_config, metrics=False)
+    return model
+
+
 def _peak_device_bytes() -> int | None:
     import keras
 
@@ -169,7 +205,7 @@ def run_worker(implementation: str, steps: int, warmup: int, settings: dict, see
     """Train one implementation for `warmup + steps` batches and measure it (runs in a child process).
 
     Args:
-        settings: for `deepfm_model`, the arguments of `package_train_config`; the plain model takes none.
+        settings: for `deepfm_model` and `mlp_floor`, the arguments of `package_train_config`; `plain` takes none.
     """
     import keras
 
@@ -179,6 +215,10 @@ def run_worker(implementation: str, steps: int, warmup: int, settings: dict, see
     if implementation == "plain":
         model = build_plain_deepfm()
         inputs = {f"C{i + 1}": categorical[:, i : i + 1] for i in range(NUM_CATEGORICAL)} | {"I": numeric}
+    elif implementation == "mlp_floor":
+        model = build_mlp_floor(package_train_config(**settings))
+        width = (NUM_CATEGORICAL + NUM_NUMERIC) * EMBEDDING_DIM
+        inputs = np.random.default_rng(seed).standard_normal((len(labels), width), dtype=np.float32)
     else:
         model = build_package_deepfm(package_train_config(**settings))
         inputs = {"categorical": categorical, "numeric": numeric}
@@ -220,9 +260,9 @@ def _mlp_dtype(model) -> str:
 
 
 def variants(precision: str) -> list[tuple[str, str]]:
-    """`(implementation, precision)` pairs to run, the plain model first; `precision` `both` gives two packages."""
+    """`(implementation, precision)` pairs to run, the plain model first; `both` runs each of the others twice."""
     precisions = PRECISIONS if precision == "both" else (precision,)
-    return [("plain", "float32")] + [("deepfm_model", p) for p in precisions]
+    return [("plain", "float32")] + [(name, p) for name in IMPLEMENTATIONS[1:] for p in precisions]
 
 
 def _run_child(implementation: str, precision: str, args: argparse.Namespace) -> dict:
@@ -237,7 +277,7 @@ def _run_child(implementation: str, precision: str, args: argparse.Namespace) ->
 
 
 def summarise(runs: Sequence[dict]) -> dict:
-    """Median figures per implementation and the speed-up of each package variant over the plain model."""
+    """Median figures per implementation; the speed-up of each package variant and the ceiling over `plain`."""
     summary: dict = {}
     names = list(dict.fromkeys(r["implementation"] for r in runs))
     for name in names:
@@ -250,12 +290,14 @@ def summarise(runs: Sequence[dict]) -> dict:
             "final_loss": statistics.median(r["final_loss"] for r in mine),
             "parameters": mine[0]["parameters"],
         }
-    summary["speedup"] = {
-        name: summary[name]["examples_per_sec"] / summary["plain"]["examples_per_sec"]
-        for name in names
-        if name != "plain"
-    }
+    plain = summary["plain"]["examples_per_sec"]
+    summary["speedup"] = {n: summary[n]["examples_per_sec"] / plain for n in names if _is_package(n)}
+    summary["ceiling"] = {n: summary[n]["examples_per_sec"] / plain for n in names if n.startswith("mlp_floor")}
     return summary
+
+
+def _is_package(name: str) -> bool:
+    return name.startswith("deepfm_model")
 
 
 def format_table(summary: dict, runs: Sequence[dict]) -> str:
@@ -264,7 +306,7 @@ def format_table(summary: dict, runs: Sequence[dict]) -> str:
     lines = [
         (
             f"backend={runs[0]['backend']} device={runs[0]['device']} batch={BATCH_SIZE} "
-            f"rounds={len(runs) // len(names)}"
+            f"rounds={sum(r['implementation'] == 'plain' for r in runs)}"
         ),
         (
             f"{'implementation':<18} {'examples/s':>11} {'ms/step':>8} {'peak RSS MB':>12} {'peak dev MB':>12} "
@@ -285,6 +327,10 @@ def format_table(summary: dict, runs: Sequence[dict]) -> str:
             f"steps_per_execution={run['steps_per_execution']}"
         )
     lines.extend(f"speed-up {name} / plain: {ratio:.2f}x" for name, ratio in summary["speedup"].items())
+    lines.extend(
+        f"ceiling {name} / plain: {ratio:.2f}x (the MLP alone: lookups, FM and embedding updates would be free)"
+        for name, ratio in summary["ceiling"].items()
+    )
     return "\n".join(lines)
 
 
@@ -292,11 +338,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deepfm_model.bench_train", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="measured steps per run (after warm-up)")
     parser.add_argument("--warmup", type=int, default=5, help="steps before measuring")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of both implementations")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of every implementation, in alternating order")
     parser.add_argument(
         "--precision", choices=(*PRECISIONS, "both"), default="both",
         help="the package's `TrainConfig.mixed_precision`: `float32` (off, the default), `mixed` (bfloat16 "
-        "compute on CPU) or `both` (two package runs per round); the plain model always computes in float32",
+        "compute on CPU) or `both` (the package and the MLP floor run once in each per round); the plain model "
+        "always computes in float32",
     )  # fmt: skip
     parser.add_argument(
         "--jit-compile", choices=tuple(JIT_COMPILE), default="auto", help="the package's `TrainConfig.jit_compile`"

@@ -20,19 +20,23 @@ def _run(name: str, examples_per_sec: float) -> dict:
 
 
 def test_variants_put_the_plain_model_first():
-    assert variants("both") == [("plain", "float32"), ("deepfm_model", "float32"), ("deepfm_model", "mixed")]
-    assert variants("mixed") == [("plain", "float32"), ("deepfm_model", "mixed")]
+    assert variants("both") == [("plain", "float32"), ("deepfm_model", "float32"), ("deepfm_model", "mixed"),
+                                ("mlp_floor", "float32"), ("mlp_floor", "mixed")]  # fmt: skip
+    assert variants("mixed") == [("plain", "float32"), ("deepfm_model", "mixed"), ("mlp_floor", "mixed")]
 
 
 def test_summary_gives_a_ratio_of_medians_per_package_variant():
     runs = [_run("plain", 100.0), _run("deepfm_model", 150.0), _run("deepfm_model+mixed", 250.0),
             _run("plain", 120.0), _run("deepfm_model", 170.0), _run("deepfm_model+mixed", 230.0),
-            _run("plain", 500.0), _run("deepfm_model", 160.0), _run("deepfm_model+mixed", 240.0)]  # fmt: skip
+            _run("plain", 500.0), _run("deepfm_model", 160.0), _run("deepfm_model+mixed", 240.0),
+            _run("mlp_floor+mixed", 360.0)]  # fmt: skip
     summary = summarise(runs)
     assert summary["plain"]["examples_per_sec"] == 120.0
     assert summary["speedup"] == pytest.approx({"deepfm_model": 160 / 120, "deepfm_model+mixed": 240 / 120})
+    assert summary["ceiling"] == pytest.approx({"mlp_floor+mixed": 360 / 120})
     table = format_table(summary, runs)
     assert "speed-up deepfm_model+mixed / plain: 2.00x" in table
+    assert "ceiling mlp_floor+mixed / plain: 3.00x" in table
     assert "rounds=3" in table
 
 
