@@ -835,6 +835,7 @@ class ModelServer:
         self.manager.on_change = self._on_versions_changed
         self.port: int | None = None
         self._server: grpc.Server | None = None
+        self._thread_pool: futures.ThreadPoolExecutor | None = None
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
         self._metrics_http = None
@@ -848,7 +849,8 @@ class ModelServer:
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.max_workers), options=options)
+        self._thread_pool = futures.ThreadPoolExecutor(self.config.max_workers, f"{self.config.model_name}-grpc")
+        server = grpc.server(self._thread_pool, options=options)
         handlers = self._handlers = _Handlers(self.manager, self.metrics)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(handlers, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(handlers, server)
@@ -890,6 +892,9 @@ class ModelServer:
         self._handlers.drain(grace)
         self._server.stop(max(0.0, deadline - time.monotonic())).wait()
         self._server = None
+        # gRPC never shuts its pool down (idle handler threads would last until garbage collection); waiting also
+        # lets a handler whose call gRPC cancelled finish before its version is unloaded.
+        self._thread_pool.shutdown()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http = None

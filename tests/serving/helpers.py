@@ -1,19 +1,53 @@
-"""Shared values and sample data of the serving tests (fixtures live in `conftest.py`)."""
+"""Shared values, sample data and local servers of the serving tests (fixtures live in `conftest.py`)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 from deepfm_model import features as fs
 
+if TYPE_CHECKING:
+    from serving.server import ModelServer  # imports TensorFlow
+
 REMOTE_ADDRESS = os.environ.get("TFSERVING_GRPC_ADDR")
 REMOTE_MODEL_NAME = os.environ.get("TFSERVING_MODEL_NAME", "deepfm")
 MODEL_NAME = "deepfm"
 
 local_only = pytest.mark.skipif(bool(REMOTE_ADDRESS), reason="controls the model folder of a local server")
+
+RUNNING_SERVERS: list[ModelServer] = []  # started by `serving_servers` and not stopped yet
+
+
+@contextmanager
+def serving_servers() -> Iterator[Callable[..., tuple[ModelServer, str]]]:
+    """Local servers on free ports, `start(base_path, **config) -> (server, address)`; all stop on exit.
+
+    A fixture wraps it, so a server lives as long as that fixture: the servers of a test stop at its teardown.
+    """
+    from serving.server import ModelServer, ServerConfig
+
+    def stop(server: ModelServer) -> None:
+        server.stop(grace=0)
+        RUNNING_SERVERS.remove(server)
+
+    with ExitStack() as stack:
+
+        def start(base_path: Path, **overrides) -> tuple[ModelServer, str]:
+            settings = {"model_name": MODEL_NAME, "port": 0, "poll_interval_s": 0.1, "grace_s": 1.0, **overrides}
+            server = ModelServer(ServerConfig(base_path=str(base_path), **settings))
+            port = server.start()
+            RUNNING_SERVERS.append(server)
+            stack.callback(stop, server)
+            return server, f"127.0.0.1:{port}"
+
+        yield start
 
 
 def sample_columns(rows: int, seed: int = 0) -> dict[str, np.ndarray]:

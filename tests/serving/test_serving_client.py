@@ -97,7 +97,7 @@ def test_unknown_model_version_or_label(endpoint, options, code):
 def test_model_status_of_unknown_model_or_version(endpoint, client):
     with ServingClient(endpoint.address, "no_such_model") as other, pytest.raises(ServingError) as raised:
         other.model_status()
-        assert raised.value.code == grpc.StatusCode.NOT_FOUND
+    assert raised.value.code == grpc.StatusCode.NOT_FOUND
     with pytest.raises(ServingError) as raised:
         client.model_status(version=424242)
     assert raised.value.code == grpc.StatusCode.NOT_FOUND

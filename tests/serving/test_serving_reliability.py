@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -22,7 +24,7 @@ import pytest
 from deepfm_model import features as fs
 from serving.client import ServingClient, ServingError
 from serving.push import push
-from tests.serving.helpers import MODEL_NAME, local_only, sample_columns
+from tests.serving.helpers import MODEL_NAME, local_only, sample_columns, serving_servers
 
 pytestmark = local_only
 
@@ -32,8 +34,9 @@ MAX_REQUEST_BYTES = 256 * 1024
 MAX_MESSAGE_BYTES = 1024 * 1024
 
 
-def _start_server_process(base: Path) -> tuple[subprocess.Popen, str]:
-    """`python -m serving.server` on a free port; returns the process and its address once it serves."""
+@contextmanager
+def server_process(base: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`python -m serving.server` on a free port: the process and its address once it serves; killed on exit."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(
         [sys.executable, "-m", "serving.server", "--base-path", str(base), "--model-name", MODEL_NAME, "--port", "0",
@@ -50,36 +53,44 @@ def _start_server_process(base: Path) -> tuple[subprocess.Popen, str]:
             if match and not found:
                 found.append(match.group(1))
 
-    threading.Thread(target=read_log, daemon=True).start()
-    deadline = time.monotonic() + 180  # the server imports TensorFlow
-    while not found:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("the server process did not start:\n" + "".join(lines[-30:]))
-        time.sleep(0.1)
-    return process, found[0]
+    reader = threading.Thread(target=read_log)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 180  # the server imports TensorFlow
+        while not found:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("the server process did not start:\n" + "".join(lines[-30:]))
+            time.sleep(0.1)
+        yield process, found[0]
+    finally:
+        process.kill()
+        process.wait()
+        reader.join()  # the log ends with the process
 
 
 def test_killed_server_gives_unavailable_after_the_retries(tmp_path, exports, caplog):
     base = tmp_path / "models"
     push(exports.good[0.0], base)
-    process, address = _start_server_process(base)
     columns = sample_columns(16)
     answers: list[np.ndarray] = []
     failures: list[BaseException] = []
-    try:
-        with ServingClient(address, MODEL_NAME, timeout=5.0, max_retries=3, backoff_s=0.05) as client:
+    stop = threading.Event()
+    with (
+        server_process(base) as (process, address),
+        ServingClient(address, MODEL_NAME, timeout=5.0, max_retries=3, backoff_s=0.05) as client,
+    ):
 
-            def stream():
-                while True:
-                    try:
-                        answers.append(client.predict(columns))
-                    except BaseException as error:  # noqa: BLE001  (the test looks at whatever ended the stream)
-                        failures.append(error)
-                        return
+        def stream():
+            while not stop.is_set():
+                try:
+                    answers.append(client.predict(columns))
+                except BaseException as error:  # noqa: BLE001  (the test looks at whatever ended the stream)
+                    failures.append(error)
+                    return
 
-            thread = threading.Thread(target=stream)
-            thread.start()
+        thread = threading.Thread(target=stream)
+        thread.start()
+        try:
             deadline = time.monotonic() + 60
             while len(answers) < 20 and thread.is_alive() and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -87,10 +98,10 @@ def test_killed_server_gives_unavailable_after_the_retries(tmp_path, exports, ca
             os.kill(process.pid, signal.SIGKILL)
             started = time.monotonic()
             thread.join(timeout=60)
-            assert not thread.is_alive()
-    finally:
-        process.kill()
-        process.wait()
+            assert not thread.is_alive(), "the stream went on after the server was killed"
+        finally:
+            stop.set()
+            thread.join()
     (error,) = failures
     assert isinstance(error, ServingError) and error.code == grpc.StatusCode.UNAVAILABLE
     assert f"Predict on {address} failed: UNAVAILABLE" in str(error)
@@ -178,12 +189,13 @@ MALFORMED = {
 
 
 @pytest.fixture(scope="module")
-def limited_server(tmp_path_factory, exports, start_server) -> str:
+def limited_server(tmp_path_factory, exports) -> Iterator[str]:
     base = tmp_path_factory.mktemp("limited_models")
     push(exports.good[0.0], base)
-    _, address = start_server(base, max_batch_rows=MAX_BATCH_ROWS, max_request_bytes=MAX_REQUEST_BYTES,
-                              max_message_bytes=MAX_MESSAGE_BYTES)  # fmt: skip
-    return address
+    with serving_servers() as start:
+        _, address = start(base, max_batch_rows=MAX_BATCH_ROWS, max_request_bytes=MAX_REQUEST_BYTES,
+                           max_message_bytes=MAX_MESSAGE_BYTES)  # fmt: skip
+        yield address
 
 
 @pytest.fixture(scope="module")

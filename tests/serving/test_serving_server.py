@@ -100,8 +100,8 @@ def test_corrupt_version_leaves_the_previous_serving(tmp_path, exports, start_se
         push(exports.good[2.0], base)  # a good push after broken ones is picked up
         wait_for(lambda: states(client).get(4) == "AVAILABLE" and states(client)[1] == "END", what="version 4")
         np.testing.assert_allclose(client.predict(columns), exports.reference(exports.good[2.0], columns), rtol=1e-6)
-        with pytest.raises(ServingError) as raised:
-            ServingClient(address, MODEL_NAME, version=1).predict(columns)
+        with ServingClient(address, MODEL_NAME, version=1) as pinned, pytest.raises(ServingError) as raised:
+            pinned.predict(columns)
         assert raised.value.code == grpc.StatusCode.NOT_FOUND
 
 
@@ -153,15 +153,18 @@ def test_empty_base_path_then_first_push(tmp_path, exports, start_server):
 
 
 def test_graceful_stop_finishes_in_flight_requests(tmp_path, exports, start_server):
+    # A model name no other test serves: a stray client that reaches this port (port 0 hands out freed ports
+    # again) is answered NOT_FOUND, so the count of OK answers below is this test's own.
+    model_name = "graceful_stop"
     base = tmp_path / "models"
-    push(exports.good[0.0], base)
-    server, address = start_server(base)
+    push(exports.good[0.0], base, model_name)
+    server, address = start_server(base, model_name=model_name)
     columns = sample_columns(2000)
     answers: list[np.ndarray] = []
     errors: list[ServingError] = []
 
     def call_until_refused():
-        with ServingClient(address, MODEL_NAME, max_retries=0) as client:
+        with ServingClient(address, model_name, max_retries=0) as client:
             while True:
                 try:
                     answers.append(client.predict(columns))
@@ -172,16 +175,24 @@ def test_graceful_stop_finishes_in_flight_requests(tmp_path, exports, start_serv
     threads = [threading.Thread(target=call_until_refused) for _ in range(4)]
     for thread in threads:
         thread.start()
-    wait_for(lambda: len(answers) >= 8, what="requests in flight")
-    server.stop(grace=10)
-    for thread in threads:
-        thread.join()
+    try:
+        wait_for(lambda: len(answers) >= 8, what="requests in flight")
+        server.stop(grace=10)
+    finally:
+        server.stop(grace=0)  # after a failure above: the refusal ends every caller (else it does nothing)
+        for thread in threads:
+            thread.join()
     assert all(a.shape == (2000,) for a in answers)
-    # Requests that arrive after the stop began are refused: UNAVAILABLE from the server, or CANCELLED from gRPC
-    # for one still queued, never handled, when gRPC itself stopped. In-flight requests have 10 s to finish,
-    # hundreds of times what one takes, so none is cut off.
+    # None is cut off half-way: every request the server answered OK reached its client. Requests that arrive
+    # after the stop began are refused: UNAVAILABLE from the server, or CANCELLED from gRPC for one still
+    # queued, never handled, when gRPC itself stopped.
+    answered = server.metrics.registry.get_sample_value(
+        "serving_requests_total", {"model": model_name, "method": "Predict", "code": "OK"}
+    )
+    assert answered == len(answers)
     assert len(errors) == 4
     assert {e.code for e in errors} <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}, errors
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(f"{model_name}-grpc")]  # no handler left
 
 
 def test_input_names_that_are_not_identifiers(tmp_path):
