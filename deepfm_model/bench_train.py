@@ -1,10 +1,10 @@
 """Training-throughput benchmark: this package's DeepFM against a plain Keras DeepFM, side by side.
 
-    python -m deepfm_model.bench_train [--steps 20] [--warmup 5] [--rounds 2] [--precision both]
+    python -m deepfm_model.bench_train [--steps 20] [--warmup 5] [--rounds 2] [--precision both] [--batch-size 4096]
         [--jit-compile auto] [--steps-per-execution 1] [--out artifacts/bench/train.json]
 
 Data: Criteo-shaped synthetic rows, 13 numeric and 26 categorical fields of 100,000 values each, drawn with
-a Zipf-like frequency (`p(rank) ~ rank^-1.1`); embedding 16, MLP 400-400-400, batch 4096, Adam 1e-3.
+a Zipf-like frequency (`p(rank) ~ rank^-1.1`); embedding 16, MLP 400-400-400, batch 4096 (`--batch-size`), Adam 1e-3.
 
 Implementations (all `model.fit` on the same in-memory NumPy arrays, the same backend, the same process
 settings; each runs in its own child process so that its peak memory is its own):
@@ -201,7 +201,9 @@ def _device_name() -> str:
     return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
 
 
-def run_worker(implementation: str, steps: int, warmup: int, settings: dict, seed: int) -> dict:
+def run_worker(
+    implementation: str, steps: int, warmup: int, settings: dict, seed: int, batch_size: int = BATCH_SIZE
+) -> dict:
     """Train one implementation for `warmup + steps` batches and measure it (runs in a child process).
 
     Args:
@@ -211,7 +213,7 @@ def run_worker(implementation: str, steps: int, warmup: int, settings: dict, see
 
     keras.utils.set_random_seed(seed)
     total = warmup + steps
-    categorical, numeric, labels = make_criteo_like(total * BATCH_SIZE, seed)
+    categorical, numeric, labels = make_criteo_like(total * batch_size, seed)
     if implementation == "plain":
         model = build_plain_deepfm()
         inputs = {f"C{i + 1}": categorical[:, i : i + 1] for i in range(NUM_CATEGORICAL)} | {"I": numeric}
@@ -230,7 +232,7 @@ def run_worker(implementation: str, steps: int, warmup: int, settings: dict, see
             ends[batch + 1] = time.perf_counter()  # steps finished so far (one call per execution)
 
     history = model.fit(
-        inputs, labels, batch_size=BATCH_SIZE, epochs=1, shuffle=False, verbose=0, callbacks=[StepClock()]
+        inputs, labels, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[StepClock()]
     )
     done = sorted(ends)
     start = min((s for s in done if s >= warmup), default=done[0])
@@ -240,7 +242,8 @@ def run_worker(implementation: str, steps: int, warmup: int, settings: dict, see
     mixed = implementation != "plain" and settings["mixed_precision"]
     return {
         "implementation": implementation + (MIXED_SUFFIX if mixed else ""),
-        "examples_per_sec": measured_steps * BATCH_SIZE / seconds,
+        "examples_per_sec": measured_steps * batch_size / seconds,
+        "batch_size": batch_size,
         "ms_per_step": 1000.0 * seconds / measured_steps,
         "measured_steps": measured_steps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
@@ -268,6 +271,7 @@ def variants(precision: str) -> list[tuple[str, str]]:
 def _run_child(implementation: str, precision: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, "-m", "deepfm_model.bench_train", "--worker", implementation,
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
+               "--batch-size", str(args.batch_size),
                "--precision", precision, "--jit-compile", args.jit_compile,
                "--steps-per-execution", str(args.steps_per_execution)]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -305,7 +309,7 @@ def format_table(summary: dict, runs: Sequence[dict]) -> str:
     names = list(dict.fromkeys(r["implementation"] for r in runs))
     lines = [
         (
-            f"backend={runs[0]['backend']} device={runs[0]['device']} batch={BATCH_SIZE} "
+            f"backend={runs[0]['backend']} device={runs[0]['device']} batch={runs[0]['batch_size']} "
             f"rounds={sum(r['implementation'] == 'plain' for r in runs)}"
         ),
         (
@@ -351,6 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--steps-per-execution", type=int, default=1, help="the package's `TrainConfig.steps_per_execution`"
     )
+    parser.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, help="examples per step (the figures in the README: 4096)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=IMPLEMENTATIONS, help="run one implementation (profiling)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
@@ -363,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "steps_per_execution": args.steps_per_execution,
     }
     if args.worker:
-        print(json.dumps(run_worker(args.worker, args.steps, args.warmup, settings, args.seed)))
+        print(json.dumps(run_worker(args.worker, args.steps, args.warmup, settings, args.seed, args.batch_size)))
         return 0
     settings.pop("mixed_precision")
     print(f"deepfm_model TrainConfig: {settings}, precision {args.precision}; plain: Keras defaults", flush=True)
@@ -381,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarise(runs)
     print(format_table(summary, runs))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    config = {"batch_size": BATCH_SIZE, "embedding_dim": EMBEDDING_DIM, "mlp_units": list(MLP_UNITS),
+    config = {"batch_size": args.batch_size, "embedding_dim": EMBEDDING_DIM, "mlp_units": list(MLP_UNITS),
               "categorical_fields": NUM_CATEGORICAL, "numeric_fields": NUM_NUMERIC, "vocabulary": VOCABULARY,
               "zipf_exponent": ZIPF_EXPONENT, "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
               "deepfm_model_train_config": settings, "precision": args.precision}  # fmt: skip

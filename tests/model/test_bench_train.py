@@ -16,7 +16,8 @@ from deepfm_model.bench_train import format_table, summarise, variants
 def _run(name: str, examples_per_sec: float) -> dict:
     return {"implementation": name, "examples_per_sec": examples_per_sec, "ms_per_step": 4096e3 / examples_per_sec,
             "peak_rss_mb": 100.0, "peak_device_mb": None, "final_loss": 0.5, "parameters": 10, "backend": "tensorflow",
-            "device": "CPU", "compute_dtype": "float32", "jit_compile": False, "steps_per_execution": 1}  # fmt: skip
+            "device": "CPU", "compute_dtype": "float32", "jit_compile": False, "steps_per_execution": 1,
+            "batch_size": 4096}  # fmt: skip
 
 
 def test_variants_put_the_plain_model_first():
