@@ -23,6 +23,9 @@ settings; each runs in its own child process so that its peak memory is its own)
   `plain`'s time over it (`summary.ceiling`) is the most the package could gain were its lookups, FM and
   embedding updates free.
 
+`--profile --precision mixed` (or `float32`) prints where the package's training step spends its time instead:
+the op time per step, by layer and by op, from the TensorFlow profiler.
+
 Throughput is measured in steady state: from the end of the warm-up steps (tracing, compilation, caches) to
 the end of the last step. Rounds alternate the implementations so that load from other processes on the
 machine falls on both alike; the figure per implementation is the median over rounds and the ratio is
@@ -33,6 +36,8 @@ machine without TensorFlow.
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import json
 import os
 import platform
@@ -164,6 +169,58 @@ def build_mlp_floor(train_config):
         model = keras.Model(inputs, keras.layers.Activation("sigmoid", dtype="float32")(logit), name="mlp_floor")
         compile_model(model, train_config, metrics=False)
     return model
+
+
+def profile_package(settings: dict, steps: int, warmup: int, seed: int, batch_size: int, top: int = 25) -> str:
+    """Op-level profile of the package's training step (TensorFlow backend): time per step by layer and by op.
+
+    Traces `steps` steps after `warmup` with the TensorFlow profiler and sums, per op of the compiled step, the
+    time it ran on TensorFlow's compute threads. Ops of the two inter-op threads run at the same time, so the
+    sum exceeds the wall time of a step; the shares show where the work is.
+    """
+    import tempfile
+
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise SystemExit("--profile needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    keras.utils.set_random_seed(seed)
+    categorical, numeric, labels = make_criteo_like((warmup + steps) * batch_size, seed)
+    model = build_package_deepfm(package_train_config(**settings))
+    split = warmup * batch_size
+    fit = functools.partial(model.fit, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
+    fit({"categorical": categorical[:split], "numeric": numeric[:split]}, labels[:split])
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        started = time.perf_counter()
+        fit({"categorical": categorical[split:], "numeric": numeric[split:]}, labels[split:])
+        wall_ms = 1000.0 * (time.perf_counter() - started) / steps
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace.FromString(next(Path(logdir).rglob("*.xplane.pb")).read_bytes())
+    by_op: collections.Counter = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            if line.name.startswith("tf_Compute"):
+                for event in line.events:
+                    name = plane.event_metadata[event.metadata_id].name
+                    if "StatefulPartitionedCall/" in name:
+                        by_op[name.split("StatefulPartitionedCall/", 1)[1]] += event.duration_ps / 1e9 / steps
+    by_part: collections.Counter = collections.Counter()
+    for op, ms in by_op.items():
+        path = op.removeprefix("gradient_tape/").split("/")
+        part = path[1] if path[0].startswith("deepfm") and len(path) > 2 else path[0].split(":")[0]
+        by_part[part.rsplit("_", 1)[0] if part[-1].isdigit() else part] += ms
+    lines = [
+        f"{steps} steps traced: {wall_ms:.1f} ms per step (wall, profiler on); op time per step in ms, summed over "
+        f"the compute threads ({sum(by_op.values()):.1f} in all), by part:"
+    ]
+    lines += [f"  {ms:8.2f}  {part}" for part, ms in by_part.most_common() if ms >= 0.05]
+    lines.append(f"top {top} ops:")
+    lines += [f"  {ms:8.2f}  {op}" for op, ms in by_op.most_common(top)]
+    return "\n".join(lines)
 
 
 def _peak_device_bytes() -> int | None:
@@ -360,6 +417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=IMPLEMENTATIONS, help="run one implementation (profiling)")
+    parser.add_argument(
+        "--profile", action="store_true",
+        help="print an op-level profile of the package's training step (TensorFlow; `--precision` float32 or mixed)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -371,6 +432,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.steps, args.warmup, settings, args.seed, args.batch_size)))
+        return 0
+    if args.profile:
+        if args.precision == "both":
+            parser.error("--profile profiles one precision: give --precision float32 or --precision mixed")
+        print(profile_package(settings, args.steps, args.warmup, args.seed, args.batch_size))
         return 0
     settings.pop("mixed_precision")
     print(f"deepfm_model TrainConfig: {settings}, precision {args.precision}; plain: Keras defaults", flush=True)

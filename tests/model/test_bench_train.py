@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deepfm_model.bench_train import format_table, summarise, variants
+from deepfm_model.bench_train import format_table, profile_package, summarise, variants
 
 
 def _run(name: str, examples_per_sec: float) -> dict:
@@ -86,3 +86,12 @@ def test_package_training_path_runs_under_jax_without_tensorflow(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_profile_attributes_the_step_to_layers_and_the_optimizer():
+    settings = {"mixed_precision": False, "jit_compile": None, "steps_per_execution": 1}
+    report = profile_package(settings, steps=2, warmup=1, seed=0, batch_size=64, top=5)
+    parts = report.split("top 5 ops:")[0]
+    for part in ("mlp", "sparse_adam", "field_embedding", "fm_interaction"):
+        assert f"  {part}\n" in parts
+    assert len(report.split("top 5 ops:")[1].strip().splitlines()) == 5
