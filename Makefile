@@ -19,7 +19,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml uv.lock
+$(VENV)/.installed: pyproject.toml uv.lock Makefile
 	@command -v uv >/dev/null || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	uv sync --frozen --compile-bytecode --python 3.11  # as pip does: imports need not compile sources on every start
 	@touch $@

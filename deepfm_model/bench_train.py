@@ -56,6 +56,7 @@ NUM_CATEGORICAL = 26
 VOCABULARY = 100_000
 EMBEDDING_DIM = 16
 MLP_UNITS = (400, 400, 400)
+FLAT_FIELDS = (NUM_CATEGORICAL + NUM_NUMERIC) * EMBEDDING_DIM  # the MLP's input width
 BATCH_SIZE = 4096
 LEARNING_RATE = 1e-3
 ZIPF_EXPONENT = 1.1
@@ -161,9 +162,8 @@ def build_mlp_floor(train_config):
         def call(self, inputs):
             return inputs * self.scale
 
-    width = (NUM_CATEGORICAL + NUM_NUMERIC) * EMBEDDING_DIM
     with precision_policy(train_config.mixed_precision):
-        inputs = keras.Input((width,), dtype="float32", name="fields")
+        inputs = keras.Input((FLAT_FIELDS,), dtype="float32", name="fields")
         scaled = InputScale(name="input_scale")(inputs)
         logit = MLP(units=MLP_UNITS, name="mlp")(scaled)
         model = keras.Model(inputs, keras.layers.Activation("sigmoid", dtype="float32")(logit), name="mlp_floor")
@@ -175,7 +175,7 @@ def profile_package(settings: dict, steps: int, warmup: int, seed: int, batch_si
     """Op-level profile of the package's training step (TensorFlow backend): time per step by layer and by op.
 
     Traces `steps` steps after `warmup` with the TensorFlow profiler and sums, per op of the compiled step, the
-    time it ran on TensorFlow's compute threads. Ops of the two inter-op threads run at the same time, so the
+    time it ran on TensorFlow's compute threads. Ops on different inter-op threads run at the same time, so the
     sum exceeds the wall time of a step; the shares show where the work is.
     """
     import tempfile
@@ -194,12 +194,14 @@ def profile_package(settings: dict, steps: int, warmup: int, seed: int, batch_si
     fit = functools.partial(model.fit, batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
     fit({"categorical": categorical[:split], "numeric": numeric[:split]}, labels[:split])
     with tempfile.TemporaryDirectory() as logdir:
-        tf.profiler.experimental.start(logdir)
-        started = time.perf_counter()
-        fit({"categorical": categorical[split:], "numeric": numeric[split:]}, labels[split:])
-        wall_ms = 1000.0 * (time.perf_counter() - started) / steps
-        tf.profiler.experimental.stop()
-        space = xplane_pb2.XSpace.FromString(next(Path(logdir).rglob("*.xplane.pb")).read_bytes())
+        with tf.profiler.experimental.Profile(logdir):
+            started = time.perf_counter()
+            fit({"categorical": categorical[split:], "numeric": numeric[split:]}, labels[split:])
+            wall_ms = 1000.0 * (time.perf_counter() - started) / steps
+        traces = sorted(Path(logdir).rglob("*.xplane.pb"))
+        if not traces:
+            raise RuntimeError(f"The TensorFlow profiler wrote no trace under {logdir}")
+        space = xplane_pb2.XSpace.FromString(traces[0].read_bytes())
     by_op: collections.Counter = collections.Counter()
     for plane in space.planes:
         for line in plane.lines:
@@ -276,8 +278,7 @@ def run_worker(
         inputs = {f"C{i + 1}": categorical[:, i : i + 1] for i in range(NUM_CATEGORICAL)} | {"I": numeric}
     elif implementation == "mlp_floor":
         model = build_mlp_floor(package_train_config(**settings))
-        width = (NUM_CATEGORICAL + NUM_NUMERIC) * EMBEDDING_DIM
-        inputs = np.random.default_rng(seed).standard_normal((len(labels), width), dtype=np.float32)
+        inputs = np.random.default_rng(seed).standard_normal((len(labels), FLAT_FIELDS), dtype=np.float32)
     else:
         model = build_package_deepfm(package_train_config(**settings))
         inputs = {"categorical": categorical, "numeric": numeric}
@@ -424,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if min(args.batch_size, args.steps, args.rounds) <= 0 or args.warmup < 0:
+        parser.error("--batch-size, --steps and --rounds must be positive, --warmup non-negative")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     settings = {
         "mixed_precision": args.precision == "mixed",  # per worker; the parent runs each of `variants`

@@ -186,7 +186,7 @@ def serialize_tensor(values: np.ndarray | Sequence[Any]) -> bytes:
 @functools.lru_cache(maxsize=1024)
 def _packed_tensor_prefix(dtype: np.dtype, shape: tuple[int, ...]) -> bytes | None:
     """Dtype, shape and the `tensor_content` tag and length of a TensorProto of packed numbers; `None` for a
-    dtype not sent as it is (strings, big-endian, unsupported). Depends on dtype and shape only: cached."""
+    dtype not sent as it is (big-endian, unsupported). Depends on dtype and shape only: cached."""
     data_type = _NUMPY_TO_DATA_TYPE.get(dtype)
     if data_type is None:
         return None

@@ -849,7 +849,9 @@ class ModelServer:
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        self._thread_pool = futures.ThreadPoolExecutor(self.config.max_workers, f"{self.config.model_name}-grpc")
+        self._thread_pool = futures.ThreadPoolExecutor(
+            self.config.max_workers, thread_name_prefix=f"{self.config.model_name}-grpc"
+        )
         server = grpc.server(self._thread_pool, options=options)
         handlers = self._handlers = _Handlers(self.manager, self.metrics)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(handlers, server)
@@ -879,7 +881,9 @@ class ModelServer:
         """Stop polling, report NOT_SERVING, let in-flight requests finish (`grace` seconds), unload.
 
         New requests are refused with UNAVAILABLE once polling has stopped (`_Handlers.drain`); gRPC is stopped
-        when the requests in flight are done or the grace period is over. Calling it again does nothing.
+        when the requests in flight are done or the grace period is over. A handler still running then (its call
+        cancelled) is waited for before the versions are unloaded, so `stop` can outlast `grace` by one handler's
+        run. Calling it again does nothing.
         """
         if self._server is None:
             return

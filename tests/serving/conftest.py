@@ -47,7 +47,9 @@ def _is_open(channel: grpc.Channel) -> bool:
     return True
 
 
-def _recording(open_channel: Callable[..., grpc.Channel], opened: list[tuple[str, grpc.Channel]]):
+def _recording(
+    open_channel: Callable[..., grpc.Channel], opened: list[tuple[str, grpc.Channel]]
+) -> Callable[..., grpc.Channel]:
     """`open_channel` that also appends `(target, channel)` to `opened`."""
 
     def open_and_record(target: str, *args, **kwargs) -> grpc.Channel:
@@ -64,7 +66,9 @@ def no_thread_outlives_its_test() -> Iterator[None]:
 
     Fixtures of wider scope are set up before this one (pytest orders fixtures by scope), so their threads are
     in `before`; so are threads left by an earlier test, which that test already failed on. Function-scoped
-    fixtures are torn down before this one (it is set up first), so the servers of `start_server` have stopped.
+    fixtures are torn down before this one (autouse fixtures are set up before those the test asks for), so the
+    servers of `start_server` have stopped. Dummy threads (a thread not started by Python calling into it) are
+    not Python's to join, and are left out.
     """
     before = set(threading.enumerate())
     outliving = list(RUNNING_SERVERS)  # servers of module and session fixtures
@@ -73,7 +77,7 @@ def no_thread_outlives_its_test() -> Iterator[None]:
     deadline = time.monotonic() + THREAD_END_S
     running = []
     for thread in threading.enumerate():
-        if thread not in allowed:
+        if thread not in allowed and not isinstance(thread, threading._DummyThread):
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 running.append(f"{thread.name!r} (daemon={thread.daemon})")

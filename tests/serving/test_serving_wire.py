@@ -212,10 +212,12 @@ def test_the_clients_request_bytes_parse_as_theirs(official):
         np.testing.assert_array_equal(decoded, expected)
 
 
-def test_request_bytes_equal_theirs_for_any_tensor(official):
+def test_requests_parse_as_theirs_for_edge_case_tensors(official):
     """`encode_predict_request` against `tf.make_tensor_proto` in an official PredictRequest, input by input:
     multi-byte varints (strings over 127 bytes, tensors over 127 and 16383 bytes, a long input name), empty
-    strings, non-UTF-8 bytes, `str` and `bytes`, numpy 'U', 'S' and object arrays, 2-D and big-endian arrays."""
+    strings, non-UTF-8 bytes, `str` and `bytes`, numpy 'U', 'S' and object arrays, 2-D, big-endian, strided,
+    Fortran-order and zero-size arrays. The parsed messages must be equal (TF leaves out an empty
+    `tensor_content` that the client writes, so the bytes may differ)."""
     from serving.client import encode_predict_request
 
     tf, predict_pb2, _, _ = official
@@ -232,6 +234,10 @@ def test_request_bytes_equal_theirs_for_any_tensor(official):
         "int32 large": np.arange(5000, dtype=np.int32),  # 20000 bytes: a three-byte length
         "n" * 200: np.array([1.5, 2.5], np.float32),  # a key over 127 bytes
         "clé": np.array(["é"], dtype=object),
+        "strided": np.arange(12, dtype=np.float32)[::3],
+        "fortran": np.asfortranarray(np.arange(6, dtype=np.int64).reshape(2, 3)),
+        "zero-size": np.zeros((0, 3), np.float32),
+        "no strings": np.array([], dtype=object),
     }
     spec = wire.ModelSpec(name="deepfm", signature_name="serving_default")
     for _ in range(2):  # the second time from the caches
