@@ -74,7 +74,7 @@ class TrainConfig:
     verbose: int = 1  # Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch
     distribute: bool = True  # use a tf.distribute.MirroredStrategy over local GPUs when any are present
     warmup_rows: int = 5  # rows written as TF Serving warm-up requests next to the export
-    sparse_embedding_updates: bool = True  # SparseAdam: Adam row-wise on the looked-up table rows (TF backend)
+    sparse_embedding_updates: bool = True  # SparseAdam: Adam row-wise on the looked-up rows (TF backend, no XLA)
     jit_compile: bool | None = None  # XLA-compile the train step; None lets Keras decide (JAX: yes, TF on CPU: no)
     steps_per_execution: int = 1  # train steps per compiled call (fewer Python round trips per step)
     # Compute in float16 (GPU) or bfloat16 (CPU), keep float32 weights, embedding table, FM sums and output.

@@ -55,3 +55,25 @@ def test_amsgrad_is_rejected_and_config_round_trips():
 )
 def test_tf_config_workers(tf_config, workers):
     assert tf_config_workers(tf_config) == workers
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_xla_train_step_trains_with_dense_updates(jit_compile, caplog):
+    # XLA cannot compile the row-wise update (`tf.unique`): with `jit_compile` on, the table takes dense Adam.
+    from deepfm_model.config import ModelConfig, TrainConfig
+    from deepfm_model.model import build_model
+    from deepfm_model.train import compile_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(ModelConfig(embedding_dim=4, mlp_units=(8,)), [50, 30], [], 2)
+    compile_model(model, TrainConfig(learning_rate=1e-2, jit_compile=jit_compile), metrics=False)
+    assert type(model.optimizer) is (keras.optimizers.Adam if jit_compile else SparseAdam)
+    assert ("XLA cannot compile the row-wise update" in caplog.text) is jit_compile
+    rng = np.random.default_rng(0)
+    inputs = {"categorical": rng.integers(0, 30, (256, 2)).astype("int32"), "numeric": rng.normal(size=(256, 2))}
+    labels = (inputs["categorical"][:, :1] % 2).astype("float32")
+    before = model.get_layer("field_embedding").table.numpy()
+    history = model.fit(inputs, labels, batch_size=64, epochs=3, verbose=0)
+    assert model.jit_compile is jit_compile
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert not np.array_equal(model.get_layer("field_embedding").table.numpy(), before)
