@@ -353,13 +353,9 @@ def summarise(runs: Sequence[dict]) -> dict:
             "parameters": mine[0]["parameters"],
         }
     plain = summary["plain"]["examples_per_sec"]
-    summary["speedup"] = {n: summary[n]["examples_per_sec"] / plain for n in names if _is_package(n)}
+    summary["speedup"] = {n: summary[n]["examples_per_sec"] / plain for n in names if n.startswith("deepfm_model")}
     summary["ceiling"] = {n: summary[n]["examples_per_sec"] / plain for n in names if n.startswith("mlp_floor")}
     return summary
-
-
-def _is_package(name: str) -> bool:
-    return name.startswith("deepfm_model")
 
 
 def format_table(summary: dict, runs: Sequence[dict]) -> str:
