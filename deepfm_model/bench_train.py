@@ -313,7 +313,22 @@ def run_worker(
         "compute_dtype": model.dtype_policy.compute_dtype if implementation == "plain" else _mlp_dtype(model),
         "jit_compile": bool(model.jit_compile),
         "steps_per_execution": int(model.steps_per_execution),
+        "embedding_update": _embedding_update(model),
     }
+
+
+def _embedding_update(model) -> str:
+    """How the optimizer updates embedding tables: dense, row-wise in TensorFlow ops or in the compiled kernel."""
+    import keras
+
+    from deepfm_model.sparse_adam import SparseAdam
+
+    # Row-wise updates need TensorFlow's sparse gradients (and no XLA); under JAX every update is dense.
+    if keras.backend.backend() != "tensorflow" or not isinstance(model.optimizer, SparseAdam) or model.jit_compile:
+        return "dense"
+    from deepfm_model import kernels
+
+    return "row-wise, kernel" if model.optimizer.fused and kernels.load("lazy_adam") else "row-wise, TensorFlow ops"
 
 
 def _mlp_dtype(model) -> str:
@@ -382,7 +397,7 @@ def format_table(summary: dict, runs: Sequence[dict]) -> str:
         )
         lines.append(
             f"{'':<18} compute dtype {run['compute_dtype']}, jit_compile={run['jit_compile']}, "
-            f"steps_per_execution={run['steps_per_execution']}"
+            f"steps_per_execution={run['steps_per_execution']}, embedding update {run['embedding_update']}"
         )
     lines.extend(f"speed-up {name} / plain: {ratio:.2f}x" for name, ratio in summary["speedup"].items())
     lines.extend(

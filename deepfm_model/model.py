@@ -65,11 +65,12 @@ def build_model(
         embeddings_initializer=keras.initializers.RandomNormal(stddev=config.embedding_init_stddev),
         l2=config.l2_embedding,
         name="field_embedding",
+        dtype="float32",
     )(inputs)  # (batch, fields, dim), (batch, fields)
     terms = []  # (batch, 1) each
     if config.use_fm:
-        terms.append(FirstOrder(name="first_order")(first_order_weights))  # includes the bias
-        terms.append(FMInteraction(name="fm_interaction")(embeddings))
+        terms.append(FirstOrder(name="first_order", dtype="float32")(first_order_weights))  # includes the bias
+        terms.append(FMInteraction(name="fm_interaction", dtype="float32")(embeddings))
     if config.use_dnn:
         terms.append(
             MLP(

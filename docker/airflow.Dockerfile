@@ -26,6 +26,15 @@ COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project --python /usr/local/bin/python3.11
 
+# The compiled training kernels (deepfm_model/kernels), built against the venv's TensorFlow; the runtime stage
+# has no compiler and finds them through DEEPFM_KERNEL_DIR.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
+COPY deepfm_model/__init__.py deepfm_model/__init__.py
+COPY deepfm_model/kernels/ deepfm_model/kernels/
+RUN DEEPFM_KERNEL_DIR=/opt/kernels /opt/venv/bin/python -m deepfm_model.kernels
+
 # --- runtime ------------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
 
@@ -48,9 +57,11 @@ ENV VIRTUAL_ENV=/opt/venv \
     AIRFLOW__CORE__DAGS_FOLDER=/opt/deepfm/dags \
     AIRFLOW__CORE__LOAD_EXAMPLES=False \
     DEEPFM_HOME=/opt/deepfm \
+    DEEPFM_KERNEL_DIR=/opt/kernels \
     DEEPFM_MODEL_BASE_PATH=/models
 
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/kernels /opt/kernels
 
 # The code stays root-owned (read-only to the airflow user); everything a run writes goes to the folders below,
 # which compose mounts as named volumes.

@@ -6,6 +6,27 @@ import keras
 from keras import ops
 
 
+@ops.custom_gradient
+def pairwise_interactions(embeddings):
+    """`0.5 * sum_d ((sum_i v_id)^2 - sum_i v_id^2)` of `(batch, fields, dim)` embeddings, as `(batch, 1)`.
+
+    The gradient is written out, `d/dv_i = upstream * (sum_j v_j - v_i)`: one pass over the embeddings,
+    where autodiff of the formula takes two broadcasts (tiles), two squares' derivatives and a sum.
+    """
+    field_sum = ops.sum(embeddings, axis=1)  # (batch, dim)
+    pairwise = 0.5 * (
+        ops.sum(ops.square(field_sum), axis=-1, keepdims=True)
+        - ops.expand_dims(ops.sum(ops.square(embeddings), axis=(1, 2)), -1)
+    )  # (batch, 1)
+
+    def gradient(*args, upstream=None):
+        if upstream is None:
+            (upstream,) = args
+        return ops.expand_dims(upstream, -1) * (ops.expand_dims(field_sum, 1) - embeddings)  # (batch, fields, dim)
+
+    return pairwise, gradient
+
+
 @keras.saving.register_keras_serializable(package="deepfm")
 class FMInteraction(keras.layers.Layer):
     """Sum of all pairwise dot products of field embeddings, in O(fields x dim).
@@ -37,11 +58,8 @@ class FMInteraction(keras.layers.Layer):
 
     def call(self, embeddings):
         # The two sums nearly cancel, so they are formed in float32 even under a mixed (16-bit) policy.
-        embeddings = ops.cast(embeddings, "float32")  # (batch, fields, dim)
-        square_of_sum = ops.square(ops.sum(embeddings, axis=1))  # (batch, dim)
-        sum_of_square = ops.sum(ops.square(embeddings), axis=1)  # (batch, dim)
-        pairwise = 0.5 * ops.sum(square_of_sum - sum_of_square, axis=-1, keepdims=self.keepdims)  # (batch, 1)
-        return ops.cast(pairwise, self.compute_dtype)
+        pairwise = pairwise_interactions(ops.cast(embeddings, "float32"))  # (batch, 1)
+        return ops.cast(pairwise if self.keepdims else ops.squeeze(pairwise, -1), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], 1) if self.keepdims else (input_shape[0],)

@@ -17,7 +17,7 @@ def _run(name: str, examples_per_sec: float) -> dict:
     return {"implementation": name, "examples_per_sec": examples_per_sec, "ms_per_step": 4096e3 / examples_per_sec,
             "peak_rss_mb": 100.0, "peak_device_mb": None, "final_loss": 0.5, "parameters": 10, "backend": "tensorflow",
             "device": "CPU", "compute_dtype": "float32", "jit_compile": False, "steps_per_execution": 1,
-            "batch_size": 4096}  # fmt: skip
+            "embedding_update": "row-wise, kernel", "batch_size": 4096}  # fmt: skip
 
 
 def test_variants_put_the_plain_model_first():
@@ -76,6 +76,7 @@ def test_package_training_path_runs_under_jax_without_tensorflow(tmp_path):
         assert model.get_layer("mlp").dtype_policy.compute_dtype == "bfloat16"
         history = model.fit({"categorical": categorical, "numeric": numeric}, labels, batch_size=16, verbose=0)
         assert history.history["loss"][-1] > 0
+        assert bench_train._embedding_update(model) == "dense"
         print("ok")
         """
     )

@@ -28,6 +28,37 @@ def test_fm_interaction_equals_sum_of_pairwise_dot_products(rng):
     assert flat.shape == (4,)
 
 
+def _gradient(function, x):
+    """d sum(function(x)) / dx under the running backend."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return np.asarray(jax.grad(lambda t: function(t).sum())(x))
+    import tensorflow as tf
+
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        total = tf.reduce_sum(function(x))
+    return tape.gradient(total, x).numpy()
+
+
+def test_fm_interaction_gradient_equals_the_pairwise_sums_derivative(rng):
+    # d/dv_bi of sum_b u_b sum_{i<j} <v_bi, v_bj> is u_b * sum_{j != i} v_bj (upstream u_b planted per row).
+    embeddings = rng.normal(size=(4, 5, 3)).astype("float32")
+    upstream = rng.normal(size=(4, 1)).astype("float32")
+    by_hand = upstream[:, :, None] * (embeddings.sum(axis=1, keepdims=True) - embeddings)
+    np.testing.assert_allclose(
+        _gradient(lambda x: FMInteraction()(x) * upstream, embeddings), by_hand, rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        _gradient(lambda x: FMInteraction(keepdims=False)(x) * upstream[:, 0], embeddings),
+        by_hand,
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
 def test_masked_mean_pooling_ignores_padding():
     values = np.array([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 6.0], [7.0, 7.0], [9.0, 9.0]]], "float32")
     indices = np.array([[4, 2, 0], [0, 0, 0]], "int32")

@@ -77,3 +77,103 @@ def test_xla_train_step_trains_with_dense_updates(jit_compile, caplog):
     assert model.jit_compile is jit_compile
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert not np.array_equal(model.get_layer("field_embedding").table.numpy(), before)
+
+
+def _lazy_adam_by_hand(table, m, v, steps, learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    """NumPy float32 lazy Adam: duplicates summed in batch order, only the named rows updated."""
+    table, m, v = table.copy(), m.copy(), v.copy()
+    for step, (indices, values) in enumerate(steps, start=1):
+        # The step size in float32, as Keras forms it (1 - 0.999**t rounds differently from float64).
+        one, t = np.float32(1), np.float32(step)
+        decay_1, decay_2 = one - np.float32(beta_1) ** t, one - np.float32(beta_2) ** t
+        alpha = np.float32(learning_rate) * np.sqrt(decay_2) / decay_1
+        summed = {}
+        for row, value in zip(indices, values, strict=True):
+            summed[row] = summed[row] + value if row in summed else value.copy()
+        for row, g in summed.items():
+            m[row] = np.float32(beta_1) * m[row] + np.float32(1 - beta_1) * g
+            v[row] = np.float32(beta_2) * v[row] + np.float32(1 - beta_2) * g * g
+            table[row] = table[row] - alpha * m[row] / (np.sqrt(v[row]) + np.float32(epsilon))
+    return table
+
+
+def _steps(rng, rows, width, count=4, entries=300):
+    heavy = rng.zipf(1.3, (count, entries)) % rows  # many duplicates, a few rows in every step
+    return [(idx.astype("int32"), rng.normal(size=(entries, width)).astype("float32")) for idx in heavy]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_row_wise_update_equals_lazy_adam_by_hand(fused, rng):
+    from deepfm_model import kernels
+
+    if fused and kernels.load("lazy_adam") is None:
+        pytest.fail("the lazy_adam kernel did not build (`make install` builds it; a C++ compiler is needed)")
+    start = rng.normal(size=(50, 5)).astype("float32")
+    steps = _steps(rng, 50, 5)
+    table = keras.Variable(start)
+    optimizer = SparseAdam(learning_rate=0.05, fused=fused)
+    for indices, values in steps:
+        optimizer.apply([tf.IndexedSlices(tf.constant(values), tf.constant(indices), tf.constant([50, 5]))], [table])
+    zeros = np.zeros_like(start)
+    expected = _lazy_adam_by_hand(start, zeros, zeros, steps, 0.05)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(table), expected, rtol=2e-6, atol=2e-7)
+    untouched = sorted(set(range(50)) - {int(i) for indices, _ in steps for i in indices})
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(table)[untouched], start[untouched])
+
+
+def _compiled_apply(optimizer, table):
+    @tf.function
+    def apply(indices, values):
+        optimizer.apply([tf.IndexedSlices(values, indices, tf.shape(table.value, out_type=tf.int64))], [table])
+
+    return apply
+
+
+def test_kernel_and_tensorflow_ops_agree_inside_a_compiled_train_step(rng):
+    from deepfm_model import kernels
+
+    assert kernels.load("lazy_adam") is not None
+    start = rng.normal(size=(400, 9)).astype("float32")
+    steps = _steps(rng, 400, 9, count=6, entries=2000)
+    results = []
+    for fused in (True, False):
+        table = keras.Variable(start)
+        optimizer = SparseAdam(learning_rate=1e-2, fused=fused)
+        optimizer.build([table])
+
+        apply = _compiled_apply(optimizer, table)
+        for indices, values in steps:
+            apply(tf.constant(indices), tf.constant(values))
+        results.append(keras.ops.convert_to_numpy(table))
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-7)
+
+
+def test_kernel_rejects_an_index_out_of_range_naming_it_and_changes_nothing():
+    from deepfm_model import kernels
+
+    kernel = kernels.load("lazy_adam")
+    variables = [tf.Variable(np.ones((6, 2), "float32")) for _ in range(3)]
+    betas = [tf.constant(x, tf.float64) for x in (0.9, 0.999, 1e-7)]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"indices\[2\] = 6 is not in \[0, 6\)"):
+        kernel.deepfm_lazy_adam(*[x.handle for x in variables], 0.1, *betas, tf.ones((3, 2)), tf.constant([0, 5, 6]))
+    for variable in variables:
+        np.testing.assert_array_equal(variable.numpy(), np.ones((6, 2), "float32"))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"`grad` must be \(len\(indices\), 2\)"):
+        kernel.deepfm_lazy_adam(*[x.handle for x in variables], 0.1, *betas, tf.ones((3, 3)), tf.constant([0, 1, 2]))
+
+
+def test_without_a_compiler_training_falls_back_to_tensorflow_ops(tmp_path, monkeypatch, caplog):
+    from deepfm_model import kernels
+
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("DEEPFM_KERNEL_DIR", str(tmp_path / "kernels"))
+    kernels.load.cache_clear()
+    try:
+        assert kernels.load("lazy_adam") is None
+        assert "not available; TensorFlow ops run instead" in caplog.text
+        assert "no-such-compiler" in caplog.text
+        np.testing.assert_allclose(
+            _run(SparseAdam(learning_rate=0.1), [1, 3]), _run(SparseAdam(learning_rate=0.1, fused=False), [1, 3])
+        )
+    finally:
+        kernels.load.cache_clear()

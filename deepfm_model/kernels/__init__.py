@@ -1,0 +1,94 @@
+"""The package's compiled TensorFlow kernels (CPU), built from their C++ sources with the machine's compiler.
+
+`make install` builds them (`python -m deepfm_model.kernels`); a kernel not built yet is built on first use.
+Each library is named for its source, the TensorFlow version and the compile flags, so a changed source or a
+new TensorFlow builds afresh. Where a kernel cannot be built or loaded (no C++ compiler, say), `load` warns
+once and returns `None`, and callers take their TensorFlow-op path: slower, same arithmetic.
+
+Environment: `CXX` (the compiler, default `c++`); `DEEPFM_KERNEL_DIR` (where libraries are kept, default
+`_build/` beside the sources); `DEEPFM_KERNELS=0` turns the kernels off (the TensorFlow-op paths run).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SOURCES = Path(__file__).resolve().parent
+KERNELS = ("lazy_adam",)
+OPTIMISATION = ("-O3", "-shared", "-fPIC", "-w")
+logger = logging.getLogger(__name__)
+
+
+class KernelBuildError(RuntimeError):
+    """A kernel's source did not compile (the compiler's message is in the text)."""
+
+
+def _flags() -> list[str]:
+    import tensorflow as tf
+
+    return [*OPTIMISATION, *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
+
+
+def library_path(name: str) -> Path:
+    """Where the library of kernel `name` for this source, TensorFlow and compile flags lives."""
+    import tensorflow as tf
+
+    key = hashlib.sha256()
+    for part in ((SOURCES / f"{name}.cc").read_bytes(), tf.__version__.encode(), " ".join(_flags()).encode()):
+        key.update(part + b"\0")
+    folder = Path(os.environ.get("DEEPFM_KERNEL_DIR") or SOURCES / "_build")
+    return folder / f"{name}-{key.hexdigest()[:16]}.so"
+
+
+def build(name: str) -> Path:
+    """Compile kernel `name` unless its library is there already; returns the library's path."""
+    path = library_path(name)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler = os.environ.get("CXX") or "c++"
+    # Compiled beside its destination and renamed: a process never loads a half-written library.
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        partial = Path(scratch) / path.name
+        command = [compiler, str(SOURCES / f"{name}.cc"), "-o", str(partial), *_flags()]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+        except OSError as error:
+            raise KernelBuildError(f"Cannot run the C++ compiler `{compiler}` (set CXX): {error}") from error
+        if result.returncode != 0:
+            raise KernelBuildError(f"`{' '.join(command)}` failed:\n{result.stderr[-3000:]}")
+        os.replace(partial, path)
+    return path
+
+
+@functools.cache
+def load(name: str):
+    """The op module of kernel `name` (building it first if needed), or `None` where it cannot be had."""
+    if os.environ.get("DEEPFM_KERNELS", "1") == "0":
+        return None
+    import tensorflow as tf
+
+    try:
+        if not library_path(name).exists():
+            logger.info("Building the `%s` kernel (once per source and TensorFlow version)...", name)
+        return tf.load_op_library(str(build(name)))
+    except (KernelBuildError, tf.errors.NotFoundError, OSError) as error:
+        logger.warning("The `%s` kernel is not available; TensorFlow ops run instead (slower). %s", name, error)
+        return None
+
+
+def main() -> int:
+    for name in KERNELS:
+        try:
+            print(f"{name}: {build(name)}")
+        except KernelBuildError as error:
+            print(f"{name}: not built. {error}", file=sys.stderr)
+            return 1
+    return 0

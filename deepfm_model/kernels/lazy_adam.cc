@@ -1,0 +1,170 @@
+// Row-wise ("lazy") Adam on an embedding table in one pass: duplicate rows summed, moments and weights of the
+// touched rows updated in place. The same arithmetic as `SparseAdam`'s TensorFlow-op path, fused.
+#define EIGEN_USE_THREADS
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <cmath>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/resource_var.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/kernels/training_op_helpers.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace deepfm {
+
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Tensor;
+using tensorflow::Var;
+
+REGISTER_OP("DeepfmLazyAdam")
+    .Input("var: resource")
+    .Input("m: resource")
+    .Input("v: resource")
+    .Input("alpha: float")
+    .Input("beta_1: double")
+    .Input("beta_2: double")
+    .Input("epsilon: double")
+    .Input("grad: float")
+    .Input("indices: Tindices")
+    .Attr("Tindices: {int32, int64}")
+    .SetShapeFn([](tensorflow::shape_inference::InferenceContext* c) { return absl::OkStatus(); })
+    .Doc(R"doc(
+Lazy Adam on the rows of a 2-D float table: for each distinct row r of `indices`, with g[r] the sum of the
+`grad` rows that name it, m[r] = beta_1 m[r] + (1 - beta_1) g[r], v[r] = beta_2 v[r] + (1 - beta_2) g[r]^2,
+var[r] -= alpha m[r] / (sqrt(v[r]) + epsilon). Other rows are left as they are.
+)doc");
+
+template <typename Index>
+class LazyAdamOp : public OpKernel {
+ public:
+  explicit LazyAdamOp(OpKernelConstruction* context) : OpKernel(context) {}
+
+  void Compute(OpKernelContext* context) override {
+    Var* vars[3];
+    for (int i = 0; i < 3; ++i) {
+      OP_REQUIRES_OK(context, LookupResource(context, HandleFromInput(context, i), &vars[i]));
+    }
+    tensorflow::core::ScopedUnref unref_var(vars[0]), unref_m(vars[1]), unref_v(vars[2]);
+    for (Var* var : vars) {
+      OP_REQUIRES_OK(context,
+                     (tensorflow::EnsureSparseVariableAccess<Eigen::ThreadPoolDevice, float>(context, var)));
+    }
+    tsl::mutex_lock lock_var(*vars[0]->mu()), lock_m(*vars[1]->mu()), lock_v(*vars[2]->mu());
+    Tensor* table = vars[0]->tensor();
+    Tensor* m_table = vars[1]->tensor();
+    Tensor* v_table = vars[2]->tensor();
+    OP_REQUIRES(context, table->dtype() == tensorflow::DT_FLOAT && table->dims() == 2,
+                absl::InvalidArgumentError("DeepfmLazyAdam: `var` must be a 2-D float32 variable, got " +
+                                           table->DebugString()));
+    OP_REQUIRES(context, m_table->shape() == table->shape() && v_table->shape() == table->shape() &&
+                             m_table->dtype() == tensorflow::DT_FLOAT && v_table->dtype() == tensorflow::DT_FLOAT,
+                absl::InvalidArgumentError("DeepfmLazyAdam: `m` and `v` must be float32 of `var`'s shape " +
+                                           table->shape().DebugString()));
+    const Tensor& grad = context->input(7);
+    const Tensor& indices = context->input(8);
+    const int64_t rows = table->dim_size(0), width = table->dim_size(1);
+    OP_REQUIRES(context, indices.dims() == 1 && grad.dims() == 2 && grad.dim_size(0) == indices.dim_size(0) &&
+                             grad.dim_size(1) == width,
+                absl::InvalidArgumentError("DeepfmLazyAdam: `grad` must be (len(indices), " +
+                                           std::to_string(width) + "), got " + grad.shape().DebugString() +
+                                           " and indices " + indices.shape().DebugString()));
+    const float alpha = context->input(3).scalar<float>()();
+    // The betas come in double, so that `1 - beta` is rounded to float32 once, as Keras' Python floats are.
+    const double beta_1_exact = context->input(4).scalar<double>()();
+    const double beta_2_exact = context->input(5).scalar<double>()();
+    const float beta_1 = static_cast<float>(beta_1_exact), one_minus_beta_1 = static_cast<float>(1.0 - beta_1_exact);
+    const float beta_2 = static_cast<float>(beta_2_exact), one_minus_beta_2 = static_cast<float>(1.0 - beta_2_exact);
+    const float epsilon = static_cast<float>(context->input(6).scalar<double>()());
+    const int64_t n = indices.dim_size(0);
+    OP_REQUIRES(context, n < std::numeric_limits<int32_t>::max(),
+                absl::InvalidArgumentError("DeepfmLazyAdam: more than 2^31 - 1 indices"));
+    if (n == 0) return;
+    OP_REQUIRES(context, rows > 0, absl::InvalidArgumentError("DeepfmLazyAdam: indices into a table with no rows"));
+    const Index* index = indices.flat<Index>().data();
+    const float* g = grad.flat<float>().data();
+    float* w = table->flat<float>().data();
+    float* m = m_table->flat<float>().data();
+    float* v = v_table->flat<float>().data();
+
+    tsl::mutex_lock lock_slots(slots_mu_);
+    if (static_cast<int64_t>(slot_.size()) != rows) slot_.assign(rows, -1);
+    if (static_cast<int64_t>(sum_.size()) < n * width) sum_.resize(n * width);
+    unique_.resize(n);
+    // One pass over the entries, in order: the distinct rows in order of first appearance, and each one's
+    // gradient summed into `sum_` (entry order, so the sums are the same on every run).
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (i + kLookAhead < n) {
+        // Clamped: an index out of range is reported below, not read ahead.
+        __builtin_prefetch(&slot_[std::min<uint64_t>(static_cast<uint64_t>(index[i + kLookAhead]), rows - 1)]);
+      }
+      const int64_t r = static_cast<int64_t>(index[i]);
+      if (r < 0 || r >= rows) {
+        for (int64_t s = 0; s < count; ++s) slot_[unique_[s]] = -1;
+        context->SetStatus(absl::InvalidArgumentError("DeepfmLazyAdam: indices[" + std::to_string(i) + "] = " +
+                                                      std::to_string(r) + " is not in [0, " +
+                                                      std::to_string(rows) + ")"));
+        return;
+      }
+      const float* gi = g + i * width;
+      int32_t s = slot_[r];
+      if (s < 0) {
+        s = slot_[r] = static_cast<int32_t>(count);
+        unique_[count++] = r;
+        std::copy(gi, gi + width, &sum_[s * width]);
+      } else {
+        float* total = &sum_[s * width];
+        for (int64_t c = 0; c < width; ++c) total[c] += gi[c];
+      }
+    }
+    auto update = [&](int64_t begin, int64_t end) {
+      for (int64_t s = begin; s < end; ++s) {
+        if (s + kLookAhead < end) {
+          const int64_t ahead = unique_[s + kLookAhead] * width;
+          for (float* table : {w, m, v}) {
+            __builtin_prefetch(table + ahead, 1);
+            __builtin_prefetch(table + ahead + width - 1, 1);
+          }
+        }
+        const int64_t r = unique_[s];
+        const float* total = &sum_[s * width];
+        float* wr = w + r * width;
+        float* mr = m + r * width;
+        float* vr = v + r * width;
+        for (int64_t c = 0; c < width; ++c) {
+          const float m_new = beta_1 * mr[c] + one_minus_beta_1 * total[c];
+          const float v_new = beta_2 * vr[c] + one_minus_beta_2 * (total[c] * total[c]);
+          mr[c] = m_new;
+          vr[c] = v_new;
+          wr[c] = wr[c] - alpha * m_new / (std::sqrt(v_new) + epsilon);
+        }
+        slot_[r] = -1;
+      }
+    };
+    auto* workers = context->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(workers->num_threads, workers->workers, count, /*cost_per_unit=*/40 * width, update);
+  }
+
+ private:
+  static constexpr int64_t kLookAhead = 8;  // entries or rows ahead to prefetch
+  tsl::mutex slots_mu_;  // guards the scratch below (one call at a time per kernel)
+  std::vector<int32_t> slot_;  // per table row: its position in `unique_` during a call, else -1
+  std::vector<int64_t> unique_;  // distinct rows of the call, in order of first appearance
+  std::vector<float> sum_;  // (distinct rows, width): their summed gradients
+};
+
+REGISTER_KERNEL_BUILDER(
+    Name("DeepfmLazyAdam").Device(tensorflow::DEVICE_CPU).TypeConstraint<int32_t>("Tindices"),
+    LazyAdamOp<int32_t>);
+REGISTER_KERNEL_BUILDER(
+    Name("DeepfmLazyAdam").Device(tensorflow::DEVICE_CPU).TypeConstraint<int64_t>("Tindices"),
+    LazyAdamOp<int64_t>);
+
+}  // namespace deepfm
