@@ -313,7 +313,7 @@ def run_worker(
         "compute_dtype": model.dtype_policy.compute_dtype if implementation == "plain" else _mlp_dtype(model),
         "jit_compile": bool(model.jit_compile),
         "steps_per_execution": int(model.steps_per_execution),
-        "embedding_update": _embedding_update(model),
+        "embedding_update": "none (no table)" if implementation == "mlp_floor" else _embedding_update(model),
     }
 
 
