@@ -214,6 +214,7 @@ def profile_package(settings: dict, steps: int, warmup: int, seed: int, batch_si
     for op, ms in by_op.items():
         path = op.removeprefix("gradient_tape/").split("/")
         part = path[1] if path[0].startswith("deepfm") and len(path) > 2 else path[0].split(":")[0]
+        part = part.removesuffix("_gradient")
         by_part[part.rsplit("_", 1)[0] if part[-1].isdigit() else part] += ms
     lines = [
         f"{steps} steps traced: {wall_ms:.1f} ms per step (wall, profiler on); op time per step in ms, summed over "

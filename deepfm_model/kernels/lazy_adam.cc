@@ -93,71 +93,91 @@ class LazyAdamOp : public OpKernel {
     float* m = m_table->flat<float>().data();
     float* v = v_table->flat<float>().data();
 
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t r = static_cast<int64_t>(index[i]);
+      OP_REQUIRES(context, r >= 0 && r < rows,
+                  absl::InvalidArgumentError("DeepfmLazyAdam: indices[" + std::to_string(i) + "] = " +
+                                             std::to_string(r) + " is not in [0, " + std::to_string(rows) + ")"));
+    }
+
     tsl::mutex_lock lock_slots(slots_mu_);
     if (static_cast<int64_t>(slot_.size()) != rows) slot_.assign(rows, -1);
-    if (static_cast<int64_t>(sum_.size()) < n * width) sum_.resize(n * width);
-    unique_.resize(n);
-    // One pass over the entries, in order: the distinct rows in order of first appearance, and each one's
-    // gradient summed into `sum_` (entry order, so the sums are the same on every run).
-    int64_t count = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      if (i + kLookAhead < n) {
-        // Clamped: an index out of range is reported below, not read ahead.
-        __builtin_prefetch(&slot_[std::min<uint64_t>(static_cast<uint64_t>(index[i + kLookAhead]), rows - 1)]);
-      }
-      const int64_t r = static_cast<int64_t>(index[i]);
-      if (r < 0 || r >= rows) {
-        for (int64_t s = 0; s < count; ++s) slot_[unique_[s]] = -1;
-        context->SetStatus(absl::InvalidArgumentError("DeepfmLazyAdam: indices[" + std::to_string(i) + "] = " +
-                                                      std::to_string(r) + " is not in [0, " +
-                                                      std::to_string(rows) + ")"));
-        return;
-      }
-      const float* gi = g + i * width;
-      int32_t s = slot_[r];
-      if (s < 0) {
-        s = slot_[r] = static_cast<int32_t>(count);
-        unique_[count++] = r;
-        std::copy(gi, gi + width, &sum_[s * width]);
-      } else {
-        float* total = &sum_[s * width];
-        for (int64_t c = 0; c < width; ++c) total[c] += gi[c];
-      }
-    }
-    auto update = [&](int64_t begin, int64_t end) {
-      for (int64_t s = begin; s < end; ++s) {
-        if (s + kLookAhead < end) {
-          const int64_t ahead = unique_[s + kLookAhead] * width;
-          for (float* table : {w, m, v}) {
-            __builtin_prefetch(table + ahead, 1);
-            __builtin_prefetch(table + ahead + width - 1, 1);
-          }
-        }
-        const int64_t r = unique_[s];
-        const float* total = &sum_[s * width];
-        float* wr = w + r * width;
-        float* mr = m + r * width;
-        float* vr = v + r * width;
-        for (int64_t c = 0; c < width; ++c) {
-          const float m_new = beta_1 * mr[c] + one_minus_beta_1 * total[c];
-          const float v_new = beta_2 * vr[c] + one_minus_beta_2 * (total[c] * total[c]);
-          mr[c] = m_new;
-          vr[c] = v_new;
-          wr[c] = wr[c] - alpha * m_new / (std::sqrt(v_new) + epsilon);
-        }
-        slot_[r] = -1;
+    auto* workers = context->device()->tensorflow_cpu_worker_threads();
+    // The table's rows are split in `parts` consecutive ranges, each updated by one task: it reads every
+    // index but keeps only its own rows, so the tasks share nothing but the read-only inputs.
+    const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(workers->num_threads, n / 1024));
+    parts_.resize(parts);
+    auto update_part = [&](int64_t begin_part, int64_t end_part) {
+      for (int64_t p = begin_part; p < end_part; ++p) {
+        UpdateRows(p * rows / parts, (p + 1) * rows / parts, n, index, g, width, alpha, beta_1, one_minus_beta_1,
+                   beta_2, one_minus_beta_2, epsilon, w, m, v, &parts_[p]);
       }
     };
-    auto* workers = context->device()->tensorflow_cpu_worker_threads();
-    tensorflow::Shard(workers->num_threads, workers->workers, count, /*cost_per_unit=*/40 * width, update);
+    tensorflow::Shard(workers->num_threads, workers->workers, parts, /*cost_per_unit=*/1 << 30, update_part);
   }
 
  private:
   static constexpr int64_t kLookAhead = 8;  // entries or rows ahead to prefetch
+
+  struct Part {
+    std::vector<int64_t> unique;  // distinct rows of the part in the call, in order of first appearance
+    std::vector<float> sum;  // (distinct rows, width): their summed gradients
+  };
+
+  // Lazy Adam on the rows in [first, last) that `index` names. One pass over the entries, in order, finds
+  // the distinct rows and sums each one's gradient (in entry order, so the sums are the same however the
+  // rows are split); a second pass over the distinct rows updates weights and moments in place.
+  void UpdateRows(int64_t first, int64_t last, int64_t n, const Index* index, const float* g, int64_t width,
+                  float alpha, float beta_1, float one_minus_beta_1, float beta_2, float one_minus_beta_2,
+                  float epsilon, float* w, float* m, float* v, Part* part) {
+    part->unique.resize(n);
+    if (static_cast<int64_t>(part->sum.size()) < n * width) part->sum.resize(n * width);
+    int64_t count = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (i + kLookAhead < n) {
+        const int64_t ahead = static_cast<int64_t>(index[i + kLookAhead]);
+        if (ahead >= first && ahead < last) __builtin_prefetch(&slot_[ahead]);
+      }
+      const int64_t r = static_cast<int64_t>(index[i]);
+      if (r < first || r >= last) continue;
+      const float* gi = g + i * width;
+      int32_t s = slot_[r];
+      if (s < 0) {
+        s = slot_[r] = static_cast<int32_t>(count);
+        part->unique[count++] = r;
+        std::copy(gi, gi + width, &part->sum[s * width]);
+      } else {
+        float* total = &part->sum[s * width];
+        for (int64_t c = 0; c < width; ++c) total[c] += gi[c];
+      }
+    }
+    for (int64_t s = 0; s < count; ++s) {
+      if (s + kLookAhead < count) {
+        const int64_t ahead = part->unique[s + kLookAhead] * width;
+        for (float* table : {w, m, v}) {
+          __builtin_prefetch(table + ahead, 1);
+          __builtin_prefetch(table + ahead + width - 1, 1);
+        }
+      }
+      const int64_t r = part->unique[s];
+      const float* total = &part->sum[s * width];
+      float* wr = w + r * width;
+      float* mr = m + r * width;
+      float* vr = v + r * width;
+      for (int64_t c = 0; c < width; ++c) {
+        const float m_new = beta_1 * mr[c] + one_minus_beta_1 * total[c];
+        const float v_new = beta_2 * vr[c] + one_minus_beta_2 * (total[c] * total[c]);
+        mr[c] = m_new;
+        vr[c] = v_new;
+        wr[c] = wr[c] - alpha * m_new / (std::sqrt(v_new) + epsilon);
+      }
+      slot_[r] = -1;
+    }
+  }
+
   tsl::mutex slots_mu_;  // guards the scratch below (one call at a time per kernel)
-  std::vector<int32_t> slot_;  // per table row: its position in `unique_` during a call, else -1
-  std::vector<int64_t> unique_;  // distinct rows of the call, in order of first appearance
-  std::vector<float> sum_;  // (distinct rows, width): their summed gradients
+  std::vector<int32_t> slot_;  // per table row: its position in its part's `unique` during a call, else -1
+  std::vector<Part> parts_;
 };
 
 REGISTER_KERNEL_BUILDER(

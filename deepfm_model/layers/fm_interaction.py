@@ -22,7 +22,8 @@ def pairwise_interactions(embeddings):
     def gradient(*args, upstream=None):
         if upstream is None:
             (upstream,) = args
-        return ops.expand_dims(upstream, -1) * (ops.expand_dims(field_sum, 1) - embeddings)  # (batch, fields, dim)
+        with keras.name_scope("fm_interaction_gradient"):  # named for profiles: it runs outside the layer's scope
+            return ops.expand_dims(upstream, -1) * (ops.expand_dims(field_sum, 1) - embeddings)  # (batch, fields, dim)
 
     return pairwise, gradient
 

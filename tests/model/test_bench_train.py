@@ -91,7 +91,7 @@ def test_package_training_path_runs_under_jax_without_tensorflow(tmp_path):
 
 def test_profile_attributes_the_step_to_layers_and_the_optimizer():
     settings = {"mixed_precision": False, "jit_compile": None, "steps_per_execution": 1}
-    report = profile_package(settings, steps=2, warmup=1, seed=0, batch_size=64, top=5)
+    report = profile_package(settings, steps=2, warmup=1, seed=0, batch_size=512, top=5)
     parts = report.split("top 5 ops:")[0]
     for part in ("mlp", "sparse_adam", "field_embedding", "fm_interaction"):
         assert f"  {part}\n" in parts

@@ -134,7 +134,7 @@ def test_kernel_and_tensorflow_ops_agree_inside_a_compiled_train_step(rng):
 
     assert kernels.load("lazy_adam") is not None
     start = rng.normal(size=(400, 9)).astype("float32")
-    steps = _steps(rng, 400, 9, count=6, entries=2000)
+    steps = _steps(rng, 400, 9, count=6, entries=5000)
     results = []
     for fused in (True, False):
         table = keras.Variable(start)
