@@ -11,11 +11,12 @@ settings; each runs in its own child process so that its peak memory is its own)
 - `plain`: DeepFM written the obvious way: one `keras.layers.Embedding` per field for the vectors and one for
   the first-order weights, one `Dense` per numeric field for its vector, `keras.optimizers.Adam`;
 - `deepfm_model`: this package's core model (`build_model`: one fused table, one gather) trained with
-  `SparseAdam` (row-wise Adam on the table), built and compiled as `train.train_model` does with the
-  `TrainConfig` of the flags; `--precision both` (the default) measures it twice, with the default float32
-  compute (`deepfm_model`) and with `TrainConfig.mixed_precision` (`deepfm_model+mixed`: bfloat16 matmuls on
-  CPU, float32 weights; it trades a little AUC for speed, see `TrainConfig.mixed_precision`). The plain model always computes in
-  float32 with Keras' defaults; the table prints each implementation's compute dtype and compile options;
+  `SparseAdam` (row-wise Adam on the table, in the compiled kernel where it is built; the table prints which),
+  built and compiled as `train.train_model` does with the `TrainConfig` of the flags; `--precision both` (the
+  default) measures it twice, with the default float32 compute (`deepfm_model`) and with
+  `TrainConfig.mixed_precision` (`deepfm_model+mixed`: bfloat16 matmuls on CPU, float32 weights, embeddings
+  and FM; it trades a little AUC for speed, see `TrainConfig.mixed_precision`). The plain model always computes
+  in float32 with Keras' defaults; the table prints each implementation's compute dtype and compile options;
 - `mlp_floor`: not a DeepFM but the bound the package cannot beat: the package's MLP alone (same units, batch,
   precision and optimizer), trained on the flattened field embeddings as a dense input with a trainable scale
   per input, so that the gradient with respect to the embeddings is computed as in DeepFM. No lookup, no FM,

@@ -6,7 +6,8 @@ Guo et al. (2017), "DeepFM: A Factorization-Machine based Neural Network for CTR
 
 with one embedding `v_i` per feature value shared by the FM and the deep part (`FieldEmbedding`).
 Numeric fields enter as their normalised value `x` times a learned vector (and first-order weight), see
-`FieldEmbedding`. The core model is backend-agnostic; turning raw strings and floats into its inputs is
+`FieldEmbedding`. Under a mixed-precision policy only the MLP computes in 16 bits: the lookups, the first-order
+term and the FM (whose two sums nearly cancel) stay float32. The core model is backend-agnostic; turning raw strings and floats into its inputs is
 `preprocessing.FeaturePreprocessor`'s job (TensorFlow, in tf.data and in the exported graph).
 """
 
