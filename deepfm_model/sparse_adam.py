@@ -35,10 +35,10 @@ class SparseAdam(keras.optimizers.Adam):
     moments and the densified gradient on every step, which costs far more than the forward and backward pass.
 
     The row-wise update of a float32 table on the CPU runs as one compiled kernel (`kernels/lazy_adam.cc`:
-    duplicates summed and the rows of the weights and both moments updated in place, in one pass); elsewhere,
-    or where the kernel cannot be built, as TensorFlow ops (`tf.unique`, a scatter-add, gathers and scatter
-    updates), several times slower. Both sum duplicates in the order of the batch and compute the same
-    formulas in float32.
+    duplicates summed and the rows of the weights and both moments updated in place, the table's row ranges
+    split over the CPU threads); elsewhere, or where the kernel cannot be built, as TensorFlow ops
+    (`tf.unique`, a scatter-add, gathers and scatter updates), several times slower. Both sum duplicates in
+    the order of the batch and compute the same formulas in float32.
 
     Args:
         amsgrad: not supported (the row-wise update keeps no running maximum); must be `False`.

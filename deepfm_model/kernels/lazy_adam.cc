@@ -1,5 +1,5 @@
-// Row-wise ("lazy") Adam on an embedding table in one pass: duplicate rows summed, moments and weights of the
-// touched rows updated in place. The same arithmetic as `SparseAdam`'s TensorFlow-op path, fused.
+// Row-wise ("lazy") Adam on an embedding table in one kernel: duplicate rows summed, moments and weights of
+// the touched rows updated in place. The same arithmetic as `SparseAdam`'s TensorFlow-op path, fused.
 #define EIGEN_USE_THREADS
 
 #include <algorithm>
