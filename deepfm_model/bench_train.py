@@ -10,8 +10,9 @@ Implementations (all `model.fit` on the same in-memory NumPy arrays, the same ba
 settings; each runs in its own child process so that its peak memory is its own):
 - `plain`: DeepFM written the obvious way: one `keras.layers.Embedding` per field for the vectors and one for
   the first-order weights, one `Dense` per numeric field for its vector, `keras.optimizers.Adam`;
-- `deepfm_model`: this package's core model (`build_model`: one fused table, one gather) trained with
-  `SparseAdam` (row-wise Adam on the table, in the compiled kernel where it is built; the table prints which),
+- `deepfm_model`: this package's core model (`build_model`: one table for every field) trained with
+  `SparseAdam` (row-wise Adam on the table, in the compiled kernel where it is built; the table prints which,
+  and whether the field embedding and the FM ran in their compiled training kernels, `kernels/`),
   built and compiled as `train.train_model` does with the `TrainConfig` of the flags; `--precision both` (the
   default) measures it twice, with the default float32 compute (`deepfm_model`) and with
   `TrainConfig.mixed_precision` (`deepfm_model+mixed`: bfloat16 matmuls on CPU, float32 weights, embeddings
@@ -316,6 +317,8 @@ def run_worker(
         "jit_compile": bool(model.jit_compile),
         "steps_per_execution": int(model.steps_per_execution),
         "embedding_update": "none (no table)" if implementation == "mlp_floor" else _embedding_update(model),
+        "layer_kernels": implementation == "deepfm_model" and _layer_kernels(model),
+        "huge_pages_mb": _huge_pages_mb(),
     }
 
 
@@ -331,6 +334,27 @@ def _embedding_update(model) -> str:
     from deepfm_model import kernels
 
     return "row-wise, kernel" if model.optimizer.fused and kernels.load("lazy_adam") else "row-wise, TensorFlow ops"
+
+
+def _layer_kernels(model) -> bool:
+    """Whether training steps run `FieldEmbedding` and `FMInteraction` in their compiled kernels."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow" or model.jit_compile:
+        return False
+    from deepfm_model.kernels import layer_ops
+
+    return all(layer_ops.training_kernel(name, training=True) for name in ("field_embedding", "fm_interaction"))
+
+
+def _huge_pages_mb() -> float | None:
+    """This process's memory on transparent huge pages (Linux), in MB; the package's tables are advised onto them."""
+    try:
+        text = Path("/proc/self/smaps_rollup").read_text()
+    except OSError:
+        return None
+    kilobytes = next((line.split()[1] for line in text.splitlines() if line.startswith("AnonHugePages:")), None)
+    return None if kilobytes is None else int(kilobytes) / 1024.0
 
 
 def _mlp_dtype(model) -> str:
@@ -399,7 +423,8 @@ def format_table(summary: dict, runs: Sequence[dict]) -> str:
         )
         lines.append(
             f"{'':<18} compute dtype {run['compute_dtype']}, jit_compile={run['jit_compile']}, "
-            f"steps_per_execution={run['steps_per_execution']}, embedding update {run['embedding_update']}"
+            f"steps_per_execution={run['steps_per_execution']}, embedding update {run['embedding_update']}, "
+            f"layer kernels {'on' if run.get('layer_kernels') else 'off'}, huge pages {run.get('huge_pages_mb') or 0:.0f} MB"
         )
     lines.extend(f"speed-up {name} / plain: {ratio:.2f}x" for name, ratio in summary["speedup"].items())
     lines.extend(

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 SOURCES = Path(__file__).resolve().parent
-KERNELS = ("lazy_adam",)
+KERNELS = ("lazy_adam", "field_embedding", "fm_interaction")
 OPTIMISATION = ("-O3", "-shared", "-fPIC", "-w")
 logger = logging.getLogger(__name__)
 

@@ -99,8 +99,19 @@ class FieldEmbedding(keras.layers.Layer):
         )
         self.built = True
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         n_cat, n_multi = len(self.categorical_sizes), len(self.multi_categorical_sizes)
+        kernel = self._training_kernel(training)
+        if kernel is not None:
+            from deepfm_model.kernels import layer_ops
+
+            return layer_ops.field_embedding(
+                kernel, self.table.value,
+                ops.cast(inputs["categorical"], "int32") if n_cat else None,
+                ops.cast(inputs["multi_categorical"], "int32") if n_multi else None,
+                ops.cast(inputs["numeric"], "float32") if self.num_numeric else None,
+                self._categorical_offsets, self._multi_offsets, self._numeric_offset, self.embedding_dim,
+            )  # fmt: skip
         pieces, flat = [], []
         if n_cat:
             categorical = ops.cast(inputs["categorical"], "int32")  # (batch, n_cat)
@@ -130,6 +141,14 @@ class FieldEmbedding(keras.layers.Layer):
         # zero-filled tensor of the whole `fields` shape.
         embeddings, first_order = ops.split(fields, [self.embedding_dim], axis=-1)  # (batch, fields, d), (..., 1)
         return embeddings, ops.squeeze(first_order, axis=-1)
+
+    def _training_kernel(self, training):
+        """The compiled kernel for this call (training steps on the CPU, TensorFlow, float32), else `None`."""
+        if keras.backend.backend() != "tensorflow" or self.compute_dtype != "float32":
+            return None
+        from deepfm_model.kernels import layer_ops
+
+        return layer_ops.training_kernel("field_embedding", training)
 
     def _gather(self, indices):
         """Rows of the table at `indices`, in the compute dtype; the gradient w.r.t. the table is row-sparse."""

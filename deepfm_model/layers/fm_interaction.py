@@ -57,9 +57,18 @@ class FMInteraction(keras.layers.Layer):
             )
         self.built = True
 
-    def call(self, embeddings):
+    def call(self, embeddings, training=None):
         # The two sums nearly cancel, so they are formed in float32 even under a mixed (16-bit) policy.
-        pairwise = pairwise_interactions(ops.cast(embeddings, "float32"))  # (batch, 1)
+        embeddings = ops.cast(embeddings, "float32")
+        kernel = None
+        if keras.backend.backend() == "tensorflow":
+            from deepfm_model.kernels import layer_ops
+
+            kernel = layer_ops.training_kernel("fm_interaction", training)
+        if kernel is not None:
+            pairwise = kernel.deepfm_fm_interaction(embeddings)  # (batch, 1)
+        else:
+            pairwise = pairwise_interactions(embeddings)  # (batch, 1)
         return ops.cast(pairwise if self.keepdims else ops.squeeze(pairwise, -1), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

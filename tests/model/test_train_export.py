@@ -64,6 +64,18 @@ def test_saved_model_matches_in_process_predictions(run_dir, splits):
     np.testing.assert_allclose(served, in_process, atol=1e-5)
 
 
+def test_saved_model_holds_only_stock_tensorflow_ops(run_dir):
+    # Training ran the package's compiled kernels; TF Serving has none of them, so the export must not use them.
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((run_dir / "export" / "saved_model.pb").read_bytes())
+    graph = saved.meta_graphs[0].graph_def
+    op_types = {node.op for node in graph.node}
+    op_types.update(node.op for function in graph.library.function for node in function.node_def)
+    assert "StatefulPartitionedCall" in op_types
+    assert not sorted(t for t in op_types if t.startswith("Deepfm"))
+
+
 def test_signature_takes_raw_features_by_name(run_dir):
     signature = tf.saved_model.load(str(run_dir / "export")).signatures["serving_default"]
     inputs = signature.structured_input_signature[1]
