@@ -1,6 +1,6 @@
 """Training-throughput benchmark: this package's DeepFM against a plain Keras DeepFM, side by side.
 
-    python -m deepfm_model.bench_train [--steps 20] [--warmup 5] [--rounds 2] [--precision both] [--batch-size 4096]
+    python -m deepfm_model.bench_train [--steps 20] [--warmup 5] [--rounds 3] [--precision both] [--batch-size 4096]
         [--jit-compile auto] [--steps-per-execution 1] [--out artifacts/bench/train.json]
 
 Data: Criteo-shaped synthetic rows, 13 numeric and 26 categorical fields of 100,000 values each, drawn with
@@ -438,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deepfm_model.bench_train", description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=20, help="measured steps per run (after warm-up)")
     parser.add_argument("--warmup", type=int, default=5, help="steps before measuring")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of every implementation, in alternating order")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every implementation, in alternating order")
     parser.add_argument(
         "--precision", choices=(*PRECISIONS, "both"), default="both",
         help="the package's `TrainConfig.mixed_precision`: `float32` (off, the default), `mixed` (bfloat16 "

@@ -27,6 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--embedding-dim", type=int, default=defaults_model.embedding_dim)
     train.add_argument("--mlp-units", default=",".join(map(str, defaults_model.mlp_units)), help="e.g. 256,128")
     train.add_argument("--dropout", type=float, default=defaults_model.dropout)
+    train.add_argument("--activation", default=defaults_model.activation, help="of the MLP's hidden layers")
+    train.add_argument("--batch-norm", action="store_true", help="batch normalisation in the MLP")
+    train.add_argument("--l2-embedding", type=float, default=defaults_model.l2_embedding, help="L2 on the table")
+    train.add_argument(
+        "--multi-value-combiner", choices=("mean", "sum"), default=defaults_model.multi_value_combiner,
+        help="pooling of multi-valued fields (genres)",
+    )  # fmt: skip
     train.add_argument("--batch-size", type=int, default=defaults_train.batch_size)
     train.add_argument("--epochs", type=int, default=defaults_train.epochs)
     train.add_argument("--learning-rate", type=float, default=defaults_train.learning_rate)
@@ -75,6 +82,27 @@ def _blank_features(paths: Sequence[str], names: list[str], out_dir: Path) -> tu
     return tuple(blanked)
 
 
+def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    """The model and training configurations the `train` flags ask for (the defaults elsewhere)."""
+    model_config = dataclasses.replace(
+        ModelConfig(),
+        embedding_dim=args.embedding_dim,
+        mlp_units=tuple(int(u) for u in args.mlp_units.split(",") if u),
+        dropout=args.dropout,
+        activation=args.activation,
+        batch_norm=args.batch_norm,
+        l2_embedding=args.l2_embedding,
+        multi_value_combiner=args.multi_value_combiner,
+    )
+    train_config = dataclasses.replace(
+        TrainConfig(), batch_size=args.batch_size, epochs=args.epochs, learning_rate=args.learning_rate,
+        seed=args.seed, verbose=args.verbose, stream_from_parquet=args.stream, mixed_precision=args.mixed_precision,
+        jit_compile={"auto": None, "on": True, "off": False}[args.jit_compile],
+        steps_per_execution=args.steps_per_execution,
+    )  # fmt: skip
+    return model_config, train_config
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; print its result as JSON."""
     args = _parser().parse_args(argv)
@@ -82,18 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train":
         from deepfm_model.train import run_training
 
-        model_config = dataclasses.replace(
-            ModelConfig(),
-            embedding_dim=args.embedding_dim,
-            mlp_units=tuple(int(u) for u in args.mlp_units.split(",") if u),
-            dropout=args.dropout,
-        )
-        train_config = dataclasses.replace(
-            TrainConfig(), batch_size=args.batch_size, epochs=args.epochs, learning_rate=args.learning_rate,
-            seed=args.seed, verbose=args.verbose, stream_from_parquet=args.stream, mixed_precision=args.mixed_precision,
-            jit_compile={"auto": None, "on": True, "off": False}[args.jit_compile],
-            steps_per_execution=args.steps_per_execution,
-        )  # fmt: skip
+        model_config, train_config = _configs(args)
         splits = (args.train, args.valid, args.test)
         if args.blank:
             splits = _blank_features(splits, [name for name in args.blank.split(",") if name], Path(args.out))

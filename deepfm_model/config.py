@@ -24,6 +24,7 @@ class ModelConfig:
     l2_dense: float = 0.0  # L2 penalty on the kernels of the deep part
     embedding_init_stddev: float = 0.01  # stddev of the normal initialiser of the embedding table
     multi_value_max_len: int = 6  # values kept per multi-valued field (genres); the rest are dropped
+    multi_value_combiner: str = "mean"  # how a multi-valued field's value embeddings combine: "mean" or "sum"
     use_fm: bool = True  # include the FM part (first order + pairwise term); False: the DNN-only ablation
     use_dnn: bool = True  # include the deep part; False: the FM-only ablation (a factorisation machine)
     vocab_min_count: int = 2  # values seen fewer times in the train split share the out-of-vocabulary row
@@ -38,6 +39,11 @@ class ModelConfig:
         if self.multi_value_max_len <= 0:
             raise ValueError(
                 f"`multi_value_max_len` must be positive. Received: `multi_value_max_len={self.multi_value_max_len}`"
+            )
+        if self.multi_value_combiner not in ("mean", "sum"):
+            raise ValueError(
+                "`multi_value_combiner` must be 'mean' or 'sum'. "
+                f"Received: `multi_value_combiner={self.multi_value_combiner!r}`"
             )
         if not (self.use_fm or self.use_dnn):
             raise ValueError(

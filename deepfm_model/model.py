@@ -65,6 +65,7 @@ def build_model(
         embedding_dim=config.embedding_dim,
         embeddings_initializer=keras.initializers.RandomNormal(stddev=config.embedding_init_stddev),
         l2=config.l2_embedding,
+        multi_value_combiner=config.multi_value_combiner,
         name="field_embedding",
         dtype="float32",
     )(inputs)  # (batch, fields, dim), (batch, fields)

@@ -38,6 +38,7 @@ REGISTER_OP("DeepfmFieldEmbedding")
     .Attr("multi_offsets: list(int) >= 0")
     .Attr("numeric_offset: int")
     .Attr("embedding_dim: int >= 1")
+    .Attr("combiner: {'mean', 'sum'} = 'mean'")
     .Output("embeddings: float")
     .Output("first_order: float")
     .Output("numeric_rows: float")
@@ -60,8 +61,8 @@ REGISTER_OP("DeepfmFieldEmbedding")
     })
     .Doc(R"doc(
 Field embeddings and first-order weights from one table of rows [v (embedding_dim), w (1)]: categorical field
-i takes row categorical_offsets[i] + k; multi-valued field j the mean of the rows multi_offsets[j] + k over its
-slots with k != 0 (no value: zeros); numeric field j its value times row numeric_offset + j (also returned,
+i takes row categorical_offsets[i] + k; multi-valued field j the mean (or, with combiner 'sum', the sum) of
+the rows multi_offsets[j] + k over its slots with k != 0 (no value: zeros); numeric field j its value times row numeric_offset + j (also returned,
 as `numeric_rows`, for the gradient). Fields in that order.
 )doc");
 
@@ -75,6 +76,7 @@ REGISTER_OP("DeepfmFieldEmbeddingGrad")
     .Attr("categorical_offsets: list(int) >= 0")
     .Attr("multi_offsets: list(int) >= 0")
     .Attr("numeric_offset: int")
+    .Attr("combiner: {'mean', 'sum'} = 'mean'")
     .Output("values: float")
     .Output("indices: int32")
     .Output("grad_numeric: float")
@@ -101,6 +103,7 @@ constexpr int64_t kLookAhead = 2;
 struct Layout {
   std::vector<int64_t> categorical_offsets, multi_offsets;
   int64_t numeric_offset = 0;
+  bool mean = true;  // multi-valued fields: mean (else sum) of their slots' rows
   int64_t batch = 0, num_categorical = 0, num_multi = 0, length = 0, num_numeric = 0;
   int64_t fields() const { return num_categorical + num_multi + num_numeric; }
 };
@@ -109,6 +112,9 @@ void ReadAttrs(OpKernelConstruction* context, Layout* layout) {
   OP_REQUIRES_OK(context, context->GetAttr("categorical_offsets", &layout->categorical_offsets));
   OP_REQUIRES_OK(context, context->GetAttr("multi_offsets", &layout->multi_offsets));
   OP_REQUIRES_OK(context, context->GetAttr("numeric_offset", &layout->numeric_offset));
+  std::string combiner;
+  OP_REQUIRES_OK(context, context->GetAttr("combiner", &combiner));
+  layout->mean = combiner == "mean";
 }
 
 // Checks the index inputs against the offsets and each other; fills the layout's sizes.
@@ -236,7 +242,7 @@ class FieldEmbeddingOp : public OpKernel {
             for (int64_t c = 0; c < width; ++c) total[c] += row[c];
             ++count;
           }
-          const float divisor = static_cast<float>(std::max<int64_t>(count, 1));
+          const float divisor = layout.mean ? static_cast<float>(std::max<int64_t>(count, 1)) : 1.0f;
           for (int64_t c = 0; c < dim; ++c) e[c] = total[c] / divisor;
           *w = total[dim] / divisor;
         }
@@ -318,7 +324,7 @@ class FieldEmbeddingGradOp : public OpKernel {
           const int32_t* k = slots + (b * nm + j) * length;
           int64_t count = 0;
           for (int64_t l = 0; l < length; ++l) count += k[l] != 0;
-          const float divisor = static_cast<float>(std::max<int64_t>(count, 1));
+          const float divisor = layout.mean ? static_cast<float>(std::max<int64_t>(count, 1)) : 1.0f;
           for (int64_t l = 0; l < length; ++l) {
             const int64_t entry = layout.batch * nc + (b * nm + j) * length + l;
             float* o = out + entry * width;

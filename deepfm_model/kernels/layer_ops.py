@@ -29,7 +29,7 @@ def training_kernel(name: str, training) -> object | None:
 
 
 def field_embedding(kernel, table, categorical, multi_categorical, numeric, categorical_offsets, multi_offsets,
-                    numeric_offset: int, embedding_dim: int):  # fmt: skip
+                    numeric_offset: int, embedding_dim: int, combiner: str):  # fmt: skip
     """`FieldEmbedding`'s outputs `(embeddings, first_order)` from the `DeepfmFieldEmbedding` kernel.
 
     Args:
@@ -38,6 +38,7 @@ def field_embedding(kernel, table, categorical, multi_categorical, numeric, cate
         categorical: `(batch, n_cat)` int32 local indices, or `None`.
         multi_categorical: `(batch, n_multi, length)` int32 local indices (0 = padding), or `None`.
         numeric: `(batch, n_numeric)` float32 values, or `None`.
+        combiner: `"mean"` or `"sum"` pooling of the multi-valued fields.
     """
     present = next(x for x in (categorical, multi_categorical, numeric) if x is not None)
     batch = tf.shape(present)[0]
@@ -50,7 +51,7 @@ def field_embedding(kernel, table, categorical, multi_categorical, numeric, cate
     variable_accessed(table)  # the tape watches the table, as it does for a gather from it
     embeddings, first_order, _ = kernel.deepfm_field_embedding(
         table.handle, categorical, multi_categorical, numeric, categorical_offsets=list(categorical_offsets),
-        multi_offsets=list(multi_offsets), numeric_offset=numeric_offset, embedding_dim=embedding_dim,
+        multi_offsets=list(multi_offsets), numeric_offset=numeric_offset, embedding_dim=embedding_dim, combiner=combiner,
     )  # fmt: skip
     return embeddings, first_order
 
@@ -65,7 +66,7 @@ def _field_embedding_gradient(op, grad_embeddings, grad_first_order, _):
     values, indices, grad_numeric = kernel.deepfm_field_embedding_grad(
         grad_embeddings, grad_first_order, op.inputs[1], op.inputs[2], op.inputs[3], op.outputs[2],
         categorical_offsets=op.get_attr("categorical_offsets"), multi_offsets=op.get_attr("multi_offsets"),
-        numeric_offset=op.get_attr("numeric_offset"),
+        numeric_offset=op.get_attr("numeric_offset"), combiner=op.get_attr("combiner"),
     )  # fmt: skip
     table_gradient = tf.IndexedSlices(values, indices, tf.raw_ops.VariableShape(input=op.inputs[0]))
     return [table_gradient, None, None, grad_numeric]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from deepfm_model.layers.masked_mean_pooling import MaskedMeanPooling
+from deepfm_model.layers.masked_pooling import COMBINERS, MaskedPooling
 
 
 @keras.saving.register_keras_serializable(package="deepfm")
@@ -18,8 +18,8 @@ class FieldEmbedding(keras.layers.Layer):
     local index is shifted by the field's offset, so all fields are looked up with a single gather.
 
     - categorical field `i` with local index `k`: `v_i = E[o_i + k, :d]`, `w_i = E[o_i + k, d]`;
-    - multi-valued field with local indices `k_1..k_L` (0 = padding): the masked mean of the rows
-      `E[o_i + k_l]` over the non-padding slots (`MaskedMeanPooling`); no value gives zeros;
+    - multi-valued field with local indices `k_1..k_L` (0 = padding): the masked mean (or sum) of the rows
+      `E[o_i + k_l]` over the non-padding slots (`MaskedPooling`); no value gives zeros;
     - numeric field with normalised value `x`: a single row `E[o_i]` scaled by the value, so
       `v_i = x * E[o_i, :d]` and `w_i = x * E[o_i, d]` (the FM of Rendle 2010 for real-valued features).
 
@@ -32,6 +32,7 @@ class FieldEmbedding(keras.layers.Layer):
         embedding_dim: size `d` of each embedding vector.
         embeddings_initializer: initialiser of the table.
         l2: L2 penalty on the table.
+        multi_value_combiner: how a multi-valued field's rows combine, `"mean"` or `"sum"`.
         **kwargs: base `keras.layers.Layer` arguments.
 
     Inputs (a dict; keys with no field may be omitted):
@@ -39,6 +40,11 @@ class FieldEmbedding(keras.layers.Layer):
         "multi_categorical": `(batch, n_multi, length)` int, local indices, 0 = padding.
         "numeric": `(batch, n_numeric)` float, normalised values.
     Outputs: a tuple `(embeddings, first_order)` of shapes `(batch, fields, d)` and `(batch, fields)`.
+
+    Training steps under TensorFlow on the CPU run the layer as one compiled kernel each way
+    (`kernels/field_embedding.cc`: rows read straight into the two outputs; the table's gradient written as
+    `tf.gather`'s would be, one row per lookup); everywhere else, and always for inference and exports, it
+    runs the `keras.ops` below. Both give the same values.
     """
 
     def __init__(
@@ -49,6 +55,7 @@ class FieldEmbedding(keras.layers.Layer):
         embedding_dim: int = 16,
         embeddings_initializer="random_normal",
         l2: float = 0.0,
+        multi_value_combiner: str = "mean",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -66,6 +73,11 @@ class FieldEmbedding(keras.layers.Layer):
             raise ValueError(f"`embedding_dim` must be positive. Received: `embedding_dim={embedding_dim!r}`")
         if l2 < 0:
             raise ValueError(f"`l2` must be non-negative. Received: `l2={l2}`")
+        if multi_value_combiner not in COMBINERS:
+            raise ValueError(
+                f"`multi_value_combiner` must be one of {COMBINERS}. "
+                f"Received: `multi_value_combiner={multi_value_combiner!r}`"
+            )
         if not self.categorical_sizes and not self.multi_categorical_sizes and num_numeric == 0:
             raise ValueError("`FieldEmbedding` needs at least one field. Received no field sizes.")
         self.num_numeric = num_numeric
@@ -81,7 +93,8 @@ class FieldEmbedding(keras.layers.Layer):
         self._multi_offsets = offsets[n_cat : n_cat + n_multi]
         self._numeric_offset = offsets[n_cat + n_multi] if num_numeric else sum(sizes)
         self.total_rows = sum(sizes)
-        self.pooling = MaskedMeanPooling(padding_index=0, name="masked_mean_pooling")
+        self.multi_value_combiner = multi_value_combiner
+        self.pooling = MaskedPooling(combiner=multi_value_combiner, padding_index=0, name="masked_pooling")
 
     @property
     def num_fields(self) -> int:
@@ -111,6 +124,7 @@ class FieldEmbedding(keras.layers.Layer):
                 ops.cast(inputs["multi_categorical"], "int32") if n_multi else None,
                 ops.cast(inputs["numeric"], "float32") if self.num_numeric else None,
                 self._categorical_offsets, self._multi_offsets, self._numeric_offset, self.embedding_dim,
+                self.multi_value_combiner,
             )  # fmt: skip
         pieces, flat = [], []
         if n_cat:
@@ -177,4 +191,5 @@ class FieldEmbedding(keras.layers.Layer):
             "embedding_dim": self.embedding_dim,
             "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
             "l2": self.l2,
+            "multi_value_combiner": self.multi_value_combiner,
         }

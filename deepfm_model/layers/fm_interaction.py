@@ -40,6 +40,9 @@ class FMInteraction(keras.layers.Layer):
         keepdims: keep a trailing axis of size 1 in the output.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
+    Training steps under TensorFlow on the CPU compute the term and its gradient in a compiled kernel
+    (`kernels/fm_interaction.cc`, one pass over the embeddings each); inference and exports use `keras.ops`.
+
     Input shape: `(batch, fields, dim)`.
     Output shape: `(batch, 1)` when `keepdims`, else `(batch,)`.
     """

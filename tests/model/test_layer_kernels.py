@@ -17,11 +17,12 @@ tf = pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow CPU kernels")
 
 DIM = 5
-LAYOUTS = {  # categorical sizes, multi-valued sizes, numeric fields
-    "all kinds": ([7, 3], [6, 4], 3),
-    "categorical only": ([7], [], 0),
-    "numeric only": ([], [], 4),
-    "multi-valued only": ([], [5], 0),
+LAYOUTS = {  # categorical sizes, multi-valued sizes, numeric fields, multi-valued combiner
+    "all kinds": ([7, 3], [6, 4], 3, "mean"),
+    "all kinds, sum pooling": ([7, 3], [6, 4], 3, "sum"),
+    "categorical only": ([7], [], 0, "mean"),
+    "numeric only": ([], [], 4, "mean"),
+    "multi-valued only": ([], [5], 0, "mean"),
 }
 
 
@@ -33,8 +34,10 @@ def kernels_built():
         assert layer_ops.training_kernel(name, training=True) is not None, f"the `{name}` kernel did not build"
 
 
-def _layer_and_inputs(rng, categorical_sizes, multi_sizes, num_numeric, batch=37, length=4):
-    layer = FieldEmbedding(categorical_sizes, multi_sizes, num_numeric, embedding_dim=DIM)
+def _layer_and_inputs(rng, categorical_sizes, multi_sizes, num_numeric, combiner, batch=37, length=4):
+    layer = FieldEmbedding(
+        categorical_sizes, multi_sizes, num_numeric, embedding_dim=DIM, multi_value_combiner=combiner
+    )
     layer.build()
     layer.table.assign(rng.normal(size=tuple(layer.table.shape)).astype("float32"))
     inputs = {}

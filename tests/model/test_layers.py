@@ -14,7 +14,7 @@ from deepfm_model.layers import (
     FieldEmbedding,
     FirstOrder,
     FMInteraction,
-    MaskedMeanPooling,
+    MaskedPooling,
 )
 
 
@@ -59,11 +59,13 @@ def test_fm_interaction_gradient_equals_the_pairwise_sums_derivative(rng):
     )
 
 
-def test_masked_mean_pooling_ignores_padding():
+def test_masked_pooling_ignores_padding():
     values = np.array([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]], [[5.0, 6.0], [7.0, 7.0], [9.0, 9.0]]], "float32")
     indices = np.array([[4, 2, 0], [0, 0, 0]], "int32")
-    out = keras.ops.convert_to_numpy(MaskedMeanPooling()(values, indices))
-    np.testing.assert_allclose(out, [[2.0, 3.0], [0.0, 0.0]])
+    mean = keras.ops.convert_to_numpy(MaskedPooling()(values, indices))
+    np.testing.assert_allclose(mean, [[2.0, 3.0], [0.0, 0.0]])
+    total = keras.ops.convert_to_numpy(MaskedPooling(combiner="sum")(values, indices))
+    np.testing.assert_allclose(total, [[4.0, 6.0], [0.0, 0.0]])
 
 
 def test_first_order_adds_bias_to_sum():
@@ -107,7 +109,12 @@ def test_field_embedding_offsets_pooling_and_numeric_scaling():
         (lambda: FieldEmbedding(num_numeric=-1), "`num_numeric=-1`"),
         (lambda: FieldEmbedding(), "at least one field"),
         (lambda: FieldEmbedding(categorical_sizes=[3], l2=-1.0), "`l2=-1.0`"),
-        (lambda: MaskedMeanPooling(padding_index=-1), "`padding_index=-1`"),
+        (lambda: MaskedPooling(padding_index=-1), "`padding_index=-1`"),
+        (lambda: MaskedPooling(combiner="max"), "`combiner='max'`"),
+        (
+            lambda: FieldEmbedding(multi_categorical_sizes=[3], multi_value_combiner="max"),
+            "`multi_value_combiner='max'`",
+        ),
         (lambda: MLP(units=(8, 0)), "`units=(8, 0)`"),
         (lambda: MLP(dropout=1.5), "`dropout=1.5`"),
     ],
@@ -131,10 +138,17 @@ def test_fm_interaction_rejects_wrong_rank():
     "layer",
     [
         FMInteraction(keepdims=False, name="fm"),
-        MaskedMeanPooling(padding_index=1),
+        MaskedPooling(combiner="sum", padding_index=1),
         FirstOrder(bias_initializer="ones"),
         MLP(units=(4, 2), activation="gelu", dropout=0.2, batch_norm=True, l2=1e-4),
-        FieldEmbedding(categorical_sizes=[3], multi_categorical_sizes=[5], num_numeric=2, embedding_dim=4, l2=1e-6),
+        FieldEmbedding(
+            categorical_sizes=[3],
+            multi_categorical_sizes=[5],
+            num_numeric=2,
+            embedding_dim=4,
+            l2=1e-6,
+            multi_value_combiner="sum",
+        ),
     ],
     ids=lambda layer: type(layer).__name__,
 )
