@@ -1,7 +1,7 @@
 """Training-throughput benchmark: this package's DeepFM against a plain Keras DeepFM, side by side.
 
-    python -m deepfm_model.bench_train [--steps 20] [--warmup 5] [--rounds 3] [--precision both] [--batch-size 4096]
-        [--jit-compile auto] [--steps-per-execution 1] [--out artifacts/bench/train.json]
+    python -m deepfm_model.bench_train [--steps 24] [--warmup 8] [--rounds 3] [--precision both] [--batch-size 4096]
+        [--jit-compile auto] [--steps-per-execution 8] [--out artifacts/bench/train.json]
 
 Data: Criteo-shaped synthetic rows, 13 numeric and 26 categorical fields of 100,000 values each, drawn with
 a Zipf-like frequency (`p(rank) ~ rank^-1.1`); embedding 16, MLP 400-400-400, batch 4096 (`--batch-size`), Adam 1e-3.
@@ -298,6 +298,11 @@ def run_worker(
     done = sorted(ends)
     start = min((s for s in done if s >= warmup), default=done[0])
     measured_steps = done[-1] - start
+    if measured_steps <= 0:
+        raise ValueError(
+            f"No step ended after the {warmup} warm-up steps: with {model.steps_per_execution} steps per execution, "
+            f"give --steps and --warmup that leave at least one whole execution to measure. Received: steps={steps}"
+        )
     seconds = ends[done[-1]] - ends[start]
     device_bytes = _peak_device_bytes()
     mixed = implementation != "plain" and settings["mixed_precision"]
@@ -436,8 +441,13 @@ def format_table(summary: dict, runs: Sequence[dict]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deepfm_model.bench_train", description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=20, help="measured steps per run (after warm-up)")
-    parser.add_argument("--warmup", type=int, default=5, help="steps before measuring")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=24,
+        help="measured steps per run, after warm-up (best a multiple of steps per execution)",
+    )
+    parser.add_argument("--warmup", type=int, default=8, help="steps before measuring")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every implementation, in alternating order")
     parser.add_argument(
         "--precision", choices=(*PRECISIONS, "both"), default="both",
@@ -449,7 +459,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--jit-compile", choices=tuple(JIT_COMPILE), default="auto", help="the package's `TrainConfig.jit_compile`"
     )
     parser.add_argument(
-        "--steps-per-execution", type=int, default=1, help="the package's `TrainConfig.steps_per_execution`"
+        "--steps-per-execution",
+        type=int,
+        default=None,
+        help="the package's `TrainConfig.steps_per_execution` (default: TrainConfig's); the plain model takes Keras' 1",
     )
     parser.add_argument(
         "--batch-size", type=int, default=BATCH_SIZE, help="examples per step (the figures in the README: 4096)"
@@ -466,6 +479,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.batch_size, args.steps, args.rounds) <= 0 or args.warmup < 0:
         parser.error("--batch-size, --steps and --rounds must be positive, --warmup non-negative")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.steps_per_execution is None:
+        from deepfm_model.config import TrainConfig
+
+        args.steps_per_execution = TrainConfig().steps_per_execution
     settings = {
         "mixed_precision": args.precision == "mixed",  # per worker; the parent runs each of `variants`
         "jit_compile": JIT_COMPILE[args.jit_compile],

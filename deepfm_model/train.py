@@ -123,7 +123,8 @@ def compile_model(model: keras.Model, train_config: TrainConfig, metrics: bool =
     Args:
         model: the DeepFM model (from `build_model`).
         train_config: `learning_rate`, `sparse_embedding_updates` (ignored, with a warning, when `jit_compile`
-            is on under TensorFlow), `jit_compile`, `steps_per_execution`.
+            is on under TensorFlow), `jit_compile`, `steps_per_execution` (1, with a warning, under a
+            distribution strategy).
         metrics: track AUC and logloss (the benchmark leaves them out, as its plain baseline does).
 
     Returns:
@@ -137,12 +138,24 @@ def compile_model(model: keras.Model, train_config: TrainConfig, metrics: bool =
         )
         sparse = False
     optimizer_class = SparseAdam if sparse else keras.optimizers.Adam
+    steps_per_execution = train_config.steps_per_execution
+    if steps_per_execution > 1 and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if tf.distribute.has_strategy():
+            # Keras 3's multi-step execution fails under tf.distribute ("You must feed a value for placeholder
+            # tensor ... while/cond"): https://github.com/keras-team/keras/issues/19246
+            logger.warning(
+                "steps_per_execution=%d under %s: one step per execution instead (keras-team/keras#19246)",
+                steps_per_execution, type(tf.distribute.get_strategy()).__name__,
+            )  # fmt: skip
+            steps_per_execution = 1
     model.compile(
         optimizer=optimizer_class(learning_rate=train_config.learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
         metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryCrossentropy(name="logloss")] if metrics else None,
         jit_compile="auto" if train_config.jit_compile is None else train_config.jit_compile,
-        steps_per_execution=train_config.steps_per_execution,
+        steps_per_execution=steps_per_execution,
     )
     return model
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from deepfm_model.config import TrainConfig
+
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -61,6 +63,7 @@ SCRIPT = textwrap.dedent(
             "replicas": strategy.num_replicas_in_sync,
             "variable_copies": len(strategy.experimental_local_results(embedding.value)),
             "epochs": len(history["loss"]),
+            "steps_per_execution": int(trained.model.steps_per_execution),
             "test_auc": metrics["auc"],
             "test_logloss": metrics["logloss"],
         }
@@ -98,6 +101,8 @@ def test_mirrored_run_has_two_replicas(runs):
     assert mirrored["variable_copies"] == 2  # the embedding table is mirrored on both logical CPUs
     assert default["replicas"] == 1 and default["variable_copies"] == 1
     assert mirrored["epochs"] == default["epochs"] == 2
+    # Keras 3 cannot run several steps per execution under tf.distribute (keras-team/keras#19246).
+    assert mirrored["steps_per_execution"] == 1 and default["steps_per_execution"] == TrainConfig().steps_per_execution
 
 
 def test_mirrored_and_default_runs_agree(runs):
