@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -48,9 +49,13 @@ REGISTER_OP("DeepfmFieldEmbedding")
       TF_RETURN_IF_ERROR(c->GetAttr("categorical_offsets", &categorical_offsets));
       TF_RETURN_IF_ERROR(c->GetAttr("multi_offsets", &multi_offsets));
       TF_RETURN_IF_ERROR(c->GetAttr("embedding_dim", &dim));
-      ShapeHandle numeric;
+      ShapeHandle categorical, multi, numeric;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 2, &categorical));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(2), 3, &multi));
       TF_RETURN_IF_ERROR(c->WithRank(c->input(3), 2, &numeric));
-      DimensionHandle batch = c->Dim(c->input(1), 0), num_numeric = c->Dim(numeric, 1);
+      DimensionHandle batch = c->Dim(categorical, 0), num_numeric = c->Dim(numeric, 1);
+      TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(multi, 0), &batch));
+      TF_RETURN_IF_ERROR(c->Merge(batch, c->Dim(numeric, 0), &batch));
       DimensionHandle fields;
       TF_RETURN_IF_ERROR(c->Add(num_numeric, static_cast<int64_t>(categorical_offsets.size() + multi_offsets.size()),
                                 &fields));
@@ -189,6 +194,10 @@ class FieldEmbeddingOp : public OpKernel {
     Var* var;
     OP_REQUIRES_OK(context, LookupResource(context, HandleFromInput(context, 0), &var));
     tensorflow::core::ScopedUnref unref(var);
+    // The dtype first: EnsureSparseVariableAccess<float> on another dtype aborts the process.
+    OP_REQUIRES(context, var->tensor()->dtype() == tensorflow::DT_FLOAT,
+                absl::InvalidArgumentError("DeepfmFieldEmbedding: `table` must be float32, got " +
+                                           var->tensor()->DebugString()));
     OP_REQUIRES_OK(context, (tensorflow::EnsureSparseVariableAccess<Eigen::ThreadPoolDevice, float>(context, var)));
     // Held for the whole op, as `ResourceGather` does: a reference to the tensor instead would make the
     // optimizer's in-place update copy the whole table.
@@ -197,6 +206,8 @@ class FieldEmbeddingOp : public OpKernel {
     OP_REQUIRES(context, table.dtype() == tensorflow::DT_FLOAT && table.dims() == 2 && table.dim_size(1) == dim_ + 1,
                 absl::InvalidArgumentError("DeepfmFieldEmbedding: `table` must be a float32 (rows, " +
                                            std::to_string(dim_ + 1) + ") variable, got " + table.DebugString()));
+    OP_REQUIRES(context, table.dim_size(0) <= std::numeric_limits<int32_t>::max(),
+                absl::InvalidArgumentError("DeepfmFieldEmbedding: more than 2^31 - 1 table rows (int32 indices)"));
     const int32_t* cat = categorical.flat<int32_t>().data();
     const int32_t* slots = multi.flat<int32_t>().data();
     OP_REQUIRES_OK(context, CheckRows(layout, cat, slots, table.dim_size(0)));

@@ -2,13 +2,14 @@
 
 `FieldEmbedding` and `FMInteraction` call these in training steps on the CPU (`training_kernel`); everywhere
 else (predictions, evaluation, SavedModel exports, GPUs, XLA, JAX, distribution strategies, no kernel built)
-they run their `keras.ops` path, which computes the same values. Exports never contain these ops, so
+they run their `keras.ops` path, which computes the same values up to float rounding. Exports never contain these ops, so
 stock TensorFlow Serving loads them.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
+from tensorflow.python.framework.auto_control_deps_utils import register_read_only_resource_op
 from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
 from tensorflow.python.ops.resource_variable_ops import variable_accessed
 
@@ -54,6 +55,10 @@ def field_embedding(kernel, table, categorical, multi_categorical, numeric, cate
         multi_offsets=list(multi_offsets), numeric_offset=numeric_offset, embedding_dim=embedding_dim, combiner=combiner,
     )  # fmt: skip
     return embeddings, first_order
+
+
+# A read of the table, as `ResourceGather` is: automatic control dependencies need not order it against other reads.
+register_read_only_resource_op("DeepfmFieldEmbedding")
 
 
 @tf.RegisterGradient("DeepfmFieldEmbedding")

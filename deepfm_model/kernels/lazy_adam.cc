@@ -55,6 +55,10 @@ class LazyAdamOp : public OpKernel {
     }
     tensorflow::core::ScopedUnref unref_var(vars[0]), unref_m(vars[1]), unref_v(vars[2]);
     for (Var* var : vars) {
+      // The dtype first: EnsureSparseVariableAccess<float> on another dtype aborts the process.
+      OP_REQUIRES(context, var->tensor()->dtype() == tensorflow::DT_FLOAT,
+                  absl::InvalidArgumentError("DeepfmLazyAdam: `var`, `m` and `v` must be float32, got " +
+                                             var->tensor()->DebugString()));
       OP_REQUIRES_OK(context,
                      (tensorflow::EnsureSparseVariableAccess<Eigen::ThreadPoolDevice, float>(context, var)));
     }
@@ -107,8 +111,8 @@ class LazyAdamOp : public OpKernel {
       const auto data = vars[i]->tensor()->tensor_data();
       AdviseHugePages(data.data(), data.size(), &advised_[i]);
     }
-    AdviseHugePages(slot_.data(), slot_.size() * sizeof(int32_t), &advised_[3]);
     if (static_cast<int64_t>(slot_.size()) != rows) slot_.assign(rows, -1);
+    AdviseHugePages(slot_.data(), slot_.size() * sizeof(int32_t), &advised_[3]);
     auto* workers = context->device()->tensorflow_cpu_worker_threads();
     // The table's rows are split in `parts` consecutive ranges, each updated by one task: it reads every
     // index but keeps only its own rows, so the tasks share nothing but the read-only inputs.

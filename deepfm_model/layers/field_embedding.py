@@ -44,7 +44,7 @@ class FieldEmbedding(keras.layers.Layer):
     Training steps under TensorFlow on the CPU run the layer as one compiled kernel each way
     (`kernels/field_embedding.cc`: rows read straight into the two outputs; the table's gradient written as
     `tf.gather`'s would be, one row per lookup); everywhere else, and always for inference and exports, it
-    runs the `keras.ops` below. Both give the same values.
+    runs the `keras.ops` below. Both give the same values up to float rounding.
     """
 
     def __init__(
@@ -160,8 +160,12 @@ class FieldEmbedding(keras.layers.Layer):
         """The compiled kernel for this call (training steps on the CPU, TensorFlow, float32), else `None`."""
         if keras.backend.backend() != "tensorflow" or self.compute_dtype != "float32":
             return None
+        import tensorflow as tf
+
         from deepfm_model.kernels import layer_ops
 
+        if not isinstance(self.table.value, tf.Variable):  # a plain tensor in a `keras.StatelessScope`
+            return None
         return layer_ops.training_kernel("field_embedding", training)
 
     def _gather(self, indices):

@@ -160,6 +160,11 @@ def test_kernel_rejects_an_index_out_of_range_naming_it_and_changes_nothing():
         np.testing.assert_array_equal(variable.numpy(), np.ones((6, 2), "float32"))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"`grad` must be \(len\(indices\), 2\)"):
         kernel.deepfm_lazy_adam(*[x.handle for x in variables], 0.1, *betas, tf.ones((3, 3)), tf.constant([0, 1, 2]))
+    float64 = [tf.Variable(np.ones((6, 2))) for _ in range(3)]
+    held = [x.read_value() for x in float64]  # second references: the variables' copy-on-write path
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"must be float32"):
+        kernel.deepfm_lazy_adam(*[x.handle for x in float64], 0.1, *betas, tf.ones((1, 2)), tf.constant([0]))
+    del held
 
 
 def test_without_a_compiler_training_falls_back_to_tensorflow_ops(tmp_path, monkeypatch, caplog):
