@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from deepfm_model.config import ModelConfig, TrainConfig
+from deepfm_model.config import MULTI_VALUE_COMBINERS, ModelConfig, TrainConfig
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-norm", action="store_true", help="batch normalisation in the MLP")
     train.add_argument("--l2-embedding", type=float, default=defaults_model.l2_embedding, help="L2 on the table")
     train.add_argument(
-        "--multi-value-combiner", choices=("mean", "sum"), default=defaults_model.multi_value_combiner,
+        "--multi-value-combiner", choices=MULTI_VALUE_COMBINERS, default=defaults_model.multi_value_combiner,
         help="pooling of multi-valued fields (genres)",
     )  # fmt: skip
     train.add_argument("--batch-size", type=int, default=defaults_train.batch_size)

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+MULTI_VALUE_COMBINERS = ("mean", "sum")  # how the value embeddings of a multi-valued field may combine
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -40,9 +42,9 @@ class ModelConfig:
             raise ValueError(
                 f"`multi_value_max_len` must be positive. Received: `multi_value_max_len={self.multi_value_max_len}`"
             )
-        if self.multi_value_combiner not in ("mean", "sum"):
+        if self.multi_value_combiner not in MULTI_VALUE_COMBINERS:
             raise ValueError(
-                "`multi_value_combiner` must be 'mean' or 'sum'. "
+                f"`multi_value_combiner` must be one of {MULTI_VALUE_COMBINERS}. "
                 f"Received: `multi_value_combiner={self.multi_value_combiner!r}`"
             )
         if not (self.use_fm or self.use_dnn):

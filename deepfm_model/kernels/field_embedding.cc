@@ -176,6 +176,15 @@ absl::Status CheckRows(const Layout& layout, const int32_t* categorical, const i
   return absl::OkStatus();
 }
 
+// What a multi-valued field's summed rows are divided by: its count of non-padding slots (at least one) for
+// mean pooling, one for sum pooling.
+float PoolingDivisor(const Layout& layout, const int32_t* slots) {
+  if (!layout.mean) return 1.0f;
+  int64_t count = 0;
+  for (int64_t l = 0; l < layout.length; ++l) count += slots[l] != 0;
+  return static_cast<float>(std::max<int64_t>(count, 1));
+}
+
 }  // namespace
 
 class FieldEmbeddingOp : public OpKernel {
@@ -246,14 +255,12 @@ class FieldEmbeddingOp : public OpKernel {
         for (int64_t j = 0; j < layout.num_multi; ++j, e += dim, ++w) {
           const int32_t* k = slots + (b * layout.num_multi + j) * layout.length;
           std::fill(total.begin(), total.end(), 0.0f);
-          int64_t count = 0;
           for (int64_t l = 0; l < layout.length; ++l) {
             if (k[l] == 0) continue;  // padding
             const float* row = t + (layout.multi_offsets[j] + k[l]) * width;
             for (int64_t c = 0; c < width; ++c) total[c] += row[c];
-            ++count;
           }
-          const float divisor = layout.mean ? static_cast<float>(std::max<int64_t>(count, 1)) : 1.0f;
+          const float divisor = PoolingDivisor(layout, k);
           for (int64_t c = 0; c < dim; ++c) e[c] = total[c] / divisor;
           *w = total[dim] / divisor;
         }
@@ -333,9 +340,7 @@ class FieldEmbeddingGradOp : public OpKernel {
         }
         for (int64_t j = 0; j < nm; ++j, e += dim, ++w) {
           const int32_t* k = slots + (b * nm + j) * length;
-          int64_t count = 0;
-          for (int64_t l = 0; l < length; ++l) count += k[l] != 0;
-          const float divisor = layout.mean ? static_cast<float>(std::max<int64_t>(count, 1)) : 1.0f;
+          const float divisor = PoolingDivisor(layout, k);
           for (int64_t l = 0; l < length; ++l) {
             const int64_t entry = layout.batch * nc + (b * nm + j) * length + l;
             float* o = out + entry * width;

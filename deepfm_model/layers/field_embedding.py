@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from deepfm_model.layers.masked_pooling import COMBINERS, MaskedPooling
+from deepfm_model.config import MULTI_VALUE_COMBINERS
+from deepfm_model.layers.masked_pooling import MaskedPooling
 
 
 @keras.saving.register_keras_serializable(package="deepfm")
@@ -73,9 +74,9 @@ class FieldEmbedding(keras.layers.Layer):
             raise ValueError(f"`embedding_dim` must be positive. Received: `embedding_dim={embedding_dim!r}`")
         if l2 < 0:
             raise ValueError(f"`l2` must be non-negative. Received: `l2={l2}`")
-        if multi_value_combiner not in COMBINERS:
+        if multi_value_combiner not in MULTI_VALUE_COMBINERS:
             raise ValueError(
-                f"`multi_value_combiner` must be one of {COMBINERS}. "
+                f"`multi_value_combiner` must be one of {MULTI_VALUE_COMBINERS}. "
                 f"Received: `multi_value_combiner={multi_value_combiner!r}`"
             )
         if not self.categorical_sizes and not self.multi_categorical_sizes and num_numeric == 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-COMBINERS = ("mean", "sum")
+from deepfm_model.config import MULTI_VALUE_COMBINERS
 
 
 @keras.saving.register_keras_serializable(package="deepfm")
@@ -31,8 +31,8 @@ class MaskedPooling(keras.layers.Layer):
 
     def __init__(self, combiner: str = "mean", padding_index: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
-        if combiner not in COMBINERS:
-            raise ValueError(f"`combiner` must be one of {COMBINERS}. Received: `combiner={combiner!r}`")
+        if combiner not in MULTI_VALUE_COMBINERS:
+            raise ValueError(f"`combiner` must be one of {MULTI_VALUE_COMBINERS}. Received: `combiner={combiner!r}`")
         if not isinstance(padding_index, int) or padding_index < 0:
             raise ValueError(f"`padding_index` must be a non-negative int. Received: `padding_index={padding_index!r}`")
         self.combiner = combiner
