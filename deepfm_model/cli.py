@@ -65,7 +65,7 @@ def _blank_features(paths: Sequence[str], names: list[str], out_dir: Path) -> tu
     """Copies of the splits with each named feature set to one constant (0.0, or "" for strings): an ablation."""
     import pandas as pd
 
-    from deepfm_model.features import FEATURES_BY_NAME, Kind
+    from deepfm_model.spec.features import FEATURES_BY_NAME, Kind
 
     unknown = [name for name in names if name not in FEATURES_BY_NAME]
     if unknown:

@@ -182,8 +182,8 @@ def evaluate_model(model_dir: str | Path, data_path: str | Path, out_dir: str | 
     Returns:
         The flat metrics.
     """
-    from deepfm_model.features import LABEL
     from deepfm_model.predict import load_trained, predict_frame
+    from deepfm_model.spec.features import LABEL
     from deepfm_model.train import load_split
 
     frame = load_split(data_path)

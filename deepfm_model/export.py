@@ -15,10 +15,10 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from deepfm_model import features as spec
 from deepfm_model.model import OUTPUT_NAME
 from deepfm_model.predict import SIGNATURE_KEY, TrainedModel
 from deepfm_model.preprocessing import frame_to_raw
+from deepfm_model.spec import features as spec
 
 MODEL_SPEC_NAME = "deepfm"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from deepfm_model.features import MULTI_VALUE_SEPARATOR
-from deepfm_model.raw_data import RawData
+from deepfm_model.spec.features import MULTI_VALUE_SEPARATOR
+from deepfm_model.spec.raw_data import RawData
 
 logger = logging.getLogger(__name__)
 

@@ -381,8 +381,8 @@ def verify_serving(config: PipelineConfig, ds: str, probe_rows: int = 64, deadli
     """
     import numpy as np
 
-    from deepfm_model.features import FEATURE_NAMES
     from deepfm_model.predict import load_trained, predict_frame
+    from deepfm_model.spec.features import FEATURE_NAMES
     from serving.client import ServingClient
     from serving.labels import model_config_path, promote
     from serving.push import retract

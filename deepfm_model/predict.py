@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from deepfm_model import features as spec
 from deepfm_model.model import OUTPUT_NAME
 from deepfm_model.preprocessing import (
     PREPROCESSING_FILE,
@@ -21,6 +20,7 @@ from deepfm_model.preprocessing import (
     frame_to_raw,
     make_dataset,
 )
+from deepfm_model.spec import features as spec
 
 MODEL_FILE = "model.keras"
 SIGNATURE_KEY = "serving_default"

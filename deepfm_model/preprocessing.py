@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from deepfm_model import features as spec
 from deepfm_model.config import ModelConfig
 from deepfm_model.model import CATEGORICAL_INPUT, MULTI_CATEGORICAL_INPUT, NUMERIC_INPUT
+from deepfm_model.spec import features as spec
 
 PREPROCESSING_FILE = "preprocessing.json"
 

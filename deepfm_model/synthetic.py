@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from deepfm_model.features import GENDERS, GENRES, MULTI_VALUE_SEPARATOR, OCCUPATIONS
-from deepfm_model.raw_data import RawData
+from deepfm_model.spec.features import GENDERS, GENRES, MULTI_VALUE_SEPARATOR, OCCUPATIONS
+from deepfm_model.spec.raw_data import RawData
 
 
 def generate(

@@ -24,11 +24,11 @@ import keras
 import numpy as np
 import pandas as pd
 
-from deepfm_model import features as spec
 from deepfm_model.config import ModelConfig, TrainConfig
 from deepfm_model.evaluate import compute_metrics, flatten_metrics, write_report
 from deepfm_model.model import build_model
 from deepfm_model.sparse_adam import SparseAdam
+from deepfm_model.spec import features as spec
 
 if TYPE_CHECKING:
     from deepfm_model.predict import TrainedModel

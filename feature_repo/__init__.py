@@ -1,6 +1,6 @@
 """The Feast feature repository of the DeepFM model, and the code that feeds and checks it.
 
-Feast definitions, one module per object type, all derived from `deepfm_model.features`:
+Feast definitions, one module per object type, all derived from `deepfm_model.spec.features`:
 `entities`, `sources`, `feature_views` (batch and on-demand), `feature_services`; `transformations` holds the
 on-demand code; `definitions` gathers them for `feast apply`.
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfm_model.features import FEATURE_SERVICE, MOVIE_KEY, USER_KEY
+from deepfm_model.spec.features import FEATURE_SERVICE, MOVIE_KEY, USER_KEY
 from feature_repo import ingest, store
 
 logger = logging.getLogger(__name__)

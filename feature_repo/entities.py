@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from feast import Entity, ValueType
 
-from deepfm_model.features import MOVIE_KEY, USER_KEY
+from deepfm_model.spec.features import MOVIE_KEY, USER_KEY
 
 user = Entity(
     name="user",

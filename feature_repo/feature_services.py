@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from feast import FeatureService
 
-from deepfm_model.features import FEATURE_SERVICE
+from deepfm_model.spec.features import FEATURE_SERVICE
 from feature_repo.feature_views import (
     genre_affinity_odfv,
     movie_profile_fv,

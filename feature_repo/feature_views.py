@@ -1,4 +1,4 @@
-"""Feast feature views: fields, entities and TTLs of the views named in `deepfm_model.features`.
+"""Feast feature views: fields, entities and TTLs of the views named in `deepfm_model.spec.features`.
 
 Four batch views serve model inputs directly; `user_genre_stats_fv` serves the per-genre counts that the
 on-demand view `genre_affinity_odfv` combines with the candidate movie's genres at request time. The affinity
@@ -16,7 +16,7 @@ from feast import Entity, FeatureView, Field, FileSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, String
 
-from deepfm_model.features import (
+from deepfm_model.spec.features import (
     GENRE_AFFINITY_VIEW,
     MOVIE_KEY,
     MOVIE_PROFILE_VIEW,

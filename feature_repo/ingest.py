@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepfm_model.features import (
+from deepfm_model.spec.features import (
     EVENT_TIMESTAMP,
     GENRES,
     LABEL,
@@ -36,7 +36,7 @@ from deepfm_model.features import (
     genre_stat_columns,
     view_features,
 )
-from deepfm_model.raw_data import (
+from deepfm_model.spec.raw_data import (
     EVENT_COLUMNS,
     MOVIE_COLUMNS,
     USER_COLUMNS,

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
-from deepfm_model.features import (
+from deepfm_model.spec.features import (
     EVENT_TIMESTAMP,
     FEATURES,
     LABEL,

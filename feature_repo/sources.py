@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from feast import FileSource
 
-from deepfm_model.features import (
+from deepfm_model.spec.features import (
     EVENT_TIMESTAMP,
     MOVIE_PROFILE_VIEW,
     MOVIE_STATS_VIEW,

@@ -34,7 +34,7 @@ import yaml
 from feast import FeatureService, FeatureStore, FeatureView, FileSource
 from feast.on_demand_feature_view import OnDemandFeatureView
 
-from deepfm_model.features import (
+from deepfm_model.spec.features import (
     EVENT_TIMESTAMP,
     FEATURE_NAMES,
     FEATURE_SERVICE,

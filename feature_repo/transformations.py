@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from deepfm_model.features import GENRES, MULTI_VALUE_SEPARATOR, genre_stat_columns
+from deepfm_model.spec.features import GENRES, MULTI_VALUE_SEPARATOR, genre_stat_columns
 
 # Shrinkage of the affinity towards the user's overall positive rate: as many imaginary ratings as the stats'
 # own smoothing (ingest.PSEUDO_COUNT), kept equal on purpose.

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from deepfm_model.features import (
+from deepfm_model.spec.features import (
     EVENT_TIMESTAMP,
     FEATURE_NAMES,
     FEATURES,
@@ -62,7 +62,7 @@ from deepfm_model.features import (
     Feature,
     Kind,
 )
-from deepfm_model.raw_data import RawData
+from deepfm_model.spec.raw_data import RawData
 
 logger = logging.getLogger(__name__)
 

@@ -211,7 +211,7 @@ def bench_rows(rows: int, use_real: bool) -> dict[str, np.ndarray]:
     if use_real:
         import pandas as pd
 
-        from deepfm_model.features import FEATURE_NAMES
+        from deepfm_model.spec.features import FEATURE_NAMES
 
         frame = pd.read_parquet(REAL_ROWS, columns=list(FEATURE_NAMES)).head(rows)
         return to_feature_columns({name: frame[name].to_numpy() for name in FEATURE_NAMES})
@@ -228,7 +228,7 @@ def real_export_problem() -> str | None:
     import pyarrow.parquet as pq
     from tensorflow.python.saved_model import loader_impl
 
-    from deepfm_model.features import FEATURE_NAMES
+    from deepfm_model.spec.features import FEATURE_NAMES
 
     signature = loader_impl.parse_saved_model(str(REAL_EXPORT)).meta_graphs[0].signature_def["serving_default"]
     if set(signature.inputs) != set(FEATURE_NAMES):

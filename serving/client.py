@@ -4,7 +4,7 @@ It speaks TF Serving's API (PredictionService.Predict and GetModelMetadata, Mode
 works against `tensorflow/serving` and against `serving.server` alike. It imports neither TensorFlow nor
 `tensorflow_serving`: the messages come from `serving.wire`, tensors are encoded from numpy here.
 
-Inputs are checked against the feature spec (`deepfm_model.features.FEATURES`) before anything is sent:
+Inputs are checked against the feature spec (`deepfm_model.spec.features.FEATURES`) before anything is sent:
 every feature present, nothing else, one value per row, values of the serving dtype (`serving_dtype`). Integer
 ids are accepted for categorical features and sent as their decimal strings; lists for multi-valued features
 are joined with `MULTI_VALUE_SEPARATOR`.
@@ -28,7 +28,7 @@ from typing import Any, Self
 import grpc
 import numpy as np
 
-from deepfm_model import features as fs
+from deepfm_model.spec import features as fs
 from serving import wire
 
 log = logging.getLogger(__name__)

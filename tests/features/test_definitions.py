@@ -9,8 +9,8 @@ import pytest
 from feast.repo_operations import parse_repo
 from feast.types import Float64, String
 
-from deepfm_model import features
-from deepfm_model.features import FEATURES, Kind
+from deepfm_model.spec import features
+from deepfm_model.spec.features import FEATURES, Kind
 from feature_repo import definitions, ingest, store
 from feature_repo.feature_services import deepfm_v2
 from feature_repo.feature_views import FEATURE_VIEWS, genre_affinity_odfv

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfm_model.features import FEATURE_NAMES, FEATURES, Kind
+from deepfm_model.spec.features import FEATURE_NAMES, FEATURES, Kind
 from feature_repo import ingest, store
 from feature_repo.skew import skew_report
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfm_model.features import FEATURE_NAMES
-from deepfm_model.raw_data import RawData
+from deepfm_model.spec.features import FEATURE_NAMES
+from deepfm_model.spec.raw_data import RawData
 from deepfm_model.synthetic import generate
 from feature_repo import ingest, store
 from feature_repo.ingest import PRIOR_MEAN_RATING, PRIOR_POS_RATE, PSEUDO_COUNT

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfm_model.features import USER_GENRE_STAT_COLUMNS, genre_stat_columns
+from deepfm_model.spec.features import USER_GENRE_STAT_COLUMNS, genre_stat_columns
 from feature_repo.transformations import AFFINITY_PSEUDO_COUNT, genre_affinity
 
 from .test_point_in_time import planted  # noqa: F401 - shared module fixture

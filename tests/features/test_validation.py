@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfm_model.features import GENRES
-from deepfm_model.raw_data import RawData
+from deepfm_model.spec.features import GENRES
+from deepfm_model.spec.raw_data import RawData
 from feature_repo import validation
 
 from .conftest import DS

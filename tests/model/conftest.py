@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfm_model import features as spec
-from deepfm_model.raw_data import RawData
+from deepfm_model.spec import features as spec
+from deepfm_model.spec.raw_data import RawData
 from deepfm_model.synthetic import generate
 
 

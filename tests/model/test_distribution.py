@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent(
 
     import numpy as np
 
-    from deepfm_model import features as spec
+    from deepfm_model.spec import features as spec
     from deepfm_model.config import ModelConfig, TrainConfig
     from deepfm_model.evaluate import compute_metrics
     from deepfm_model.predict import predict_frame

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from deepfm_model import features as spec
 from deepfm_model.config import ModelConfig
 from deepfm_model.preprocessing import (
     FeaturePreprocessor,
@@ -17,6 +16,7 @@ from deepfm_model.preprocessing import (
     fit_preprocessing,
     frame_to_raw,
 )
+from deepfm_model.spec import features as spec
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from deepfm_model import features as spec
 from deepfm_model.cli import main
 from deepfm_model.config import ModelConfig, TrainConfig
 from deepfm_model.export import WARMUP_FILE
 from deepfm_model.predict import load_trained, predict_frame, predict_saved_model
+from deepfm_model.spec import features as spec
 from deepfm_model.train import run_training
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepfm_model import features as fs
+from deepfm_model.spec import features as fs
 from tests.serving.helpers import MODEL_NAME, sample_columns
 
 

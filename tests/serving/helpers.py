@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from deepfm_model import features as fs
+from deepfm_model.spec import features as fs
 
 if TYPE_CHECKING:
     from serving.server import ModelServer  # imports TensorFlow

@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 import pytest
 
-from deepfm_model import features as fs
+from deepfm_model.spec import features as fs
 from serving.client import InputError, ServingClient, ServingError
 from tests.serving.helpers import REMOTE_ADDRESS, local_only, sample_columns, sample_rows
 

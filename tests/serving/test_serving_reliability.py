@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 import pytest
 
-from deepfm_model import features as fs
+from deepfm_model.spec import features as fs
 from serving.client import ServingClient, ServingError
 from serving.push import push
 from tests.serving.helpers import MODEL_NAME, local_only, sample_columns, serving_servers

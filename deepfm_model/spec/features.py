@@ -1,7 +1,7 @@
 """The one feature spec: names, kinds, value ranges and Feast views of every model input.
 
 The Feast repository, the model's preprocessing, the Great Expectations suite and the serving client all
-derive their feature lists from `FEATURES`; `tests/unit/test_feature_spec.py` keeps them in agreement.
+derive their feature lists from `FEATURES`; `tests/features/test_definitions.py` keeps them in agreement.
 
 Serving form of each kind (the `serving_default` signature of the exported model):
 - categorical: a string per row (`"196"`, `"M"`); unknown values go to an out-of-vocabulary bucket.
