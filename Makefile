@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml uv.lock Makefile
 	@touch $@
 
 data: install  ## fetch MovieLens-100K (checksum-verified) into data/movielens/
-	$(PY) -m deepfm_model.movielens data/movielens
+	$(PY) -m feature_repo.movielens data/movielens
 
 $(AIRFLOW_HOME)/airflow.db: | install  ## migrated metadata DB with the DAGs' pools (dags/pools.json)
 	$(VENV)/bin/airflow db migrate > /dev/null

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
+from deepfm_model.spec.files import write_json, write_text
+
 REPORT_DIR = "report"
+REPORT_INDEX = "index.html"
+METRICS_FILE = "metrics.json"
 EPSILON = 1e-7
 
 
@@ -164,9 +167,8 @@ def write_report(
         "<style>body{font-family:sans-serif;margin:2em}td{padding:2px 12px}img{max-width:100%}</style></head>"
         f"<body><h1>{html.escape(title)}</h1><table>{rows}</table>{figures}</body></html>"
     )
-    index = report / "index.html"
-    index.write_text(page)
-    (report / "metrics.json").write_text(json.dumps(dict(metrics or {}), indent=1))
+    index = write_text(report / REPORT_INDEX, page)
+    write_json(report / METRICS_FILE, dict(metrics or {}))
     return index
 
 
@@ -183,8 +185,8 @@ def evaluate_model(model_dir: str | Path, data_path: str | Path, out_dir: str | 
         The flat metrics.
     """
     from deepfm_model.predict import load_trained, predict_frame
+    from deepfm_model.preprocessing import load_split
     from deepfm_model.spec.features import LABEL
-    from deepfm_model.train import load_split
 
     frame = load_split(data_path)
     probabilities = predict_frame(load_trained(model_dir), frame)
@@ -192,6 +194,6 @@ def evaluate_model(model_dir: str | Path, data_path: str | Path, out_dir: str | 
     metrics = flatten_metrics({split: compute_metrics(labels, probabilities)})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_json(out_dir / METRICS_FILE, metrics)
     write_report(out_dir, {split: labels}, {split: probabilities}, metrics=metrics, title=f"DeepFM on {split}")
     return metrics

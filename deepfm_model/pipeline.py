@@ -112,7 +112,7 @@ def load_raw(config: PipelineConfig):
         from deepfm_model import synthetic
 
         return synthetic.generate()
-    from deepfm_model import movielens
+    from feature_repo import movielens
 
     return movielens.load(config.data_cache)
 

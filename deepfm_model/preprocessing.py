@@ -292,3 +292,12 @@ def make_parquet_dataset(
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size).map(lambda x, y: (preprocessor(x), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def load_split(path: str | Path) -> pd.DataFrame:
+    """Read one parquet split and check it has every feature and the label."""
+    frame = pd.read_parquet(path)
+    check_frame(frame)
+    if spec.LABEL not in frame.columns:
+        raise KeyError(f"Split {str(path)!r} lacks the `{spec.LABEL}` column. Received: {list(frame.columns)}")
+    return frame

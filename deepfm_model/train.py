@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 
 from deepfm_model.config import ModelConfig, TrainConfig
-from deepfm_model.evaluate import compute_metrics, flatten_metrics, write_report
+from deepfm_model.evaluate import METRICS_FILE, compute_metrics, flatten_metrics, write_report
 from deepfm_model.model import build_model
 from deepfm_model.sparse_adam import SparseAdam
 from deepfm_model.spec import features as spec
+from deepfm_model.spec.files import write_json
 
 if TYPE_CHECKING:
     from deepfm_model.predict import TrainedModel
@@ -41,20 +42,8 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 EXPORT_DIR = "export"
-METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.json"
 CONFIG_FILE = "config.json"
-
-
-def load_split(path: str | Path) -> pd.DataFrame:
-    """Read one parquet split and check it has every feature and the label."""
-    from deepfm_model.preprocessing import check_frame
-
-    frame = pd.read_parquet(path)
-    check_frame(frame)
-    if spec.LABEL not in frame.columns:
-        raise KeyError(f"Split {str(path)!r} lacks the `{spec.LABEL}` column. Received: {list(frame.columns)}")
-    return frame
 
 
 def tf_config_workers(tf_config: str | None) -> int:
@@ -259,6 +248,8 @@ def run_training(
     train_config = train_config or TrainConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from deepfm_model.preprocessing import load_split
+
     frames = {name: load_split(path) for name, path in zip(SPLITS, (train_path, valid_path, test_path), strict=True)}
     logger.info("Rows: %s", {name: len(f) for name, f in frames.items()})
 
@@ -281,11 +272,9 @@ def run_training(
     }
 
     trained.save(out_dir)
-    (out_dir / CONFIG_FILE).write_text(
-        json.dumps({"model": model_config.to_dict(), "train": train_config.to_dict()}, indent=1)
-    )
-    (out_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1))
-    (out_dir / METRICS_FILE).write_text(json.dumps(_json_safe(metrics), indent=1))
+    write_json(out_dir / CONFIG_FILE, {"model": model_config.to_dict(), "train": train_config.to_dict()})
+    write_json(out_dir / HISTORY_FILE, history)
+    write_json(out_dir / METRICS_FILE, _json_safe(metrics))
     write_report(out_dir, labels, probabilities, history, metrics, title=f"DeepFM run {out_dir.name}")
     if keras.backend.backend() == "tensorflow":
         from deepfm_model.export import export_saved_model

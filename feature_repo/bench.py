@@ -27,7 +27,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from deepfm_model.spec import dates
 from deepfm_model.spec.features import FEATURE_SERVICE, MOVIE_KEY, USER_KEY
 from feature_repo import ingest, store
 
@@ -38,13 +40,13 @@ CANDIDATES = 100
 
 
 def bench_historical(raw, ds: str, work_dir: Path, sources_dir: Path, offline_store: str) -> dict:
-    """Seconds and rows/sec of one `training_frame` over every event before `cutoff_for(ds)`."""
+    """Seconds and rows/sec of one `training_frame` over every event before `ds`."""
     repo = work_dir / f"offline_{offline_store}"
     store.write_config(repo, offline_store={"type": offline_store})
     shutil.copytree(sources_dir, store.data_dir(repo), dirs_exist_ok=True)
     feature_store = store.open_store(repo)
     store.apply(feature_store)
-    events = ingest.labelled_events(raw, end=ingest.cutoff_for(ds))
+    events = ingest.labelled_events(raw, end=dates.data_cutoff(ds))
     started = time.perf_counter()
     frame = store.training_frame(feature_store, events)
     seconds = time.perf_counter() - started
@@ -60,7 +62,7 @@ def bench_online(raw, ds: str, work_dir: Path, sources_dir: Path, name: str, onl
     feature_store = store.open_store(repo)
     store.apply(feature_store)
     try:
-        store.materialize(feature_store, ingest.day_start(ds), ingest.cutoff_for(ds))
+        store.materialize(feature_store, dates.last_data_day(ds), dates.data_cutoff(ds))
         service = feature_store.get_feature_service(FEATURE_SERVICE)
         rng = np.random.default_rng(0)
         users = raw.users[USER_KEY].astype(str).to_numpy()
@@ -88,10 +90,11 @@ def bench_online(raw, ds: str, work_dir: Path, sources_dir: Path, name: str, onl
 
 def run(data_dir: Path, out: Path, requests: int, redis_address: str) -> dict:
     """Run every measurement, write `out`, return the results."""
-    from deepfm_model import movielens
+    from feature_repo import movielens
 
     raw = movielens.load(data_dir)
-    ds = str((raw.events["event_timestamp"].max()).date())  # the last day: the whole dataset is the window
+    # The day after the last event: the whole dataset is the window.
+    ds = str((raw.events["event_timestamp"].max() + pd.Timedelta(days=1)).date())
     results: dict = {
         "dataset": "ml-100k",
         "ds": ds,

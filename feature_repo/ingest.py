@@ -1,23 +1,22 @@
 """Ingest: turn `RawData` into the dated parquet sources of the feature views.
 
-Every table is rebuilt from the events strictly before `ds + 1 day`, so re-running a logical date rewrites the
-same files (idempotent) and nothing after the run's day can leak in.
+The run for logical date `ds` sees the events strictly before `ds` 00:00 UTC (`spec.dates`), so re-running a
+logical date rewrites the same files (idempotent) and nothing from `ds` on can leak in.
 
 Stats rows follow one rule, which is what makes them point-in-time correct: a row stamped 00:00 UTC of day D
 aggregates the entity's events strictly before D. Rows exist for every day on which the entity has events
 (an event on D joins to D's row, never to one that counts the event itself or a later one) and, for every
-entity, for the day after `ds` (the "now" row that materialization pushes online).
+entity, for `ds` itself (the "now" row that materialization pushes online).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from deepfm_model.spec.dates import DateLike, data_cutoff
 from deepfm_model.spec.features import (
     EVENT_TIMESTAMP,
     GENRES,
@@ -36,6 +35,7 @@ from deepfm_model.spec.features import (
     genre_stat_columns,
     view_features,
 )
+from deepfm_model.spec.files import staged_path
 from deepfm_model.spec.raw_data import (
     EVENT_COLUMNS,
     MOVIE_COLUMNS,
@@ -55,25 +55,13 @@ PRIOR_MEAN_RATING = 3.5
 ZIP_PREFIX_LENGTH = 3
 
 
-def day_start(ds: dt.date | str | pd.Timestamp) -> pd.Timestamp:
-    """00:00 UTC of the logical date `ds`."""
-    stamp = pd.Timestamp(ds)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.normalize()
-
-
-def cutoff_for(ds: dt.date | str | pd.Timestamp) -> pd.Timestamp:
-    """00:00 UTC of the day after `ds`: the run for `ds` uses events strictly before it."""
-    return day_start(ds) + pd.Timedelta(days=1)
-
-
 def labelled_events(raw: RawData, start: pd.Timestamp | None = None, end: pd.Timestamp | None = None) -> pd.DataFrame:
     """The Feast entity frame: events with `start <= event_timestamp < end`, labelled, sorted by time.
 
     Args:
         raw: raw tables.
         start: first instant included (UTC); `None` for no lower bound.
-        end: first instant excluded (UTC), usually `cutoff_for(ds)`; `None` for no upper bound.
+        end: first instant excluded (UTC), usually `spec.dates.data_cutoff(ds)`; `None` for no upper bound.
 
     Returns:
         Columns user_id, movie_id (str), event_timestamp (UTC), rating (int), label (int 0/1).
@@ -139,7 +127,7 @@ def daily_stats(events: pd.DataFrame, key: str, entity_ids: pd.Series, prefix: s
         entity_ids: every id that gets a "now" row at `cutoff`.
         prefix: feature name prefix (`user` or `movie`).
         view: feature view whose columns the table must have.
-        cutoff: 00:00 UTC of the day after `ds`.
+        cutoff: `data_cutoff(ds)`: 00:00 UTC of the logical date.
 
     Returns:
         One row per (entity, day with events) and per (entity, cutoff day), stamped 00:00 UTC of that day,
@@ -172,7 +160,7 @@ def user_genre_stats(events: pd.DataFrame, movies: pd.DataFrame, user_ids: pd.Se
         events: labelled events before `cutoff`.
         movies: the movie profile source (movie_id, genres); events of unknown movies count in no genre.
         user_ids: every user that gets a "now" row at `cutoff`.
-        cutoff: 00:00 UTC of the day after `ds`.
+        cutoff: `data_cutoff(ds)`: 00:00 UTC of the logical date.
 
     Returns:
         user_id, `features.USER_GENRE_STAT_COLUMNS` (float64) and event_timestamp, one row per (user, day with
@@ -224,9 +212,9 @@ def _sums_before_each_day(events: pd.DataFrame, values: pd.DataFrame, key: str, 
     return rows.sort_values([EVENT_TIMESTAMP, key], kind="stable").reset_index(drop=True)
 
 
-def build_sources(raw: RawData, ds: dt.date | str | pd.Timestamp) -> dict[str, pd.DataFrame]:
+def build_sources(raw: RawData, ds: DateLike) -> dict[str, pd.DataFrame]:
     """The source tables for logical date `ds`, keyed by feature view name."""
-    cutoff = cutoff_for(ds)
+    cutoff = data_cutoff(ds)
     events = labelled_events(raw, end=cutoff)
     users = user_profiles(raw.users)
     movies = movie_profiles(raw.movies)
@@ -239,11 +227,11 @@ def build_sources(raw: RawData, ds: dt.date | str | pd.Timestamp) -> dict[str, p
     }
 
 
-def write_sources(raw: RawData, ds: dt.date | str | pd.Timestamp, data_dir: Path) -> dict[str, Path]:
+def write_sources(raw: RawData, ds: DateLike, data_dir: Path) -> dict[str, Path]:
     """Write the parquet sources for logical date `ds` into `data_dir` (atomically, one file per view).
 
     Args:
-        raw: raw tables; only events strictly before `ds + 1 day` are used.
+        raw: raw tables; only events strictly before `ds` 00:00 UTC are used.
         ds: logical date of the run.
         data_dir: the repo's data folder (`store.data_dir(repo_dir)`), created if missing.
 
@@ -254,9 +242,8 @@ def write_sources(raw: RawData, ds: dt.date | str | pd.Timestamp, data_dir: Path
     paths = {}
     for view, table in build_sources(raw, ds).items():
         path = data_dir / source_file(view)
-        partial = path.with_name(f".{path.name}.partial")
-        table.to_parquet(partial, index=False)
-        os.replace(partial, path)
+        with staged_path(path) as staged:
+            table.to_parquet(staged, index=False)
         paths[view] = path
     return paths
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from feast import FeatureStore
 
+from deepfm_model.spec.dates import to_utc
 from deepfm_model.spec.features import (
     EVENT_TIMESTAMP,
     FEATURES,
@@ -26,6 +27,7 @@ from deepfm_model.spec.features import (
     USER_PROFILE_VIEW,
     Kind,
 )
+from deepfm_model.spec.files import to_python
 from feature_repo import store as feature_store
 
 NUMERIC_TOLERANCE = 1e-9  # relative; both sides read the same float64 values, so only rounding may differ
@@ -39,7 +41,7 @@ def skew_report(store: FeatureStore, sample_size: int, as_of: dt.datetime | pd.T
         store: the feature store, sources written and the window up to `as_of` materialized.
         sample_size: number of (user, movie) pairs, drawn from the profile sources.
         as_of: the instant the offline side is read at; the latest materialized rows must be the ones in
-            force then (for the nightly run of `ds`: any time on the day after `ds`).
+            force then (for the nightly run of `ds`: any time on the day `ds`).
         seed: seed of the sample.
 
     Returns:
@@ -49,8 +51,7 @@ def skew_report(store: FeatureStore, sample_size: int, as_of: dt.datetime | pd.T
     """
     if sample_size <= 0:
         raise ValueError(f"`sample_size` must be positive. Received: `sample_size={sample_size}`")
-    as_of = pd.Timestamp(as_of)
-    as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
+    as_of = to_utc(as_of)
     rng = np.random.default_rng(seed)
     users = _entity_ids(store, USER_PROFILE_VIEW, USER_KEY)
     movies = _entity_ids(store, MOVIE_PROFILE_VIEW, MOVIE_KEY)
@@ -111,4 +112,4 @@ def _entity_ids(store: FeatureStore, view: str, key: str) -> np.ndarray:
 def _plain(value: Any) -> Any:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
-    return value.item() if hasattr(value, "item") else value
+    return to_python(value)

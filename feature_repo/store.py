@@ -34,6 +34,7 @@ import yaml
 from feast import FeatureService, FeatureStore, FeatureView, FileSource
 from feast.on_demand_feature_view import OnDemandFeatureView
 
+from deepfm_model.spec.dates import to_utc
 from deepfm_model.spec.features import (
     EVENT_TIMESTAMP,
     FEATURE_NAMES,
@@ -135,7 +136,7 @@ def materialize(store: FeatureStore, start: dt.datetime | pd.Timestamp, end: dt.
 
     Profiles are static rows stamped at `ingest.PROFILE_TIMESTAMP`; they are small, so every call loads them
     whole (`[PROFILE_TIMESTAMP, end]`) and entities added since the last run are never missed. For the nightly
-    run of `ds`, `start=day_start(ds)` and `end=cutoff_for(ds)` loads the "now" stats rows.
+    run of `ds`, `start=dates.last_data_day(ds)` and `end=dates.data_cutoff(ds)` loads the "now" stats rows.
 
     Args:
         store: the feature store, objects applied and sources written.
@@ -274,6 +275,4 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _utc(value: dt.datetime | pd.Timestamp) -> dt.datetime:
-    stamp = pd.Timestamp(value)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.to_pydatetime()
+    return to_utc(value).to_pydatetime()

@@ -36,7 +36,6 @@ import datetime as dt
 import json
 import logging
 import math
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from deepfm_model.spec.dates import DateLike, last_data_day, to_utc
 from deepfm_model.spec.features import (
     EVENT_TIMESTAMP,
     FEATURE_NAMES,
@@ -62,6 +62,7 @@ from deepfm_model.spec.features import (
     Feature,
     Kind,
 )
+from deepfm_model.spec.files import to_python, write_json
 from deepfm_model.spec.raw_data import RawData
 
 logger = logging.getLogger(__name__)
@@ -279,7 +280,7 @@ def validate_snapshot(
 
 def validate_sources(
     raw: RawData,
-    ds: dt.date | str | pd.Timestamp,
+    ds: DateLike,
     docs_dir: Path,
     config: SourceSuiteConfig = SourceSuiteConfig(),
     now: dt.datetime | pd.Timestamp | None = None,
@@ -288,7 +289,8 @@ def validate_sources(
 
     Args:
         raw: the raw tables as delivered (events of every day, users, movies).
-        ds: the run's day; it must have at least `config.min_day_events` events.
+        ds: the run's logical date; its last day of data (`spec.dates.last_data_day`) must have at least
+            `config.min_day_events` events.
         docs_dir: folder for the Data Docs site (created); nothing else is written.
         config: thresholds.
         now: no event may be stamped later (UTC; default: the wall clock).
@@ -296,8 +298,8 @@ def validate_sources(
     Returns:
         A `ValidationReport` over the three tables; failures are prefixed with the table name.
     """
-    now = _utc(now if now is not None else pd.Timestamp.now(tz="UTC"))
-    day = _utc(pd.Timestamp(ds)).normalize()
+    now = to_utc(now if now is not None else pd.Timestamp.now(tz="UTC"))
+    day = last_data_day(ds)
     events = raw.events.copy()
     if EVENT_TIMESTAMP in events.columns:
         stamps = pd.to_datetime(events[EVENT_TIMESTAMP], utc=True, errors="coerce")
@@ -336,12 +338,7 @@ def record_reference(frame: pd.DataFrame, path: Path) -> Path:
         "features": features,
         "recorded_at": pd.Timestamp.now(tz="UTC").isoformat(),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.partial")
-    staged.write_text(json.dumps(payload, indent=1))
-    os.replace(staged, path)
-    return path
+    return write_json(path, payload)
 
 
 def psi_table(frame: pd.DataFrame, reference: dict) -> pd.DataFrame:
@@ -451,11 +448,6 @@ def _validate(batches: list[tuple[str, pd.DataFrame, list[Any]]], docs_dir: Path
     )
 
 
-def _utc(value: dt.datetime | pd.Timestamp) -> pd.Timestamp:
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
 def _reading_order(outcome: Any, frame: pd.DataFrame) -> tuple[int, int, str]:
     """Table-level and missing-column failures first, then by column in the frame's order."""
     config = outcome.expectation_config
@@ -480,17 +472,12 @@ def _describe(outcome: Any, columns: pd.Index) -> str:
         return f"{text}: could not run: {message[0] if message else 'unknown error'}"
     details = outcome.result or {}
     if "unexpected_count" in details:
-        sample = [_plain(v) for v in details.get("partial_unexpected_list", [])[:SAMPLE_SIZE]]
+        sample = [to_python(v) for v in details.get("partial_unexpected_list", [])[:SAMPLE_SIZE]]
         total = details.get("element_count", "?")
         return f"{text}: {details['unexpected_count']} of {total} values unexpected, e.g. {sample!r}"
     if "observed_value" in details:
-        return f"{text}: observed {_plain(details['observed_value'])!r}"
+        return f"{text}: observed {to_python(details['observed_value'])!r}"
     return f"{text}: failed"
-
-
-def _plain(value: Any) -> Any:
-    """Numpy scalars as Python ones, so that messages read `0.0`, not `np.float64(0.0)`."""
-    return value.item() if hasattr(value, "item") and callable(value.item) else value
 
 
 def _docs_page(context: Any, identifier: Any, docs_dir: Path) -> Path:

@@ -7,11 +7,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from deepfm_model.spec.dates import data_cutoff
 from deepfm_model.spec.raw_data import RawData
 from deepfm_model.synthetic import generate
 from feature_repo import ingest, store
 
-DS = "1998-01-20"  # logical date inside the synthetic 30-day window, so later events exist and must not leak
+DS = "1998-01-21"  # logical date inside the synthetic 30-day window, so later events exist and must not leak
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +33,7 @@ def feature_store(raw: RawData, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def events(raw: RawData) -> pd.DataFrame:
-    return ingest.labelled_events(raw, end=ingest.cutoff_for(DS))
+    return ingest.labelled_events(raw, end=data_cutoff(DS))
 
 
 @pytest.fixture(scope="session")

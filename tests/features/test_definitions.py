@@ -10,6 +10,7 @@ from feast.repo_operations import parse_repo
 from feast.types import Float64, String
 
 from deepfm_model.spec import features
+from deepfm_model.spec.dates import data_cutoff
 from deepfm_model.spec.features import FEATURES, Kind
 from feature_repo import definitions, ingest, store
 from feature_repo.feature_services import deepfm_v2
@@ -68,7 +69,7 @@ def test_profiles_take_zip_prefix_and_fill_unknown_years(raw):
 
 
 def test_labelled_events_window_and_label(raw):
-    start, end = pd.Timestamp("1998-01-05", tz="UTC"), ingest.cutoff_for("1998-01-10")
+    start, end = pd.Timestamp("1998-01-05", tz="UTC"), data_cutoff("1998-01-11")
     frame = ingest.labelled_events(raw, start=start, end=end)
     assert list(frame.columns) == ["user_id", "movie_id", "event_timestamp", "rating", "label"]
     assert frame["event_timestamp"].between(start, end, inclusive="left").all()

@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from deepfm_model.spec.dates import data_cutoff, last_data_day
 from deepfm_model.spec.features import FEATURE_NAMES, FEATURES, Kind
-from feature_repo import ingest, store
+from feature_repo import store
 from feature_repo.skew import skew_report
 
 from .conftest import DS, repo_with
 
-NOW = ingest.cutoff_for(DS) + pd.Timedelta(hours=1)  # serving time: the "now" rows are stamped at the cutoff
+NOW = data_cutoff(DS) + pd.Timedelta(hours=1)  # serving time: the "now" rows are stamped at the cutoff
 
 
 def offline_now(feature_store, user_id: str, movie_ids: list[str]) -> pd.DataFrame:
@@ -41,19 +42,19 @@ def assert_online_equals_offline(feature_store, raw) -> None:
 
 
 def test_online_equals_offline_after_materialization(feature_store, raw):
-    store.materialize(feature_store, ingest.day_start(DS), ingest.cutoff_for(DS))
+    store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
     assert_online_equals_offline(feature_store, raw)
 
 
 def test_materialize_is_idempotent(feature_store, raw):
-    store.materialize(feature_store, ingest.day_start(DS), ingest.cutoff_for(DS))
+    store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
     first = store.online_features(feature_store, "1", ["1", "2", "3"])
-    store.materialize(feature_store, ingest.day_start(DS), ingest.cutoff_for(DS))
+    store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
     pd.testing.assert_frame_equal(first, store.online_features(feature_store, "1", ["1", "2", "3"]))
 
 
 def test_unknown_ids_come_back_null(feature_store):
-    store.materialize(feature_store, ingest.day_start(DS), ingest.cutoff_for(DS))
+    store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
     frame = store.online_features(feature_store, "no-such-user", ["no-such-movie"])
     assert len(frame) == 1
     numeric = [f.name for f in FEATURES if f.kind is Kind.NUMERIC and f.view is not None]
@@ -75,7 +76,7 @@ def test_online_equals_offline_on_redis(raw, tmp_path):
     online_store = {"type": "redis", "connection_string": f"{host}:{port}", "key_ttl_seconds": 3600}
     feature_store = repo_with(raw, DS, tmp_path, project=project, online_store=online_store)
     try:
-        store.materialize(feature_store, ingest.day_start(DS), ingest.cutoff_for(DS))
+        store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
         assert_online_equals_offline(feature_store, raw)
     finally:
         feature_store.teardown()
@@ -83,7 +84,7 @@ def test_online_equals_offline_on_redis(raw, tmp_path):
 
 
 def test_skew_report_finds_no_skew_after_materialization(feature_store):
-    store.materialize(feature_store, ingest.day_start(DS), ingest.cutoff_for(DS))
+    store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
     report = skew_report(feature_store, sample_size=40, as_of=NOW)
     assert report["ok"], report
     assert report["pairs"] >= 30 and report["mismatched_pairs"] == 0
@@ -93,9 +94,9 @@ def test_skew_report_finds_no_skew_after_materialization(feature_store):
 
 def test_skew_report_names_a_planted_online_difference(raw, tmp_path):
     feature_store = repo_with(raw, DS, tmp_path)
-    store.materialize(feature_store, ingest.day_start(DS), ingest.cutoff_for(DS))
+    store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
     stats = pd.read_parquet(store.data_dir(tmp_path) / "user_stats.parquet")
-    now_rows = stats[stats["event_timestamp"] == ingest.cutoff_for(DS)].copy()
+    now_rows = stats[stats["event_timestamp"] == data_cutoff(DS)].copy()
     now_rows["user_mean_rating"] = 1.0  # the online store now disagrees with the offline source for every user
     feature_store.write_to_online_store("user_stats", now_rows)
     report = skew_report(feature_store, sample_size=20, as_of=NOW)

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from deepfm_model.spec.dates import data_cutoff
 from deepfm_model.spec.features import FEATURE_NAMES
 from deepfm_model.spec.raw_data import RawData
 from deepfm_model.synthetic import generate
@@ -41,8 +42,8 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[RawData, pd.DataF
         ]
     )
     raw = RawData(events, users, movies)
-    feature_store = repo_with(raw, "1998-01-04", tmp_path_factory.mktemp("planted"))
-    labelled = ingest.labelled_events(raw, end=ingest.cutoff_for("1998-01-04"))
+    feature_store = repo_with(raw, "1998-01-05", tmp_path_factory.mktemp("planted"))
+    labelled = ingest.labelled_events(raw, end=data_cutoff("1998-01-05"))
     return raw, store.training_frame(feature_store, labelled)
 
 
@@ -80,11 +81,11 @@ def test_events_sharing_user_and_second_are_all_kept(planted):
 def test_sources_ignore_events_after_ds(planted, tmp_path):
     raw, frame = planted
     assert pd.Timestamp("1998-01-05", tz="UTC") not in set(frame["event_timestamp"])
-    tables = ingest.build_sources(raw, "1998-01-04")
+    tables = ingest.build_sources(raw, "1998-01-05")
     stats = tables["user_stats"]
-    u3_now = stats[(stats["user_id"] == "u3") & (stats["event_timestamp"] == ingest.cutoff_for("1998-01-04"))]
+    u3_now = stats[(stats["user_id"] == "u3") & (stats["event_timestamp"] == data_cutoff("1998-01-05"))]
     assert u3_now["user_rating_count"].tolist() == [0.0]
-    assert stats["event_timestamp"].max() == ingest.cutoff_for("1998-01-04")
+    assert stats["event_timestamp"].max() == data_cutoff("1998-01-05")
 
 
 def test_no_event_sees_itself_or_a_later_event(training, events):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from deepfm_model.spec.dates import last_data_day
 from deepfm_model.spec.features import GENRES
 from deepfm_model.spec.raw_data import RawData
 from feature_repo import validation
@@ -194,7 +195,7 @@ def test_duplicated_events_fail_without_reference(snapshot, tmp_path):
 
 # --- Raw sources at ingest --------------------------------------------------------------------------------
 
-NOW = pd.Timestamp("1998-01-21 06:00", tz="UTC")  # the morning after DS: the whole synthetic window is "past"
+NOW = pd.Timestamp("1998-01-21 06:00", tz="UTC")  # the morning of DS: the whole synthetic window is "past"
 
 
 def test_good_sources_pass(raw, tmp_path):
@@ -217,7 +218,7 @@ def _raw_with(raw, events=None, users=None, movies=None) -> RawData:
 
 def _empty_day(raw):
     events = raw.events_before(pd.Timestamp("1998-01-21", tz="UTC")).events
-    return _raw_with(raw, events=events[events["event_timestamp"] < pd.Timestamp(DS, tz="UTC")].copy())
+    return _raw_with(raw, events=events[events["event_timestamp"] < last_data_day(DS)].copy())
 
 
 def _duplicated_events(raw):

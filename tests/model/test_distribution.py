@@ -44,7 +44,8 @@ SCRIPT = textwrap.dedent(
     from deepfm_model.config import ModelConfig, TrainConfig
     from deepfm_model.evaluate import compute_metrics
     from deepfm_model.predict import predict_frame
-    from deepfm_model.train import load_split, train_model
+    from deepfm_model.preprocessing import load_split
+    from deepfm_model.train import train_model
 
     train_path, valid_path, test_path = sys.argv[1:4]
     train, valid, test = (load_split(p) for p in (train_path, valid_path, test_path))
