@@ -39,7 +39,7 @@ $(AIRFLOW_HOME)/airflow.db: | install  ## migrated metadata DB with the DAGs' po
 
 demo: install data $(AIRFLOW_HOME)/airflow.db  ## one nightly DagRun, then serve and rank over gRPC
 	$(VENV)/bin/airflow dags test deepfm_nightly $(DS)
-	$(PY) -m deepfm_model.demo --ds $(DS)
+	$(PY) -m dags.pipeline.demo --ds $(DS)
 
 test: install  ## the whole pytest suite
 	$(PY) -m pytest -q

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def _config():
-    from deepfm_model.pipeline import PipelineConfig
+    from dags.pipeline.config import PipelineConfig
 
     return PipelineConfig.from_env(PROJECT_HOME)
 
@@ -84,7 +84,8 @@ def deepfm_nightly():
     | release | push | the next integer version under the model base path; skipped when not blessed |
     | release | verify_serving | the version loads and answers like the in-process model; then it is labelled `stable` (retried) |
 
-    Every task reads and writes `artifacts/runs/<ds>/`; re-running a date reuses it and never pushes twice.
+    Every task reads and writes `artifacts/runs/<ds>/` (`dags/pipeline/run_dir.py` names each file), so tasks are
+    chained by explicit dependencies, not by passing values; re-running a date reuses it and never pushes twice.
     Runs of different dates share the Feast sources, so one runs at a time: `max_active_runs=1` here, and
     `--max-active-runs 1` for `airflow backfill create` (`make backfill`).
     `update_feature_store` updates the Asset `deepfm_online_features` and `verify_serving` the Asset
@@ -97,41 +98,41 @@ def deepfm_nightly():
 
         @task(doc_md="Write the Feast parquet sources and the labelled events of the run.")
         def ingest(ds: str | None = None) -> dict:
-            from deepfm_model import pipeline
+            from dags.pipeline import stages
 
-            return pipeline.ingest(_config(), ds)
+            return stages.ingest(_config(), ds)
 
         @task(
             doc_md="`feast apply` and materialize the run's window into the online store.",
             outlets=[ONLINE_FEATURES],
             **TRANSIENT_RETRIES,
         )
-        def update_feature_store(_ingested: dict, ds: str | None = None) -> dict:
-            from deepfm_model import pipeline
+        def update_feature_store(ds: str | None = None) -> dict:
+            from dags.pipeline import stages
 
-            return pipeline.update_feature_store(_config(), ds)
+            return stages.update_feature_store(_config(), ds)
 
         @task(doc_md="Online feature vectors of sampled pairs must equal the offline point-in-time values.")
-        def check_skew(_store: dict, ds: str | None = None) -> dict:
-            from deepfm_model import pipeline
+        def check_skew(ds: str | None = None) -> dict:
+            from dags.pipeline import stages
 
-            return pipeline.check_skew(_config(), ds)
+            return stages.check_skew(_config(), ds)
 
-        features_ready = check_skew(update_feature_store(ingest()))
+        features_ready = ingest() >> update_feature_store() >> check_skew()
 
     with TaskGroup("training", tooltip="Point-in-time snapshot, validation gate, DeepFM training"):
 
         @task(doc_md="Point-in-time training set from the `deepfm_v2` FeatureService, split by time.")
-        def build_training_set(_store: dict, ds: str | None = None) -> dict:
-            from deepfm_model import pipeline
+        def build_training_set(ds: str | None = None) -> dict:
+            from dags.pipeline import stages
 
-            return pipeline.build_training_set(_config(), ds)
+            return stages.build_training_set(_config(), ds)
 
         @task(doc_md="Great Expectations suite on the snapshot; bad data stops the run before training.")
-        def validate(_snapshot: dict, ds: str | None = None) -> dict:
-            from deepfm_model import pipeline
+        def validate(ds: str | None = None) -> dict:
+            from dags.pipeline import stages
 
-            return pipeline.validate(_config(), ds)
+            return stages.validate(_config(), ds)
 
         # Routed to GPU workers: Celery's `gpu` queue, a GPU pod under Kubernetes; the local executor runs it on
         # the CPU. The `training` pool limits how many trainings run at once, whatever the executor.
@@ -141,26 +142,26 @@ def deepfm_nightly():
             pool=TRAINING_POOL,
             executor_config=gpu_executor_config(),
         )
-        def train(_validation: dict, ds: str | None = None) -> dict:
-            from deepfm_model import pipeline
+        def train(ds: str | None = None) -> dict:
+            from dags.pipeline import stages
 
-            return pipeline.train(_config(), ds)
+            return stages.train(_config(), ds)
 
-        trained = train(validate(build_training_set(features_ready)))
+        trained = features_ready >> build_training_set() >> validate() >> train()
 
     with TaskGroup("release", tooltip="Blessing, atomic push, serving verification"):
 
         @task(doc_md="Compare the candidate with the serving model on the same test split.")
-        def bless(_metrics: dict, ds: str | None = None) -> dict:
-            from deepfm_model import pipeline
+        def bless(ds: str | None = None) -> dict:
+            from dags.pipeline import stages
 
-            return pipeline.bless(_config(), ds)
+            return stages.bless(_config(), ds)
 
         @task(doc_md="Push a blessed model as the next version; a rejected candidate skips this and what follows.")
-        def push(_blessing: dict, ds: str | None = None) -> dict:
-            from deepfm_model import pipeline
+        def push(ds: str | None = None) -> dict:
+            from dags.pipeline import stages
 
-            pushed = pipeline.push(_config(), ds)
+            pushed = stages.push(_config(), ds)
             if pushed["model_version"] is None:
                 raise AirflowSkipException(f"Candidate not pushed: {pushed['reason']}")
             return pushed
@@ -170,12 +171,12 @@ def deepfm_nightly():
             outlets=[STABLE_MODEL],
             **TRANSIENT_RETRIES,
         )
-        def verify_serving(_pushed: dict, ds: str | None = None) -> dict:
-            from deepfm_model import pipeline
+        def verify_serving(ds: str | None = None) -> dict:
+            from dags.pipeline import stages
 
-            return pipeline.verify_serving(_config(), ds)
+            return stages.verify_serving(_config(), ds)
 
-        verify_serving(push(bless(trained)))
+        trained >> bless() >> push() >> verify_serving()
 
 
 deepfm_nightly()

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfm_model.layout import METRICS_FILE, REPORT_DIR, REPORT_INDEX
 from deepfm_model.spec.files import write_json, write_text
 
-REPORT_DIR = "report"
-REPORT_INDEX = "index.html"
-METRICS_FILE = "metrics.json"
 EPSILON = 1e-7
 
 

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from deepfm_model.config import ModelConfig, TrainConfig
-from deepfm_model.evaluate import METRICS_FILE, compute_metrics, flatten_metrics, write_report
+from deepfm_model.evaluate import compute_metrics, flatten_metrics, write_report
+from deepfm_model.layout import CONFIG_FILE, EXPORT_DIR, HISTORY_FILE, METRICS_FILE, SPLITS
 from deepfm_model.model import build_model
 from deepfm_model.sparse_adam import SparseAdam
 from deepfm_model.spec import features as spec
@@ -40,10 +41,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "valid", "test")
-EXPORT_DIR = "export"
-HISTORY_FILE = "history.json"
-CONFIG_FILE = "config.json"
 
 
 def tf_config_workers(tf_config: str | None) -> int:

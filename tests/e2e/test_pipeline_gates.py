@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deepfm_model import pipeline
+from dags.pipeline import stages as pipeline
 from tests.e2e.conftest import SYNTHETIC_DS
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> pipeline.PipelineConfi
 
 
 def test_bad_snapshot_stops_the_run_before_training(prepared: pipeline.PipelineConfig) -> None:
-    run_dir = prepared.run_dir(SYNTHETIC_DS)
+    run_dir = prepared.run_dir(SYNTHETIC_DS).root
     train_path = run_dir / "snapshot" / "train.parquet"
     good = pd.read_parquet(train_path)
     bad = good.copy()
@@ -65,7 +65,7 @@ def test_candidate_below_the_floor_is_not_pushed(prepared: pipeline.PipelineConf
 
 def _copy_run(config: pipeline.PipelineConfig, ds: str) -> Path:
     """A run directory for `ds` holding a copy of the trained run's model and test split (what `bless` reads)."""
-    source, target = config.run_dir(SYNTHETIC_DS), config.run_dir(ds)
+    source, target = config.run_dir(SYNTHETIC_DS).root, config.run_dir(ds).root
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source / "model", target / "model")
     (target / "snapshot").mkdir()

@@ -1,14 +1,14 @@
 """`make demo`'s last step: serve the pushed model locally and print one user's top 10 movies over gRPC.
 
 Starts the TF Serving-compatible server on the model base path, waits until the newest version is AVAILABLE,
-ranks every movie the user has not rated through `ServingClient.rank` (Feast online features + gRPC Predict),
+ranks every movie the user has not rated through `serving.ranking.Ranker` (Feast online features + gRPC Predict),
 prints the top 10 by title with scores, and stops the server.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import logging
 import os
 import socket
@@ -17,12 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from deepfm_model.pipeline import (
-    PipelineConfig,
-    load_raw,
-    serving_version,
-    wait_available,
-)
+from dags.pipeline.config import PipelineConfig
+from dags.pipeline.release import serving_version, wait_available
+from deepfm_model.spec.files import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +52,9 @@ def recommend(config: PipelineConfig, ds: str, user_id: str, port: int, top_k: i
     """Rank the movies `user_id` has not rated before `ds` through the served model; return the top `top_k`."""
     from feature_repo import store as feature_store
     from serving.client import ServingClient
+    from serving.ranking import Ranker
 
-    raw = load_raw(config)
+    raw = config.load_raw()
     seen = set(raw.events.loc[raw.events["user_id"] == user_id, "movie_id"])
     candidates = [m for m in raw.movies["movie_id"] if m not in seen]
     titles = dict(zip(raw.movies["movie_id"], raw.movies["title"], strict=False))
@@ -66,14 +64,16 @@ def recommend(config: PipelineConfig, ds: str, user_id: str, port: int, top_k: i
         wait_for_port(port, server, deadline_s=180)
         with ServingClient(f"127.0.0.1:{port}", model_name=config.model_name, version_label="stable") as client:
             version = wait_available(client, serving_version(config), deadline_s=180)
-            ranked = client.rank(user_id, candidates, feature_store.open_store(config.feature_repo))[:top_k]
+            store = feature_store.open_store(config.feature_repo)
+            ranked = Ranker(client, functools.partial(feature_store.online_features, store)).rank(user_id, candidates)
+            ranked = ranked[:top_k]
     finally:
         server.terminate()
         server.wait(timeout=30)
-    metrics = json.loads((config.run_dir(ds) / "metrics.json").read_text())
+    metrics = read_json(config.run_dir(ds).metrics)
     print(
         f"\nRun {ds}: test AUC {metrics['test_auc']:.4f}, logloss {metrics['test_logloss']:.4f} "
-        f"({config.artifacts / 'latest' / 'metrics.json'})"
+        f"({config.run_dir(ds).metrics})"
     )
     print(f"Top {top_k} movies for user {user_id} (model {config.model_name!r} version {version}, gRPC):")
     for rank, (movie_id, score) in enumerate(ranked, start=1):

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from deepfm_model.blessing import Candidate, decide, describe_diff, non_finite_losses, signature_diff
+from dags.pipeline.blessing import Candidate, decide, non_finite_losses
+from deepfm_model.signature import describe_diff, signature_diff
 
 SIGNATURE = {"inputs": {"user_id": "string[?]", "age": "float32[?]"}, "outputs": {"probability": "float32[?,1]"}}
 GATES = {"auc_floor": 0.6, "auc_tolerance": 0.01, "allow_signature_change": False}

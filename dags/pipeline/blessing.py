@@ -1,0 +1,90 @@
+"""The blessing policy: whether a trained candidate may replace the serving model, and why.
+
+A candidate is rejected (a result with a reason, never an exception) for: non-finite test metrics or training
+losses, an export without a `serving_default` signature, a signature that differs from the serving model's
+(unless a change is allowed), a test AUC below the absolute floor, or one trailing the serving model's AUC on
+the same test split by more than the tolerance. The first model needs only the floor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from deepfm_model.signature import Signature, describe_diff
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What the rules read of a trained candidate.
+
+    Attributes:
+        auc: test AUC (`None` or NaN when missing or undefined).
+        logloss: test logloss.
+        non_finite_epochs: 0-based epochs whose training loss was not finite.
+        signature: its `serving_default` signature (`export_signature`), `None` when unreadable.
+    """
+
+    auc: float | None
+    logloss: float | None
+    non_finite_epochs: list[int]
+    signature: Signature | None
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def decide(
+    candidate: Candidate,
+    *,
+    serving_version: int | None,
+    serving_auc: float | None,
+    signature_changed: dict | None,
+    auc_floor: float,
+    auc_tolerance: float,
+    allow_signature_change: bool,
+) -> tuple[bool, str]:
+    """`(blessed, reason)` for `candidate` against the serving model.
+
+    Args:
+        serving_version: the version applications get now, `None` before the first push.
+        serving_auc: its AUC on the candidate's test split; `None` when not compared (no serving model, or a
+            changed signature).
+        signature_changed: `signature_diff(serving, candidate)` when not empty (or `{"serving": why}` when the
+            serving model's signature is unreadable), else `None`.
+    """
+    auc = candidate.auc
+    if not _finite(auc) or not _finite(candidate.logloss):
+        return False, f"candidate metrics are not finite: auc={auc}, logloss={candidate.logloss}"
+    if candidate.non_finite_epochs:
+        return False, (
+            f"candidate training loss is not finite in epoch(s) {candidate.non_finite_epochs} of model/history.json"
+        )
+    if candidate.signature is None:
+        return False, "candidate export has no readable serving_default signature"
+    if signature_changed is not None and not allow_signature_change:
+        detail = signature_changed.get("serving") or describe_diff(signature_changed)
+        return False, (
+            f"candidate serving signature differs from serving version {serving_version}: {detail} "
+            "(set allow_signature_change / DEEPFM_ALLOW_SIGNATURE_CHANGE to push a deliberate change)"
+        )
+    if auc < auc_floor:
+        return False, f"candidate AUC {auc:.4f} is below the floor {auc_floor:.4f}"
+    if serving_auc is not None and auc < serving_auc - auc_tolerance:
+        return False, (
+            f"candidate AUC {auc:.4f} trails serving version {serving_version} ({serving_auc:.4f}) by more than "
+            f"{auc_tolerance:.4f}"
+        )
+    if serving_version is None:
+        baseline = "no model serving yet"
+    elif serving_auc is None:
+        baseline = f"signature change allowed, so serving version {serving_version} was not compared"
+    else:
+        baseline = f"serving version {serving_version} has {serving_auc:.4f}"
+    return True, f"candidate AUC {auc:.4f} clears the floor {auc_floor:.4f}; {baseline}"
+
+
+def non_finite_losses(history: dict) -> list[int]:
+    """Epochs (0-based) whose training loss in a Keras history (`{"loss": [...]}`) is not finite."""
+    return [epoch for epoch, loss in enumerate(history.get("loss") or []) if not _finite(loss)]
