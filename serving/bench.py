@@ -8,10 +8,14 @@ Measures, on this machine:
 - encode time of a 100-row request, from numpy columns to the request bytes: `encode_predict_request` (what
   `ServingClient.predict` sends) against `tf.make_tensor_proto` into an official `PredictRequest`
   (see `measure_encoding`);
+- the server's signature call, in process: one Predict through `run_predict` (checks, decoding, the call,
+  encoding) and the signature call alone, with TensorFlow's private flat call (`_call_flat`, what the server
+  uses) against the public call of the same concrete function, on the same loaded model and requests, timed in
+  alternation (see `measure_signature_call`); the private call stays only while this shows its gain;
 - end-to-end latency (p50, p99) and requests per second of `ServingClient.predict` for 1-row and 100-row
   requests at concurrency 1 and 8, against the local server (`python -m serving.server`) in its own process.
   The model is the real DeepFM export at `artifacts/latest/model/export` when there is one, with rows of its
-  test snapshot; otherwise the serving tests' fixture model with sample rows. The output says which.
+  test snapshot; otherwise the sample model of `serving.sample_model` with sample rows. The output says which.
 
 Targets (the issue's): client import < 0.5 s; encoding >= 10x faster than `tf.make_tensor_proto`;
 p99 < 10 ms for 100 rows at concurrency 1.
@@ -20,11 +24,10 @@ p99 < 10 ms for 100 rows at concurrency 1.
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import logging
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,9 +40,11 @@ from typing import Any
 
 import numpy as np
 
+from deepfm_model.spec import files
+from serving.server_process import ROOT, server_process
+
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
 REAL_EXPORT = Path("artifacts/latest/model/export")
 REAL_ROWS = Path("artifacts/latest/snapshot/test.parquet")
 MODEL_NAME = "deepfm"
@@ -137,36 +142,58 @@ def measure_encoding(columns: dict[str, np.ndarray], number: int) -> dict[str, f
             "tensors_speedup": their_tensors_us / tensors_us, "predict_build_us": predict_us}  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def measure_signature_call(export: Path, columns_by_case: dict[str, dict[str, np.ndarray]], number: int) -> dict:
+    """Microseconds of one Predict inside the server, private flat call against public call, by case.
 
+    One version of `export` is loaded once (`load_version`); its signatures are wrapped twice, as the server
+    wraps them (`ServingSignature`, flat call) and with `flat_call=False` (the public `ConcreteFunction`
+    call, which binds keyword arguments against the structured signature on every call). Both run the same
+    `PredictRequest`s: whole (`run_predict`: checks, decoding, the call, encoding the response) and the
+    signature call alone on the same decoded tensors. The two paths are timed in alternation, best of
+    7 rounds of `number` calls each, so that a slower moment of the machine falls on both. Their outputs
+    must agree.
+    """
+    import dataclasses
 
-def start_server(base: Path) -> tuple[subprocess.Popen, str]:
-    """The local server in its own process (so that it does not share the client's GIL); waits until it serves."""
-    from serving.client import ServingClient, ServingError
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
 
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--base-path", str(base), "--model-name", MODEL_NAME,
-         "--port", str(port), "--log-level", "WARNING"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
-    address = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    with ServingClient(address, MODEL_NAME, timeout=2.0, max_retries=0) as client:
-        while True:
-            try:
-                if any(s.state == "AVAILABLE" for s in client.model_status()):
-                    return process, address
-            except ServingError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"The server at {address} did not start")
-            time.sleep(0.2)
+    from serving import wire
+    from serving.client import PROBABILITY_OUTPUT, encode_predict_request
+    from serving.server import DEFAULT_SIGNATURE, ServingSignature, load_version, run_predict
+
+    flat = load_version(export, 1)
+    public = dataclasses.replace(flat, signatures={
+        key: ServingSignature(signature.function, flat.signature_def_map.signature_def[key], flat_call=False)
+        for key, signature in flat.signatures.items()
+    })  # fmt: skip
+    flat_signature, public_signature = flat.signatures[DEFAULT_SIGNATURE], public.signatures[DEFAULT_SIGNATURE]
+    spec = wire.ModelSpec(name=MODEL_NAME, signature_name=DEFAULT_SIGNATURE)
+    rounds = 7
+    cases: dict[str, dict[str, float]] = {}
+    for case, columns in columns_by_case.items():
+        request = predict_pb2.PredictRequest.FromString(encode_predict_request(spec, columns, [PROBABILITY_OUTPUT]))
+        tensors = {name: tf.constant(values) for name, values in columns.items()}
+        flat_out = tf.make_ndarray(run_predict(flat, MODEL_NAME, request).outputs[PROBABILITY_OUTPUT])
+        public_out = tf.make_ndarray(run_predict(public, MODEL_NAME, request).outputs[PROBABILITY_OUTPUT])
+        np.testing.assert_allclose(flat_out, public_out, rtol=1e-6)
+        timed = {
+            "predict_flat_us": functools.partial(run_predict, flat, MODEL_NAME, request),
+            "predict_public_us": functools.partial(run_predict, public, MODEL_NAME, request),
+            "call_flat_us": functools.partial(flat_signature, tensors),
+            "call_public_us": functools.partial(public_signature, tensors),
+        }
+        best = dict.fromkeys(timed, float("inf"))
+        for _ in range(rounds):
+            for name, function in timed.items():
+                best[name] = min(best[name], timeit.timeit(function, number=number) / number * 1e6)
+        cases[case] = {
+            **best,
+            "predict_public_over_flat": best["predict_public_us"] / best["predict_flat_us"],
+            "call_public_over_flat": best["call_public_us"] / best["call_flat_us"],
+        }
+    return {"flat_call_in_use": flat_signature.uses_flat_call, "calls_per_round": number, "rounds": rounds,
+            "cases": cases}  # fmt: skip
 
 
 def measure_latency(address: str, columns: dict[str, np.ndarray], concurrency: int, requests: int) -> dict:
@@ -206,7 +233,7 @@ def measure_latency(address: str, columns: dict[str, np.ndarray], concurrency: i
 
 def bench_rows(rows: int, use_real: bool) -> dict[str, np.ndarray]:
     """`rows` rows of serving columns: from the real test snapshot, or sample rows."""
-    from serving.client import to_feature_columns
+    from serving.inputs import to_feature_columns
 
     if use_real:
         import pandas as pd
@@ -215,7 +242,7 @@ def bench_rows(rows: int, use_real: bool) -> dict[str, np.ndarray]:
 
         frame = pd.read_parquet(REAL_ROWS, columns=list(FEATURE_NAMES)).head(rows)
         return to_feature_columns({name: frame[name].to_numpy() for name in FEATURE_NAMES})
-    from tests.serving.helpers import sample_columns
+    from serving.sample_model import sample_columns
 
     return to_feature_columns(sample_columns(rows))
 
@@ -267,29 +294,30 @@ def run(out: Path, import_runs: int, requests: int, export: Path | None) -> dict
 
     with tempfile.TemporaryDirectory() as tmp:
         if export is not None or use_real:
-            model_source = str(export or REAL_EXPORT)
-            push(export or REAL_EXPORT, Path(tmp) / "models", MODEL_NAME)
+            served = export or REAL_EXPORT
+            model_source = str(served)
         else:
-            from tests.serving.fixture_model import build_exports
+            from serving.sample_model import sample_columns, save_sample_model
 
-            model_source = f"fixture model (tests/serving/fixture_model.py): {problem}"
-            push(build_exports(Path(tmp) / "exports").good[0.0], Path(tmp) / "models", MODEL_NAME)
+            served = save_sample_model(Path(tmp) / "export", 0.0, sample_columns(3, seed=99), MODEL_NAME)
+            model_source = f"sample model (serving/sample_model.py): {problem}"
         results["model"] = model_source
-        results["rows_from"] = str(REAL_ROWS) if use_real else "tests.serving.helpers.sample_columns"
-        process, address = start_server(Path(tmp) / "models")
-        try:
-            results["latency"] = {}
-            for rows in (1, 100):
-                columns = bench_rows(rows, use_real)
+        results["rows_from"] = str(REAL_ROWS) if use_real else "serving.sample_model.sample_columns"
+        columns_by_rows = {rows: bench_rows(rows, use_real) for rows in (1, 100)}
+        log.info("Measuring the signature call: private flat call against the public call")
+        results["signature_call"] = measure_signature_call(
+            served, {f"rows={rows}": columns for rows, columns in columns_by_rows.items()}, number=200
+        )
+        push(served, Path(tmp) / "models", MODEL_NAME)
+        results["latency"] = {}
+        with server_process(Path(tmp) / "models", MODEL_NAME) as (_, address):
+            for rows, columns in columns_by_rows.items():
                 for concurrency in (1, 8):
                     per_thread = requests if concurrency == 1 else max(1, requests // 4)
                     log.info("Measuring %d-row requests at concurrency %d", rows, concurrency)
                     results["latency"][f"rows={rows},concurrency={concurrency}"] = measure_latency(
                         address, columns, concurrency, per_thread
                     )
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
 
     ours = results["import"]["serving.client"]["seconds"]
     p99 = results["latency"]["rows=100,concurrency=1"]["p99_ms"]
@@ -299,8 +327,7 @@ def run(out: Path, import_runs: int, requests: int, export: Path | None) -> dict
         >= ENCODE_TARGET_SPEEDUP,
         f"p99 < {P99_TARGET_MS:g} ms, 100 rows, concurrency 1": p99 < P99_TARGET_MS,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    files.write_json(out, results)
     return results
 
 
@@ -323,6 +350,19 @@ def format_table(results: dict[str, Any]) -> str:
         f"({enc['tensors_speedup']:.1f}x slower, unserialized)",
         f"  {'predict, checks and conversion included':42} {enc['predict_build_us']:9.0f} us   "
         "(to_feature_columns + encode_predict_request)",
+        "",
+        "the server's signature call, in process (same model, same requests): private _call_flat against the public call",
+        f"  {'':14} {'run_predict flat':>17} {'public':>9} {'ratio':>7} {'call alone flat':>16} {'public':>9} {'ratio':>7}",
+    ]
+    if not results["signature_call"]["flat_call_in_use"]:
+        lines.append("  (this TensorFlow's signatures expose no flat call: both columns are the public call)")
+    for case, figures in results["signature_call"]["cases"].items():
+        lines.append(
+            f"  {case:14} {figures['predict_flat_us']:14.0f} us {figures['predict_public_us']:6.0f} us "
+            f"{figures['predict_public_over_flat']:6.2f}x {figures['call_flat_us']:13.0f} us "
+            f"{figures['call_public_us']:6.0f} us {figures['call_public_over_flat']:6.2f}x"
+        )
+    lines += [
         "",
         f"{'end to end (ServingClient.predict)':44} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>9} {'requests':>9}",
     ]

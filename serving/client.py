@@ -4,10 +4,8 @@ It speaks TF Serving's API (PredictionService.Predict and GetModelMetadata, Mode
 works against `tensorflow/serving` and against `serving.server` alike. It imports neither TensorFlow nor
 `tensorflow_serving`: the messages come from `serving.wire`, tensors are encoded from numpy here.
 
-Inputs are checked against the feature spec (`deepfm_model.spec.features.FEATURES`) before anything is sent:
-every feature present, nothing else, one value per row, values of the serving dtype (`serving_dtype`). Integer
-ids are accepted for categorical features and sent as their decimal strings; lists for multi-valued features
-are joined with `MULTI_VALUE_SEPARATOR`.
+Inputs are checked against the feature spec before anything is sent (`serving.inputs.to_feature_columns`);
+failures raise `serving.errors.ServingError` (`InputError` for inputs off the spec), importable from here too.
 
     with ServingClient("127.0.0.1:8500") as client:
         probabilities = client.predict([{"user_id": "196", "movie_id": "242", ...}])
@@ -30,6 +28,8 @@ import numpy as np
 
 from deepfm_model.spec import features as fs
 from serving import wire
+from serving.errors import InputError, ServingError
+from serving.inputs import to_feature_columns
 
 log = logging.getLogger(__name__)
 
@@ -46,41 +46,12 @@ _NUMPY_TO_DATA_TYPE = {
 }
 # DataType -> (numpy dtype, the repeated `*_val` field holding values when `tensor_content` is empty)
 _DATA_TYPE_TO_NUMPY = {
-    "DT_FLOAT": (np.float32, "float_val"),
-    "DT_DOUBLE": (np.float64, "double_val"),
-    "DT_INT32": (np.int32, "int_val"),
-    "DT_INT16": (np.int16, "int_val"),
-    "DT_INT8": (np.int8, "int_val"),
-    "DT_UINT8": (np.uint8, "int_val"),
-    "DT_UINT16": (np.uint16, "int_val"),
-    "DT_INT64": (np.int64, "int64_val"),
-    "DT_UINT32": (np.uint32, "uint32_val"),
-    "DT_UINT64": (np.uint64, "uint64_val"),
-    "DT_BOOL": (np.bool_, "bool_val"),
-    "DT_HALF": (np.float16, "half_val"),
-}
+    "DT_FLOAT": (np.float32, "float_val"), "DT_DOUBLE": (np.float64, "double_val"), "DT_HALF": (np.float16, "half_val"),
+    "DT_INT8": (np.int8, "int_val"), "DT_INT16": (np.int16, "int_val"), "DT_INT32": (np.int32, "int_val"),
+    "DT_UINT8": (np.uint8, "int_val"), "DT_UINT16": (np.uint16, "int_val"), "DT_INT64": (np.int64, "int64_val"),
+    "DT_UINT32": (np.uint32, "uint32_val"), "DT_UINT64": (np.uint64, "uint64_val"), "DT_BOOL": (np.bool_, "bool_val"),
+}  # fmt: skip
 _SERVING_DTYPE_TO_DATA_TYPE = {"float32": "DT_FLOAT", "string": "DT_STRING"}
-
-
-class ServingError(Exception):
-    """A failed call to the model server, or a request refused before it was sent.
-
-    Attributes:
-        code: the gRPC status code (`grpc.StatusCode.NOT_FOUND`, ...).
-        details: the server's message.
-    """
-
-    def __init__(self, message: str, code: grpc.StatusCode = grpc.StatusCode.UNKNOWN, details: str = ""):
-        super().__init__(message)
-        self.code = code
-        self.details = details
-
-
-class InputError(ServingError, ValueError):
-    """Inputs that do not match the feature spec; raised before sending, code INVALID_ARGUMENT."""
-
-    def __init__(self, message: str):
-        super().__init__(message, grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
 @dataclass(frozen=True)
@@ -255,100 +226,6 @@ def decode_tensor(proto: Any) -> np.ndarray:
     if values.size == 0:
         return np.zeros(shape, dtype=values.dtype)
     raise ServingError(f"Tensor of shape {list(shape)} holds {values.size} values", grpc.StatusCode.DATA_LOSS)
-
-
-def to_feature_columns(
-    inputs: Mapping[str, Sequence[Any] | np.ndarray] | Sequence[Mapping[str, Any]],
-) -> dict[str, np.ndarray]:
-    """Check inputs against the feature spec and convert them to the serving signature's columns.
-
-    Args:
-        inputs: columns (`{"age": [24, 53], ...}`) or rows (`[{"age": 24, ...}, ...]`) of every feature in
-            `FEATURES` and nothing else.
-
-    Returns:
-        One 1-D array per feature in spec order: `float32` for numeric features, `object` arrays of `str`
-        otherwise.
-
-    Raises:
-        InputError: a feature is missing, unknown, has the wrong number of values, or a value of the wrong type;
-            the message names the feature.
-    """
-    columns = _as_columns(inputs)
-    missing = [name for name in fs.FEATURE_NAMES if name not in columns]
-    if missing:
-        raise InputError(f"Missing features {missing}; the model takes {list(fs.FEATURE_NAMES)}")
-    unknown = sorted(set(columns) - set(fs.FEATURE_NAMES))
-    if unknown:
-        raise InputError(f"Unknown features {unknown}; the model takes {list(fs.FEATURE_NAMES)}")
-    rows = None
-    converted = {}
-    for feature in fs.FEATURES:
-        values = columns[feature.name]
-        if isinstance(values, np.ndarray) and values.ndim == 1:
-            pass
-        elif isinstance(values, (str, bytes, Mapping, np.ndarray)) or not hasattr(values, "__len__"):
-            raise InputError(f"Feature `{feature.name}` must be a 1-D sequence, one value per row")
-        else:
-            values = list(values)
-        if rows is None:
-            rows = len(values)
-        elif len(values) != rows:
-            raise InputError(f"Feature `{feature.name}` has {len(values)} values; other features have {rows}")
-        converted[feature.name] = _convert_column(feature, values)
-    if not rows:
-        raise InputError("No rows to score")
-    return converted
-
-
-def _as_columns(inputs) -> dict[str, Any]:
-    if isinstance(inputs, Mapping):
-        return dict(inputs)
-    if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
-        raise InputError(
-            f"Inputs must be columns (a mapping) or rows (a sequence of mappings). Received: {type(inputs)}"
-        )
-    columns: dict[str, list[Any]] = {}
-    for i, row in enumerate(inputs):
-        if not isinstance(row, Mapping):
-            raise InputError(f"Row {i} must be a mapping of feature name to value. Received: {type(row)}")
-        if i and row.keys() != columns.keys():
-            missing = sorted(set(columns) - set(row))
-            extra = sorted(set(row) - set(columns))
-            raise InputError(f"Row {i} has other features than row 0: missing {missing}, extra {extra}")
-        for name, value in row.items():
-            columns.setdefault(name, []).append(value)
-    return columns
-
-
-def _convert_column(feature: fs.Feature, values) -> np.ndarray:
-    if fs.serving_dtype(feature) == "float32":
-        array = np.asarray(values)
-        if array.dtype.kind in "iuf":
-            return array.astype(np.float32)
-        for i, value in enumerate(values):
-            if value is None or isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
-                raise InputError(f"Feature `{feature.name}` is numeric (float32); row {i} holds {value!r}")
-        return np.asarray(values, dtype=np.float32)
-    converted = np.empty(len(values), dtype=object)
-    try:
-        "".join(values)  # succeeds only when every value is a `str` already (the common case), checked in C
-    except TypeError:
-        pass
-    else:
-        converted[:] = values
-        return converted
-    for i, value in enumerate(values):
-        if isinstance(value, bytes):
-            value = value.decode("utf-8")
-        elif feature.kind is fs.Kind.MULTI_CATEGORICAL and isinstance(value, (list, tuple, np.ndarray)):
-            value = fs.MULTI_VALUE_SEPARATOR.join(str(v) for v in value)
-        elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-            value = str(int(value))
-        if not isinstance(value, str):
-            raise InputError(f"Feature `{feature.name}` is a string feature; row {i} holds {value!r}")
-        converted[i] = value
-    return converted
 
 
 class ServingClient:

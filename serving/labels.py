@@ -37,83 +37,31 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import text_format
-from tensorflow_serving.config import model_server_config_pb2
 
-from serving.client import ServingError
-from serving.push import (
-    exclusive_lock,
-    list_versions,
-    render_model_config,
-    write_atomically,
+from serving.errors import ServingError
+from serving.model_config import (
+    VersionConfig,
+    build_model_config,
+    model_config_path,
+    parse_model_config,
+    write_model_config,
 )
+from serving.push import exclusive_lock, list_versions
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE_NAME = "models.config"
 DEFAULT_NUM_VERSIONS = 2  # latest-N policy of a config written here: `stable` and `canary` both loaded
-_HEADER = "# TF Serving --model_config_file; labels and version policy edited by serving.labels.\n"
-
-
-@dataclass(frozen=True)
-class VersionConfig:
-    """The version policy and labels of one model in a model config file."""
-
-    num_versions: int  # latest-N policy: the newest N versions loaded (under specific: how many are listed)
-    specific_versions: tuple[int, ...]  # specific policy: exactly these versions loaded; () under latest-N
-    labels: dict[str, int]  # label -> version
-
-    @classmethod
-    def from_proto(cls, model: Any, source: str = "<model config>") -> VersionConfig:
-        """Read a `tensorflow.serving.ModelConfig` entry; an unset policy is TF Serving's default, latest 1.
-
-        Raises:
-            ValueError: the `all` policy, or a specific policy listing no version.
-        """
-        policy = model.model_version_policy
-        choice = policy.WhichOneof("policy_choice")
-        labels = dict(model.version_labels)
-        if choice == "specific":
-            if not policy.specific.versions:
-                raise ValueError(f"The specific version policy lists no version. Received: `{source}`")
-            versions = tuple(sorted(set(policy.specific.versions)))
-            return cls(len(versions), versions, labels)
-        if choice in (None, "latest"):
-            return cls(policy.latest.num_versions or 1, (), labels)
-        raise ValueError(f"Version policy `{choice}` is not supported. Received: `{source}`")
-
-
-def model_config_path(base_path: str | os.PathLike) -> Path:
-    """Where the model config of a model base path lives by default: `<base_path>/models.config`."""
-    return Path(base_path) / CONFIG_FILE_NAME
-
-
-def parse_model_config(text: str, model_name: str | None = None, source: str = "<model config>") -> tuple[Any, Any]:
-    """Parse a model config's text; return the `ModelServerConfig` and the entry of `model_name` (the first
-    when `None`).
-
-    Raises:
-        ValueError: the text is not a `ModelServerConfig`, or has no such model.
-    """
-    try:
-        config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
-    except text_format.ParseError as error:
-        raise ValueError(f"Not a TF Serving model config: {error}. Received: `{source}`") from error
-    for model in config.model_config_list.config:
-        if model_name is None or model.name == model_name:
-            return config, model
-    raise ValueError(f"No model {model_name or ''} in the model config. Received: `{source}`")
+PathLike = str | os.PathLike
 
 
 def ensure_model_config(
-    base_path: str | os.PathLike,
+    base_path: PathLike,
     model_name: str = "deepfm",
-    config_path: str | os.PathLike | None = None,
+    config_path: PathLike | None = None,
     num_versions: int = DEFAULT_NUM_VERSIONS,
 ) -> Path:
     """Write the model config with a latest-`num_versions` policy and no labels, unless it exists already.
@@ -126,13 +74,13 @@ def ensure_model_config(
     path = Path(config_path) if config_path is not None else model_config_path(base_path)
     if not path.exists():
         model_dir = str((Path(base_path) / model_name).resolve())
-        write_atomically(path, render_model_config(model_name, model_dir, num_versions))
+        write_model_config(path, build_model_config(model_name, model_dir, num_versions))
         log.info("Wrote %s: %s, latest %d", path, model_dir, num_versions)
     return path
 
 
 def read_version_config(
-    base_path: str | os.PathLike, model_name: str = "deepfm", config_path: str | os.PathLike | None = None
+    base_path: PathLike, model_name: str = "deepfm", config_path: PathLike | None = None
 ) -> VersionConfig:
     """The version policy and labels of `model_name` in its model config.
 
@@ -146,11 +94,7 @@ def read_version_config(
 
 
 def set_label(
-    base_path: str | os.PathLike,
-    model_name: str,
-    label: str,
-    version: int,
-    config_path: str | os.PathLike | None = None,
+    base_path: PathLike, model_name: str, label: str, version: int, config_path: PathLike | None = None
 ) -> VersionConfig:
     """Point `label` at `version` in the model config (written first by `ensure_model_config` if missing).
 
@@ -197,12 +141,7 @@ def set_label(
 
 
 def promote(
-    client: Any,
-    base_path: str | os.PathLike,
-    model_name: str,
-    label: str,
-    version: int,
-    config_path: str | os.PathLike | None = None,
+    client: Any, base_path: PathLike, model_name: str, label: str, version: int, config_path: PathLike | None = None
 ) -> VersionConfig:
     """Point `label` at `version` once the server reports that version AVAILABLE.
 
@@ -234,12 +173,12 @@ def promote(
 
 
 def rollback(
-    base_path: str | os.PathLike,
+    base_path: PathLike,
     model_name: str = "deepfm",
     label: str = "stable",
     to_version: int | None = None,
     *,
-    config_path: str | os.PathLike | None = None,
+    config_path: PathLike | None = None,
     client: Any = None,
 ) -> int:
     """Point `label` back at an earlier version: `to_version`, or the newest version on disk below the one
@@ -278,12 +217,12 @@ def rollback(
 
 
 def set_version_policy(
-    base_path: str | os.PathLike,
+    base_path: PathLike,
     model_name: str = "deepfm",
     *,
     num_versions: int | None = None,
     versions: tuple[int, ...] | list[int] | None = None,
-    config_path: str | os.PathLike | None = None,
+    config_path: PathLike | None = None,
 ) -> VersionConfig:
     """Switch the model to a latest-`num_versions` or a specific (`versions`) policy, keeping the labels.
 
@@ -321,12 +260,6 @@ def _edit(base_path, model_name: str, config_path, change) -> VersionConfig:
     with exclusive_lock(path.with_name(f".{path.name}.lock")):
         config, model = parse_model_config(path.read_text(), model_name, str(path))
         written = change(VersionConfig.from_proto(model, str(path)))
-        model.model_version_policy.Clear()
-        if written.specific_versions:
-            model.model_version_policy.specific.versions.extend(written.specific_versions)
-        else:
-            model.model_version_policy.latest.num_versions = written.num_versions
-        model.version_labels.clear()
-        model.version_labels.update(written.labels)
-        write_atomically(path, _HEADER + text_format.MessageToString(config))
+        written.apply_to(model)
+        write_model_config(path, config)
     return written

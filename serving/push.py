@@ -1,4 +1,4 @@
-"""Push an exported SavedModel to the model base path, and write TF Serving's model config.
+"""Push an exported SavedModel to the model base path: atomic, versioned copies; retraction of a bad version.
 
 Layout (TF Serving's): `<base>/<model>/<version>/saved_model.pb`, integer versions that only grow. A push is
 atomic: the export is copied into a hidden staging folder next to the versions, then renamed to its version in
@@ -9,7 +9,8 @@ integers, so TF Serving and `serving.server` ignore them. Under `<base>/<model>/
 - `.last_version`: the highest version ever handed out, so a version is never reused even after its folder
   (or every folder) was deleted.
 
-Only standard library imports: DAG tasks call this without TensorFlow.
+TF Serving's model config file is `serving.model_config`'s. Imports the standard library and the durable writes of
+`deepfm_model.spec.files` only: DAG tasks call this without TensorFlow.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from pathlib import Path
+
+from deepfm_model.spec import files
 
 log = logging.getLogger(__name__)
 
@@ -75,92 +78,17 @@ def push(export_dir: str | os.PathLike, base_path: str | os.PathLike, model_name
         staging = model_dir / f"{_STAGING_PREFIX}{version}-{uuid.uuid4().hex}"
         try:
             shutil.copytree(export_dir, staging)
-            _fsync_tree(staging)
-            _write_last_version(model_dir, version)
+            files.fsync_tree(staging)
+            files.write_text(model_dir / _LAST_VERSION_FILE, f"{version}\n")
             os.rename(staging, model_dir / str(version))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        _fsync_dir(model_dir)
+        files.fsync_dir(model_dir)
         log.info("Pushed %s to %s as version %d", export_dir, model_dir, version)
         for old in list_versions(base_path, model_name)[:-keep]:
             _remove_version(model_dir, old)
     return version
-
-
-def write_model_config(
-    path: str | os.PathLike,
-    model_name: str = "deepfm",
-    base_path: str = "/models/deepfm",
-    num_versions: int = 1,
-    version_labels: Mapping[str, int] | None = None,
-    versions: Sequence[int] = (),
-) -> Path:
-    """Write a TF Serving `--model_config_file` (text `ModelServerConfig`) for one model, atomically.
-
-    `serving.labels` edits the file afterwards (labels, policy); see there for which policy suits labels.
-
-    Args:
-        path: file to write.
-        model_name: the model's name in requests.
-        base_path: the folder holding the version folders, as the server sees it (a container path for Docker).
-        num_versions: latest-N version policy: how many newest versions stay loaded.
-        version_labels: label to version, e.g. `{"stable": 3, "canary": 4}`.
-        versions: the specific version policy instead: exactly these versions stay loaded.
-
-    Returns:
-        The path written.
-    """
-    if num_versions < 1:
-        raise ValueError(f"`num_versions` must be at least 1. Received: `num_versions={num_versions}`")
-    path = Path(path)
-    write_atomically(path, render_model_config(model_name, base_path, num_versions, version_labels, versions))
-    return path
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one `os.replace`: a reader sees the old file or the new one, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def render_model_config(
-    model_name: str = "deepfm",
-    base_path: str = "/models/deepfm",
-    num_versions: int = 1,
-    version_labels: Mapping[str, int] | None = None,
-    versions: Sequence[int] = (),
-) -> str:
-    """Text of the model config that `write_model_config` writes."""
-    if versions:
-        policy = "specific { " + " ".join(f"versions: {v}" for v in sorted(set(versions))) + " }"
-    else:
-        policy = f"latest {{ num_versions: {num_versions} }}"
-    labels = "".join(
-        f'    version_labels {{ key: "{label}" value: {version} }}\n'
-        for label, version in sorted((version_labels or {}).items())
-    )
-    return (
-        "# TF Serving --model_config_file, written by serving.push.write_model_config.\n"
-        "model_config_list {\n"
-        "  config {\n"
-        f'    name: "{model_name}"\n'
-        f'    base_path: "{base_path}"\n'
-        '    model_platform: "tensorflow"\n'
-        f"    model_version_policy {{ {policy} }}\n"
-        f"{labels}"
-        "  }\n"
-        "}\n"
-    )
 
 
 @contextlib.contextmanager
@@ -179,15 +107,6 @@ def _read_last_version(model_dir: Path) -> int:
         return int((model_dir / _LAST_VERSION_FILE).read_text().strip())
     except (FileNotFoundError, ValueError):
         return 0
-
-
-def _write_last_version(model_dir: Path, version: int) -> None:
-    tmp = model_dir / f"{_LAST_VERSION_FILE}.{uuid.uuid4().hex}"
-    with open(tmp, "w") as f:
-        f.write(f"{version}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, model_dir / _LAST_VERSION_FILE)
 
 
 def retract(base_path: str | os.PathLike, model_name: str, version: int) -> None:
@@ -214,19 +133,3 @@ def _remove_version(model_dir: Path, version: int) -> None:
     os.rename(model_dir / str(version), doomed)
     shutil.rmtree(doomed, ignore_errors=True)
     log.info("Removed version %d of %s", version, model_dir)
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            with open(os.path.join(dirpath, name), "rb") as f:
-                os.fsync(f.fileno())
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -8,10 +8,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
 
-from deepfm_model.spec import features as fs
+from deepfm_model.spec.files import to_python
+from serving.sample_model import sample_columns
 
 if TYPE_CHECKING:
     from serving.server import ModelServer  # imports TensorFlow
@@ -50,26 +50,7 @@ def serving_servers() -> Iterator[Callable[..., tuple[ModelServer, str]]]:
         yield start
 
 
-def sample_columns(rows: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Valid serving columns for `rows` rows: strings for categorical features, float32 for numeric ones."""
-    rng = np.random.default_rng(seed)
-    columns: dict[str, np.ndarray] = {}
-    for feature in fs.FEATURES:
-        if feature.kind is fs.Kind.NUMERIC:
-            low = feature.min_value if feature.min_value is not None else 0.0
-            high = feature.max_value if feature.max_value is not None else 500.0
-            columns[feature.name] = rng.uniform(low, high, rows).astype(np.float32)
-        elif feature.kind is fs.Kind.MULTI_CATEGORICAL:
-            picks = [rng.choice(feature.allowed, size=rng.integers(0, 3), replace=False) for _ in range(rows)]
-            columns[feature.name] = np.array([fs.MULTI_VALUE_SEPARATOR.join(p) for p in picks], dtype=object)
-        elif feature.allowed:
-            columns[feature.name] = np.array(rng.choice(feature.allowed, rows), dtype=object)
-        else:
-            columns[feature.name] = np.array([str(v) for v in rng.integers(1, 1000, rows)], dtype=object)
-    return columns
-
-
 def sample_rows(rows: int, seed: int = 0) -> list[dict[str, object]]:
+    """`sample_columns` as rows of plain Python values."""
     columns = sample_columns(rows, seed)
-    return [{name: values[i].item() if hasattr(values[i], "item") else values[i] for name, values in columns.items()}
-            for i in range(rows)]  # fmt: skip
+    return [{name: to_python(values[i]) for name, values in columns.items()} for i in range(rows)]

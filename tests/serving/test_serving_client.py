@@ -8,7 +8,8 @@ import pytest
 
 from deepfm_model.spec import features as fs
 from serving.client import InputError, ServingClient, ServingError
-from tests.serving.helpers import REMOTE_ADDRESS, local_only, sample_columns, sample_rows
+from serving.sample_model import sample_columns
+from tests.serving.helpers import REMOTE_ADDRESS, local_only, sample_rows
 
 
 @pytest.fixture

@@ -20,8 +20,10 @@ from serving.labels import (
     set_label,
     set_version_policy,
 )
-from serving.push import push, write_model_config
-from tests.serving.helpers import MODEL_NAME, local_only, sample_columns
+from serving.model_config import build_model_config, write_model_config
+from serving.push import push
+from serving.sample_model import sample_columns
+from tests.serving.helpers import MODEL_NAME, local_only
 from tests.serving.test_serving_server import states, wait_for
 
 
@@ -108,7 +110,7 @@ def test_edits_keep_the_rest_of_the_file(fake_export, tmp_path):
     base = tmp_path / "models"
     push(fake_export, base)
     path = tmp_path / "serving.config"
-    write_model_config(path, MODEL_NAME, "/models/deepfm", 2)
+    write_model_config(path, build_model_config(MODEL_NAME, "/models/deepfm", 2))
     path.write_text(path.read_text().replace("model_config_list {", 'model_config_list {\n  config { name: "other" '
                                              'base_path: "/models/other" model_platform: "tensorflow" }'))  # fmt: skip
     set_label(base, MODEL_NAME, "stable", 1, config_path=path)
@@ -228,8 +230,9 @@ def test_server_reads_policy_and_labels_from_the_config_file(tmp_path, exports, 
     base = tmp_path / "models"
     for bias in (0.0, 1.0, 2.0):
         push(exports.good[bias], base)
-    path = write_model_config(tmp_path / "models.config", MODEL_NAME, str(base / MODEL_NAME), versions=[1, 3],
-                              version_labels={"stable": 1, "canary": 3})  # fmt: skip
+    policy = build_model_config(MODEL_NAME, str(base / MODEL_NAME), versions=[1, 3],
+                                version_labels={"stable": 1, "canary": 3})  # fmt: skip
+    path = write_model_config(tmp_path / "models.config", policy)
     config = ServerConfig.from_model_config_file(path)
     assert (config.specific_versions, config.version_labels) == ((1, 3), {"stable": 1, "canary": 3})
     assert config.base_path == str(base) and config.model_config_file == str(path)

@@ -1,4 +1,4 @@
-"""serving.push: versions only grow, a push is atomic, old versions are pruned, the model config parses."""
+"""serving.push: versions only grow, a push is atomic, old versions are pruned."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from serving import push as push_module
-from serving.push import list_versions, push, render_model_config, write_model_config
-
-SERVING_DIR = Path(push_module.__file__).parent
+from serving.push import list_versions, push
 
 
 @pytest.fixture
@@ -118,26 +116,3 @@ def test_push_rejects_bad_arguments(export_dir, tmp_path):
     with pytest.raises(ValueError, match="saved_model.pb"):
         push(tmp_path / "nothing", tmp_path / "models")
     assert not (tmp_path / "models").exists()
-
-
-def test_model_config_is_a_tf_serving_model_server_config(tmp_path):
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
-    path = write_model_config(tmp_path / "models.config", "deepfm", "/models/deepfm", 2, {"stable": 3, "canary": 4})
-    config = text_format.Parse(path.read_text(), model_server_config_pb2.ModelServerConfig())
-    (model,) = config.model_config_list.config
-    assert (model.name, model.base_path, model.model_platform) == ("deepfm", "/models/deepfm", "tensorflow")
-    assert model.model_version_policy.latest.num_versions == 2
-    assert dict(model.version_labels) == {"stable": 3, "canary": 4}
-
-
-def test_committed_configs_are_current():
-    from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
-
-    committed = (SERVING_DIR / "models.config").read_text()
-    assert committed == render_model_config("deepfm", "/models/deepfm", 1)
-    text_format.Parse(committed, model_server_config_pb2.ModelServerConfig())
-    monitoring = (SERVING_DIR / "monitoring.config").read_text()
-    assert "prometheus_config" in monitoring and "enable: true" in monitoring

@@ -7,15 +7,10 @@ stub, so they reach the server unchecked by `ServingClient` (which refuses most 
 from __future__ import annotations
 
 import os
-import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -24,48 +19,15 @@ import pytest
 from deepfm_model.spec import features as fs
 from serving.client import ServingClient, ServingError
 from serving.push import push
-from tests.serving.helpers import MODEL_NAME, local_only, sample_columns, serving_servers
+from serving.sample_model import sample_columns
+from serving.server_process import server_process
+from tests.serving.helpers import MODEL_NAME, local_only, serving_servers
 
 pytestmark = local_only
 
-ROOT = Path(__file__).resolve().parents[2]
 MAX_BATCH_ROWS = 64
 MAX_REQUEST_BYTES = 256 * 1024
 MAX_MESSAGE_BYTES = 1024 * 1024
-
-
-@contextmanager
-def server_process(base: Path) -> Iterator[tuple[subprocess.Popen, str]]:
-    """`python -m serving.server` on a free port: the process and its address once it serves; killed on exit."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--base-path", str(base), "--model-name", MODEL_NAME, "--port", "0",
-         "--poll-interval-s", "0.2", "--grace-s", "0"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    found: list[str] = []
-    lines: list[str] = []
-
-    def read_log():
-        for line in process.stderr:
-            lines.append(line)
-            match = re.search(r"Serving \S+ from .* on (\S+:\d+)", line)
-            if match and not found:
-                found.append(match.group(1))
-
-    reader = threading.Thread(target=read_log)
-    reader.start()
-    try:
-        deadline = time.monotonic() + 180  # the server imports TensorFlow
-        while not found:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("the server process did not start:\n" + "".join(lines[-30:]))
-            time.sleep(0.1)
-        yield process, found[0]
-    finally:
-        process.kill()
-        process.wait()
-        reader.join()  # the log ends with the process
 
 
 def test_killed_server_gives_unavailable_after_the_retries(tmp_path, exports, caplog):
@@ -76,7 +38,7 @@ def test_killed_server_gives_unavailable_after_the_retries(tmp_path, exports, ca
     failures: list[BaseException] = []
     stop = threading.Event()
     with (
-        server_process(base) as (process, address),
+        server_process(base, MODEL_NAME, ["--poll-interval-s", "0.2", "--grace-s", "0"]) as (process, address),
         ServingClient(address, MODEL_NAME, timeout=5.0, max_retries=3, backoff_s=0.05) as client,
     ):
 

@@ -9,7 +9,8 @@ import numpy as np
 
 from serving.client import ServingClient
 from serving.push import push
-from tests.serving.helpers import MODEL_NAME, local_only, sample_columns
+from serving.sample_model import sample_columns
+from tests.serving.helpers import MODEL_NAME, local_only
 from tests.serving.test_serving_server import states, wait_for
 
 pytestmark = local_only

@@ -12,7 +12,8 @@ import pytest
 
 from serving.client import ServingClient, ServingError
 from serving.push import push
-from tests.serving.helpers import MODEL_NAME, local_only, sample_columns
+from serving.sample_model import sample_columns
+from tests.serving.helpers import MODEL_NAME, local_only
 
 pytestmark = local_only
 

@@ -1,0 +1,146 @@
+"""`ModelServer`: the gRPC server, health and the polling thread, from `start()` to `stop()`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent import futures
+from typing import Self
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from serving.server.config import ServerConfig
+from serving.server.services import ServerMetrics, ServiceHandlers
+from serving.server.versions import ModelManager
+
+log = logging.getLogger(__name__)
+
+_HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+
+
+class ModelServer:
+    """The server: gRPC services, health, and a thread that polls the model folder.
+
+    Usable in-process (tests):
+
+        server = ModelServer(ServerConfig(base_path=str(tmp), port=0))
+        port = server.start()
+        ...
+        server.stop()
+    """
+
+    def __init__(self, config: ServerConfig, server_credentials: grpc.ServerCredentials | None = None):
+        if config.num_versions < 1:
+            raise ValueError(f"`num_versions` must be at least 1. Received: `num_versions={config.num_versions}`")
+        if config.poll_interval_s <= 0:
+            raise ValueError(
+                f"`poll_interval_s` must be positive. Received: `poll_interval_s={config.poll_interval_s}`"
+            )
+        self.config = config
+        self.server_credentials = server_credentials
+        self.manager = ModelManager(config)
+        self.metrics = ServerMetrics()
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.manager.on_change = self._on_versions_changed
+        self.port: int | None = None
+        self._server: grpc.Server | None = None
+        self._thread_pool: futures.ThreadPoolExecutor | None = None
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._metrics_http = None
+
+    def start(self) -> int:
+        """Load the versions on disk, bind, start serving and polling; returns the bound port."""
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.manager.poll()
+        options = [
+            ("grpc.max_send_message_length", self.config.max_message_bytes),
+            ("grpc.max_receive_message_length", self.config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self._thread_pool = futures.ThreadPoolExecutor(
+            self.config.max_workers, thread_name_prefix=f"{self.config.model_name}-grpc"
+        )
+        server = grpc.server(self._thread_pool, options=options)
+        handlers = self._handlers = ServiceHandlers(self.manager, self.metrics)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(handlers, server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(handlers, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        address = f"{self.config.host}:{self.config.port}"
+        if self.server_credentials is not None:
+            port = server.add_secure_port(address, self.server_credentials)
+        else:
+            port = server.add_insecure_port(address)
+        if not port:
+            raise RuntimeError(f"Could not bind {address}")
+        server.start()
+        self._server, self.port = server, port
+        if self.config.metrics_port is not None:
+            import prometheus_client
+
+            self._metrics_http, _ = prometheus_client.start_http_server(
+                self.config.metrics_port, addr=self.config.host, registry=self.metrics.registry
+            )
+        self._watcher = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
+        self._watcher.start()
+        log.info("Serving %s from %s on %s:%d", self.config.model_name, self.manager.model_dir, self.config.host, port)
+        return port
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop polling, report NOT_SERVING, let in-flight requests finish (`grace` seconds), unload.
+
+        New requests are refused with UNAVAILABLE once polling has stopped (`ServiceHandlers.drain`); gRPC is stopped
+        when the requests in flight are done or the grace period is over. A handler still running then (its call
+        cancelled) is waited for before the versions are unloaded, so `stop` can outlast `grace` by one handler's
+        run. Calling it again does nothing.
+        """
+        if self._server is None:
+            return
+        self._stopping.set()
+        self.health.enter_graceful_shutdown()
+        if self._watcher is not None:
+            self._watcher.join()
+        grace = self.config.grace_s if grace is None else grace
+        deadline = time.monotonic() + grace
+        self._handlers.drain(grace)
+        self._server.stop(max(0.0, deadline - time.monotonic())).wait()
+        self._server = None
+        # gRPC never shuts its pool down (idle handler threads would last until garbage collection); waiting also
+        # lets a handler whose call gRPC cancelled finish before its version is unloaded.
+        self._thread_pool.shutdown()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http = None
+        self.manager.unload_all()
+        log.info("Stopped serving %s", self.config.model_name)
+
+    def wait(self) -> None:
+        """Block until the server terminates."""
+        if self._server is not None:
+            self._server.wait_for_termination()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(self.config.poll_interval_s):
+            try:
+                self.manager.poll()
+            except Exception:
+                log.exception("Polling %s failed", self.manager.model_dir)
+
+    def _on_versions_changed(self, available: list[int]) -> None:
+        self.metrics.available.labels(self.config.model_name).set(max(available, default=0))
+        status = health_pb2.HealthCheckResponse.SERVING if available else health_pb2.HealthCheckResponse.NOT_SERVING
+        self._set_health(status)
+
+    def _set_health(self, status) -> None:
+        for service in (*_HEALTH_SERVICES, self.config.model_name):
+            self.health.set(service, status)
