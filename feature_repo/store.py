@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from feast import FeatureService, FeatureStore, FeatureView, FileSource
+from feast import FeatureService, FeatureStore, FeatureView, FileSource, RepoConfig
 from feast.on_demand_feature_view import OnDemandFeatureView
 
 from deepfm_model.spec.dates import to_utc
@@ -50,6 +50,7 @@ from deepfm_model.spec.features import (
     VIEWS,
     Kind,
 )
+from deepfm_model.spec.files import write_text
 from feature_repo.definitions import OBJECTS
 from feature_repo.ingest import PROFILE_TIMESTAMP
 from feature_repo.sources import DATA_DIR_NAME
@@ -65,20 +66,39 @@ def data_dir(repo_dir: Path = REPO_DIR) -> Path:
     return Path(repo_dir) / DATA_DIR_NAME
 
 
-def write_config(
-    repo_dir: Path,
+def store_config(
+    repo_dir: Path = REPO_DIR,
     *,
     project: str | None = None,
     online_store: dict[str, Any] | None = None,
     offline_store: dict[str, Any] | None = None,
-) -> Path:
-    """Write a `feature_store.yaml` into `repo_dir`: the project's config with the given parts replaced.
+    registry: dict[str, Any] | str | None = None,
+) -> dict[str, Any]:
+    """The `feature_store.yaml` of `repo_dir` (the project's when it has none) with the given parts replaced.
+
+    Args:
+        repo_dir: the repo whose `feature_store.yaml` is the base.
+        project: Feast project name (defaults to the file's, `deepfm`).
+        online_store: replacement `online_store` block, e.g. `{"type": "redis", "connection_string": ...}`.
+        offline_store: replacement `offline_store` block, e.g. `{"type": "file"}`.
+        registry: replacement `registry`: a path, or a block such as `{"registry_type": "sql", "path": <URL>}`.
+    """
+    base = Path(repo_dir) / CONFIG_FILE
+    config = yaml.safe_load((base if base.is_file() else REPO_DIR / CONFIG_FILE).read_text())
+    parts = (("project", project), ("online_store", online_store), ("offline_store", offline_store),
+             ("registry", registry))  # fmt: skip
+    for name, value in parts:
+        if value is not None:
+            config[name] = value
+    return config
+
+
+def write_config(repo_dir: Path, **overrides: Any) -> Path:
+    """Write a `feature_store.yaml` into `repo_dir`: the project's config with the parts in `overrides` replaced.
 
     Args:
         repo_dir: directory to turn into a Feast repo; must not be `feature_repo/` itself.
-        project: Feast project name (defaults to the project's, `deepfm`).
-        online_store: replacement `online_store` block, e.g. `{"type": "redis", "connection_string": ...}`.
-        offline_store: replacement `offline_store` block, e.g. `{"type": "file"}`.
+        overrides: `project`, `online_store`, `offline_store`, `registry` as `store_config` takes them.
 
     Returns:
         Path of the written file.
@@ -86,22 +106,24 @@ def write_config(
     repo_dir = Path(repo_dir).resolve()
     if repo_dir == REPO_DIR:
         raise ValueError(f"`repo_dir` must not be the committed repo. Received: `repo_dir={repo_dir}`")
-    config = yaml.safe_load((REPO_DIR / CONFIG_FILE).read_text())
-    for name, value in (("project", project), ("online_store", online_store), ("offline_store", offline_store)):
-        if value is not None:
-            config[name] = value
-    repo_dir.mkdir(parents=True, exist_ok=True)
-    path = repo_dir / CONFIG_FILE
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    config = store_config(REPO_DIR, **overrides)
+    return write_text(repo_dir / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
 
 
-def open_store(repo_dir: Path = REPO_DIR) -> FeatureStore:
-    """The `FeatureStore` of the repo in `repo_dir` (which must hold a `feature_store.yaml`)."""
+def open_store(repo_dir: Path = REPO_DIR, **overrides: Any) -> FeatureStore:
+    """The `FeatureStore` of the repo in `repo_dir`, its `feature_store.yaml` with `overrides` applied in memory.
+
+    `overrides` are `store_config`'s: the deployment (Redis online store, SQL registry, another offline store)
+    is chosen by configuration, and the committed `feature_store.yaml` stays the embedded default.
+    """
     repo_dir = Path(repo_dir).resolve()
     if not (repo_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"No {CONFIG_FILE} in `repo_dir`; call `write_config` first. Received: {repo_dir}")
-    return FeatureStore(repo_path=str(repo_dir))
+    if not any(value is not None for value in overrides.values()):
+        return FeatureStore(repo_path=str(repo_dir))
+    config = RepoConfig(**store_config(repo_dir, **overrides))
+    config.repo_path = repo_dir
+    return FeatureStore(repo_path=str(repo_dir), config=config)
 
 
 def apply(store: FeatureStore) -> None:

@@ -1,15 +1,30 @@
-"""Where a nightly run reads and writes, and the gates it applies: `PipelineConfig`, from the environment."""
+"""Where a nightly run reads and writes, the deployment it talks to, and the gates it applies.
+
+`PipelineConfig.from_env` is the one place that maps the environment to the deployment (the README's table
+lists every variable): the Feast online store, registry and offline store, the model base path and model
+config file, and the serving addresses that verification and the demo's ranking use. Every `DEEPFM_*` variable
+that `docker/compose.yaml` sets is read here.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dags.pipeline.run_dir import RunDir
 
 SOURCES = ("movielens", "synthetic")
+ONLINE_STORES = ("sqlite", "redis")
+REGISTRIES = ("file", "sql")
+DEFAULT_SERVING_ADDRESS = "127.0.0.1:8500"  # `make serve`, and the demo's serving tier
+DEFAULT_REDIS_ADDRESS = "127.0.0.1:6379"
+
+
+class ConfigurationError(ValueError):
+    """A setting is invalid or names a service that cannot be reached; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +44,14 @@ class PipelineConfig:
         epochs: maximum training epochs (early stopping usually ends sooner).
         allow_signature_change: bless a candidate whose `serving_default` signature differs from the serving
             model's (a deliberate spec change); its AUC is then not compared with the serving model's.
+        feast_project: Feast project (and so the key prefix in Redis); `None` keeps `feature_store.yaml`'s.
+        online_store: Feast `online_store` block; `None` keeps `feature_store.yaml`'s (SQLite).
+        registry: Feast `registry` block; `None` keeps `feature_store.yaml`'s (a file).
+        offline_store: Feast `offline_store` block; `None` keeps `feature_store.yaml`'s (DuckDB).
+        model_config_file: TF Serving's model config file, which the serving tier polls and the pipeline's label
+            moves edit; `<model_base_path>/models.config` when `None`.
+        serving_addresses: the TF Serving gRPC endpoints (replicas) a pushed version is verified on.
+        settings: the variable each setting came from, for error messages (`from_env` fills it).
     """
 
     home: Path
@@ -42,6 +65,13 @@ class PipelineConfig:
     auc_tolerance: float = 0.01
     epochs: int = 10
     allow_signature_change: bool = False
+    feast_project: str | None = None
+    online_store: dict | None = None
+    registry: dict | None = None
+    offline_store: dict | None = None
+    model_config_file: Path | None = None
+    serving_addresses: tuple[str, ...] = (DEFAULT_SERVING_ADDRESS,)
+    settings: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -55,6 +85,10 @@ class PipelineConfig:
         for name, default in defaults.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
+        if self.model_config_file is None:
+            object.__setattr__(self, "model_config_file", Path(self.model_base_path) / "models.config")
+        if not self.serving_addresses:
+            raise ValueError("`serving_addresses` must name at least one TF Serving endpoint. Received: `()`")
 
     @classmethod
     def from_env(cls, home: Path, env: Mapping[str, str] | None = None) -> PipelineConfig:
@@ -64,6 +98,32 @@ class PipelineConfig:
         def path(name: str) -> Path | None:
             return Path(env[name]) if name in env else None
 
+        def choice(name: str, allowed: tuple[str, ...]) -> str:
+            value = env.get(name, allowed[0])
+            if value not in allowed:
+                raise ConfigurationError(f"`{name}` must be one of {allowed}. Received: `{name}={value!r}`")
+            return value
+
+        settings: dict[str, str] = {}
+        online_store = None
+        if choice("DEEPFM_FEAST_ONLINE_STORE", ONLINE_STORES) == "redis":
+            online_store = {"type": "redis", "connection_string": env.get("DEEPFM_REDIS_ADDR", DEFAULT_REDIS_ADDRESS)}
+            settings["online_store"] = "DEEPFM_REDIS_ADDR"
+        registry = None
+        if choice("DEEPFM_FEAST_REGISTRY", REGISTRIES) == "sql":
+            if not env.get("DEEPFM_REGISTRY_URL"):
+                raise ConfigurationError("`DEEPFM_FEAST_REGISTRY=sql` needs `DEEPFM_REGISTRY_URL` (a SQLAlchemy URL)")
+            # A short cache: tasks on other workers see a new `feast apply` within a minute.
+            registry = {"registry_type": "sql", "path": env["DEEPFM_REGISTRY_URL"], "cache_ttl_seconds": 60}
+            settings["registry"] = "DEEPFM_REGISTRY_URL"
+        offline_store = None
+        if env.get("DEEPFM_FEAST_OFFLINE_STORE"):
+            offline_store = _offline_store(env["DEEPFM_FEAST_OFFLINE_STORE"])
+        addresses = tuple(a.strip() for a in env.get("DEEPFM_SERVING_ADDRESSES", DEFAULT_SERVING_ADDRESS).split(","))
+        if not all(addresses):
+            raise ConfigurationError(
+                f"`DEEPFM_SERVING_ADDRESSES` has an empty entry: {env['DEEPFM_SERVING_ADDRESSES']!r}"
+            )
         return cls(
             home=home,
             source=env.get("DEEPFM_SOURCE", "movielens"),
@@ -74,6 +134,13 @@ class PipelineConfig:
             auc_floor=float(env.get("DEEPFM_AUC_FLOOR", cls.auc_floor)),
             epochs=int(env.get("DEEPFM_EPOCHS", cls.epochs)),
             allow_signature_change=env.get("DEEPFM_ALLOW_SIGNATURE_CHANGE", "").lower() in ("1", "true", "yes"),
+            feast_project=env.get("DEEPFM_FEAST_PROJECT") or None,
+            online_store=online_store,
+            registry=registry,
+            offline_store=offline_store,
+            model_config_file=path("DEEPFM_MODEL_CONFIG_FILE"),
+            serving_addresses=addresses,
+            settings=settings,
         )
 
     def run_dir(self, ds: str) -> RunDir:
@@ -84,6 +151,18 @@ class PipelineConfig:
         """Where pushed `version` of the served model lives under the model base path."""
         return Path(self.model_base_path) / self.model_name / str(version)
 
+    def feature_store(self):
+        """The Feast `FeatureStore` of this deployment: the repo's `feature_store.yaml` with the settings above."""
+        from feature_repo.store import open_store
+
+        return open_store(
+            self.feature_repo,
+            project=self.feast_project,
+            online_store=self.online_store,
+            registry=self.registry,
+            offline_store=self.offline_store,
+        )
+
     def load_raw(self):
         """The raw tables (`RawData`) of the configured source."""
         if self.source == "synthetic":
@@ -93,3 +172,49 @@ class PipelineConfig:
         from feature_repo import movielens
 
         return movielens.load(self.data_cache)
+
+
+def _offline_store(value: str) -> dict:
+    """`DEEPFM_FEAST_OFFLINE_STORE`: a store type (`duckdb`, `file`) or a whole Feast block as JSON."""
+    if value.lstrip().startswith("{"):
+        try:
+            block = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ConfigurationError(f"`DEEPFM_FEAST_OFFLINE_STORE` is not valid JSON: {error}") from error
+        if not isinstance(block, dict) or "type" not in block:
+            raise ConfigurationError(f"`DEEPFM_FEAST_OFFLINE_STORE` must have a `type`. Received: {value!r}")
+        return block
+    return {"type": value}
+
+
+def check_reachable(config: PipelineConfig, timeout_s: float = 5.0) -> None:
+    """Fail with a `ConfigurationError` naming the setting when a configured Redis or SQL registry cannot be reached.
+
+    The first stage calls it before it writes anything, so a wrong address stops the run at once.
+    """
+    if config.online_store and config.online_store.get("type") == "redis":
+        import redis
+
+        address = config.online_store["connection_string"].split(",")[0]
+        host, _, port = address.rpartition(":")
+        try:
+            redis.Redis(host=host or address, port=int(port or 6379), socket_timeout=timeout_s,
+                        socket_connect_timeout=timeout_s).ping()  # fmt: skip
+        except (redis.RedisError, ValueError) as error:
+            name = config.settings.get("online_store", "online_store")
+            raise ConfigurationError(
+                f"Feast's Redis online store at `{name}={address}` is unreachable: {error}"
+            ) from error
+    if config.registry and config.registry.get("registry_type") == "sql":
+        import sqlalchemy
+
+        url = config.registry["path"]
+        try:
+            engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": int(timeout_s)})
+            with engine.connect():
+                pass
+        except Exception as error:  # noqa: BLE001 - any driver's error means the same: this URL does not work
+            name = config.settings.get("registry", "registry")
+            shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigurationError(f"Feast's SQL registry at `{name}={shown}` is unreachable: {first}") from error

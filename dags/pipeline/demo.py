@@ -64,7 +64,7 @@ def recommend(config: PipelineConfig, ds: str, user_id: str, port: int, top_k: i
         wait_for_port(port, server, deadline_s=180)
         with ServingClient(f"127.0.0.1:{port}", model_name=config.model_name, version_label="stable") as client:
             version = wait_available(client, serving_version(config), deadline_s=180)
-            store = feature_store.open_store(config.feature_repo)
+            store = config.feature_store()
             ranked = Ranker(client, functools.partial(feature_store.online_features, store)).rank(user_id, candidates)
             ranked = ranked[:top_k]
     finally:

@@ -11,7 +11,7 @@ import logging
 
 import pandas as pd
 
-from dags.pipeline.config import PipelineConfig
+from dags.pipeline.config import PipelineConfig, check_reachable
 from deepfm_model.layout import SPLITS
 from deepfm_model.spec.dates import data_cutoff, last_data_day
 from deepfm_model.spec.files import write_json
@@ -39,6 +39,7 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
     from feature_repo import store as feature_store
     from feature_repo import validation
 
+    check_reachable(config)
     run = config.run_dir(ds)
     raw = config.load_raw().events_before(data_cutoff(ds))
     if raw.events.empty:
@@ -60,7 +61,7 @@ def update_feature_store(config: PipelineConfig, ds: str) -> dict:
     """`feast apply` and materialize this run's window (the last day of data before `ds`) into the online store."""
     from feature_repo import store as feature_store
 
-    store = feature_store.open_store(config.feature_repo)
+    store = config.feature_store()
     feature_store.apply(store)
     start, end = last_data_day(ds), data_cutoff(ds)
     feature_store.materialize(store, start, end)
@@ -70,11 +71,10 @@ def update_feature_store(config: PipelineConfig, ds: str) -> dict:
 
 def check_skew(config: PipelineConfig, ds: str, sample_size: int = 200) -> dict:
     """Online feature vectors of sampled (user, movie) pairs must equal the offline point-in-time values."""
-    from feature_repo import store as feature_store
     from feature_repo.skew import skew_report
 
     run = config.run_dir(ds)
-    store = feature_store.open_store(config.feature_repo)
+    store = config.feature_store()
     report = skew_report(store, sample_size, as_of=data_cutoff(ds) + pd.Timedelta(hours=1))
     write_json(run.skew, report)
     if not report["ok"]:
@@ -91,7 +91,7 @@ def build_training_set(config: PipelineConfig, ds: str) -> dict:
 
     run = config.run_dir(ds)
     events = pd.read_parquet(run.events)
-    frame = feature_store.training_frame(feature_store.open_store(config.feature_repo), events)
+    frame = feature_store.training_frame(config.feature_store(), events)
     run.snapshot_dir.mkdir(parents=True, exist_ok=True)
     rows = {}
     for name, split in zip(SPLITS, feature_store.split_by_time(frame), strict=True):
