@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from deepfm_model.spec.files import to_python
 from serving.sample_model import sample_columns
 
 if TYPE_CHECKING:
+    from serving.client import ServingClient
     from serving.server import ModelServer  # imports TensorFlow
 
 REMOTE_ADDRESS = os.environ.get("TFSERVING_GRPC_ADDR")
@@ -54,3 +57,41 @@ def sample_rows(rows: int, seed: int = 0) -> list[dict[str, object]]:
     """`sample_columns` as rows of plain Python values."""
     columns = sample_columns(rows, seed)
     return [{name: to_python(values[i]) for name, values in columns.items()} for i in range(rows)]
+
+
+@dataclass
+class Stream:
+    """What the threads of `request_streams` got: every answer, and every failure (a lost request)."""
+
+    answers: list[Any] = field(default_factory=list)
+    errors: list[Exception] = field(default_factory=list)
+
+
+@contextmanager
+def request_streams(
+    address: str, send: Callable[[ServingClient], Any], threads: int = 1, **client_options
+) -> Iterator[Stream]:
+    """`threads` threads, each with its own `ServingClient` (no retries unless `client_options` say so), calling
+    `send(client)` back to back until the block ends; the threads are joined on exit."""
+    from serving.client import ServingClient
+
+    stream = Stream()
+    stop = threading.Event()
+
+    def keep_sending() -> None:
+        with ServingClient(address, MODEL_NAME, **{"max_retries": 0, **client_options}) as client:
+            while not stop.is_set():
+                try:
+                    stream.answers.append(send(client))
+                except Exception as error:  # noqa: BLE001  (any failure is a lost request)
+                    stream.errors.append(error)
+
+    running = [threading.Thread(target=keep_sending, name="request-stream") for _ in range(threads)]
+    for thread in running:
+        thread.start()
+    try:
+        yield stream
+    finally:
+        stop.set()
+        for thread in running:
+            thread.join()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import grpc
@@ -23,7 +22,7 @@ from serving.labels import (
 from serving.model_config import build_model_config, write_model_config
 from serving.push import push
 from serving.sample_model import sample_columns
-from tests.serving.helpers import MODEL_NAME, local_only
+from tests.serving.helpers import MODEL_NAME, local_only, request_streams
 from tests.serving.test_serving_server import states, wait_for
 
 
@@ -172,21 +171,10 @@ def test_label_moves_reach_the_running_server_without_losing_a_request(tmp_path,
         promote(client, base, MODEL_NAME, "canary", 2)
         wait_for(lambda: answered("stable") == 1 and answered("canary") == 2, what="labels stable=1, canary=2")
 
-        versions_seen: list[int] = []
-        errors: list[Exception] = []
-        stop = threading.Event()
+        def version_answering(stable: ServingClient) -> int:
+            return stable.predict_versioned(columns)[1]
 
-        def stream_stable():
-            with ServingClient(address, MODEL_NAME, version_label="stable", max_retries=0) as stable:
-                while not stop.is_set():
-                    try:
-                        versions_seen.append(stable.predict_versioned(columns)[1])
-                    except Exception as error:  # noqa: BLE001  (any failure is a lost request)
-                        errors.append(error)
-
-        thread = threading.Thread(target=stream_stable)
-        thread.start()
-        try:
+        with request_streams(address, version_answering, version_label="stable") as stream:
             promote(client, base, MODEL_NAME, "stable", 2)
             wait_for(lambda: answered("stable") == 2, what="stable moved to 2")
             assert rollback(base, MODEL_NAME, "stable", client=client) == 1
@@ -216,9 +204,7 @@ def test_label_moves_reach_the_running_server_without_losing_a_request(tmp_path,
             ):
                 shadow.predict(columns)
             assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT  # an unknown label, as TF Serving says
-        finally:
-            stop.set()
-            thread.join()
+    errors, versions_seen = stream.errors, stream.answers
     assert not errors, errors[:3]
     assert set(versions_seen) == {1, 2}  # stable answered all along, on 1, then 2, then 1
 

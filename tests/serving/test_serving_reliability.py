@@ -21,7 +21,7 @@ from serving.client import ServingClient, ServingError
 from serving.push import push
 from serving.sample_model import sample_columns
 from serving.server_process import server_process
-from tests.serving.helpers import MODEL_NAME, local_only, serving_servers
+from tests.serving.helpers import MODEL_NAME, local_only, request_streams, serving_servers
 
 pytestmark = local_only
 
@@ -190,22 +190,7 @@ def test_message_over_the_grpc_limit_is_refused_by_grpc_and_the_server_keeps_ser
 
 
 def test_malformed_requests_amid_good_traffic_lose_no_good_request(limited_server, official_stub):
-    errors: list[Exception] = []
-    answered = []
-    stop = threading.Event()
-
-    def good_traffic():
-        with ServingClient(limited_server, MODEL_NAME, max_retries=0) as client:
-            while not stop.is_set():
-                try:
-                    answered.append(client.predict(sample_columns(8)).shape)
-                except Exception as error:  # noqa: BLE001  (any failure is a lost request)
-                    errors.append(error)
-
-    threads = [threading.Thread(target=good_traffic) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    try:
+    with request_streams(limited_server, lambda client: client.predict(sample_columns(8)).shape, threads=2) as good:
         codes = set()
         for _ in range(3):
             for make_request in MALFORMED.values():
@@ -213,10 +198,7 @@ def test_malformed_requests_amid_good_traffic_lose_no_good_request(limited_serve
                     official_stub.Predict(make_request()[0], timeout=10)
                 except grpc.RpcError as error:
                     codes.add(error.code())
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
+    errors, answered = good.errors, good.answers
     assert codes == {grpc.StatusCode.INVALID_ARGUMENT}
     assert not errors, errors[:3]
     assert answered and set(answered) == {(8,)}

@@ -13,7 +13,7 @@ import pytest
 from serving.client import ServingClient, ServingError
 from serving.push import push
 from serving.sample_model import sample_columns
-from tests.serving.helpers import MODEL_NAME, local_only
+from tests.serving.helpers import MODEL_NAME, local_only, request_streams
 
 pytestmark = local_only
 
@@ -44,33 +44,20 @@ def test_version_switch_while_requests_stream_loses_none(tmp_path, exports, star
     _, address = start_server(base)
     columns = sample_columns(16, seed=5)
     expected = {1: exports.reference(exports.good[0.0], columns), 2: exports.reference(exports.good[1.0], columns)}
-    answers: list[tuple[int, np.ndarray]] = []
-    errors: list[Exception] = []
-    stop = threading.Event()
 
-    def stream():
-        with ServingClient(address, MODEL_NAME, max_retries=0) as client:
-            while not stop.is_set():
-                try:
-                    outputs, version = client.predict_versioned(columns)
-                    answers.append((version, outputs["probability"]))
-                except Exception as error:  # noqa: BLE001  (any failure is a lost request)
-                    errors.append(error)
+    def send(client: ServingClient) -> tuple[int, np.ndarray]:
+        outputs, version = client.predict_versioned(columns)
+        return version, outputs["probability"]
 
-    threads = [threading.Thread(target=stream) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    try:
+    with request_streams(address, send, threads=3) as stream:
+        answers = stream.answers
         wait_for(lambda: len(answers) > 20, what="requests on version 1")
         push(exports.good[1.0], base)
         with ServingClient(address, MODEL_NAME) as client:
             wait_for(lambda: states(client) == {1: "END", 2: "AVAILABLE"}, what="the switch to version 2")
         seen = len(answers)
         wait_for(lambda: len(answers) > seen + 20, what="requests on version 2")
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
+    errors = stream.errors
     assert not errors, errors[:3]
     versions = [v for v, _ in answers]
     assert versions[0] == 1 and versions[-1] == 2
@@ -219,3 +206,28 @@ def test_input_names_that_are_not_identifiers(tmp_path):
         request.inputs[name].CopyFrom(tf.make_tensor_proto(np.array([value], np.float32)))
     response = run_predict(loaded, MODEL_NAME, request)
     assert tf.make_ndarray(response.outputs["y"]).tolist() == [4321.0]
+
+
+def test_the_flat_call_answers_as_the_public_call(exports):
+    """The server calls signatures through TensorFlow's flat calling convention; the public call agrees with it."""
+    import dataclasses
+
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    from serving.server import DEFAULT_SIGNATURE, ServingSignature, load_version, run_predict
+
+    flat = load_version(exports.good[1.0], 1)
+    signature_def = flat.signature_def_map.signature_def[DEFAULT_SIGNATURE]
+    public_signature = ServingSignature(flat.signatures[DEFAULT_SIGNATURE].function, signature_def, flat_call=False)
+    public = dataclasses.replace(flat, signatures={DEFAULT_SIGNATURE: public_signature})
+    assert flat.signatures[DEFAULT_SIGNATURE].uses_flat_call and not public_signature.uses_flat_call
+    columns = sample_columns(5, seed=3)
+    request = predict_pb2.PredictRequest()
+    for name, values in columns.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(values))
+    flat_answer, public_answer = (
+        tf.make_ndarray(run_predict(model, MODEL_NAME, request).outputs["probability"]) for model in (flat, public)
+    )
+    np.testing.assert_allclose(flat_answer, public_answer, rtol=1e-6)
+    np.testing.assert_allclose(flat_answer, exports.reference(exports.good[1.0], columns), rtol=1e-6)
