@@ -5,20 +5,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from pathlib import Path
 
 import pendulum
 from airflow.sdk import Asset, TaskGroup, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 
-PROJECT_HOME = Path(os.environ.get("DEEPFM_HOME", Path(__file__).resolve().parents[1]))
 log = logging.getLogger(__name__)
 
 
 def _config():
     from dags.pipeline.config import PipelineConfig
 
-    return PipelineConfig.from_env(PROJECT_HOME)
+    return PipelineConfig.from_env()
 
 
 def log_failure_reason(context) -> None:

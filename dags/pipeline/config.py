@@ -16,6 +16,7 @@ from pathlib import Path
 
 from dags.pipeline.run_dir import RunDir
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("movielens", "synthetic")
 ONLINE_STORES = ("sqlite", "redis")
 REGISTRIES = ("file", "sql")
@@ -91,9 +92,14 @@ class PipelineConfig:
             raise ValueError("`serving_addresses` must name at least one TF Serving endpoint. Received: `()`")
 
     @classmethod
-    def from_env(cls, home: Path, env: Mapping[str, str] | None = None) -> PipelineConfig:
-        """Config from `DEEPFM_*` environment variables, for the DAG and command lines only."""
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineConfig:
+        """Config from `DEEPFM_*` environment variables (`os.environ` by default), for the DAG and command lines.
+
+        Raises:
+            ConfigurationError: a variable has a value it cannot take; the message names it.
+        """
         env = os.environ if env is None else env
+        home = Path(env.get("DEEPFM_HOME", PROJECT_ROOT))
 
         def path(name: str) -> Path | None:
             return Path(env[name]) if name in env else None

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from dags.pipeline.config import PipelineConfig
 from dags.pipeline.release import serving_version, wait_available
@@ -90,6 +89,4 @@ if __name__ == "__main__":
     parser.add_argument("--top-k", type=int, default=10)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    recommend(
-        PipelineConfig.from_env(Path(os.environ.get("DEEPFM_HOME", "."))), args.ds, args.user, args.port, args.top_k
-    )
+    recommend(PipelineConfig.from_env(), args.ds, args.user, args.port, args.top_k)
