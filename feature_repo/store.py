@@ -298,3 +298,25 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _utc(value: dt.datetime | pd.Timestamp) -> dt.datetime:
     return to_utc(value).to_pydatetime()
+
+
+def create_sql_database(url: str) -> bool:
+    """Create the database of a SQL registry URL on its server when it does not exist; `True` if it was created.
+
+    For deployments whose Feast registry is in Postgres (`docker/airflow-init.sh`); connects to the server's
+    `postgres` database to do it.
+    """
+    import sqlalchemy
+
+    target = sqlalchemy.engine.make_url(url)
+    admin = sqlalchemy.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as db:
+            exists = db.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                {"name": target.database}).first()  # fmt: skip
+            if exists:
+                return False
+            db.execute(sqlalchemy.text(f'CREATE DATABASE "{target.database}"'))
+            return True
+    finally:
+        admin.dispose()

@@ -263,3 +263,33 @@ def _edit(base_path, model_name: str, config_path, change) -> VersionConfig:
         written.apply_to(model)
         write_model_config(path, config)
     return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m serving.labels {ensure,show,set,rollback}`: the model config from a shell (`make serve`, ops)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m serving.labels", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("ensure", "show", "set", "rollback"))
+    parser.add_argument("label", nargs="?", help="set, rollback: the label (e.g. stable)")
+    parser.add_argument("version", nargs="?", type=int, help="set: the version; rollback: optional target")
+    parser.add_argument("--base-path", default="models", help="the model base path")
+    parser.add_argument("--model-name", default="deepfm")
+    parser.add_argument("--config-file", help="the model config file (default <base-path>/models.config)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command in ("set", "rollback") and not args.label:
+        parser.error(f"{args.command} needs a LABEL")
+    if args.command == "set" and args.version is None:
+        parser.error("set needs a LABEL and a VERSION")
+    path = ensure_model_config(args.base_path, args.model_name, args.config_file)
+    if args.command == "set":
+        set_label(args.base_path, args.model_name, args.label, args.version, args.config_file)
+    elif args.command == "rollback":
+        rollback(args.base_path, args.model_name, args.label, args.version, config_path=args.config_file)
+    policy = read_version_config(args.base_path, args.model_name, args.config_file)
+    print(f"{path}: {policy}")
+
+
+if __name__ == "__main__":
+    main()

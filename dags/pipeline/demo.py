@@ -17,7 +17,8 @@ import sys
 import time
 
 from dags.pipeline.config import PipelineConfig
-from dags.pipeline.release import serving_version, wait_available
+from dags.pipeline.release import serving_version
+from dags.pipeline.serving_tier import wait_available
 from deepfm_model.spec.files import read_json
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The release task group: bless the candidate against the serving model, push it, verify it on a server.
+"""The release task group: bless the candidate against the serving model, push it, verify it on the serving tier.
 
 A rejection is a result (`blessed: false` with a reason), never an exception; a version that fails
 verification is retracted and `stable` stays where it was.
@@ -7,12 +7,13 @@ verification is retracted and `stable` stays where it was.
 from __future__ import annotations
 
 import logging
-import time
+from pathlib import Path
 
 import pandas as pd
 
 from dags.pipeline.blessing import Candidate, decide, non_finite_losses
 from dags.pipeline.config import PipelineConfig
+from dags.pipeline.serving_tier import verify_replicas, wait_label
 from dags.pipeline.training import update_metrics
 from deepfm_model.spec.files import read_json, write_json
 
@@ -23,14 +24,12 @@ STABLE_LABEL = "stable"
 
 def serving_version(config: PipelineConfig) -> int | None:
     """The version applications get: the `stable` label's, else the newest pushed; `None` before any push."""
-    from serving.labels import model_config_path, read_version_config
     from serving.push import list_versions
 
     versions = list_versions(config.model_base_path, config.model_name)
-    if model_config_path(config.model_base_path).exists():
-        stable = read_version_config(config.model_base_path, config.model_name).labels.get(STABLE_LABEL)
-        if stable in versions:
-            return stable
+    stable = _label(config, STABLE_LABEL)
+    if stable in versions:
+        return stable
     return versions[-1] if versions else None
 
 
@@ -104,7 +103,7 @@ def push(config: PipelineConfig, ds: str) -> dict:
     if not blessing.get("blessed"):
         logger.info("Not pushing: %s", blessing.get("reason", "no blessing"))
         return {"model_version": None, "reason": blessing.get("reason")}
-    ensure_model_config(config.model_base_path, config.model_name)
+    ensure_model_config(config.model_base_path, config.model_name, config.model_config_file)
     version = push_version(run.export_dir, config.model_base_path, config.model_name)
     pushed = {"model_version": version, "model_dir": str(config.version_dir(version))}
     write_json(run.push, pushed)
@@ -114,19 +113,18 @@ def push(config: PipelineConfig, ds: str) -> dict:
 
 
 def verify_serving(config: PipelineConfig, ds: str, probe_rows: int = 64, deadline_s: float = 300.0) -> dict:
-    """Serve the pushed version, compare probe predictions with in-process ones, then label it `stable`.
+    """Verify the pushed version on every serving replica, then move `stable` to it on the serving tier.
 
-    A version that does not load or answers differently is retracted from the base path (servers unload it on
-    their next poll) and `stable` stays where it was; the task then fails with the reason.
+    Each address of `config.serving_addresses` must report the version AVAILABLE and answer probe rows as the
+    in-process model does; then `stable` moves in the model config file the replicas poll, and the stage waits
+    until every replica resolves it to the version. If any replica fails, `stable` stays (or is put back) where
+    it was, the version is retracted from the base path (the replicas unload it on their next poll), and the
+    task fails naming each failed address. No server is started here.
     """
-    import numpy as np
-
     from deepfm_model.predict import load_trained, predict_frame
     from deepfm_model.spec.features import FEATURE_NAMES
-    from serving.client import ServingClient
-    from serving.labels import model_config_path, promote
+    from serving.labels import set_label
     from serving.push import retract
-    from serving.server import ModelServer, ServerConfig
 
     run = config.run_dir(ds)
     version = (read_json(run.push) or {}).get("model_version")
@@ -135,49 +133,40 @@ def verify_serving(config: PipelineConfig, ds: str, probe_rows: int = 64, deadli
         return {"verified": False, "reason": "no push"}
     probe = pd.read_parquet(run.split("test")).head(probe_rows)
     expected = predict_frame(load_trained(run.model_dir), probe)
-    config_file = model_config_path(config.model_base_path)
-    server = ModelServer(ServerConfig.from_model_config_file(config_file, port=0, poll_interval_s=0.5))
-    port = server.start()
+    columns = {name: probe[name].to_numpy() for name in FEATURE_NAMES}
+    addresses = list(config.serving_addresses)
+    previous = _label(config, STABLE_LABEL)
     try:
-        with ServingClient(f"127.0.0.1:{port}", model_name=config.model_name, version=version) as client:
-            try:
-                wait_available(client, version, deadline_s)
-                served = client.predict({name: probe[name].to_numpy() for name in FEATURE_NAMES})
-                max_diff = float(np.max(np.abs(served - expected)))
-                if not max_diff <= 1e-5:
-                    raise RuntimeError(f"version {version} serves predictions {max_diff:.2e} away from in-process")
-            except Exception:
-                retract(config.model_base_path, config.model_name, version)
-                raise
-            promote(client, config.model_base_path, config.model_name, STABLE_LABEL, version)
-    finally:
-        server.stop()
-    result = {"verified": True, "model_version": version, "probe_rows": len(probe), "max_abs_diff": max_diff}
+        checks = verify_replicas(addresses, config.model_name, version, columns, expected, deadline_s)
+        set_label(config.model_base_path, config.model_name, STABLE_LABEL, version, config.model_config_file)
+        wait_label(addresses, config.model_name, STABLE_LABEL, version, deadline_s)
+    except Exception:
+        if previous is not None and previous != version and _label(config, STABLE_LABEL) == version:
+            set_label(config.model_base_path, config.model_name, STABLE_LABEL, previous, config.model_config_file)
+        retract(config.model_base_path, config.model_name, version)
+        logger.error("Version %d retracted; %s stays on %s", version, STABLE_LABEL, previous)
+        raise
+    result = {
+        "verified": True,
+        "model_version": version,
+        "probe_rows": len(probe),
+        "max_abs_diff": max(check.max_abs_diff for check in checks),
+        "serving_addresses": addresses,
+        "verified_on": [check.address for check in checks],
+        "previous_stable": previous,
+    }
     write_json(run.verify, result)
     logger.info(
-        "Version %d verified over gRPC on %d probe rows (max |diff| %.2e); labelled %s",
-        version, len(probe), max_diff, STABLE_LABEL,
+        "Version %d verified on %s (%d probe rows, max |diff| %.2e); labelled %s",
+        version, ", ".join(addresses), len(probe), result["max_abs_diff"], STABLE_LABEL,
     )  # fmt: skip
     return result
 
 
-def wait_available(client, version: int | None = None, deadline_s: float = 300.0) -> int:
-    """Poll the server until `version` (or, when `None`, any version) is AVAILABLE; return that version."""
-    from serving.client import ServingError
+def _label(config: PipelineConfig, label: str) -> int | None:
+    """The version `label` names in the model config file now; `None` when unset or no file yet."""
+    from serving.labels import read_version_config
 
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            available = [s.version for s in client.model_status() if s.state == "AVAILABLE"]
-        except ServingError as error:
-            if time.monotonic() > deadline:
-                raise
-            logger.debug("server not ready yet: %s", error)
-            available = []
-        if version is None and available:
-            return max(available)
-        if version in available:
-            return version
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"Version {version} did not become AVAILABLE within {deadline_s:.0f} s")
-        time.sleep(0.5)
+    if not Path(config.model_config_file).exists():
+        return None
+    return read_version_config(config.model_base_path, config.model_name, config.model_config_file).labels.get(label)

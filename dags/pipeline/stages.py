@@ -9,7 +9,8 @@
 
 from dags.pipeline.config import PipelineConfig
 from dags.pipeline.features import ValidationFailed, build_training_set, check_skew, ingest, update_feature_store
-from dags.pipeline.release import bless, push, serving_version, verify_serving, wait_available
+from dags.pipeline.release import bless, push, serving_version, verify_serving
+from dags.pipeline.serving_tier import wait_available
 from dags.pipeline.training import train, validate
 
 __all__ = [

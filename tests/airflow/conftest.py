@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import PROJECT_ROOT, SYNTHETIC_DS
+from tests.e2e.conftest import PROJECT_ROOT, SYNTHETIC_DS, serving_tier
 
 TEST_OUTPUT = PROJECT_ROOT / "artifacts" / "test-output"
 DAG_ID = "deepfm_nightly"
@@ -48,12 +48,14 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture
-def project_home(tmp_path: Path) -> Path:
-    """A fresh project home: its own Feast repo config; artifacts, models and Airflow home appear under it."""
+def project_home(tmp_path: Path) -> Iterator[Path]:
+    """A fresh project home: its own Feast repo config and a serving tier; artifacts, models and Airflow home
+    appear under it."""
     from feature_repo.store import write_config
 
     write_config(tmp_path / "feature_repo")
-    return tmp_path
+    with serving_tier(tmp_path):
+        yield tmp_path
 
 
 def postgres_params() -> dict[str, str | int]:

@@ -1,16 +1,39 @@
-"""Fixtures for end-to-end runs: an isolated project home (Feast repo, artifacts, model base path, Airflow)."""
+"""Fixtures for end-to-end runs: an isolated project home (Feast repo, artifacts, model base path, Airflow) and
+its serving tier (a `serving.server` process on the home's model config, started before the DAG runs)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SYNTHETIC_DS = "1998-01-31"  # the day after the synthetic generator's 30 days of events
+SERVING_ADDRESS_FILE = "serving-addresses"  # in a home: the serving tier its Airflow processes verify against
+
+
+@contextlib.contextmanager
+def serving_tier(home: Path, replicas: int = 1) -> Iterator[list[str]]:
+    """`replicas` `serving.server` processes on the home's model config; their addresses go to the home's
+    `SERVING_ADDRESS_FILE`, which `airflow_env` turns into `DEEPFM_SERVING_ADDRESSES`."""
+    from serving.labels import ensure_model_config
+    from serving.server_process import server_process
+
+    config_file = ensure_model_config(home / "models", "deepfm")
+    flags = ["--model-config-file", str(config_file), "--poll-interval-s", "0.5"]
+    with contextlib.ExitStack() as stack:
+        servers = [stack.enter_context(server_process(home / "models", flags=flags)) for _ in range(replicas)]
+        addresses = [server.address for server in servers]
+        (home / SERVING_ADDRESS_FILE).write_text(",".join(addresses))
+        try:
+            yield addresses
+        finally:
+            (home / SERVING_ADDRESS_FILE).unlink(missing_ok=True)
 
 
 def airflow_env(home: Path) -> dict[str, str]:
@@ -28,12 +51,20 @@ def airflow_env(home: Path) -> dict[str, str]:
         "DEEPFM_MODEL_BASE_PATH": str(home / "models"),
         "DEEPFM_EPOCHS": "3",
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        **serving_env(home),
     }
 
 
+def serving_env(home: Path) -> dict[str, str]:
+    """`DEEPFM_SERVING_ADDRESSES` of the serving tier running for `home`, if one is."""
+    path = home / SERVING_ADDRESS_FILE
+    return {"DEEPFM_SERVING_ADDRESSES": path.read_text()} if path.exists() else {}
+
+
 @pytest.fixture(scope="module")
-def project_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh home: its own Feast repo config and a migrated SQLite Airflow metadata database with the pools."""
+def project_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh home: its own Feast repo config, a migrated SQLite Airflow metadata database with the pools, and a
+    serving tier running for it."""
     from feature_repo.store import write_config
 
     home = tmp_path_factory.mktemp("home")
@@ -41,4 +72,5 @@ def project_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     airflow = Path(sys.executable).parent / "airflow"
     for command in (["db", "migrate"], ["pools", "import", str(PROJECT_ROOT / "dags" / "pools.json")]):
         subprocess.run([str(airflow), *command], env=airflow_env(home), check=True, capture_output=True, timeout=600)
-    return home
+    with serving_tier(home):
+        yield home

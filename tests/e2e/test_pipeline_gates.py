@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shutil
+import socket
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from dags.pipeline import stages as pipeline
-from tests.e2e.conftest import SYNTHETIC_DS
+from dags.pipeline.serving_tier import ReplicaFailed
+from tests.e2e.conftest import SYNTHETIC_DS, serving_tier
 
 pytestmark = pytest.mark.slow
 
@@ -128,3 +131,42 @@ def test_nan_training_loss_is_rejected(prepared: pipeline.PipelineConfig) -> Non
     assert blessing["blessed"] is False, blessing
     assert "training loss is not finite" in blessing["reason"] and "history.json" in blessing["reason"]
     assert pipeline.push(permissive, "1998-02-02")["model_version"] is None
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_verification_on_every_replica_moves_stable_and_a_failed_replica_retracts(
+    prepared: pipeline.PipelineConfig,
+) -> None:
+    from serving.client import ServingClient
+    from serving.push import list_versions
+
+    permissive = dataclasses.replace(prepared, auc_floor=0.0, allow_signature_change=True)
+    with serving_tier(prepared.home, replicas=2) as addresses:
+        config = dataclasses.replace(permissive, serving_addresses=tuple(addresses))
+        _copy_run(config, "1998-02-03")
+        assert pipeline.bless(config, "1998-02-03")["blessed"] is True
+        version = pipeline.push(config, "1998-02-03")["model_version"]
+        result = pipeline.verify_serving(config, "1998-02-03", deadline_s=120)
+        assert result["verified"] is True and result["verified_on"] == addresses, result
+        for address in addresses:
+            with ServingClient(address, version_label="stable") as client:
+                assert client.metadata().version == version
+
+        # One replica never answers: the task fails naming it, the version is retracted, `stable` stays.
+        unreachable = f"127.0.0.1:{_closed_port()}"
+        broken = dataclasses.replace(config, serving_addresses=(addresses[0], unreachable))
+        _copy_run(broken, "1998-02-04")
+        assert pipeline.bless(broken, "1998-02-04")["blessed"] is True
+        retracted = pipeline.push(broken, "1998-02-04")["model_version"]
+        with pytest.raises(ReplicaFailed, match=re.escape(unreachable)) as failure:
+            pipeline.verify_serving(broken, "1998-02-04", deadline_s=5)
+        assert addresses[0] not in failure.value.failures
+        assert retracted not in list_versions(config.model_base_path, config.model_name)
+        assert pipeline.serving_version(config) == version
+        with ServingClient(addresses[0], version_label="stable") as client:
+            assert client.metadata().version == version

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from serving import model_config
+from serving.labels import DEFAULT_NUM_VERSIONS
 from serving.model_config import build_model_config, render_model_config, write_model_config
 
 SERVING_DIR = Path(model_config.__file__).parent
@@ -28,7 +29,7 @@ def test_committed_configs_are_current():
     from tensorflow_serving.config import model_server_config_pb2
 
     committed = (SERVING_DIR / "models.config").read_text()
-    assert committed == render_model_config(build_model_config("deepfm", "/models/deepfm", 1))
+    assert committed == render_model_config(build_model_config("deepfm", "/models/deepfm", DEFAULT_NUM_VERSIONS))
     text_format.Parse(committed, model_server_config_pb2.ModelServerConfig())
     monitoring = (SERVING_DIR / "monitoring.config").read_text()
     assert "prometheus_config" in monitoring and "enable: true" in monitoring
