@@ -1,6 +1,6 @@
 """Fixtures for running the nightly DAG on Airflow's real components: homes, kept output, Postgres and Redis.
 
-Services come from the environment (POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, POSTGRES_PASSWORD, REDIS_HOST,
+Services come from the environment (`tests/services.py`: POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, POSTGRES_PASSWORD, REDIS_HOST,
 REDIS_PORT; defaults 127.0.0.1:5432 user postgres, 127.0.0.1:6379). Each test gets a database and a broker key
 prefix of its own and removes them afterwards. Logs and screenshots go to `artifacts/test-output/`.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import PROJECT_ROOT, SYNTHETIC_DS, serving_tier
+from tests.services import postgres_database, redis_address
 
 TEST_OUTPUT = PROJECT_ROOT / "artifacts" / "test-output"
 DAG_ID = "deepfm_nightly"
@@ -58,41 +59,11 @@ def project_home(tmp_path: Path) -> Iterator[Path]:
         yield tmp_path
 
 
-def postgres_params() -> dict[str, str | int]:
-    params: dict[str, str | int] = {
-        "host": os.environ.get("POSTGRES_HOST", "127.0.0.1"),
-        "port": int(os.environ.get("POSTGRES_PORT", "5432")),
-        "user": os.environ.get("POSTGRES_USER", "postgres"),
-    }
-    if "POSTGRES_PASSWORD" in os.environ:
-        params["password"] = os.environ["POSTGRES_PASSWORD"]
-    return params
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """SQLAlchemy URL of a fresh database `deepfm_airflow_test_<random>`, dropped afterwards."""
-    import psycopg2
-    from sqlalchemy.engine import URL
-
-    params = postgres_params()
-    try:
-        admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **params)
-    except psycopg2.OperationalError as error:
-        pytest.skip(f"PostgreSQL unreachable at {params['host']}:{params['port']}: {error}".strip())
-    admin.autocommit = True
-    name = f"deepfm_airflow_test_{secrets.token_hex(4)}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield URL.create(
-            "postgresql+psycopg2", username=str(params["user"]), password=params.get("password"),
-            host=str(params["host"]), port=int(params["port"]), database=name,
-        ).render_as_string(hide_password=False)  # fmt: skip
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with postgres_database("deepfm_airflow_test") as url:
+        yield url
 
 
 @pytest.fixture
@@ -104,11 +75,7 @@ def redis_broker() -> Iterator[tuple[str, str]]:
     """
     import redis
 
-    host, port = os.environ.get("REDIS_HOST", "127.0.0.1"), int(os.environ.get("REDIS_PORT", "6379"))
-    try:
-        redis.Redis(host=host, port=port, socket_connect_timeout=5).ping()
-    except redis.RedisError as error:
-        pytest.skip(f"Redis unreachable at {host}:{port}: {error}")
+    host, port = redis_address()
     if "REDIS_DB" in os.environ:
         db = int(os.environ["REDIS_DB"])
     else:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from deepfm_model.spec.dates import data_cutoff, last_data_day
 from deepfm_model.spec.features import FEATURE_NAMES, FEATURES, Kind
 from feature_repo import store
 from feature_repo.skew import skew_report
+from tests.services import redis_address
 
 from .conftest import DS, repo_with
 
@@ -61,17 +60,10 @@ def test_unknown_ids_come_back_null(feature_store):
     assert frame[numeric].isna().all().all()
 
 
-def _redis_address() -> tuple[str, int]:
-    return os.environ.get("REDIS_HOST", "127.0.0.1"), int(os.environ.get("REDIS_PORT", "6379"))
-
-
 def test_online_equals_offline_on_redis(raw, tmp_path):
-    redis = pytest.importorskip("redis")
-    host, port = _redis_address()
-    try:
-        redis.Redis(host=host, port=port, socket_connect_timeout=2).ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"no Redis at {host}:{port}")
+    import redis
+
+    host, port = redis_address()
     project = f"deepfm_test_{uuid.uuid4().hex[:8]}"  # Feast suffixes every Redis key with the project
     online_store = {"type": "redis", "connection_string": f"{host}:{port}", "key_ttl_seconds": 3600}
     feature_store = repo_with(raw, DS, tmp_path, project=project, online_store=online_store)
