@@ -48,6 +48,7 @@ validate: install  ## validate a training snapshot against the suite: make valid
 	$(PY) -m feature_repo.validation $(SNAPSHOT)
 
 serve: install  ## the local TF Serving-compatible server on 127.0.0.1:8500 (model config kept by the pushes)
+	$(PY) -m serving.labels ensure --base-path models > /dev/null
 	$(PY) -m serving.server --model-config-file models/models.config --port 8500
 
 bench: bench-train bench-features bench-serving  ## every benchmark; figures in artifacts/bench/*.json
