@@ -7,9 +7,9 @@ documented behaviour for one model:
 - Watches `<base_path>/<model_name>/` every `poll_interval_s`; integer-named folders are versions.
 - Version policy: latest N (the newest `num_versions` versions on disk are loaded; the default) or specific
   (exactly the versions listed, as TF Serving's `specific { versions: ... }`).
-- With `model_config_file`, the file is read again on every poll, as TF Serving's
-  `--model_config_file_poll_wait_seconds` does: a changed version policy or label map takes effect without a
-  restart. New labels are applied only when every version they name is AVAILABLE once the pass is done (TF
+- With `model_config_file`, the file is read again every `model_config_poll_wait_s` (TF Serving's
+  `--model_config_file_poll_wait_seconds`; 0: never after start; unset: on every folder poll): a changed version
+  policy or label map takes effect without a restart. New labels are applied only when every version they name is AVAILABLE once the pass is done (TF
   Serving refuses to label a version that is not); the new versions, the labels and the unloads take effect in
   one step, so a request pinned to a label never finds its version gone; a refused label map is logged and the
   old one kept.
@@ -26,6 +26,9 @@ documented behaviour for one model:
   FAILED_PRECONDITION for an unknown signature; a message over the gRPC limit (`max_message_bytes`) is refused
   by gRPC itself with RESOURCE_EXHAUSTED.
 - grpc.health.v1 health: SERVING while some version is available.
+- REST on `rest_port` (TF Serving's `--rest_api_port`; 0 for none), same host: model status as TF Serving's
+  `GET /v1/models/<name>[/versions/<v>|/labels/<label>]` answers it, and Prometheus metrics at the path a
+  `--monitoring_config_file` enables.
 - ModelService.HandleReloadConfigRequest takes a ModelServerConfig naming this server's model: its base path,
   version policy and labels take effect as on a poll (a new base path is loaded before the old one is let
   go; a version not on disk yet is awaited, the versions in force serving meanwhile; labels that would not
@@ -36,7 +39,9 @@ documented behaviour for one model:
 Modules, from the edge inwards:
 - `__main__`: `python -m serving.server` (the flags are `config.build_parser`'s).
 - `config`: `ServerConfig`, and the command line that makes one.
-- `lifecycle`: `ModelServer`, from `start()` to `stop()`: gRPC server, health, the polling thread.
+- `lifecycle`: `ModelServer`, from `start()` to `stop()`: gRPC server, health, REST, the polling thread.
+- `rest`: `RestServer`, TF Serving's REST model status and the Prometheus metrics path.
+- `monitoring`: reading TF Serving's `--monitoring_config_file`.
 - `services`: the PredictionService and ModelService handlers, and their Prometheus metrics.
 - `versions`: `ModelManager`, the version state machine (load, warm up, serve, label, unload).
 - `warmup`: replaying a version's warm-up requests.
@@ -45,6 +50,8 @@ Modules, from the edge inwards:
 
     python -m serving.server --base-path models --model-name deepfm --port 8500
     python -m serving.server --model-config-file models/models.config   # policy and labels from the file
+    python -m serving.server --port=8500 --rest_api_port=8501 --model_config_file=/models/models.config \
+        --model_config_file_poll_wait_seconds=30 --monitoring_config_file=/config/monitoring.config  # TF Serving's
 """
 
 from serving.server.codecs import DEFAULT_SIGNATURE, RequestError, run_predict

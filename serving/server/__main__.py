@@ -2,6 +2,8 @@
 
 python -m serving.server --base-path models --model-name deepfm --port 8500
 python -m serving.server --model-config-file models/models.config   # policy and labels from the file
+python -m serving.server --port=8500 --rest_api_port=8501 --model_config_file=models/models.config \
+    --model_config_file_poll_wait_seconds=30 --monitoring_config_file=serving/monitoring.config   # TF Serving's flags
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ Parsing flags happens here and only for `serving.server.__main__`; importing thi
 from __future__ import annotations
 
 import argparse
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import grpc
 
 from serving.model_config import VersionConfig, parse_model_config
+from serving.server.monitoring import read_prometheus_path
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,12 @@ class ServerConfig:
     num_versions: int = 1  # latest-N policy: newest versions kept loaded
     specific_versions: tuple[int, ...] = ()  # specific policy: exactly these versions loaded; () for latest-N
     version_labels: dict[str, int] = field(default_factory=dict)  # label -> version
-    model_config_file: str | None = None  # re-read on every poll for the policy and labels (overrides both)
+    model_config_file: str | None = None  # re-read for the policy and labels (overrides both), see below
+    # How often `model_config_file` is re-read, in seconds (TF Serving's --model_config_file_poll_wait_seconds):
+    # None on every folder poll; 0 never after start (TF Serving's default); else at most this often.
+    model_config_poll_wait_s: float | None = None
+    rest_port: int = 0  # TF Serving's REST API (model status, metrics) on `host`:this port; 0 for none
+    prometheus_path: str | None = None  # Prometheus metrics at this path of the REST API; None for none
     max_workers: int = 8  # gRPC handler threads
     max_message_bytes: int = 64 * 1024 * 1024  # gRPC send and receive limit
     max_batch_rows: int = 0  # refuse requests with more rows (INVALID_ARGUMENT); 0 for no limit
@@ -40,7 +47,7 @@ class ServerConfig:
     def from_model_config_file(cls, path: str | Path, **overrides: Any) -> ServerConfig:
         """Read the first model of a TF Serving `--model_config_file` (as `serving.push.write_model_config`
         writes it): name, base path (the parent of the model folder), version policy and labels. The server
-        keeps reading the file on every poll (`model_config_file`)."""
+        keeps reading the file (`model_config_file`, as often as `model_config_poll_wait_s` says)."""
         _, model = parse_model_config(Path(path).read_text(), None, str(path))
         policy = VersionConfig.from_proto(model, str(path))
         base = Path(model.base_path)
@@ -67,35 +74,61 @@ class CommandLine:
     log_level: str  # level of the root logger
 
 
+def _add_flag(parser: argparse.ArgumentParser, *names: str, **options: Any) -> None:
+    """Add a flag under each name in both spellings: dashed and TF Serving's underscored (`--model-name`,
+    `--model_name`). The first name gives the flag's `dest`."""
+    spellings = [f"--{name[2:].replace(old, new)}" for name in names for old, new in (("_", "-"), ("-", "_"))]
+    parser.add_argument(*dict.fromkeys(spellings), dest=names[0][2:].replace("-", "_"), **options)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The flags of `python -m serving.server`."""
+    """The flags of `python -m serving.server`; each in both spellings, `--model-name` and `--model_name`.
+
+    TF Serving's own flags keep its meaning: `--port`, `--rest_api_port` (0: no REST API),
+    `--model_config_file`, `--model_config_file_poll_wait_seconds`, `--monitoring_config_file`,
+    `--file_system_poll_wait_seconds` (the folder poll, positive here). A value follows as `--flag=value` or
+    `--flag value`.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m serving.server",
         description="A TF Serving-compatible local gRPC server over TensorFlow's SavedModel runtime.",
+        allow_abbrev=False,  # TF Serving takes no abbreviations; `--port` must never be read as another flag
     )
-    parser.add_argument("--base-path", help="folder holding <model-name>/<version>/")
-    parser.add_argument("--model-name", default="deepfm")
-    parser.add_argument(
+    flag = functools.partial(_add_flag, parser)
+    flag("--base-path", help="folder holding <model-name>/<version>/")
+    flag("--model-name", default="deepfm")
+    flag(
         "--model-config-file",
-        help="TF Serving model config, read again on every poll (policy, labels); replaces --base-path/--model-name",
+        help="TF Serving model config (policy, labels), re-read as --model-config-file-poll-wait-seconds says; "
+        "replaces --base-path/--model-name",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 for all)")
-    parser.add_argument("--port", type=int, default=8500)
-    parser.add_argument("--poll-interval-s", type=float, default=1.0)
-    parser.add_argument("--num-versions", type=int, default=1, help="latest-N version policy")
-    parser.add_argument("--version-label", action="append", default=[], metavar="LABEL=VERSION")
-    parser.add_argument("--max-batch-rows", type=int, default=0, help="refuse larger requests; 0 for no limit")
-    parser.add_argument("--max-request-bytes", type=int, default=0, help="refuse larger requests; 0 for no limit")
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port")
-    parser.add_argument("--grace-s", type=float, default=5.0)
-    parser.add_argument("--tls-cert", help="PEM certificate chain; with --tls-key, serve over TLS")
-    parser.add_argument("--tls-key", help="PEM private key")
-    parser.add_argument("--log-level", default="INFO")
+    flag(
+        "--model-config-file-poll-wait-seconds",
+        type=float,
+        help="re-read --model-config-file this often; 0: never after start (TF Serving's default); "
+        "unset: on every folder poll",
+    )
+    flag("--monitoring-config-file", help="TF Serving monitoring config: Prometheus metrics on the REST port")
+    flag("--host", default="127.0.0.1", help="interface to bind, gRPC and REST (0.0.0.0 for all)")
+    flag("--port", type=int, default=8500, help="gRPC port; 0 picks a free one")
+    flag("--rest-api-port", type=int, default=0, help="REST API port (model status, metrics); 0 for none")
+    flag("--poll-interval-s", "--file-system-poll-wait-seconds", type=float, default=1.0,
+         help="how often the model folder is scanned for versions")  # fmt: skip
+    flag("--num-versions", type=int, default=1, help="latest-N version policy")
+    flag("--version-label", action="append", default=[], metavar="LABEL=VERSION")
+    flag("--max-batch-rows", type=int, default=0, help="refuse larger requests; 0 for no limit")
+    flag("--max-request-bytes", type=int, default=0, help="refuse larger requests; 0 for no limit")
+    flag("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port")
+    flag("--grace-s", type=float, default=5.0)
+    flag("--tls-cert", help="PEM certificate chain; with --tls-key, serve over TLS")
+    flag("--tls-key", help="PEM private key")
+    flag("--log-level", default="INFO")
     return parser
 
 
 def parse_command_line(argv: list[str] | None = None) -> CommandLine:
-    """Parse the flags (`sys.argv[1:]` when `argv` is None) into the server to run; exits on bad flags."""
+    """Parse the flags (`sys.argv[1:]` when `argv` is None) into the server to run; exits on bad flags (and on
+    a monitoring config file that cannot be read, naming it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     labels = {}
@@ -104,10 +137,18 @@ def parse_command_line(argv: list[str] | None = None) -> CommandLine:
         if not version.isdecimal():
             parser.error(f"--version-label must be LABEL=VERSION. Received: {item!r}")
         labels[label] = int(version)
+    prometheus_path = None
+    if args.monitoring_config_file:
+        try:
+            prometheus_path = read_prometheus_path(args.monitoring_config_file)
+        except ValueError as error:
+            parser.error(f"--monitoring_config_file: {error}")
     settings: dict[str, Any] = {
         "host": args.host, "port": args.port, "poll_interval_s": args.poll_interval_s,
         "max_batch_rows": args.max_batch_rows, "max_request_bytes": args.max_request_bytes,
         "metrics_port": args.metrics_port, "grace_s": args.grace_s,
+        "model_config_poll_wait_s": args.model_config_file_poll_wait_seconds, "rest_port": args.rest_api_port,
+        "prometheus_path": prometheus_path,
     }  # fmt: skip
     if args.model_config_file:
         config = ServerConfig.from_model_config_file(args.model_config_file, **settings)

@@ -1,4 +1,4 @@
-"""`ModelServer`: the gRPC server, health and the polling thread, from `start()` to `stop()`."""
+"""`ModelServer`: the gRPC server, health, the REST API and the polling thread, from `start()` to `stop()`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.server.config import ServerConfig
+from serving.server.rest import RestServer
 from serving.server.services import ServerMetrics, ServiceHandlers
 from serving.server.versions import ModelManager
 
@@ -22,7 +23,8 @@ _HEALTH_SERVICES = ("", "tensorflow.serving.PredictionService", "tensorflow.serv
 
 
 class ModelServer:
-    """The server: gRPC services, health, and a thread that polls the model folder.
+    """The server: gRPC services, health, the REST API (`rest_port`), and a thread that polls the model folder
+    every `poll_interval_s` and re-reads the model config file every `model_config_poll_wait_s`.
 
     Usable in-process (tests):
 
@@ -39,6 +41,17 @@ class ModelServer:
             raise ValueError(
                 f"`poll_interval_s` must be positive. Received: `poll_interval_s={config.poll_interval_s}`"
             )
+        wait = config.model_config_poll_wait_s
+        if wait is not None and wait < 0:
+            raise ValueError(
+                "`model_config_poll_wait_s` must be 0 (never) or more. Received: "
+                f"`model_config_poll_wait_s={config.model_config_poll_wait_s}`"
+            )
+        if config.rest_port < 0 or (config.rest_port and config.rest_port == config.port):
+            raise ValueError(
+                "`rest_port` must be 0 (no REST API) or a port other than the gRPC port. Received: "
+                f"`rest_port={config.rest_port}`, `port={config.port}`"
+            )
         self.config = config
         self.server_credentials = server_credentials
         self.manager = ModelManager(config)
@@ -46,16 +59,43 @@ class ModelServer:
         self.health = health.HealthServicer(experimental_non_blocking=True)
         self.manager.on_change = self._on_versions_changed
         self.port: int | None = None
+        self.rest_port: int | None = None  # the REST API's bound port once started; None without one
         self._server: grpc.Server | None = None
         self._thread_pool: futures.ThreadPoolExecutor | None = None
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
         self._metrics_http = None
+        self._rest: RestServer | None = None
 
     def start(self) -> int:
-        """Load the versions on disk, bind, start serving and polling; returns the bound port."""
+        """Load the versions on disk, bind, start serving and polling; returns the bound gRPC port.
+
+        The REST API (with `rest_port`) answers before gRPC starts, so both answer once `start` logs that it
+        serves (the line `serving.server_process` waits for).
+        """
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.manager.poll()
+        self._start_rest()
+        try:
+            return self._start_grpc()
+        except BaseException:
+            self._stop_rest()
+            raise
+
+    def _start_rest(self) -> None:
+        config = self.config
+        if not config.rest_port:
+            if config.prometheus_path:
+                log.warning("No REST API port: Prometheus metrics at %s are not served (as TF Serving does)",
+                            config.prometheus_path)  # fmt: skip
+            return
+        self._rest = RestServer(self.manager, self.metrics, config.host, config.rest_port, config.prometheus_path)
+        self.rest_port = self._rest.start()
+        metrics = f"; Prometheus metrics at {config.prometheus_path}" if config.prometheus_path else ""
+        log.info("REST API of %s on http://%s:%d/v1/models/%s%s", config.model_name, config.host, self.rest_port,
+                 config.model_name, metrics)  # fmt: skip
+
+    def _start_grpc(self) -> int:
         options = [
             ("grpc.max_send_message_length", self.config.max_message_bytes),
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
@@ -111,6 +151,7 @@ class ModelServer:
         # gRPC never shuts its pool down (idle handler threads would last until garbage collection); waiting also
         # lets a handler whose call gRPC cancelled finish before its version is unloaded.
         self._thread_pool.shutdown()
+        self._stop_rest()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http = None
@@ -129,10 +170,27 @@ class ModelServer:
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
+    def _stop_rest(self) -> None:
+        if self._rest is not None:
+            self._rest.stop()
+            self._rest = None
+
     def _watch(self) -> None:
-        while not self._stopping.wait(self.config.poll_interval_s):
+        """Scan the folder every `poll_interval_s`; re-read the config file every `model_config_poll_wait_s` (on
+        every scan when None, never when 0). A re-read runs a pass too: its policy may want other versions."""
+        wait = self.config.model_config_poll_wait_s
+        now = time.monotonic()
+        next_scan = now + self.config.poll_interval_s
+        next_read = now + wait if wait else float("inf")
+        while not self._stopping.wait(max(0.0, min(next_scan, next_read) - time.monotonic())):
+            now = time.monotonic()
+            read_config = wait is None or now >= next_read
+            if now >= next_scan:
+                next_scan = now + self.config.poll_interval_s
+            if read_config and wait:
+                next_read = now + wait
             try:
-                self.manager.poll()
+                self.manager.poll(read_config=read_config)
             except Exception:
                 log.exception("Polling %s failed", self.manager.model_dir)
 

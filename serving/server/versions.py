@@ -71,10 +71,11 @@ class ModelManager:
     def available_versions(self) -> list[int]:
         return sorted(self._available)
 
-    def poll(self) -> None:
-        """One pass: re-read the config file, load new aspired versions, apply labels, unload the rest."""
+    def poll(self, read_config: bool = True) -> None:
+        """One pass: re-read the config file (with `read_config`), load new aspired versions, apply labels, unload
+        the rest. Without `read_config` the policy and labels in force stay."""
         with self._poll_lock:
-            self._poll(self._read_config_file())
+            self._poll(self._read_config_file() if read_config else None)
 
     def reload_config(self, model) -> tuple[grpc.StatusCode, str]:
         """ModelService.HandleReloadConfigRequest for this server's model: take the version policy, labels and

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +55,35 @@ def serving_servers() -> Iterator[Callable[..., tuple[ModelServer, str]]]:
             return server, f"127.0.0.1:{port}"
 
         yield start
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` now. For TF Serving's `--rest_api_port`, where 0 means no REST API, not "pick one"."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """What a GET got: the status, the content type, the body (`json` decodes it)."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http_get(url: str, timeout: float = 10.0) -> HttpAnswer:
+    """GET `url`; an HTTP error status is an answer, not an exception."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return HttpAnswer(response.status, response.headers["Content-Type"], response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return HttpAnswer(error.code, error.headers["Content-Type"], error.read())
 
 
 def sample_rows(rows: int, seed: int = 0) -> list[dict[str, object]]:
