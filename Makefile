@@ -63,7 +63,7 @@ bench-serving: install  ## client import, encoding, gRPC latency (artifacts/benc
 	$(PY) -m serving.bench
 
 airflow: install data  ## Airflow UI on http://127.0.0.1:8080 (LocalExecutor, SQLite); prints the admin login; SCHEDULED=1 turns scheduled runs on
-	$(PY) -m tests.airflow.harness --airflow-home $(AIRFLOW_HOME) --port 8080 $(if $(SCHEDULED),--scheduled-runs)
+	$(PY) -m dags.pipeline.airflow_stack --airflow-home $(AIRFLOW_HOME) --port 8080 $(if $(SCHEDULED),--scheduled-runs)
 
 backfill: install  ## with `make airflow` running: one run per day, FROM..TO inclusive, one at a time (unpauses the DAG)
 	$(VENV)/bin/airflow backfill create --dag-id deepfm_nightly --from-date $(FROM) --to-date $(TO) --max-active-runs 1

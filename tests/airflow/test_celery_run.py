@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from dags.pipeline.airflow_stack import AirflowStack, CeleryWorker, StackConfig
 from tests.airflow.conftest import (
     DAG_ID,
     LOGICAL_DATE,
@@ -26,7 +27,6 @@ from tests.airflow.conftest import (
     TASKS,
     assert_runnable_on_synthetic_data,
 )
-from tests.airflow.harness import AirflowStack, CeleryWorker, StackConfig
 from tests.e2e.conftest import SYNTHETIC_DS, airflow_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(RUN_TIMEOUT_S + 600)]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from dags.pipeline.airflow_stack import ADMIN_USERNAME, AirflowStack, StackConfig
 from tests.airflow.conftest import (
     DAG_ID,
     LOGICAL_DATE,
@@ -22,7 +23,6 @@ from tests.airflow.conftest import (
     TEST_OUTPUT,
     assert_runnable_on_synthetic_data,
 )
-from tests.airflow.harness import ADMIN_USERNAME, AirflowStack, StackConfig
 from tests.e2e.conftest import SYNTHETIC_DS, airflow_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(RUN_TIMEOUT_S + 600)]

@@ -1,7 +1,7 @@
 """Airflow 3.3 for real: its components as subprocesses of one isolated home, and a small REST API client.
 
 `AirflowStack` starts `airflow api-server`, `scheduler`, `dag-processor` (and, when asked, `triggerer` and Celery
-workers), waits until each one is healthy, and kills every process group it started when it stops. Each
+workers), waits until each one is healthy, and ends every process it started when it stops. Each
 component logs to its own file under `log_dir`, task logs go to `log_dir/tasks/`, so a failed run leaves
 everything needed to read what happened.
 
@@ -10,15 +10,28 @@ Two shapes, chosen by `StackConfig`, not by code:
 - CeleryExecutor on Postgres with a Redis broker and one worker per queue set (what production runs).
 
 Authentication is Airflow 3.3's default, the simple auth manager: user `admin` with the `admin` role, its
-password in a passwords file this module writes. `python -m tests.airflow.harness` starts the LocalExecutor
-stack for a person to click through (`make airflow`).
+password in a passwords file this module writes. `python -m dags.pipeline.airflow_stack` starts the
+LocalExecutor stack for a person to click through (`make airflow`) and runs until TERM, INT or HUP.
 
-Importing this module does nothing; a Celery worker imports `worker_hostname` as its `hostname_callable`.
+Stopping leaves no process behind, whatever signals arrive and whenever:
+- every process the stack starts (components, one-shot commands like `airflow db migrate`) leads a session of its
+  own, so a signal to the runner's process group (Ctrl-C, a closed terminal, `make`, a service manager) reaches
+  the runner alone;
+- the runner's handlers only record a signal (`StopSignals`); the stack's waits raise `StopRequested` at the next
+  poll, so no signal cuts a start or a clean-up in half, and the second and later ones change nothing;
+- `AirflowStack.stop` runs with TERM, INT and HUP held back (for callers whose handlers raise, like Ctrl-C under
+  pytest); it sends TERM to each component's process group and, once the component has exited or after a grace,
+  KILLs whatever is left in its session (task processes make process groups of their own, not sessions);
+- on Linux, each component also gets TERM when the runner dies, even by SIGKILL (`PR_SET_PDEATHSIG`).
+
+Importing this module does nothing. Celery workers import their `hostname_callable` from `dags.pipeline.hostname`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -28,33 +41,69 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
+
+from dags.pipeline.hostname import WORKER_NAME_ENV, worker_hostname
 
 logger = logging.getLogger(__name__)
 
 ADMIN_USERNAME = "admin"
 # The pools the project's DAGs use (`training`), imported into every metadata database the stack migrates.
-POOLS_FILE = Path(__file__).resolve().parents[2] / "dags" / "pools.json"
+POOLS_FILE = Path(__file__).resolve().parents[1] / "pools.json"
 TERMINAL_RUN_STATES = {"success", "failed"}
-# The environment variable a Celery worker's processes read their task-instance hostname from.
-WORKER_NAME_ENV = "DEEPFM_AIRFLOW_WORKER_NAME"
+# What a person, a terminal or a service manager sends to stop the runner.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class StackError(RuntimeError):
     """A component did not start, or stopped; the message names its log file."""
 
 
-def worker_hostname() -> str:
-    """Task-instance hostname of a Celery worker: `<worker name>@<fqdn>`, so two workers on one host differ.
+class StopRequested(Exception):  # noqa: N818 (a request, not an error)
+    """A stop signal arrived; raised by `StopSignals.sleep`, never from inside a signal handler."""
 
-    Set as `[core] hostname_callable` in the workers' environment only.
+    def __init__(self, signum: signal.Signals) -> None:
+        super().__init__(f"received {signum.name}")
+        self.signum = signum
+
+
+class StopSignals:
+    """TERM, INT and HUP as a request to stop, acted on where the program waits.
+
+    While installed (a context manager), its handlers only record a signal, so one arriving while a process is
+    being started or stopped cannot leave that process unrecorded or its clean-up half done. `sleep` raises
+    `StopRequested` once a signal has arrived.
     """
-    fqdn = socket.getfqdn()
-    name = os.environ.get(WORKER_NAME_ENV)
-    return f"{name}@{fqdn}" if name else fqdn
+
+    def __init__(self) -> None:
+        self.received: list[signal.Signals] = []
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> Self:
+        for signum in STOP_SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._record)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _record(self, signum: int, _frame: object) -> None:
+        self.received.append(signal.Signals(signum))
+
+    def sleep(self, seconds: float) -> None:
+        """`time.sleep`, cut short by a stop signal: raises `StopRequested` if one arrived before or during it."""
+        deadline = time.monotonic() + seconds
+        while not self.received:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
+        raise StopRequested(self.received[0])
 
 
 def free_port() -> int:
@@ -142,10 +191,15 @@ class AirflowStack:
         config: what to start.
         base_env: the environment the components inherit (project paths, `DEEPFM_*`); Airflow settings
             derived from `config` override it.
+        sleep: how the stack waits between polls; `StopSignals.sleep` makes every wait a point where a stop
+            signal ends `start` (by `StopRequested`).
     """
 
-    def __init__(self, config: StackConfig, base_env: Mapping[str, str]) -> None:
+    def __init__(
+        self, config: StackConfig, base_env: Mapping[str, str], sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.config = config
+        self._sleep = sleep
         self.port = config.api_port or free_port()
         self.url = f"http://{config.api_host}:{self.port}"
         self.password = config.admin_password or self._existing_password() or secrets.token_urlsafe(12)
@@ -216,7 +270,7 @@ class AirflowStack:
         return {
             **self.env,
             WORKER_NAME_ENV: worker.name,
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{worker_hostname.__module__}.{worker_hostname.__name__}",
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         }
 
@@ -255,39 +309,58 @@ class AirflowStack:
             self._wait_for_dag(dag_id, deadline)
 
     def stop(self, grace: float = 20) -> None:
-        """Stop every component (SIGTERM to its process group, SIGKILL after `grace` seconds)."""
-        for component in reversed(self._components):
-            if component.process.poll() is None:
-                _signal_group(component.process, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for component in reversed(self._components):
-            try:
-                component.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                logger.warning("%s ignored SIGTERM for %ss; killing it", component.name, grace)
-            # Children the component left behind (task processes) share its process group.
-            _signal_group(component.process, signal.SIGKILL)
-            component.process.wait()
-            component.log_file.close()
-        self._components.clear()
+        """Stop every process the stack started and every process they started; safe to call again.
 
-    def _spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> None:
+        TERM goes to each component's process group; once the component has exited, or after `grace` seconds,
+        whatever is left in its session is killed. TERM, INT and HUP are held back until it is done.
+        """
+        self._stop(list(self._components), grace)
+
+    def _stop(self, components: list[_Component], grace: float) -> None:
+        with _signals_held(STOP_SIGNALS):
+            for component in components:
+                if not _exited(component.process):
+                    _signal_group(component.process, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            for component in reversed(components):
+                while not _exited(component.process) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if not _exited(component.process):
+                    logger.warning("%s ignored SIGTERM for %s s; killing it", component.name, grace)
+                _kill_session(component.process)
+                component.process.wait()
+                component.log_file.close()
+                self._components.remove(component)
+
+    def _spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> _Component:
         log_path = self.config.log_dir / f"{name}.log"
         log_file = log_path.open("a")
-        process = subprocess.Popen(
-            [self.airflow_bin, *args], env=dict(env or self.env), stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        self._components.append(_Component(name, process, log_path, log_file))
+        try:
+            process = subprocess.Popen(
+                [self.airflow_bin, *args], env=dict(env or self.env), stdout=log_file, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_parent_death_signal(),
+            )  # fmt: skip
+        except BaseException:
+            log_file.close()
+            raise
+        component = _Component(name, process, log_path, log_file)
+        self._components.append(component)
         logger.info("started %s (pid %s), log %s", name, process.pid, log_path)
+        return component
 
     def _run_to_log(self, name: str, args: list[str], timeout: float) -> None:
-        log_path = self.config.log_dir / f"{name}.log"
-        with log_path.open("a") as log_file:
-            result = subprocess.run([self.airflow_bin, *args], env=self.env, stdout=log_file,
-                                    stderr=subprocess.STDOUT, timeout=timeout, check=False)  # fmt: skip
-        if result.returncode != 0:
-            raise StackError(f"`airflow {' '.join(args)}` exited {result.returncode}:\n{_tail(log_path)}")
+        """Run a one-shot `airflow` command like a component, so that `stop` ends it too if a wait is cut short."""
+        component = self._spawn(name, args)
+        deadline = time.monotonic() + timeout
+        while not _exited(component.process):
+            if time.monotonic() > deadline:
+                raise StackError(f"`airflow {' '.join(args)}` ran over {timeout} s; log {component.log_path}")
+            self._sleep(0.2)
+        self._stop([component], grace=0)
+        if component.process.returncode != 0:
+            raise StackError(
+                f"`airflow {' '.join(args)}` exited {component.process.returncode}:\n{_tail(component.log_path)}"
+            )
 
     def _check_alive(self) -> None:
         for component in self._components:
@@ -305,7 +378,7 @@ class AirflowStack:
                 return result
             if time.monotonic() > deadline:
                 raise StackError(f"timed out waiting for {what}; logs in {self.config.log_dir}")
-            time.sleep(interval)
+            self._sleep(interval)
 
     def _wait_healthy(self, deadline: float) -> None:
         import httpx
@@ -395,10 +468,77 @@ class AirflowStack:
 
 
 def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
+
+
+def _exited(process: subprocess.Popen) -> bool:
+    """Whether the process has exited, without reaping it: until it is reaped, its pid (its process group and
+    session id) cannot name another process."""
+    if process.returncode is not None or not hasattr(os, "waitid"):  # no `waitid` (macOS): poll, which reaps
+        return process.poll() is not None
+    try:
+        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def _session_members(session_id: int) -> list[int]:
+    """The live processes (zombies aside) of a session, read from Linux's `/proc`; none where there is no `/proc`."""
+    members = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            # `pid (comm) state ppid pgrp session ...`; comm may hold spaces and parentheses.
+            state, _ppid, _pgrp, session = (entry / "stat").read_text().rpartition(")")[2].split()[:4]
+        except (OSError, ValueError):
+            continue
+        if int(session) == session_id and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def _kill_session(process: subprocess.Popen) -> None:
+    """SIGKILL the process's group and whatever is left in its session (it leads both, so its pid is their id)."""
+    _signal_group(process, signal.SIGKILL)
+    for _ in range(100):  # a member may fork while the others are killed
+        members = _session_members(process.pid)
+        if not members:
+            return
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+    logger.warning("processes %s of session %s survived SIGKILL", members, process.pid)
+
+
+@contextlib.contextmanager
+def _signals_held(signals: tuple[signal.Signals, ...]) -> Iterator[None]:
+    """Block `signals` in this thread until the block ends (then they are delivered), so that a handler that
+    raises cannot cut a clean-up short."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A `preexec_fn` after which Linux sends the child TERM when the thread that started it ends, even by SIGKILL;
+    `None` elsewhere."""
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_parent_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died before prctl: no signal would come
+            os._exit(1)
+
+    return set_parent_death_signal
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -406,7 +546,16 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`make airflow`: the LocalExecutor/SQLite stack on the project's own home, until Ctrl-C."""
+    """`make airflow`: the LocalExecutor/SQLite stack on the project's own home, until TERM, INT or HUP."""
+    with StopSignals() as stop_signals:
+        try:
+            _serve(argv, stop_signals)
+        except StopRequested as stop:
+            logger.info("%s: every Airflow process has stopped", stop.signum.name)
+            _die_by(stop.signum)
+
+
+def _serve(argv: list[str] | None, stop_signals: StopSignals) -> None:
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--airflow-home", type=Path, default=Path(os.environ.get("AIRFLOW_HOME", "airflow_home")))
     parser.add_argument("--host", default="127.0.0.1")
@@ -423,21 +572,26 @@ def main(argv: list[str] | None = None) -> None:
     home = args.airflow_home.resolve()
     config = StackConfig(airflow_home=home, log_dir=home / "logs" / "components", api_host=args.host,
                          api_port=args.port, use_job_schedule=args.scheduled_runs, triggerer=True)  # fmt: skip
-    stack = AirflowStack(config, os.environ)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with stack:
+    with AirflowStack(config, os.environ, sleep=stop_signals.sleep) as stack:
         stack.start(dag_ids=("deepfm_nightly",))
         print(
             f"\nAirflow UI: {stack.url}\n  user: {ADMIN_USERNAME}\n  password: {stack.password}"
             f"  (kept in {stack.passwords_file})\n  component logs: {config.log_dir}\nCtrl-C stops everything.\n",
             flush=True,
         )
-        try:
-            while True:
-                stack._check_alive()
-                time.sleep(5)
-        except KeyboardInterrupt:
-            pass
+        while True:
+            stack._check_alive()
+            stop_signals.sleep(5)
+
+
+def _die_by(signum: signal.Signals) -> None:
+    """End this process by `signum`'s default action, which tells a shell or `make` that it was stopped."""
+    with contextlib.suppress(OSError):  # a closed terminal
+        sys.stdout.flush()
+        sys.stderr.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+    os.kill(os.getpid(), signum)
 
 
 if __name__ == "__main__":

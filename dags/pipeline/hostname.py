@@ -1,0 +1,22 @@
+"""The task-instance hostname of a Celery worker, imported by every worker process as `[core] hostname_callable`.
+
+Kept apart from `dags.pipeline.airflow_stack` so that a worker imports only the standard library for it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+# The environment variable a Celery worker's processes read their worker name from.
+WORKER_NAME_ENV = "DEEPFM_AIRFLOW_WORKER_NAME"
+
+
+def worker_hostname() -> str:
+    """Task-instance hostname of a Celery worker: `<worker name>@<fqdn>`, so two workers on one host differ.
+
+    Set as `[core] hostname_callable` in the workers' environment only.
+    """
+    fqdn = socket.getfqdn()
+    name = os.environ.get(WORKER_NAME_ENV)
+    return f"{name}@{fqdn}" if name else fqdn
