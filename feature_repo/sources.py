@@ -1,4 +1,5 @@
-"""Feast batch sources: one parquet file per feature view, written by `feature_repo.ingest`.
+"""Feast batch sources, written by `feature_repo.ingest`: a parquet file per profile view, and a folder of daily
+parquet files per stats view (`data/<view>/<YYYY-MM-DD>.parquet`, the rows stamped that day: `daily_stats`).
 
 Paths are relative: Feast resolves them against the repo directory (`FeatureStore(repo_path=...)`), so the
 same definitions serve `feature_repo/` (its `data/` is git-ignored) and any temporary repo a test builds.
@@ -18,17 +19,24 @@ from deepfm_model.spec.features import (
 )
 
 DATA_DIR_NAME = "data"  # under the repo directory; git-ignored
+# Views whose source is a folder of daily files; both offline stores read the glob (DuckDB, Dask).
+PARTITIONED_VIEWS = (USER_STATS_VIEW, MOVIE_STATS_VIEW, USER_GENRE_STATS_VIEW)
 
 
 def source_file(view: str) -> str:
-    """File name of the parquet source that feeds feature view `view`."""
+    """File name of the parquet source that feeds profile view `view`."""
     return f"{view}.parquet"
+
+
+def source_path(view: str) -> str:
+    """Path of the source of `view`, relative to the repo directory: a file, or a glob over daily files."""
+    return f"{DATA_DIR_NAME}/{view}/*.parquet" if view in PARTITIONED_VIEWS else f"{DATA_DIR_NAME}/{source_file(view)}"
 
 
 def _file_source(view: str, description: str) -> FileSource:
     return FileSource(
         name=f"{view}_source",
-        path=f"{DATA_DIR_NAME}/{source_file(view)}",
+        path=source_path(view),
         timestamp_field=EVENT_TIMESTAMP,
         description=description,
     )

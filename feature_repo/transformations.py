@@ -13,7 +13,7 @@ import pandas as pd
 from deepfm_model.spec.features import GENRES, MULTI_VALUE_SEPARATOR, genre_stat_columns
 
 # Shrinkage of the affinity towards the user's overall positive rate: as many imaginary ratings as the stats'
-# own smoothing (ingest.PSEUDO_COUNT), kept equal on purpose.
+# own smoothing (daily_stats.PSEUDO_COUNT), kept equal on purpose.
 AFFINITY_PSEUDO_COUNT = 5.0
 AFFINITY_FEATURE = "user_genre_affinity"
 

@@ -10,7 +10,7 @@ import pandas as pd
 
 from deepfm_model.spec.dates import data_cutoff, last_data_day
 from deepfm_model.spec.features import FEATURE_NAMES, FEATURES, Kind
-from feature_repo import store
+from feature_repo import ingest, store
 from feature_repo.skew import skew_report
 from tests.services import redis_address
 
@@ -87,7 +87,7 @@ def test_skew_report_finds_no_skew_after_materialization(feature_store):
 def test_skew_report_names_a_planted_online_difference(raw, tmp_path):
     feature_store = repo_with(raw, DS, tmp_path)
     store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
-    stats = pd.read_parquet(store.data_dir(tmp_path) / "user_stats.parquet")
+    stats = ingest.read_source(store.data_dir(tmp_path), "user_stats")
     now_rows = stats[stats["event_timestamp"] == data_cutoff(DS)].copy()
     now_rows["user_mean_rating"] = 1.0  # the online store now disagrees with the offline source for every user
     feature_store.write_to_online_store("user_stats", now_rows)

@@ -11,7 +11,7 @@ from deepfm_model.spec.features import FEATURE_NAMES
 from deepfm_model.spec.raw_data import RawData
 from deepfm_model.synthetic import generate
 from feature_repo import ingest, store
-from feature_repo.ingest import PRIOR_MEAN_RATING, PRIOR_POS_RATE, PSEUDO_COUNT
+from feature_repo.daily_stats import PRIOR_MEAN_RATING, PRIOR_POS_RATE, PSEUDO_COUNT
 
 from .conftest import events_frame, repo_with
 

@@ -1,0 +1,305 @@
+"""The stats sources, computed in DuckDB and kept per day, so that a night only does the new day's work.
+
+Each stats view (`user_stats`, `movie_stats`, `user_genre_stats`) reads a folder of parquet files, one per stamp
+(`sources.py`): `data/<view>/<YYYY-MM-DD>.parquet` holds the rows stamped 00:00 UTC of that day. The rule is
+`ingest`'s: the row of day D counts the entity's events strictly before D. A past day's file has a row for each
+entity with events on that day (the rows training joins to); the file of the run's cutoff (`ds` 00:00 UTC) has a
+row for every entity (the "now" rows materialized online).
+
+Under them lie the integer sums the rows are made of:
+
+    data/aggregates/<view>/<YYYY-MM-DD>.parquet   per entity, the sums of that day's events
+    data/aggregates/<view>/totals.parquet         per entity, the sums of every event before the manifest's cutoff
+    data/aggregates/manifest.json                 that cutoff, and a fingerprint (count, hash) of each day's events
+
+A night fingerprints the days before its cutoff (one DuckDB scan) and compares them with the manifest's: days
+that did not change are not aggregated again. For a nightly feed only the new day changed: its daily sums are
+computed, and the stats files from that day on are rewritten from the stored totals plus the new sums. Any other
+change (another source, late events, an earlier `ds`, changed genres) recomputes from the first day that differs,
+so the files always equal a rebuild from scratch, and re-running a date rewrites the same files. Every file is
+written under a temporary name and renamed into place; all sums are integers, so the features are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from deepfm_model.spec.features import (
+    EVENT_TIMESTAMP,
+    GENRES,
+    LABEL,
+    MOVIE_KEY,
+    MOVIE_STATS_VIEW,
+    MULTI_VALUE_SEPARATOR,
+    POSITIVE_RATING,
+    RATING,
+    USER_GENRE_STATS_VIEW,
+    USER_KEY,
+    USER_STATS_VIEW,
+    genre_stat_columns,
+)
+from deepfm_model.spec.files import fsync_dir, write_json
+
+logger = logging.getLogger(__name__)
+
+AGGREGATES_DIR = "aggregates"
+MANIFEST_FILE = "manifest.json"
+TOTALS_FILE = "totals.parquet"
+LAYOUT = 1  # bump when the files' meaning changes: every day is then recomputed
+# Smoothing of the stats: `PSEUDO_COUNT` imaginary ratings at fixed prior values. The priors are constants,
+# not estimated from the data, so that no row depends on events after its day.
+PSEUDO_COUNT = 5.0
+PRIOR_POS_RATE = 0.5
+PRIOR_MEAN_RATING = 3.5
+
+
+@dataclass(frozen=True)
+class StatsView:
+    """One stats view: its entity, the integer sums it keeps and the features it makes of them.
+
+    Attributes:
+        view: the feature view (and folder) name.
+        key: the entity column.
+        entities: SQL listing every entity that gets a "now" row.
+        sums: sum column -> SQL of its per-event value over `labelled` (joined with `genres` when `by_genre`).
+        features: feature column -> SQL over the sums, in the source's column order.
+        by_genre: the sums need the movie's genres (so they change when the movies' genres do).
+    """
+
+    view: str
+    key: str
+    entities: str
+    sums: dict[str, str]
+    features: dict[str, str]
+    by_genre: bool = False
+
+
+def _rating_view(view: str, key: str, table: str, prefix: str) -> StatsView:
+    n = "CAST(n AS DOUBLE)"
+    return StatsView(
+        view=view,
+        key=key,
+        entities=f"SELECT {key} FROM {table}",
+        sums={"n": "1", "pos": LABEL, "total": RATING},
+        features={
+            f"{prefix}_rating_count": n,
+            f"{prefix}_pos_rate": f"(CAST(pos AS DOUBLE) + {PSEUDO_COUNT * PRIOR_POS_RATE!r}) / ({n} + {PSEUDO_COUNT!r})",
+            f"{prefix}_mean_rating": f"(CAST(total AS DOUBLE) + {PSEUDO_COUNT * PRIOR_MEAN_RATING!r}) / "
+            f"({n} + {PSEUDO_COUNT!r})",
+        },
+    )
+
+
+def _genre_view() -> StatsView:
+    sums = {}
+    for genre in GENRES:
+        count_column, pos_column = genre_stat_columns(genre)
+        has = f"CAST(coalesce(list_contains(tokens, '{genre.replace(chr(39), chr(39) * 2)}'), false) AS BIGINT)"
+        sums[count_column], sums[pos_column] = has, f"{has} * {LABEL}"
+    return StatsView(
+        view=USER_GENRE_STATS_VIEW,
+        key=USER_KEY,
+        entities=f"SELECT {USER_KEY} FROM users",
+        sums=sums,
+        features={column: f"CAST({column} AS DOUBLE)" for column in sums},
+        by_genre=True,
+    )
+
+
+STATS_VIEWS: tuple[StatsView, ...] = (
+    _rating_view(USER_STATS_VIEW, USER_KEY, "users", "user"),
+    _rating_view(MOVIE_STATS_VIEW, MOVIE_KEY, "movies", "movie"),
+    _genre_view(),
+)
+
+
+def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path) -> dict[str, int]:
+    """Bring the stats files under `data_dir` to the events of `con` before `cutoff`, doing only what changed.
+
+    Args:
+        con: a connection with the typed views `events`, `users`, `movies` (`raw_source`).
+        cutoff: `data_cutoff(ds)`; events at or after it are not counted.
+        data_dir: the repo's data folder.
+
+    Returns:
+        Per view, the number of days whose sums were (re)computed.
+    """
+    data_dir = Path(data_dir)
+    root = data_dir / AGGREGATES_DIR
+    before = f"{EVENT_TIMESTAMP} < {_timestamp(cutoff)}"
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW labelled AS SELECT {USER_KEY}, {MOVIE_KEY}, {RATING}, "
+        f"CAST({RATING} >= {POSITIVE_RATING} AS BIGINT) AS {LABEL}, date_trunc('day', {EVENT_TIMESTAMP}) AS day, "
+        f"{EVENT_TIMESTAMP} FROM events WHERE {before}"
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW genres AS SELECT {MOVIE_KEY}, "
+        f"string_split(coalesce(genres, ''), '{MULTI_VALUE_SEPARATOR}') AS tokens FROM movies"
+    )
+    days = {
+        day: [count, str(digest)]
+        for day, count, digest in con.execute(
+            f"SELECT strftime(day, '%Y-%m-%d') AS d, count(*), bit_xor(hash({USER_KEY}, {MOVIE_KEY}, {RATING}, "
+            f"{EVENT_TIMESTAMP})) FROM labelled GROUP BY d ORDER BY d"
+        ).fetchall()
+    }
+    genres_digest = str(con.execute(f"SELECT bit_xor(hash({MOVIE_KEY}, tokens)) FROM genres").fetchone()[0])
+    manifest = _read_manifest(root)
+    same_layout = manifest.get("layout") == LAYOUT and manifest.get("duckdb") == duckdb.__version__
+    old_days = manifest.get("days", {}) if same_layout else {}
+    old_cutoff = manifest.get("cutoff") if same_layout else None
+    recomputed = {}
+    for spec in STATS_VIEWS:
+        sums_dir = root / spec.view
+        everything = not same_layout or (spec.by_genre and manifest.get("genres") != genres_digest)
+        changed = [day for day in days if everything or old_days.get(day) != days[day]
+                   or not (sums_dir / f"{day}.parquet").is_file()]  # fmt: skip
+        gone = [day for day in old_days if day not in days]  # after the cutoff now, or no longer in the source
+        for day in gone:
+            (sums_dir / f"{day}.parquet").unlink(missing_ok=True)
+        _write_daily_sums(con, spec, changed, len(changed) == len(days), sums_dir, data_dir)
+        first = min([*changed, *gone, _day(cutoff)])
+        _write_stats(con, spec, sorted(days), first, old_cutoff if not everything else None, cutoff, data_dir)
+        recomputed[spec.view] = len(changed)
+    write_json(root / MANIFEST_FILE, {"layout": LAYOUT, "duckdb": duckdb.__version__, "cutoff": _day(cutoff),
+                                      "genres": genres_digest, "days": days})  # fmt: skip
+    return recomputed
+
+
+def _write_daily_sums(con: duckdb.DuckDBPyConnection, spec: StatsView, days: list[str], every_day: bool,
+                      sums_dir: Path, data_dir: Path) -> None:  # fmt: skip
+    """Per entity and day of `days`, the integer sums of the day's events: `<sums_dir>/<day>.parquet`."""
+    if not days:
+        return
+    sums = ", ".join(f"CAST(sum({value}) AS BIGINT) AS {column}" for column, value in spec.sums.items())
+    join = f" LEFT JOIN genres USING ({MOVIE_KEY})" if spec.by_genre else ""
+    where = "" if every_day else f" WHERE day IN ({', '.join(_timestamp(day) for day in days)})"
+    query = f"SELECT {spec.key}, day, {sums}, strftime(day, '%Y-%m-%d') AS part FROM labelled{join}{where} GROUP BY ALL"
+    _write_partitions(con, query, sums_dir, data_dir)
+
+
+def _write_stats(con: duckdb.DuckDBPyConnection, spec: StatsView, days: list[str], first: str,
+                 totals_cutoff: str | None, cutoff: pd.Timestamp, data_dir: Path) -> None:  # fmt: skip
+    """Rewrite the stats files of `spec.view` stamped from day `first` to `cutoff`, and the totals as of `cutoff`.
+
+    The totals before `first` are the stored ones when they are as of `first`, else the sums of the daily files
+    before it; the rows stamped from `first` on add the daily sums since.
+    """
+    sums_dir = data_dir / AGGREGATES_DIR / spec.view
+    columns = list(spec.sums)
+    totals_path = sums_dir / TOTALS_FILE
+    earlier = [sums_dir / f"{day}.parquet" for day in days if day < first]
+    recent = [sums_dir / f"{day}.parquet" for day in days if day >= first]
+    zero = ", ".join(f"CAST(0 AS BIGINT) AS {c}" for c in columns)
+    if totals_cutoff == first and totals_path.is_file():
+        base = f"SELECT * FROM read_parquet({_quote(totals_path)})"
+    elif earlier:
+        totals = ", ".join(f"CAST(sum({c}) AS BIGINT) AS {c}" for c in columns)
+        base = f"SELECT {spec.key}, {totals} FROM read_parquet({_files(earlier)}) GROUP BY ALL"
+    else:
+        base = f"SELECT CAST(NULL AS VARCHAR) AS {spec.key}, {zero} WHERE false"
+    since = (
+        f"SELECT * FROM read_parquet({_files(recent)})"
+        if recent
+        else (f"SELECT CAST(NULL AS VARCHAR) AS {spec.key}, CAST(NULL AS TIMESTAMPTZ) AS day, {zero} WHERE false")
+    )
+    staging = data_dir / f".staging-{uuid.uuid4().hex}"
+    try:
+        added = ", ".join(f"CAST(coalesce(b.{c}, 0) + coalesce(s.{c}, 0) AS BIGINT) AS {c}" for c in columns)
+        new_totals = staging / TOTALS_FILE
+        staging.mkdir(parents=True)
+        con.execute(
+            f"COPY (SELECT {spec.key}, {added} FROM ({base}) b FULL OUTER JOIN (SELECT {spec.key}, "
+            f"{', '.join(f'sum({c}) AS {c}' for c in columns)} FROM ({since}) GROUP BY ALL) s USING ({spec.key})) "
+            f"TO {_quote(new_totals)} (FORMAT parquet)"
+        )
+        running = ", ".join(
+            f"CAST(coalesce(b.{c}, 0) + coalesce(sum(s.{c}) OVER earlier_days, 0) AS BIGINT) AS {c}" for c in columns
+        )
+        history = (
+            f"SELECT s.{spec.key}, s.day AS stamp, {running} FROM ({since}) s LEFT JOIN ({base}) b USING ({spec.key}) "
+            f"WINDOW earlier_days AS (PARTITION BY s.{spec.key} ORDER BY s.day "
+            "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+        )
+        now = (
+            f"SELECT e.{spec.key}, {_timestamp(cutoff)} AS stamp, "
+            f"{', '.join(f'coalesce(t.{c}, 0) AS {c}' for c in columns)} "
+            f"FROM (SELECT DISTINCT {spec.key} FROM ({spec.entities} UNION ALL SELECT {spec.key} FROM "
+            f"read_parquet({_quote(new_totals)})) WHERE {spec.key} IS NOT NULL) e "
+            f"LEFT JOIN read_parquet({_quote(new_totals)}) t USING ({spec.key})"
+        )
+        features = ", ".join(f"{expression} AS {name}" for name, expression in spec.features.items())
+        query = (f"SELECT {spec.key}, {features}, stamp AS {EVENT_TIMESTAMP}, strftime(stamp, '%Y-%m-%d') AS part "
+                 f"FROM ({history} UNION ALL {now})")  # fmt: skip
+        written = _write_partitions(con, query, data_dir / spec.view, data_dir)
+        for stale in (data_dir / spec.view).glob("*.parquet"):
+            if stale.stem >= first and stale.stem not in written:
+                stale.unlink()
+        _install(new_totals, totals_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_partitions(con: duckdb.DuckDBPyConnection, query: str, target: Path, data_dir: Path) -> set[str]:
+    """Write the rows of `query` as `<target>/<part>.parquet`, one file per value of its `part` column."""
+    staging = data_dir / f".staging-{uuid.uuid4().hex}"
+    try:
+        con.execute(f"COPY ({query}) TO {_quote(staging)} (FORMAT parquet, PARTITION_BY (part))")
+        target.mkdir(parents=True, exist_ok=True)
+        written = set()
+        for folder in sorted(staging.glob("part=*")):
+            part = folder.name.removeprefix("part=")
+            files = sorted(folder.glob("*.parquet"))
+            if len(files) > 1:  # one file per partition is DuckDB's default; merge if it wrote several
+                merged = folder / "merged.parquet"
+                con.execute(f"COPY (SELECT * FROM read_parquet({_files(files)})) TO {_quote(merged)} (FORMAT parquet)")
+                files = [merged]
+            _install(files[0], target / f"{part}.parquet", sync_dir=False)
+            written.add(part)
+        fsync_dir(target)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _install(source: Path, target: Path, sync_dir: bool = True) -> None:
+    """Move a finished file into place: fsync it, then rename it over `target`."""
+    with open(source, "rb+") as f:
+        os.fsync(f.fileno())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
+    if sync_dir:
+        fsync_dir(target.parent)
+
+
+def _read_manifest(root: Path) -> dict:
+    try:
+        return json.loads((root / MANIFEST_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _day(stamp: pd.Timestamp) -> str:
+    return stamp.strftime("%Y-%m-%d")
+
+
+def _timestamp(value: pd.Timestamp | str) -> str:
+    text = value.isoformat() if isinstance(value, pd.Timestamp) else f"{value} 00:00:00+00:00"
+    return f"TIMESTAMPTZ '{text}'"
+
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _files(paths: list[Path]) -> str:
+    return "[" + ", ".join(_quote(path) for path in paths) + "]"
