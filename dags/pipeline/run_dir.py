@@ -17,6 +17,8 @@ artifacts/runs/<ds>/
   blessing.json               the blessing decision and its evidence (bless)
   push.json                   the pushed version (push)
   verify.json                 the serving check (verify_serving)
+  lineage.json                what the model was made from: FeatureService, suites, snapshot hash, code, packages
+                              (train; copied beside the pushed version by push)
 artifacts/latest -> runs/<ds> of the newest trained run
 ```
 """
@@ -129,6 +131,10 @@ class RunDir:
     @property
     def verify(self) -> Path:
         return self.root / "verify.json"
+
+    @property
+    def lineage(self) -> Path:
+        return self.root / "lineage.json"
 
     def earlier_references(self) -> list[Path]:
         """Reference stats of the accepted snapshots of earlier dates, oldest first."""

@@ -43,6 +43,7 @@ def airflow_env(home: Path) -> dict[str, str]:
         "PYTHONPATH": str(PROJECT_ROOT),
         "AIRFLOW_HOME": str(home / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "dags" / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "DEEPFM_HOME": str(PROJECT_ROOT),
         "DEEPFM_SOURCE": "synthetic",
