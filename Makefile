@@ -34,12 +34,7 @@ $(VENV)/.installed: pyproject.toml uv.lock Makefile
 data: install  ## fetch MovieLens-100K (checksum-verified) into data/movielens/
 	$(PY) -m feature_repo.movielens data/movielens
 
-$(AIRFLOW_HOME)/airflow.db: | install  ## migrated metadata DB with the DAGs' pools (dags/pools.json)
-	$(VENV)/bin/airflow db migrate > /dev/null
-	$(VENV)/bin/airflow pools import dags/pools.json > /dev/null
-
-demo: install data $(AIRFLOW_HOME)/airflow.db  ## one nightly DagRun, then serve and rank over gRPC
-	$(VENV)/bin/airflow dags test deepfm_nightly $(DS)
+demo: install data  ## the serving tier, one nightly DagRun through Airflow's scheduler, then rank over gRPC
 	$(PY) -m dags.pipeline.demo --ds $(DS)
 
 test: install  ## the whole pytest suite

@@ -1,55 +1,78 @@
-"""`make demo`'s last step: serve the pushed model locally and print one user's top 10 movies over gRPC.
+"""`make demo`: one real nightly DagRun through Airflow's scheduler, then one user's top 10 movies over gRPC.
 
-Starts the TF Serving-compatible server on the model base path, waits until the newest version is AVAILABLE,
-ranks every movie the user has not rated through `serving.ranking.Ranker` (Feast online features + gRPC Predict),
-prints the top 10 by title with scores, and stops the server.
+1. The serving tier starts first: a `serving.server` process on the model config file the pipeline keeps (its own
+   free port on 127.0.0.1), as TF Serving runs beside Airflow in `docker/`.
+2. Airflow's components start on the project's home (LocalExecutor, SQLite), the run of logical date `ds` is
+   triggered through the REST API and run by the scheduler, so the UI shows its task logs and true durations
+   (`make airflow` later shows the same run). `verify_serving` checks the pushed version on the serving tier
+   above (`DEEPFM_SERVING_ADDRESSES`) and moves `stable` there.
+3. The user's unrated movies are ranked through `stable` on that same server (`serving.ranking.Ranker`: Feast
+   online features + gRPC Predict), and the top 10 printed with their scores.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import functools
 import logging
 import os
-import socket
-import subprocess
-import sys
-import time
+from pathlib import Path
 
 from dags.pipeline.config import PipelineConfig
-from dags.pipeline.release import serving_version
+from dags.pipeline.release import STABLE_LABEL, serving_version
 from dags.pipeline.serving_tier import wait_available
+from deepfm_model.spec.dates import check_ds
 from deepfm_model.spec.files import read_json
 
 logger = logging.getLogger(__name__)
 
-
-def start_server(config: PipelineConfig, port: int) -> subprocess.Popen:
-    """Start `serving.server` on 127.0.0.1:`port` with the model config the pushes maintain, as a child process."""
-    from serving.labels import model_config_path
-
-    command = [
-        sys.executable, "-m", "serving.server",
-        "--model-config-file", str(model_config_path(config.model_base_path)), "--port", str(port),
-    ]  # fmt: skip
-    return subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(config.home)})
+DAG_ID = "deepfm_nightly"
+RUN_TIMEOUT_S = 30 * 60
 
 
-def wait_for_port(port: int, server: subprocess.Popen, deadline_s: float) -> None:
-    """Wait until the server process accepts TCP connections on `port` (it imports TensorFlow first)."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"serving.server exited with code {server.returncode} before listening")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"serving.server did not listen on port {port} within {deadline_s:.0f} s")
+def run_nightly(ds: str, serving_addresses: list[str], airflow_home: Path, timeout_s: float = RUN_TIMEOUT_S) -> dict:
+    """Trigger the nightly run of `ds` on a LocalExecutor stack of `airflow_home` and wait for it; return the run.
+
+    Raises:
+        RuntimeError: the run did not succeed; the message names the tasks that did not and the log folder.
+    """
+    from dags.pipeline.airflow_stack import AirflowStack, StackConfig
+
+    env = {**os.environ, "DEEPFM_SERVING_ADDRESSES": ",".join(serving_addresses)}
+    config = StackConfig(airflow_home=airflow_home, log_dir=airflow_home / "logs" / "components")
+    with AirflowStack(config, env) as stack:
+        stack.start(dag_ids=(DAG_ID,))
+        stack.unpause(DAG_ID)
+        run = _start_run(stack, ds)
+        logger.info("Running %s; follow it at %s/dags/%s", run["dag_run_id"], stack.url, DAG_ID)
+        try:
+            finished = stack.wait_for_run(DAG_ID, run["dag_run_id"], timeout=timeout_s)
+            states = {ti["task_id"]: ti["state"] for ti in stack.task_instances(DAG_ID, run["dag_run_id"])}
+        finally:
+            stack.request("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": True}, check=False)
+    if finished["state"] != "success":
+        failed = {task: state for task, state in states.items() if state not in ("success", "skipped")}
+        raise RuntimeError(f"Run {run['dag_run_id']} {finished['state']}: {failed}; task logs in {config.log_dir}")
+    return finished
 
 
-def recommend(config: PipelineConfig, ds: str, user_id: str, port: int, top_k: int) -> list[tuple[str, float]]:
-    """Rank the movies `user_id` has not rated before `ds` through the served model; return the top `top_k`."""
+def _start_run(stack, ds: str) -> dict:
+    """Trigger the run of `ds`; if one exists (a logical date has one run), clear it so the scheduler runs it again."""
+    logical_date = f"{ds}T00:00:00Z"
+    runs = stack.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns",
+                         params={"logical_date_gte": logical_date, "logical_date_lte": logical_date}).json()  # fmt: skip
+    if not runs["dag_runs"]:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        return stack.trigger(DAG_ID, logical_date, run_id=f"demo__{ds}__{stamp}")
+    run = runs["dag_runs"][0]
+    body = {"dag_run_id": run["dag_run_id"], "dry_run": False, "only_failed": False, "reset_dag_runs": True}
+    stack.request("POST", f"/api/v2/dags/{DAG_ID}/clearTaskInstances", json=body)
+    return run
+
+
+def recommend(config: PipelineConfig, ds: str, user_id: str, address: str, top_k: int) -> list[tuple[str, float]]:
+    """Rank the movies `user_id` has not rated before `ds` through `stable` at `address`; return the top `top_k`."""
     from feature_repo import store as feature_store
     from serving.client import ServingClient
     from serving.ranking import Ranker
@@ -59,35 +82,42 @@ def recommend(config: PipelineConfig, ds: str, user_id: str, port: int, top_k: i
     candidates = [m for m in raw.movies["movie_id"] if m not in seen]
     titles = dict(zip(raw.movies["movie_id"], raw.movies["title"], strict=False))
     years = dict(zip(raw.movies["movie_id"], raw.movies["release_year"], strict=False))
-    server = start_server(config, port)
-    try:
-        wait_for_port(port, server, deadline_s=180)
-        with ServingClient(f"127.0.0.1:{port}", model_name=config.model_name, version_label="stable") as client:
-            version = wait_available(client, serving_version(config), deadline_s=180)
-            store = config.feature_store()
-            ranked = Ranker(client, functools.partial(feature_store.online_features, store)).rank(user_id, candidates)
-            ranked = ranked[:top_k]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with ServingClient(address, model_name=config.model_name, version_label=STABLE_LABEL) as client:
+        version = wait_available(client, serving_version(config), deadline_s=180)
+        reader = functools.partial(feature_store.online_features, config.feature_store())
+        ranked = Ranker(client, reader).rank(user_id, candidates)[:top_k]
     metrics = read_json(config.run_dir(ds).metrics)
     print(
         f"\nRun {ds}: test AUC {metrics['test_auc']:.4f}, logloss {metrics['test_logloss']:.4f} "
         f"({config.run_dir(ds).metrics})"
     )
-    print(f"Top {top_k} movies for user {user_id} (model {config.model_name!r} version {version}, gRPC):")
+    print(f"Top {top_k} movies for user {user_id} (model {config.model_name!r} version {version}, gRPC {address}):")
     for rank, (movie_id, score) in enumerate(ranked, start=1):
         year = f" ({int(years[movie_id])})" if years.get(movie_id) == years.get(movie_id) else ""
         print(f"{rank:>3}. {score:.3f}  {titles[movie_id]}{year}")
     return ranked
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
+    from serving.labels import ensure_model_config
+    from serving.server_process import server_process
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ds", required=True, help="logical date of the run that pushed the model")
+    parser.add_argument("--ds", required=True, type=check_ds, help="logical date of the nightly run")
     parser.add_argument("--user", default="1", help="user id to recommend for")
-    parser.add_argument("--port", type=int, default=8500)
     parser.add_argument("--top-k", type=int, default=10)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    recommend(PipelineConfig.from_env(), args.ds, args.user, args.port, args.top_k)
+    parser.add_argument("--airflow-home", type=Path, default=Path(os.environ.get("AIRFLOW_HOME", "airflow_home")))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = PipelineConfig.from_env()
+    config_file = ensure_model_config(config.model_base_path, config.model_name, config.model_config_file)
+    with server_process(
+        config.model_base_path, config.model_name, flags=["--model-config-file", str(config_file)]
+    ) as server:
+        logger.info("Serving tier: serving.server at %s, polling %s", server.address, config_file)
+        run_nightly(args.ds, [server.address], args.airflow_home.resolve())
+        recommend(config, args.ds, args.user, server.address, args.top_k)
+
+
+if __name__ == "__main__":
+    main()
