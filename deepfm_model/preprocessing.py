@@ -30,6 +30,7 @@ import tensorflow as tf
 from deepfm_model.config import ModelConfig
 from deepfm_model.model import CATEGORICAL_INPUT, MULTI_CATEGORICAL_INPUT, NUMERIC_INPUT
 from deepfm_model.spec import features as spec
+from deepfm_model.spec.files import write_json
 
 PREPROCESSING_FILE = "preprocessing.json"
 
@@ -202,7 +203,7 @@ class FeaturePreprocessor:
 
     def save(self, path: str | Path) -> None:
         """Write the state as JSON."""
-        Path(path).write_text(json.dumps(asdict(self.state), indent=1))
+        write_json(path, asdict(self.state))
 
     @classmethod
     def load(cls, path: str | Path) -> FeaturePreprocessor:

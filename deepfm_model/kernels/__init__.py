@@ -17,8 +17,9 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from deepfm_model.spec.files import staged_path
 
 SOURCES = Path(__file__).resolve().parent
 KERNELS = ("lazy_adam", "field_embedding", "fm_interaction")
@@ -55,8 +56,7 @@ def build(name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler = os.environ.get("CXX") or "c++"
     # Compiled beside its destination and renamed: a process never loads a half-written library.
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
-        partial = Path(scratch) / path.name
+    with staged_path(path) as partial:
         command = [compiler, str(SOURCES / f"{name}.cc"), "-o", str(partial), *_flags()]
         try:
             result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -64,7 +64,6 @@ def build(name: str) -> Path:
             raise KernelBuildError(f"Cannot run the C++ compiler `{compiler}` (set CXX): {error}") from error
         if result.returncode != 0:
             raise KernelBuildError(f"`{' '.join(command)}` failed:\n{result.stderr[-3000:]}")
-        os.replace(partial, path)
     return path
 
 
