@@ -13,6 +13,7 @@ import pandas as pd
 
 from dags.pipeline.blessing import Candidate, decide, non_finite_losses
 from dags.pipeline.config import PipelineConfig
+from dags.pipeline.lineage import copy_lineage, record_lineage
 from dags.pipeline.serving_tier import verify_replicas, wait_label
 from dags.pipeline.training import update_metrics
 from deepfm_model.spec.files import read_json, write_json
@@ -45,11 +46,13 @@ def _serving_auc(config: PipelineConfig, test: pd.DataFrame, version: int) -> fl
 def bless(config: PipelineConfig, ds: str) -> dict:
     """Compare the candidate with the serving model on the same test split; write the run's blessing.
 
-    The rules are `blessing.decide`'s; a rejection is a result, never raised.
+    The rules are `blessing.decide`'s; a rejection is a result, never raised. The run's lineage (feature service,
+    suites, snapshot hash, code commit, package versions) is recorded first, so every candidate has one.
     """
     from deepfm_model.signature import export_signature, signature_diff
 
     run = config.run_dir(ds)
+    record_lineage(config, ds)
     metrics = read_json(run.model_metrics)
     candidate = Candidate(
         auc=metrics.get("test_auc"),
@@ -105,6 +108,7 @@ def push(config: PipelineConfig, ds: str) -> dict:
         return {"model_version": None, "reason": blessing.get("reason")}
     ensure_model_config(config.model_base_path, config.model_name, config.model_config_file)
     version = push_version(run.export_dir, config.model_base_path, config.model_name)
+    copy_lineage(config, ds, version)
     pushed = {"model_version": version, "model_dir": str(config.version_dir(version))}
     write_json(run.push, pushed)
     update_metrics(config, ds, model_version=version)

@@ -67,12 +67,11 @@ def test_candidate_below_the_floor_is_not_pushed(prepared: pipeline.PipelineConf
 
 
 def _copy_run(config: pipeline.PipelineConfig, ds: str) -> Path:
-    """A run directory for `ds` holding a copy of the trained run's model and test split (what `bless` reads)."""
+    """A run directory for `ds` holding a copy of the trained run's model, snapshot and validation (what `bless` reads)."""
     source, target = config.run_dir(SYNTHETIC_DS).root, config.run_dir(ds).root
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(source / "model", target / "model")
-    (target / "snapshot").mkdir()
-    shutil.copy2(source / "snapshot" / "test.parquet", target / "snapshot" / "test.parquet")
+    for folder in ("model", "snapshot", "validation"):
+        shutil.copytree(source / folder, target / folder)
     return target
 
 
