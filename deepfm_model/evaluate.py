@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from deepfm_model.layout import METRICS_FILE, REPORT_DIR, REPORT_INDEX
 from deepfm_model.spec.files import write_json, write_text
@@ -78,6 +79,58 @@ def compute_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, 
         "positive_rate": float(y.mean()) if y.size else float("nan"),
         "rows": int(y.size),
     }
+
+
+RANKING_CUTOFF = 10  # NDCG@k and recall@k over each user's candidates
+
+
+def ranking_metrics(
+    users: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int = RANKING_CUTOFF
+) -> dict[str, float]:
+    """Per-user ranking quality, averaged over users: NDCG@k and recall@k of the positive rows.
+
+    Each user's candidates are their rows (e.g. the movies they rated in the test window), ranked by `scores`
+    (ties in row order); a positive row is relevant. Users without a positive row are left out, since neither
+    metric is defined for them.
+
+    Returns:
+        `ndcg_at_<k>`, `recall_at_<k>` and `ranking_users` (the users averaged over).
+    """
+    if k < 1:
+        raise ValueError(f"`k` must be positive. Received: `k={k}`")
+    users = np.asarray(users)
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if not len(users) == len(y) == len(s):
+        raise ValueError(
+            f"`users`, `labels` and `scores` must have one row each. Received: {len(users)}, {len(y)}, {len(s)}"
+        )
+    # Rows grouped by user, best score first within a user (a stable sort keeps ties in row order).
+    order = np.lexsort((-s, users))
+    users, y = users[order], y[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    sizes = np.diff(np.r_[starts, len(users)])
+    rank = np.arange(len(users)) - np.repeat(starts, sizes)  # 0-based rank within the user
+    discount = 1.0 / np.log2(rank + 2.0)
+    in_top = rank < k
+    dcg = np.add.reduceat(y * discount * in_top, starts)
+    hits = np.add.reduceat(y * in_top, starts)
+    positives = np.add.reduceat(y, starts)
+    ideal_ranks = np.minimum(positives, k).astype(int)
+    cumulative = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
+    idcg = np.where(ideal_ranks > 0, cumulative[np.maximum(ideal_ranks - 1, 0)], 0.0)
+    rated = positives > 0
+    return {
+        f"ndcg_at_{k}": float(np.mean(dcg[rated] / idcg[rated])) if rated.any() else float("nan"),
+        f"recall_at_{k}": float(np.mean(hits[rated] / positives[rated])) if rated.any() else float("nan"),
+        "ranking_users": int(rated.sum()),
+    }
+
+
+def popularity_scores(train_items: np.ndarray, train_labels: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """The popularity baseline: each item's count of positive rows in the training data (0 when unseen)."""
+    positives = pd.Series(np.asarray(train_labels, dtype=np.float64)).groupby(np.asarray(train_items)).sum()
+    return pd.Series(np.asarray(items)).map(positives).fillna(0.0).to_numpy(dtype=np.float64)
 
 
 def flatten_metrics(per_split: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from deepfm_model.config import ModelConfig, TrainConfig
-from deepfm_model.evaluate import compute_metrics, flatten_metrics, write_report
+from deepfm_model.evaluate import compute_metrics, flatten_metrics, popularity_scores, ranking_metrics, write_report
 from deepfm_model.layout import CONFIG_FILE, EXPORT_DIR, HISTORY_FILE, METRICS_FILE, SPLITS
 from deepfm_model.model import build_model
 from deepfm_model.sparse_adam import SparseAdam
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 # under `KERAS_BACKEND=jax` on a machine without TensorFlow.
 
 logger = logging.getLogger(__name__)
-
 
 
 def tf_config_workers(tf_config: str | None) -> int:
@@ -260,8 +259,15 @@ def run_training(
     probabilities = {name: predict_frame(trained, f, train_config.predict_batch_size) for name, f in frames.items()}
     per_split = {name: compute_metrics(labels[name], probabilities[name]) for name in SPLITS}
     val_auc = history.get("val_auc", [])
+    test = frames["test"]
+    per_split["test"].update(ranking_metrics(test[spec.USER_KEY].to_numpy(), labels["test"], probabilities["test"]))
+    popularity = popularity_scores(
+        frames["train"][spec.MOVIE_KEY].to_numpy(), labels["train"], test[spec.MOVIE_KEY].to_numpy()
+    )
+    baseline = ranking_metrics(test[spec.USER_KEY].to_numpy(), labels["test"], popularity)
     metrics = {
         **flatten_metrics(per_split),
+        **{f"popularity_test_{name}": value for name, value in baseline.items() if name != "ranking_users"},
         "epochs_trained": len(history.get("loss", [])),
         "best_epoch": int(np.nanargmax(val_auc)) + 1 if val_auc else 0,
         "training_seconds": round(training_seconds, 2),

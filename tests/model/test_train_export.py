@@ -51,6 +51,9 @@ def test_run_writes_artefacts_and_metrics(run_dir, splits):
         assert isinstance(metrics[key], float), key
     assert [metrics[f"{s}_rows"] for s in ("train", "valid", "test")] == [len(s) for s in splits]
     assert metrics["test_auc"] > 0.6  # planted structure is learnable
+    for key in ("test_ndcg_at_10", "test_recall_at_10", "popularity_test_ndcg_at_10", "popularity_test_recall_at_10"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["test_ranking_users"] > 0
     history = json.loads((run_dir / "history.json").read_text())
     assert {"loss", "auc", "val_auc"} <= set(history)
     assert len(history["loss"]) == metrics["epochs_trained"]
