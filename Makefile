@@ -16,7 +16,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/dags/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install data demo test validate serve airflow backfill scale-test bench bench-train bench-features bench-serving lint clean
+.PHONY: install chromium data demo test validate serve airflow backfill scale-test bench bench-train bench-features bench-serving lint clean
 
 install: $(VENV)/.installed $(VENV)/.kernels
 
@@ -37,8 +37,20 @@ data: install  ## fetch MovieLens-100K (checksum-verified) into data/movielens/
 demo: install data  ## the serving tier, one nightly DagRun through Airflow's scheduler, then rank over gRPC
 	$(PY) -m dags.pipeline.demo --ds $(DS)
 
-test: install  ## the whole pytest suite
+test: install chromium  ## the whole pytest suite
 	$(PY) -m pytest -q
+
+# The Airflow UI and dashboard tests drive Debian's Chromium (no browser download is possible): installed here when
+# run as root, as .ci/run does; otherwise those tests fail saying so.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian's chromium for the browser tests" >&2; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: apt-get install chromium failed: the browser tests will fail" >&2; \
+	  else \
+	    echo "warning: chromium is not installed and this is not root: the browser tests will fail (apt-get install chromium)" >&2; \
+	  fi; }
 
 validate: install  ## validate a training snapshot against the suite: make validate SNAPSHOT=path.parquet
 	$(PY) -m feature_repo.validation $(SNAPSHOT)

@@ -4,6 +4,10 @@ the UI.
 Starts the API server, scheduler and DAG processor for an isolated home, triggers `deepfm_nightly` for the
 synthetic data's date, waits for every task to succeed, then logs in to the UI in headless Chromium and saves a
 screenshot of the run's grid (`artifacts/test-output/airflow-grid.png`).
+
+The same stack then serves the DeepFM model dashboard's checks (`tests/airflow/dashboard.py`): a second run, stopped
+by bad data; the login and path rules of every `/deepfm` route; the JSON API; the dashboard and both runs' tabs in
+the browser (`artifacts/test-output/deepfm-*.png`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from dags.pipeline.airflow_stack import ADMIN_USERNAME, AirflowStack, StackConfig
+from dags.pipeline.airflow_stack import AirflowStack, StackConfig
+from tests.airflow import dashboard
 from tests.airflow.conftest import (
     DAG_ID,
     LOGICAL_DATE,
@@ -44,11 +49,7 @@ def screenshot_grid(stack: AirflowStack, run_id: str, path: Path) -> None:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"{stack.url}/", wait_until="networkidle")
-            page.fill("input[name='username']", ADMIN_USERNAME)
-            page.fill("input[name='password']", stack.password)
-            page.click("button[type='submit']")
-            page.wait_for_url(lambda url: "/auth/login" not in url, timeout=60_000)
+            dashboard.log_in(page, stack)
 
             page.goto(f"{stack.url}/dags/{DAG_ID}/runs/{run_id}", wait_until="networkidle")
             page.get_by_role("button", name="Expand all task groups").click()
@@ -62,7 +63,10 @@ def screenshot_grid(stack: AirflowStack, run_id: str, path: Path) -> None:
 
 def test_nightly_run_through_rest_api_and_ui(project_home: Path, output_dir: Path) -> None:
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+        pytest.fail(
+            f"{CHROMIUM} is not installed, so the UI and dashboard browser tests cannot run: `make test` installs "
+            "Debian's chromium when run as root; otherwise run `apt-get install chromium` as root first"
+        )
     config = StackConfig(airflow_home=project_home / "airflow", log_dir=output_dir / "logs")
     with AirflowStack(config, airflow_env(project_home)) as stack:
         stack.start(dag_ids=(DAG_ID,))
@@ -83,8 +87,18 @@ def test_nightly_run_through_rest_api_and_ui(project_home: Path, output_dir: Pat
         assert pools["training.train"] == "training", pools  # the pool exists, or the task would never run
 
         screenshot_grid(stack, run_id, output_dir / "airflow-grid.png")
+
+        bad_run = dashboard.run_stopped_by_bad_data(stack)
+        cases = dashboard.check_access(stack, project_home, SYNTHETIC_DS)
+        dashboard.check_api(stack, project_home, SYNTHETIC_DS, run_id, bad_run["dag_run_id"])
+        shown = dashboard.browse(stack, project_home, SYNTHETIC_DS, run_id, bad_run["dag_run_id"], output_dir,
+                                 chromium=CHROMIUM, chromium_args=CHROMIUM_ARGS)  # fmt: skip
+        (output_dir / "dashboard-checks.json").write_text(json.dumps({"cases": cases, "shown": shown}, indent=2))
     shutil.copyfile(output_dir / "airflow-grid.png", SCREENSHOT)
+    for name in dashboard.SCREENSHOTS:
+        shutil.copyfile(output_dir / name, TEST_OUTPUT / name)
     print(f"\nGrid screenshot: {SCREENSHOT}\nComponent and task logs: {config.log_dir}")
+    print("Dashboard screenshots: " + ", ".join(str(TEST_OUTPUT / name) for name in dashboard.SCREENSHOTS))
 
     verify = json.loads((project_home / "artifacts" / "runs" / SYNTHETIC_DS / "verify.json").read_text())
     assert verify["verified"] is True
