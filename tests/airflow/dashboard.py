@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import urllib.parse
+import warnings
 from pathlib import Path
 
 from dags.pipeline.airflow_stack import ADMIN_USERNAME, AirflowStack
@@ -55,9 +56,12 @@ def check_access(stack: AirflowStack, home: Path, ds: str) -> dict[str, list[str
         f"/deepfm/runs/{ds}/metrics.json", f"/deepfm/runs/{ds}/model/report/roc.png",
         f"/deepfm/dag-runs/{DAG_ID}/x", "/deepfm/no/such/page", "/deepfm/docs", "/deepfm/openapi.json",
     ]  # fmt: skip
+    expired, forged = _expired_and_forged(stack, token)
     for route in routes:
         assert raw_get(stack, route)[0] == 401, route
         assert raw_get(stack, route, {"Authorization": "Bearer not-a-jwt"})[0] == 403, route
+        assert raw_get(stack, route, {"Authorization": f"Bearer {expired}"})[0] == 401, route
+        assert raw_get(stack, route, {"Authorization": f"Bearer {forged}"})[0] == 403, route
         assert raw_get(stack, route, {"Cookie": "_token=not-a-jwt"})[0] in (401, 403), route
         status = raw_get(stack, route, {"Authorization": f"Bearer {token}"})[0]
         expected = 404 if route.endswith(("/x", "/no/such/page", "/docs", "/openapi.json")) else 200  # no such page
@@ -100,6 +104,24 @@ def check_access(stack: AirflowStack, home: Path, ds: str) -> dict[str, list[str
         (run_root / "linked-secret.txt").unlink()
         (run_root / "linked-home").unlink()
     return {"routes": routes, "traversals": traversals, "bad_dates": bad_dates}
+
+
+def _expired_and_forged(stack: AirflowStack, token: str) -> tuple[str, str]:
+    """The admin's token re-signed with the stack's key but expired, and signed with another key."""
+    import jwt
+
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    expired = {**claims, "iat": claims["iat"] - 7200, "nbf": claims.get("nbf", claims["iat"]) - 7200,
+               "exp": claims["iat"] - 3600}  # fmt: skip
+    secret = stack.env["AIRFLOW__API_AUTH__JWT_SECRET"]
+    kid = {"kid": header["kid"]} if "kid" in header else None
+    with warnings.catch_warnings():  # the test stack's random key is shorter than SHA-512 would like
+        warnings.simplefilter("ignore")
+        return (
+            jwt.encode(expired, secret, algorithm=header["alg"], headers=kid),
+            jwt.encode(claims, secret + "-not-the-key", algorithm=header["alg"], headers=kid),
+        )
 
 
 def check_api(stack: AirflowStack, home: Path, ds: str, run_id: str, bad_run_id: str) -> dict:

@@ -86,6 +86,21 @@ def test_api_runs_has_the_documented_fields(client: TestClient, config) -> None:
     assert runs[ui_runs.DATES[1]]["blessed"] is False and runs[ui_runs.DATES[1]]["model_version"] is None
 
 
+def test_drift_recorded_by_the_validation_is_taken_as_is(config, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dags.pipeline.ui import runs
+
+    run = config.run_dir(ui_runs.STABLE_DS)
+    recorded = {"success": True, "evaluated": 68, "failures": [], "reference_ds": ui_runs.DATES[0]}
+    assert runs.largest_drift(run, {**recorded, "psi": {"age": 0.02, "gender": 0.3, "occupation": float("nan")}}) == {
+        "feature": "gender", "psi": 0.3, "reference": ui_runs.DATES[0],
+    }  # fmt: skip
+    runs._drift_cache.clear()
+    monkeypatch.setattr(runs, "DRIFT_RECOMPUTE_MAX_ROWS", 100)  # too large to read in the API server: not shown
+    assert runs.largest_drift(run, recorded) is None
+    assert runs.largest_drift(run, {**recorded, "reference_ds": None}) is None
+    runs._drift_cache.clear()
+
+
 def test_api_run_and_run_page(client: TestClient) -> None:
     detail = client.get(f"/api/runs/{ui_runs.STABLE_DS}").json()
     assert detail["metrics"]["test_auc"] == ui_runs.AUC[ui_runs.STABLE_DS]

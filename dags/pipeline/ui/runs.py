@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 REPORT_IMAGES = (".png", ".svg")
 REPORT_TITLES = {"roc": "ROC curve"}  # captions that the file name does not spell (`learning_curves` does)
+DRIFT_RECOMPUTE_MAX_ROWS = 1_000_000  # a snapshot up to this size has its drift recomputed when none was recorded
 VALIDATION_STAGES = {"sources": "Source", "snapshot": "Snapshot"}  # key in the API -> the suite's title
 
 
@@ -148,28 +149,37 @@ def run_files(run: RunDir) -> dict[str, str]:
     return {name: _relative(run, path) for name, path in candidates.items() if path.is_file()}
 
 
-_drift_cache: dict[tuple, dict | None] = {}
+_drift_cache: dict[str, tuple[tuple, dict | None]] = {}  # run root -> (its files' mtimes, its drift)
 _drift_lock = threading.Lock()
 
 
 def largest_drift(run: RunDir, snapshot_validation: dict | None) -> dict | None:
     """`{"feature", "psi", "reference"}` of the key feature that moved most against the reference snapshot.
 
-    `None` when the snapshot was not compared with a reference (the first run) or its files are gone. The PSI is
-    the suite's own (`feature_repo.validation.psi_table`), recomputed from the snapshot and the reference the
-    validation used, and cached while those files are unchanged.
+    `None` when the snapshot was not compared with a reference (the first run). The PSI values are those the
+    validation recorded (`psi` in `validation/result.json`) when it did; otherwise the suite's own
+    `feature_repo.validation.psi_table` is recomputed from the snapshot and the reference the validation used
+    (cached while those files are unchanged), for snapshots of at most `DRIFT_RECOMPUTE_MAX_ROWS` rows: the API
+    server does not read a larger one.
     """
     if not snapshot_validation or not snapshot_validation.get("reference_ds"):
         return None
+    recorded = snapshot_validation.get("psi")
+    if recorded:
+        return _largest(recorded, snapshot_validation["reference_ds"])
     reference = RunDir(run.artifacts, snapshot_validation["reference_ds"]).reference
     inputs = [reference, *(run.split(name) for name in SPLITS)]
     try:
-        key = (str(run.root), *(p.stat().st_mtime_ns for p in inputs))
+        key = tuple(p.stat().st_mtime_ns for p in inputs)
     except FileNotFoundError:
         return None
     with _drift_lock:
-        if key in _drift_cache:
-            return _drift_cache[key]
+        cached = _drift_cache.get(str(run.root))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    rows = split_rows(run) or {}
+    if sum(rows.values()) > DRIFT_RECOMPUTE_MAX_ROWS:
+        return None
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -182,14 +192,21 @@ def largest_drift(run: RunDir, snapshot_validation: dict | None) -> dict | None:
         present = [c for c in stats["features"] if c in pq.read_schema(path).names]
         frames.append(pd.read_parquet(path, columns=present))
     psi = psi_table(pd.concat(frames, ignore_index=True), stats).iloc[0]
-    finite = {column.removeprefix("psi_"): float(value) for column, value in psi.items() if math.isfinite(value)}
-    drift = None
-    if finite:
-        feature = max(finite, key=finite.get)
-        drift = {"feature": feature, "psi": finite[feature], "reference": snapshot_validation["reference_ds"]}
+    drift = _largest({column.removeprefix("psi_"): value for column, value in psi.items()},
+                     snapshot_validation["reference_ds"])  # fmt: skip
     with _drift_lock:
-        _drift_cache[key] = drift
+        _drift_cache[str(run.root)] = (key, drift)
     return drift
+
+
+def _largest(psi: Mapping[str, float], reference_ds: str) -> dict | None:
+    finite = {
+        name: float(value) for name, value in psi.items() if isinstance(value, int | float) and math.isfinite(value)
+    }
+    if not finite:
+        return None
+    feature = max(finite, key=finite.get)
+    return {"feature": feature, "psi": finite[feature], "reference": reference_ds}
 
 
 def _validation(run: RunDir, key: str) -> dict | None:
@@ -205,6 +222,7 @@ def _validation(run: RunDir, key: str) -> dict | None:
         # The Data Docs page of this validation, and the accepted run it was compared with, as the run dir sees them.
         "data_docs": _relative_to_run(run, result.get("data_docs")),
         "reference_ds": Path(reference).parent.parent.name if reference else None,
+        "psi": result.get("psi"),  # {feature: PSI against the reference}, when the validation recorded it
     }
 
 
