@@ -1,7 +1,7 @@
 """Lineage of a trained model: what it was made from, recorded in the run directory and copied beside each pushed
 version, so that a version served tonight can be traced back to its run.
 
-`record_lineage` (at the end of `train`) writes `RunDir.lineage`:
+`record_lineage` (in `bless`, so every trained candidate has one) writes `RunDir.lineage`:
 
 ```
 {"ds": "1998-04-23", "recorded_at": "...",
@@ -79,7 +79,7 @@ def copy_lineage(config: PipelineConfig, ds: str, version: int) -> Path:
     run = config.run_dir(ds)
     lineage = read_json(run.lineage)
     if lineage is None:
-        raise FileNotFoundError(f"No lineage for {ds} at {run.lineage}; `record_lineage` runs at the end of train")
+        raise FileNotFoundError(f"No lineage for {ds} at {run.lineage}; `record_lineage` runs in bless")
     path = config.version_dir(version) / SERVED_LINEAGE
     write_json(path, {**lineage, "model_name": config.model_name, "model_version": version})
     logger.info("Lineage of %s copied to %s", ds, path)

@@ -18,7 +18,7 @@ artifacts/runs/<ds>/
   push.json                   the pushed version (push)
   verify.json                 the serving check (verify_serving)
   lineage.json                what the model was made from: FeatureService, suites, snapshot hash, code, packages
-                              (train; copied beside the pushed version by push)
+                              (bless; copied beside the pushed version by push)
 artifacts/latest -> runs/<ds> of the newest trained run
 ```
 """

@@ -152,10 +152,15 @@ def check_api(stack: AirflowStack, home: Path, ds: str, run_id: str, bad_run_id:
         for stage in run["validation"].values():
             if stage is not None and stage["data_docs"]:  # this validation's own Data Docs page
                 assert "<html" in stack.request("GET", f"/deepfm/runs/{run['ds']}/{stage['data_docs']}").text.lower()
-    if run_dir.lineage.is_file():  # recorded by train, copied beside the version by push
-        assert detail["lineage"] == json.loads(run_dir.lineage.read_text())
-        served = home / "models" / "deepfm" / str(pushed["model_version"]) / "assets.extra" / "lineage.json"
-        assert json.loads(served.read_text())["model_version"] == pushed["model_version"]
+    # Lineage: recorded in the run directory by bless, copied beside the version by push, shown as recorded.
+    lineage = json.loads(run_dir.lineage.read_text())
+    assert detail["lineage"] == lineage and lineage["snapshot"]["sha256"]
+    served = home / "models" / "deepfm" / str(pushed["model_version"]) / "assets.extra" / "lineage.json"
+    assert json.loads(served.read_text()) == {
+        **lineage,
+        "model_name": "deepfm",
+        "model_version": pushed["model_version"],
+    }
     serving = stack.request("GET", "/deepfm/api/serving").json()
     (replica,) = serving["replicas"]
     assert replica["reachable"] and replica["labels"]["stable"] == pushed["model_version"]
@@ -236,6 +241,8 @@ def browse(stack: AirflowStack, home: Path, ds: str, run_id: str, bad_run_id: st
                 assert float(auc.get_attribute("data-value")) == metrics["test_auc"]
                 images = _images_loaded(frame)
                 assert len(images) >= 3 and all(i["naturalWidth"] > 0 for i in images), images
+                lineage = json.loads(RunDir(home / "artifacts", ds).lineage.read_text())
+                expect(frame.locator("[data-testid=lineage]")).to_contain_text(lineage["snapshot"]["sha256"])
                 shown["run_tab_auc"] = auc.inner_text()
                 shown["report_images"] = images
                 page.screenshot(path=str(output_dir / "deepfm-run-tab.png"))
