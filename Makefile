@@ -16,7 +16,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/dags/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install chromium data demo test validate serve airflow backfill scale-test bench bench-train bench-features bench-serving lint clean
+.PHONY: install chromium data demo test validate serve airflow backfill deploy-test scale-test bench bench-train bench-features bench-serving lint clean
 
 install: $(VENV)/.installed $(VENV)/.kernels
 
@@ -77,8 +77,10 @@ backfill: install  ## with `make airflow` running: one run per day, FROM..TO inc
 	$(VENV)/bin/airflow backfill create --dag-id deepfm_nightly --from-date $(FROM) --to-date $(TO) --max-active-runs 1
 	$(VENV)/bin/airflow dags unpause deepfm_nightly
 
-scale-test: install  ## the nightly DAG on CeleryExecutor + Postgres + Redis, default and gpu workers
-	$(PY) -m pytest tests/airflow/test_celery_run.py -s -p no:cacheprovider
+deploy-test: install  ## docker/compose.yaml's topology as local processes (Postgres, Redis, Celery gpu worker, 2 serving replicas): two nightly runs; artifacts/test-output/deploy/summary.json
+	$(PY) -m pytest tests/deploy -s -p no:cacheprovider
+
+scale-test: deploy-test  ## the CeleryExecutor shape (Postgres, Redis, default and gpu workers): the deploy test
 
 lint: install
 	$(VENV)/bin/ruff check dags/ --select AIR3

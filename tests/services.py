@@ -29,8 +29,12 @@ def redis_address() -> tuple[str, int]:
 
 
 @contextlib.contextmanager
-def postgres_database(prefix: str, driver: str = "postgresql+psycopg2") -> Iterator[str]:
-    """SQLAlchemy URL of a fresh database `<prefix>_<random>`, dropped (connections and all) afterwards."""
+def postgres_database(prefix: str, driver: str = "postgresql+psycopg2", create: bool = True) -> Iterator[str]:
+    """SQLAlchemy URL of a fresh database `<prefix>_<random>`, dropped (connections and all) afterwards.
+
+    With `create=False` only the name is taken: the code under test creates the database, and it is dropped
+    afterwards all the same.
+    """
     import psycopg2
     from sqlalchemy.engine import URL
 
@@ -38,8 +42,9 @@ def postgres_database(prefix: str, driver: str = "postgresql+psycopg2") -> Itera
     admin = psycopg2.connect(dbname="postgres", connect_timeout=5, **params)
     admin.autocommit = True
     name = f"{prefix}_{secrets.token_hex(4)}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
+    if create:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
     try:
         yield URL.create(
             driver, username=str(params["user"]), password=params.get("password"),
@@ -49,3 +54,40 @@ def postgres_database(prefix: str, driver: str = "postgresql+psycopg2") -> Itera
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+def delete_redis_keys(pattern: str, db: int = 0) -> int:
+    """Delete the keys matching `pattern` in Redis database `db`; return how many there were."""
+    import redis
+
+    host, port = redis_address()
+    client = redis.Redis(host=host, port=port, db=db)
+    try:
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        for key in keys:
+            client.delete(key)
+        return len(keys)
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def redis_key_space(prefix: str) -> Iterator[tuple[int, str]]:
+    """(database number, key prefix) on Redis of a test's own; its keys are deleted afterwards.
+
+    The database number is REDIS_DB if set, else a random one of 1-15 holding no keys; the key prefix
+    `<prefix>-<random>:` keeps the test apart from anything else that picks the same database.
+    """
+    import redis
+
+    host, port = redis_address()
+    if "REDIS_DB" in os.environ:
+        db = int(os.environ["REDIS_DB"])
+    else:
+        empty = [n for n in range(1, 16) if redis.Redis(host=host, port=port, db=n).dbsize() == 0]
+        db = secrets.choice(empty or list(range(1, 16)))
+    key_prefix = f"{prefix}-{secrets.token_hex(4)}:"
+    try:
+        yield db, key_prefix
+    finally:
+        delete_redis_keys(f"{key_prefix}*", db)

@@ -13,16 +13,11 @@ Authentication is Airflow 3.3's default, the simple auth manager: user `admin` w
 password in a passwords file this module writes. `python -m dags.pipeline.airflow_stack` starts the
 LocalExecutor stack for a person to click through (`make airflow`) and runs until TERM, INT or HUP.
 
-Stopping leaves no process behind, whatever signals arrive and whenever:
-- every process the stack starts (components, one-shot commands like `airflow db migrate`) leads a session of its
-  own, so a signal to the runner's process group (Ctrl-C, a closed terminal, `make`, a service manager) reaches
-  the runner alone;
-- the runner's handlers only record a signal (`StopSignals`); the stack's waits raise `StopRequested` at the next
-  poll, so no signal cuts a start or a clean-up in half, and the second and later ones change nothing;
-- `AirflowStack.stop` runs with TERM, INT and HUP held back (for callers whose handlers raise, like Ctrl-C under
-  pytest); it sends TERM to each component's process group and, once the component has exited or after a grace,
-  KILLs whatever is left in its session (task processes make process groups of their own, not sessions);
-- on Linux, each component also gets TERM when the runner dies, even by SIGKILL (`PR_SET_PDEATHSIG`).
+Stopping leaves no process behind, whatever signals arrive and whenever (`dags.pipeline.processes`): every
+process the stack starts (components, one-shot commands like `airflow db migrate`) leads a session of its own;
+the runner's handlers only record a signal (`StopSignals`) and the stack's waits raise `StopRequested` at the next
+poll; `AirflowStack.stop` holds TERM, INT and HUP back while it TERMs each component's group and KILLs what is
+left in its session; each component gets TERM when the runner dies, even by SIGKILL.
 
 Importing this module does nothing. Celery workers import their `hostname_callable` from `dags.pipeline.hostname`.
 """
@@ -31,86 +26,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import logging
 import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import Self
 
-from dags.pipeline.hostname import WORKER_NAME_ENV, worker_hostname
+from dags.pipeline.airflow_client import AirflowClient
+from dags.pipeline.hostname import worker_env
+from dags.pipeline.processes import Component, Processes, StopRequested, StopSignals, free_port
 
 logger = logging.getLogger(__name__)
 
 ADMIN_USERNAME = "admin"
 # The pools the project's DAGs use (`training`), imported into every metadata database the stack migrates.
 POOLS_FILE = Path(__file__).resolve().parents[1] / "pools.json"
-TERMINAL_RUN_STATES = {"success", "failed"}
-# What a person, a terminal or a service manager sends to stop the runner.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-class StackError(RuntimeError):
-    """A component did not start, or stopped; the message names its log file."""
-
-
-class StopRequested(Exception):  # noqa: N818 (a request, not an error)
-    """A stop signal arrived; raised by `StopSignals.sleep`, never from inside a signal handler."""
-
-    def __init__(self, signum: signal.Signals) -> None:
-        super().__init__(f"received {signum.name}")
-        self.signum = signum
-
-
-class StopSignals:
-    """TERM, INT and HUP as a request to stop, acted on where the program waits.
-
-    While installed (a context manager), its handlers only record a signal, so one arriving while a process is
-    being started or stopped cannot leave that process unrecorded or its clean-up half done. `sleep` raises
-    `StopRequested` once a signal has arrived.
-    """
-
-    def __init__(self) -> None:
-        self.received: list[signal.Signals] = []
-        self._previous: dict[signal.Signals, Any] = {}
-
-    def __enter__(self) -> Self:
-        for signum in STOP_SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._record)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-
-    def _record(self, signum: int, _frame: object) -> None:
-        self.received.append(signal.Signals(signum))
-
-    def sleep(self, seconds: float) -> None:
-        """`time.sleep`, cut short by a stop signal: raises `StopRequested` if one arrived before or during it."""
-        deadline = time.monotonic() + seconds
-        while not self.received:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.1))
-        raise StopRequested(self.received[0])
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -173,16 +109,8 @@ class StackConfig:
             raise ValueError("The CeleryExecutor needs `broker_url`, `result_backend` and at least one worker")
 
 
-@dataclass
-class _Component:
-    name: str
-    process: subprocess.Popen
-    log_path: Path
-    log_file: IO[str] = field(repr=False)
-
-
-class AirflowStack:
-    """Airflow's components for one home; a REST API client once started.
+class AirflowStack(AirflowClient):
+    """Airflow's components for one home; a REST API client (`AirflowClient`) once started.
 
     Use as a context manager, so that whatever `start` managed to start is stopped:
     `with AirflowStack(config, env) as stack: stack.start(dag_ids=(...,))`.
@@ -199,13 +127,12 @@ class AirflowStack:
         self, config: StackConfig, base_env: Mapping[str, str], sleep: Callable[[float], None] = time.sleep
     ) -> None:
         self.config = config
-        self._sleep = sleep
+        self.processes = Processes(config.log_dir, sleep)
         self.port = config.api_port or free_port()
-        self.url = f"http://{config.api_host}:{self.port}"
-        self.password = config.admin_password or self._existing_password() or secrets.token_urlsafe(12)
+        password = config.admin_password or self._existing_password() or secrets.token_urlsafe(12)
+        super().__init__(f"http://{config.api_host}:{self.port}", ADMIN_USERNAME, password, sleep=sleep,
+                         check_alive=self.processes.check_alive, where=f"; logs in {config.log_dir}")  # fmt: skip
         self.env = self._environment(base_env)
-        self._components: list[_Component] = []
-        self._token: str | None = None
 
     # --- configuration -------------------------------------------------------------------------------------
 
@@ -267,12 +194,7 @@ class AirflowStack:
         return env
 
     def _worker_env(self, worker: CeleryWorker) -> dict[str, str]:
-        return {
-            **self.env,
-            WORKER_NAME_ENV: worker.name,
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{worker_hostname.__module__}.{worker_hostname.__name__}",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        }
+        return {**self.env, **worker_env(worker.name), "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
 
     # --- life cycle ----------------------------------------------------------------------------------------
 
@@ -302,11 +224,12 @@ class AirflowStack:
                        "--concurrency", str(worker.concurrency), "--celery-hostname", f"{worker.name}@%h"]  # fmt: skip
             self._spawn(f"worker-{worker.name}", command, env=self._worker_env(worker))
 
-        self._wait_healthy(deadline)
+        wanted = ["metadatabase", "scheduler", "dag_processor"] + (["triggerer"] if self.config.triggerer else [])
+        self.wait_healthy(wanted, deadline)
         for worker in self.config.workers:
-            self._wait_for_log(f"worker-{worker.name}", f"{worker.name}@", " ready.", deadline=deadline)
+            self.processes.wait_for_log(f"worker-{worker.name}", f"{worker.name}@", " ready.", deadline=deadline)
         for dag_id in dag_ids:
-            self._wait_for_dag(dag_id, deadline)
+            self.wait_for_dag(dag_id, deadline)
 
     def stop(self, grace: float = 20) -> None:
         """Stop every process the stack started and every process they started; safe to call again.
@@ -314,235 +237,14 @@ class AirflowStack:
         TERM goes to each component's process group; once the component has exited, or after `grace` seconds,
         whatever is left in its session is killed. TERM, INT and HUP are held back until it is done.
         """
-        self._stop(list(self._components), grace)
+        self.processes.stop(grace)
 
-    def _stop(self, components: list[_Component], grace: float) -> None:
-        with _signals_held(STOP_SIGNALS):
-            for component in components:
-                if not _exited(component.process):
-                    _signal_group(component.process, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            for component in reversed(components):
-                while not _exited(component.process) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                if not _exited(component.process):
-                    logger.warning("%s ignored SIGTERM for %s s; killing it", component.name, grace)
-                _kill_session(component.process)
-                component.process.wait()
-                component.log_file.close()
-                self._components.remove(component)
-
-    def _spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> _Component:
-        log_path = self.config.log_dir / f"{name}.log"
-        log_file = log_path.open("a")
-        try:
-            process = subprocess.Popen(
-                [self.airflow_bin, *args], env=dict(env or self.env), stdout=log_file, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_parent_death_signal(),
-            )  # fmt: skip
-        except BaseException:
-            log_file.close()
-            raise
-        component = _Component(name, process, log_path, log_file)
-        self._components.append(component)
-        logger.info("started %s (pid %s), log %s", name, process.pid, log_path)
-        return component
+    def _spawn(self, name: str, args: list[str], env: Mapping[str, str] | None = None) -> Component:
+        return self.processes.spawn(name, [self.airflow_bin, *args], env or self.env)
 
     def _run_to_log(self, name: str, args: list[str], timeout: float) -> None:
         """Run a one-shot `airflow` command like a component, so that `stop` ends it too if a wait is cut short."""
-        component = self._spawn(name, args)
-        deadline = time.monotonic() + timeout
-        while not _exited(component.process):
-            if time.monotonic() > deadline:
-                raise StackError(f"`airflow {' '.join(args)}` ran over {timeout} s; log {component.log_path}")
-            self._sleep(0.2)
-        self._stop([component], grace=0)
-        if component.process.returncode != 0:
-            raise StackError(
-                f"`airflow {' '.join(args)}` exited {component.process.returncode}:\n{_tail(component.log_path)}"
-            )
-
-    def _check_alive(self) -> None:
-        for component in self._components:
-            if component.process.poll() is not None:
-                raise StackError(
-                    f"{component.name} exited with {component.process.returncode}; log {component.log_path}:\n"
-                    f"{_tail(component.log_path)}"
-                )
-
-    def _wait(self, what: str, ready: Any, deadline: float, interval: float = 2) -> Any:
-        while True:
-            self._check_alive()
-            result = ready()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise StackError(f"timed out waiting for {what}; logs in {self.config.log_dir}")
-            self._sleep(interval)
-
-    def _wait_healthy(self, deadline: float) -> None:
-        import httpx
-
-        wanted = ["metadatabase", "scheduler", "dag_processor"] + (["triggerer"] if self.config.triggerer else [])
-
-        def healthy() -> bool:
-            try:
-                health = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=5).json()
-            except (httpx.HTTPError, ValueError):
-                return False
-            return all((health.get(part) or {}).get("status") == "healthy" for part in wanted)
-
-        self._wait("the API server, scheduler and DAG processor to report healthy", healthy, deadline)
-
-    def _wait_for_log(self, name: str, *fragments: str, deadline: float) -> None:
-        log_path = self.config.log_dir / f"{name}.log"
-
-        def logged() -> bool:
-            return any(all(part in line for part in fragments) for line in log_path.read_text().splitlines())
-
-        self._wait(f"{name} to log {' … '.join(fragments)!r}", logged, deadline)
-
-    def _wait_for_dag(self, dag_id: str, deadline: float) -> None:
-        def parsed() -> bool:
-            if self.request("GET", f"/api/v2/dags/{dag_id}", check=False).status_code == 200:
-                return True
-            errors = self.request("GET", "/api/v2/importErrors").json()["import_errors"]
-            if errors:
-                raise StackError(f"DAG files failed to import: {json.dumps(errors, indent=2)}")
-            return False
-
-        self._wait(f"DAG {dag_id} to be parsed", parsed, deadline)
-
-    # --- REST API ------------------------------------------------------------------------------------------
-
-    def token(self) -> str:
-        """A JWT for the admin from `POST /auth/token` (cached)."""
-        import httpx
-
-        if self._token is None:
-            response = httpx.post(f"{self.url}/auth/token", timeout=30,
-                                  json={"username": ADMIN_USERNAME, "password": self.password})  # fmt: skip
-            response.raise_for_status()
-            self._token = response.json()["access_token"]
-        return self._token
-
-    def request(self, method: str, path: str, *, check: bool = True, **kwargs: Any):
-        """Call the REST API as the admin; raises on an error status unless `check=False`."""
-        import httpx
-
-        headers = {"Authorization": f"Bearer {self.token()}"}
-        response = httpx.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kwargs)
-        if check and response.is_error:
-            raise StackError(f"{method} {path} -> {response.status_code}: {response.text}")
-        return response
-
-    def unpause(self, dag_id: str) -> None:
-        self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
-
-    def trigger(self, dag_id: str, logical_date: str, run_id: str | None = None) -> dict:
-        """Create a DagRun through `POST /api/v2/dags/{dag_id}/dagRuns`; returns the run."""
-        body = {"logical_date": logical_date, **({"dag_run_id": run_id} if run_id else {})}
-        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body).json()
-
-    def dag_run(self, dag_id: str, run_id: str) -> dict:
-        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()
-
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float, interval: float = 10) -> dict:
-        """Poll the DagRun until it succeeds or fails; returns it. Logs each task's state as it changes."""
-        deadline = time.monotonic() + timeout
-        seen: dict[str, str | None] = {}
-
-        def finished() -> dict | None:
-            for ti in self.task_instances(dag_id, run_id):
-                if seen.get(ti["task_id"]) != ti["state"]:
-                    seen[ti["task_id"]] = ti["state"]
-                    logger.info("%s.%s: %s", run_id, ti["task_id"], ti["state"])
-            run = self.dag_run(dag_id, run_id)
-            return run if run["state"] in TERMINAL_RUN_STATES else None
-
-        return self._wait(f"DagRun {dag_id}/{run_id} to finish", finished, deadline, interval)
-
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"
-        return self.request("GET", path, params={"limit": 100}).json()["task_instances"]
-
-
-def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, sig)
-
-
-def _exited(process: subprocess.Popen) -> bool:
-    """Whether the process has exited, without reaping it: until it is reaped, its pid (its process group and
-    session id) cannot name another process."""
-    if process.returncode is not None or not hasattr(os, "waitid"):  # no `waitid` (macOS): poll, which reaps
-        return process.poll() is not None
-    try:
-        return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
-
-
-def _session_members(session_id: int) -> list[int]:
-    """The live processes (zombies aside) of a session, read from Linux's `/proc`; none where there is no `/proc`."""
-    members = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            # `pid (comm) state ppid pgrp session ...`; comm may hold spaces and parentheses.
-            state, _ppid, _pgrp, session = (entry / "stat").read_text().rpartition(")")[2].split()[:4]
-        except (OSError, ValueError):
-            continue
-        if int(session) == session_id and state != "Z":
-            members.append(int(entry.name))
-    return members
-
-
-def _kill_session(process: subprocess.Popen) -> None:
-    """SIGKILL the process's group and whatever is left in its session (it leads both, so its pid is their id)."""
-    _signal_group(process, signal.SIGKILL)
-    for _ in range(100):  # a member may fork while the others are killed
-        members = _session_members(process.pid)
-        if not members:
-            return
-        for pid in members:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.02)
-    logger.warning("processes %s of session %s survived SIGKILL", members, process.pid)
-
-
-@contextlib.contextmanager
-def _signals_held(signals: tuple[signal.Signals, ...]) -> Iterator[None]:
-    """Block `signals` in this thread until the block ends (then they are delivered), so that a handler that
-    raises cannot cut a clean-up short."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A `preexec_fn` after which Linux sends the child TERM when the thread that started it ends, even by SIGKILL;
-    `None` elsewhere."""
-    if sys.platform != "linux":
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def set_parent_death_signal() -> None:
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
-        if os.getppid() != parent:  # the parent died before prctl: no signal would come
-            os._exit(1)
-
-    return set_parent_death_signal
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        self.processes.run(name, [self.airflow_bin, *args], self.env, timeout)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -580,7 +282,7 @@ def _serve(argv: list[str] | None, stop_signals: StopSignals) -> None:
             flush=True,
         )
         while True:
-            stack._check_alive()
+            stack.processes.check_alive()
             stop_signals.sleep(5)
 
 

@@ -138,6 +138,7 @@ class PipelineConfig:
             artifacts=path("DEEPFM_ARTIFACTS"),
             model_base_path=path("DEEPFM_MODEL_BASE_PATH"),
             auc_floor=float(env.get("DEEPFM_AUC_FLOOR", cls.auc_floor)),
+            auc_tolerance=float(env.get("DEEPFM_AUC_TOLERANCE", cls.auc_tolerance)),
             epochs=int(env.get("DEEPFM_EPOCHS", cls.epochs)),
             allow_signature_change=env.get("DEEPFM_ALLOW_SIGNATURE_CHANGE", "").lower() in ("1", "true", "yes"),
             feast_project=env.get("DEEPFM_FEAST_PROJECT") or None,

@@ -20,3 +20,8 @@ def worker_hostname() -> str:
     fqdn = socket.getfqdn()
     name = os.environ.get(WORKER_NAME_ENV)
     return f"{name}@{fqdn}" if name else fqdn
+
+
+def worker_env(name: str) -> dict[str, str]:
+    """The environment that makes the task instances a Celery worker runs record `<name>@<fqdn>` as hostname."""
+    return {WORKER_NAME_ENV: name, "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.{worker_hostname.__name__}"}

@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.compose import as_list, environment, volumes
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO / "docker"
 COMPOSE_FILE = DOCKER_DIR / "compose.yaml"
@@ -84,38 +86,6 @@ def interpolate(value: str, env: dict[str, str] | None = None) -> str:
         return f"<{name}>"
 
     return VARIABLE.sub(replace, value)
-
-
-def as_list(value: Any) -> list[str]:
-    """A compose `command`/`entrypoint`/healthcheck `test`, as a list of words."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return shlex.split(value)
-    return [str(item) for item in value]
-
-
-def environment(service: dict[str, Any]) -> dict[str, str]:
-    """A service's `environment`, in either of compose's forms, as a dict."""
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        pairs = (item.split("=", 1) if "=" in item else (item, "") for item in env)
-        return {key: value for key, value in pairs}
-    return {key: "" if value is None else str(value) for key, value in env.items()}
-
-
-def volumes(service: dict[str, Any]) -> list[dict[str, Any]]:
-    """A service's `volumes`, short syntax normalized to the long one (type, source, target, read_only)."""
-    mounts = []
-    for entry in service.get("volumes") or []:
-        if isinstance(entry, dict):
-            mounts.append({"read_only": False, **entry})
-            continue
-        parts = entry.split(":")
-        source, target = (parts[0], parts[1]) if len(parts) > 1 else (None, parts[0])
-        kind = "bind" if source and source.startswith((".", "/", "~")) else "volume"
-        mounts.append({"type": kind, "source": source, "target": target, "read_only": "ro" in parts[2:]})
-    return mounts
 
 
 def published_ports(service: dict[str, Any]) -> list[dict[str, str]]:

@@ -170,3 +170,9 @@ def test_an_unreachable_service_stops_ingest_before_it_writes(tmp_path: Path, en
     assert "secret" not in str(failure.value)
     assert not (tmp_path / "artifacts").exists()
     assert not store.data_dir(config.feature_repo).exists()
+
+
+def test_blessing_gates_come_from_the_environment() -> None:
+    config = PipelineConfig.from_env({"DEEPFM_AUC_FLOOR": "0.7", "DEEPFM_AUC_TOLERANCE": "0.05"})
+    assert (config.auc_floor, config.auc_tolerance) == (0.7, 0.05)
+    assert PipelineConfig.from_env({}).auc_tolerance == PipelineConfig.auc_tolerance
