@@ -105,11 +105,13 @@ def test_api_run_and_run_page(client: TestClient) -> None:
     detail = client.get(f"/api/runs/{ui_runs.STABLE_DS}").json()
     assert detail["metrics"]["test_auc"] == ui_runs.AUC[ui_runs.STABLE_DS]
     assert detail["blessing"]["blessed"] is True and detail["push"]["model_version"] == 2
+    assert detail["other_metrics"] == {"test_ndcg_at_10": 0.3125, "epochs_trained": 3}  # beside the split table
     assert [i["path"] for i in detail["report_images"]] == ["model/report/roc.png", "model/report/learning_curves.png"]
     assert [i["wide"] for i in detail["report_images"]] == [False, True]
 
     page = client.get(f"/runs/{ui_runs.STABLE_DS}/").text
     assert f'data-testid="test-auc" data-value="{ui_runs.AUC[ui_runs.STABLE_DS]}"' in page
+    assert "test ndcg at 10 <b>0.3125</b>" in page
     for image in detail["report_images"]:
         assert f'src="{image["path"]}"' in page and client.get(f"/runs/{ui_runs.STABLE_DS}/{image['path']}").content
     bad = client.get(f"/runs/{ui_runs.BAD_DATA_DS}/").text

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 REPORT_IMAGES = (".png", ".svg")
 REPORT_TITLES = {"roc": "ROC curve"}  # captions that the file name does not spell (`learning_curves` does)
 DRIFT_RECOMPUTE_MAX_ROWS = 1_000_000  # a snapshot up to this size has its drift recomputed when none was recorded
+SPLIT_METRICS = ("auc", "logloss", "mean_prediction", "positive_rate", "rows")  # the run page's table, per split
 VALIDATION_STAGES = {"sources": "Source", "snapshot": "Snapshot"}  # key in the API -> the suite's title
 
 
@@ -104,9 +105,13 @@ def run_detail(config: PipelineConfig, ds: str, dag_run: DagRunRecord | None) ->
         for path in sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name)):  # in the order the report made them
             title = REPORT_TITLES.get(path.stem, path.stem.replace("_", " ").capitalize())
             images.append({"title": title, "path": _relative(run, path), "wide": _is_wide(path)})
+    metrics = read_json(run.metrics) or read_json(run.model_metrics)
+    in_table = {f"{split}_{name}" for split in SPLITS for name in SPLIT_METRICS} | {"model_version"}
     return {
         **run_summary(config, ds, dag_run),
-        "metrics": read_json(run.metrics) or read_json(run.model_metrics),
+        "metrics": metrics,
+        # Everything else training recorded (ranking metrics, epochs, timing), shown as it is.
+        "other_metrics": {k: v for k, v in (metrics or {}).items() if k not in in_table},
         "blessing": read_json(run.blessing),
         "push": read_json(run.push),
         "verify": read_json(run.verify),
