@@ -6,7 +6,10 @@
   `${VAR:?message}`, `${VAR?message}`, `$$` for a literal `$`; a required variable that is missing raises;
 - `load_compose` parses the file (YAML anchors and `<<` merges resolved by the YAML loader) and interpolates every
   string in it;
-- `volumes`, `published_ports`, `dockerfile_env` read a service's mounts, its ports and its image's `ENV`.
+- `as_list`, `environment`, `volumes`, `published_ports`, `dockerfile_env` read a service's command, environment,
+  mounts and ports in either of compose's forms, and its image's `ENV`.
+
+Used by the static checks of `docker/` and by the deploy test, which runs the file's topology as local processes.
 """
 
 from __future__ import annotations

@@ -120,10 +120,11 @@ class ComposeTopology:
             for name in compose.get("volumes") or {}
         }
         self._ports = self._local_ports()
+        self._bind_copies: dict[Path, Path] = {}
         self._healthy: set[str] = set()
-        self.admin = self._init_env()["AIRFLOW_ADMIN_USERNAME"]
+        init = self.service_env("airflow-init")  # the admin user and password it writes into the passwords file
         self.client = AirflowClient(
-            self.api_url, self.admin, self._init_env()["AIRFLOW_ADMIN_PASSWORD"], sleep=sleep,
+            self.api_url, init["AIRFLOW_ADMIN_USERNAME"], init["AIRFLOW_ADMIN_PASSWORD"], sleep=sleep,
             check_alive=self.processes.check_alive, where=f"; logs in {log_dir}",
         )  # fmt: skip
 
@@ -185,15 +186,18 @@ class ComposeTopology:
         if mount["type"] != "bind":
             return self._volumes[mount["source"]]
         source = (cf.COMPOSE_FILE.parent / mount["source"]).resolve()
-        text = source.read_text() if source.is_file() else ""
-        quoted = re.compile(r'"(/[^"]*)"')
-        if not any(self._any_mount_covers(path) for path in quoted.findall(text)):
-            return source
-        # A file that names container paths (serving/models.config: the model's base path under /models).
-        copy = self.root / "binds" / source.name
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        copy.write_text(quoted.sub(lambda m: f'"{self._mapped_if_mounted(m.group(1))}"', text))
-        return copy
+        if source not in self._bind_copies:
+            text = source.read_text() if source.is_file() else ""
+            quoted = re.compile(r'"(/[^"]*)"')
+            if any(self._any_mount_covers(path) for path in quoted.findall(text)):
+                # A file that names container paths (serving/models.config: the model's base path under /models).
+                copy = self.root / "binds" / source.name
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_text(quoted.sub(lambda m: f'"{self._mapped_if_mounted(m.group(1))}"', text))
+                self._bind_copies[source] = copy
+            else:
+                self._bind_copies[source] = source
+        return self._bind_copies[source]
 
     def _mapped_if_mounted(self, path: str) -> str:
         """A path under a mount, as the service that mounts it sees it; any other path as it is."""
@@ -234,7 +238,7 @@ class ComposeTopology:
             path = str(self.container_path(service, path))
         return f"{flag}{equals}{path}"
 
-    def service_env(self, service: str, replica: int = 0) -> dict[str, str]:
+    def service_env(self, service: str) -> dict[str, str]:
         """The environment of `service`'s process: its image's `ENV`, compose's `environment`, its own ports."""
         spec = self.services[service]
         home = self.container_path(service, "/home/airflow")
@@ -281,9 +285,6 @@ class ComposeTopology:
             words += ["--celery-hostname", f"{service}@%h"]  # a container's own hostname
         return [str(Path(sys.executable).parent / "airflow"), *words]
 
-    def _init_env(self) -> dict[str, str]:
-        return self.service_env("airflow-init")
-
     # --- life cycle ----------------------------------------------------------------------------------------
 
     def start(self, dag_ids: tuple[str, ...] = (), timeout: float = 300) -> None:
@@ -313,7 +314,7 @@ class ComposeTopology:
         count = self.replicas if service == SERVING else 1
         for replica in range(count):
             name = f"{service}-{replica + 1}" if count > 1 else service
-            self.processes.spawn(name, self.command(service, replica), self.service_env(service, replica), cwd=cwd)
+            self.processes.spawn(name, self.command(service, replica), self.service_env(service), cwd=cwd)
 
     def _mount(self, service: str) -> None:
         """Each mount of the service as a link in its container's folder (Airflow finds its logs under its home)."""
@@ -352,7 +353,8 @@ class ComposeTopology:
             return (self.client.health().get(part) or {}).get("status") == "healthy"
         if "celery" in script and "ping" in script:
             log = self.log_dir / f"{service}.log"
-            return log.exists() and any(f"{service}@" in line and " ready." in line for line in log.open())
+            lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+            return any(f"{service}@" in line and " ready." in line for line in lines)
         raise StackError(f"{service}: no local stand-in for its health check {words}")
 
 
