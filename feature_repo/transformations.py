@@ -34,20 +34,42 @@ def genre_affinity(inputs: pd.DataFrame) -> pd.DataFrame:
         One float64 column `user_genre_affinity`, aligned with `inputs`.
     """
     genres = inputs["genres"]
-    # (rows, genres) 0/1: the candidate movie has the genre; a movie without genres has none.
-    has_genre = (
+    counts = _numeric(inputs[[genre_stat_columns(g)[0] for g in GENRES]])  # (rows, genres)
+    positives = _numeric(inputs[[genre_stat_columns(g)[1] for g in GENRES]])  # (rows, genres)
+    prior = _numeric(inputs[["user_pos_rate"]])[:, 0]  # (rows,)
+    affinity = affinity_values(genre_indicators(genres), genres.notna().to_numpy(), counts, positives, prior)
+    return pd.DataFrame({AFFINITY_FEATURE: affinity}, index=inputs.index)
+
+
+def genre_indicators(genres: pd.Series) -> np.ndarray:
+    """(rows, `GENRES`) float64 0/1: the movie has the genre; a movie without genres (or unknown) has none."""
+    return (
         genres.fillna("").astype(str).str.get_dummies(sep=MULTI_VALUE_SEPARATOR)
         .reindex(columns=list(GENRES), fill_value=0).to_numpy(dtype="float64")
     )  # fmt: skip
-    counts = _numeric(inputs[[genre_stat_columns(g)[0] for g in GENRES]])  # (rows, genres)
-    positives = _numeric(inputs[[genre_stat_columns(g)[1] for g in GENRES]])  # (rows, genres)
+
+
+def affinity_values(
+    has_genre: np.ndarray, known_movie: np.ndarray, counts: np.ndarray, positives: np.ndarray, prior: np.ndarray
+) -> np.ndarray:
+    """The formula of `genre_affinity` on arrays; the online reader calls it with the user's row broadcast.
+
+    Args:
+        has_genre: (rows, genres) 0/1, from `genre_indicators`.
+        known_movie: (rows,) bool, the movie's genres are known (not null); NaN where not.
+        counts: (rows or 1, genres) the user's earlier ratings per genre; NaN for an unknown user.
+        positives: (rows or 1, genres) the user's earlier positive ratings per genre.
+        prior: (rows,) or a scalar, the user's `user_pos_rate`.
+
+    Returns:
+        (rows,) float64 affinity.
+    """
     # Plain sums, not nansum: 0 * NaN is NaN, so a missing stats row (unknown user) stays missing instead of
     # reading as "no earlier ratings".
     count = (has_genre * counts).sum(axis=1)  # (rows,)
     positive = (has_genre * positives).sum(axis=1)  # (rows,)
-    prior = _numeric(inputs[["user_pos_rate"]])[:, 0]
     affinity = (positive + AFFINITY_PSEUDO_COUNT * prior) / (count + AFFINITY_PSEUDO_COUNT)
-    return pd.DataFrame({AFFINITY_FEATURE: np.where(genres.notna(), affinity, np.nan)}, index=inputs.index)
+    return np.where(known_movie, affinity, np.nan)
 
 
 def _numeric(columns: pd.DataFrame) -> np.ndarray:

@@ -9,7 +9,8 @@ failures raise `serving.errors.ServingError` (`InputError` for inputs off the sp
 
     with ServingClient("127.0.0.1:8500") as client:
         probabilities = client.predict([{"user_id": "196", "movie_id": "242", ...}])
-        ranked = client.rank("196", ["242", "302"], feature_store)
+
+To rank candidates with their online features, use `serving.ranking.Ranker` over this client.
 """
 
 from __future__ import annotations
@@ -433,44 +434,6 @@ class ServingClient:
             raise ServingError(
                 f"The signature takes inputs outside the spec: {extra}", grpc.StatusCode.FAILED_PRECONDITION
             )
-
-    def rank(
-        self, user_id: str | int, movie_ids: Sequence[str | int], feature_store: Any
-    ) -> list[tuple[str | int, float]]:
-        """Score candidate movies for one user with online features, best first.
-
-        Args:
-            user_id: the user.
-            movie_ids: candidate movies.
-            feature_store: a `feast.FeatureStore`; its feature service `FEATURE_SERVICE` supplies the features.
-
-        Returns:
-            `(movie_id, probability)` pairs sorted by probability, descending (ties keep the input order).
-
-        Raises:
-            InputError: the online store lacks a feature value for some candidates (named in the message).
-            ServingError: the server refused or failed the request.
-        """
-        if not movie_ids:
-            return []
-        entity_rows = [{fs.USER_KEY: user_id, fs.MOVIE_KEY: movie_id} for movie_id in movie_ids]
-        online = feature_store.get_online_features(
-            features=feature_store.get_feature_service(fs.FEATURE_SERVICE), entity_rows=entity_rows
-        ).to_dict()
-        columns: dict[str, list[Any]] = {fs.USER_KEY: [user_id] * len(movie_ids), fs.MOVIE_KEY: list(movie_ids)}
-        for feature in fs.FEATURES:
-            if feature.view is None:
-                continue
-            values = online.get(feature.name)
-            if values is None:
-                raise InputError(f"The feature service `{fs.FEATURE_SERVICE}` returned no `{feature.name}`")
-            absent = [movie_ids[i] for i, value in enumerate(values) if value is None]
-            if absent:
-                raise InputError(f"No online value of `{feature.name}` for user {user_id!r}, movies {absent[:10]}")
-            columns[feature.name] = list(values)
-        scores = self.predict(columns)
-        order = sorted(range(len(movie_ids)), key=lambda i: -float(scores[i]))
-        return [(movie_ids[i], float(scores[i])) for i in order]
 
     def _model_spec(self):
         spec = wire.ModelSpec(name=self.model_name, signature_name=self.signature_name)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import grpc
 import numpy as np
+import pandas as pd
 import pytest
 
 from deepfm_model.spec import features as fs
 from serving.client import InputError, ServingClient, ServingError
+from serving.ranking import Ranker, request_columns
 from serving.sample_model import sample_columns
 from tests.serving.helpers import REMOTE_ADDRESS, local_only, sample_rows
 
@@ -190,32 +192,18 @@ def test_unreachable_server_is_retried_then_unavailable(caplog):
     assert sum("UNAVAILABLE, retry" in r.getMessage() for r in caplog.records) == 2
 
 
-class FakeFeatureStore:
-    """The slice of feast.FeatureStore that `rank` uses, answering from fixed columns."""
+def columns_reader(columns: dict[str, np.ndarray], movie_ids: list[int]):
+    """A feature reader answering from fixed columns, one row per known movie; other movies get no values."""
+    rows = {str(m): i for i, m in enumerate(movie_ids)}
 
-    def __init__(self, columns, movie_ids):
-        self.rows = {movie_id: {n: v[i] for n, v in columns.items()} for i, movie_id in enumerate(movie_ids)}
-        self.requested = None
+    def read(user_id: str, candidates: list[str]) -> dict[str, list]:
+        read.requests.append((user_id, candidates))
+        picks = [rows.get(m) for m in candidates]
+        features = {name: [None if i is None else values[i] for i in picks] for name, values in columns.items()}
+        return {**features, "user_id": [user_id] * len(candidates), "movie_id": list(candidates)}
 
-    def get_feature_service(self, name):
-        assert name == fs.FEATURE_SERVICE
-        return f"service:{name}"
-
-    def get_online_features(self, features, entity_rows):
-        assert features == f"service:{fs.FEATURE_SERVICE}"
-        self.requested = entity_rows
-        names = [f.name for f in fs.FEATURES if f.view is not None]
-        result = {
-            fs.USER_KEY: [r[fs.USER_KEY] for r in entity_rows],
-            fs.MOVIE_KEY: [r[fs.MOVIE_KEY] for r in entity_rows],
-        }
-        result.update({n: [self.rows.get(r[fs.MOVIE_KEY], {}).get(n) for r in entity_rows] for n in names})
-
-        class Response:
-            def to_dict(self):
-                return result
-
-        return Response()
+    read.requests = []
+    return read
 
 
 def test_rank_sorts_candidates_by_score(client):
@@ -223,15 +211,38 @@ def test_rank_sorts_candidates_by_score(client):
     columns = sample_columns(5, seed=7)
     columns["user_id"] = np.array(["196"] * 5, dtype=object)
     columns["movie_id"] = np.array([str(m) for m in movie_ids], dtype=object)
-    store = FakeFeatureStore(columns, movie_ids)
-    ranked = client.rank(196, movie_ids, store)
-    assert store.requested == [{"user_id": 196, "movie_id": m} for m in movie_ids]
+    reader = columns_reader(columns, movie_ids)
+    ranked = Ranker(client, reader).rank(196, movie_ids)
+    assert reader.requests == [("196", [str(m) for m in movie_ids])]
     expected = client.predict(columns)
     assert [m for m, _ in ranked] == [movie_ids[i] for i in np.argsort(-expected, kind="stable")]
     np.testing.assert_allclose([s for _, s in ranked], np.sort(expected)[::-1], rtol=1e-6)
-    assert client.rank(196, [], store) == []
-    with pytest.raises(InputError, match="99"):
-        client.rank(196, [10, 99], store)
+    assert Ranker(client, reader).rank(196, []) == []
+
+
+def test_rank_scores_unknown_movies_through_the_missing_values(client):
+    columns = sample_columns(1, seed=7)
+    reader = columns_reader(columns, [10])
+    ranked = dict(Ranker(client, reader).rank(196, [10, 99]))  # 99: the reader has no value of it
+    cold = request_columns(reader("196", ["99"]), 1)
+    assert cold["genres"].tolist() == [""] and np.isnan(cold["release_year"]).all()
+    np.testing.assert_array_equal([ranked[99]], client.predict(cold))  # NaN where the model passes NaN through
+
+
+def test_request_columns_fill_missing_values_as_the_signature_takes_them():
+    frame = pd.DataFrame({name: list(values) for name, values in sample_columns(3).items()})
+    frame.loc[0, "gender"], frame.loc[1, "genres"], frame.loc[2, "age"] = None, np.nan, np.nan
+    columns = request_columns(frame, 3)
+    assert list(columns) == list(fs.FEATURE_NAMES)
+    assert columns["gender"][0] == "" and columns["genres"][1] == "" and np.isnan(columns["age"][2])
+    assert columns["age"].dtype == np.float32 and columns["gender"].dtype == object
+    assert frame.loc[0, "gender"] is None  # the reader's values are left as they were
+    with pytest.raises(InputError, match="no `age`"):
+        request_columns(frame.drop(columns="age"), 3)
+    with pytest.raises(InputError, match="`user_id`, expected \\(4,\\)"):
+        request_columns(frame, 4)
+    with pytest.raises(InputError, match="`age` is numeric"):
+        request_columns(frame.assign(age=["x", "y", "z"]), 3)
 
 
 @local_only

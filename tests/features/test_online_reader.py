@@ -1,0 +1,137 @@
+"""The fast online reader returns what `store.online_features` (the skew-checked read) returns, on SQLite and Redis."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepfm_model.spec.dates import data_cutoff, last_data_day
+from deepfm_model.spec.features import FEATURE_NAMES, MOVIE_PROFILE_VIEW, MOVIE_STATS_VIEW
+from feature_repo import store
+from feature_repo.online_reader import OnlineFeatureReader, OnlineStoreError
+from tests.services import redis_address
+
+from .conftest import DS, repo_with
+
+
+def cases(raw) -> list[tuple[str, list[str]]]:
+    """(user, candidates) pairs: known users, an unknown user, unknown movies among known ones, a repeated id."""
+    rng = np.random.default_rng(1)
+    movies = [str(m) for m in rng.choice(raw.movies["movie_id"], 25, replace=False)]
+    users = [str(u) for u in rng.choice(raw.users["user_id"], 3, replace=False)]
+    return [
+        *((user, movies) for user in users),
+        ("no-such-user", movies[:5]),
+        (users[0], [movies[0], "no-such-movie", movies[1], movies[0], "another-unknown"]),
+        ("no-such-user", ["no-such-movie"]),
+        (users[1], movies[:1]),
+    ]
+
+
+def assert_reader_equals_online_features(feature_store, reader: OnlineFeatureReader, raw) -> None:
+    for user_id, movie_ids in cases(raw):
+        fast = pd.DataFrame(reader(user_id, movie_ids))
+        plain = store.online_features(feature_store, user_id, movie_ids)
+        pd.testing.assert_frame_equal(fast, plain, check_exact=True)
+        assert list(fast.columns) == list(FEATURE_NAMES)
+
+
+def test_reader_equals_online_features_on_sqlite(feature_store, raw):
+    store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
+    reader = OnlineFeatureReader(feature_store)
+    assert_reader_equals_online_features(feature_store, reader, raw)
+    assert_reader_equals_online_features(feature_store, reader, raw)  # now from the movie cache
+
+
+def test_reader_equals_online_features_on_redis(raw, tmp_path):
+    import redis
+
+    host, port = redis_address()
+    project = f"deepfm_test_{uuid.uuid4().hex[:8]}"  # Feast suffixes every Redis key with the project
+    online_store = {"type": "redis", "connection_string": f"{host}:{port}", "key_ttl_seconds": 3600}
+    feature_store = repo_with(raw, DS, tmp_path, project=project, online_store=online_store)
+    try:
+        store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
+        assert_reader_equals_online_features(feature_store, OnlineFeatureReader(feature_store), raw)
+    finally:
+        feature_store.teardown()
+    assert not list(redis.Redis(host=host, port=port).scan_iter(f"*{project}"))
+
+
+def test_unknown_ids_read_as_missing(feature_store):
+    store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
+    columns = OnlineFeatureReader(feature_store)("no-such-user", ["no-such-movie"])
+    assert columns["user_id"].tolist() == ["no-such-user"] and columns["movie_id"].tolist() == ["no-such-movie"]
+    assert columns["gender"].tolist() == [None] and columns["genres"].tolist() == [None]
+    assert np.isnan(columns["age"]).all() and np.isnan(columns["user_genre_affinity"]).all()
+
+
+def test_movies_are_read_once_then_from_the_cache(feature_store, raw):
+    store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
+    reader = OnlineFeatureReader(feature_store, refresh_check_s=3600)
+    reads: list[tuple[str, int]] = []
+    online_read = reader._provider.online_read
+
+    def counting(config, table, entity_keys, requested_features=None):
+        reads.append((table.name, len(entity_keys)))
+        return online_read(config=config, table=table, entity_keys=entity_keys, requested_features=requested_features)
+
+    reader._provider.online_read = counting
+    user_id, movie_ids = cases(raw)[0]
+    reader(user_id, movie_ids)
+    movie_views = {MOVIE_PROFILE_VIEW, MOVIE_STATS_VIEW}
+    assert sorted(n for n, _ in reads if n in movie_views) == sorted(movie_views)
+    assert all(keys == 1 for name, keys in reads if name not in movie_views)  # the user: one key per view
+    reads.clear()
+    reader(user_id, movie_ids[:10])
+    assert reads and not {n for n, _ in reads} & movie_views
+    assert reader.cached_movies == len(movie_ids)
+
+
+def test_cached_movies_follow_a_new_materialization(raw, tmp_path):
+    feature_store = repo_with(raw, DS, tmp_path)
+    earlier = data_cutoff(DS) - pd.Timedelta(days=4)
+    store.materialize(feature_store, earlier - pd.Timedelta(days=1), earlier)
+    reader = OnlineFeatureReader(feature_store, refresh_check_s=0)
+    user_id, movie_ids = cases(raw)[0]
+    before = reader(user_id, movie_ids)
+    store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
+    after = pd.DataFrame(reader(user_id, movie_ids))
+    pd.testing.assert_frame_equal(after, store.online_features(feature_store, user_id, movie_ids), check_exact=True)
+    assert not np.array_equal(before["movie_rating_count"], after["movie_rating_count"].to_numpy())
+
+
+def _refusing_port() -> int:
+    with socket.socket() as probe:  # bound, then closed: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("answers", [False, True], ids=["refused", "never_answers"])
+def test_unreachable_redis_fails_fast_naming_the_store(feature_store, answers):
+    silent = socket.socket()  # accepts connections (the kernel does) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1] if answers else _refusing_port()
+    try:
+        online_store = {"type": "redis", "connection_string": f"127.0.0.1:{port}"}
+        redis_store = store.open_store(feature_store.repo_path, online_store=online_store)
+        reader = OnlineFeatureReader(redis_store, timeout_s=0.3)
+        started = time.monotonic()
+        with pytest.raises(OnlineStoreError, match=f"redis online store 127.0.0.1:{port} "):
+            reader("1", ["1", "2"])
+        assert time.monotonic() - started < 1.5
+    finally:
+        silent.close()
+
+
+def test_bad_arguments_raise(feature_store):
+    with pytest.raises(ValueError, match="refresh_check_s"):
+        OnlineFeatureReader(feature_store, refresh_check_s=-1)
+    with pytest.raises(ValueError, match="timeout_s"):
+        OnlineFeatureReader(feature_store, timeout_s=0)
