@@ -16,7 +16,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/dags/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install chromium data demo test validate serve airflow backfill deploy-test scale-test bench bench-train bench-features bench-serving lint clean
+.PHONY: install chromium data demo test validate serve airflow backfill deploy-test scale-test bench bench-train bench-features bench-serving bench-rank lint clean
 
 install: $(VENV)/.installed $(VENV)/.kernels
 
@@ -69,6 +69,9 @@ bench-features: install data  ## Feast historical retrieval and online read late
 
 bench-serving: install  ## client import, encoding, gRPC latency (artifacts/bench/serving.json)
 	$(PY) -m serving.bench
+
+bench-rank: install data  ## after `make demo`: rank(user, 1/100/1000 candidates), fast reader vs plain Feast read, SQLite and Redis (artifacts/bench/rank.json)
+	$(PY) -m dags.pipeline.bench_rank
 
 airflow: install data  ## Airflow UI on http://127.0.0.1:8080 (LocalExecutor, SQLite); prints the admin login; SCHEDULED=1 turns scheduled runs on
 	$(PY) -m dags.pipeline.airflow_stack --airflow-home $(AIRFLOW_HOME) --port 8080 $(if $(SCHEDULED),--scheduled-runs)

@@ -15,10 +15,11 @@ How it differs from a `get_online_features` call of one row per candidate (the p
 - **Movie side, in process**: the movie views change only when they are materialized, so a movie's rows are read
   once (the first time it is a candidate, or by `preload`) and kept as numpy columns. They are dropped and read
   again when the movie views' materialization moves: the registry records every materialized interval on the
-  view, and the reader compares them with those it loaded under, at most every `refresh_check_s`. The registry it
-  asks is the store's cached one, so a materialization by another process shows once that cache refreshes
-  (`registry.cache_ttl_seconds` in `feature_store.yaml`; `cache_mode: thread` refreshes it in the background);
-  `refresh()` drops the movies at once.
+  view, and the reader compares them with those it loaded under, at most every `refresh_check_s` (1 s). It asks
+  the store's cached registry, as `get_online_features` does: a file registry is re-read once its file changes
+  (Feast checks the modification time), so a materialization by another process shows within `refresh_check_s`;
+  a SQL registry is re-read after `registry.cache_ttl_seconds`. `refresh()` drops the movies at once. Values
+  written to the movie views other than by `materialize` (`write_to_online_store`) are not seen until then.
 - **On-demand affinity**: `transformations.affinity_values`, the formula of the registered on-demand view, on the
   cached genre indicators of the candidates and the user's per-genre counts broadcast over them.
 - **Columns**: numpy arrays gathered by candidate position; no row is built in Python.
@@ -62,7 +63,9 @@ from feature_repo.transformations import AFFINITY_FEATURE, affinity_values, genr
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_OPTIONS = ("socket_connect_timeout", "socket_timeout")
-_AFFINITY_INPUTS = ("genres", "user_pos_rate", *(c for g in GENRES for c in genre_stat_columns(g)))
+_GENRE_COUNTS = tuple(genre_stat_columns(g)[0] for g in GENRES)  # the user's earlier ratings per genre
+_GENRE_POSITIVES = tuple(genre_stat_columns(g)[1] for g in GENRES)  # ... and positive ones
+_AFFINITY_INPUTS = ("genres", "user_pos_rate", *_GENRE_COUNTS, *_GENRE_POSITIVES)
 
 
 class OnlineStoreError(RuntimeError):
@@ -167,8 +170,8 @@ class OnlineFeatureReader:
         for feature in self._movie_features:
             columns[feature.name] = movies.columns[feature.name][rows]
         if self._affinity:
-            counts = np.array([[_float(user[genre_stat_columns(g)[0]]) for g in GENRES]])  # (1, genres)
-            positives = np.array([[_float(user[genre_stat_columns(g)[1]]) for g in GENRES]])  # (1, genres)
+            counts = np.array([[_float(user[c]) for c in _GENRE_COUNTS]])  # (1, genres)
+            positives = np.array([[_float(user[c]) for c in _GENRE_POSITIVES]])  # (1, genres)
             columns[AFFINITY_FEATURE] = affinity_values(
                 movies.has_genre[rows], movies.known_genres[rows], counts, positives, _float(user["user_pos_rate"])
             )
@@ -253,7 +256,7 @@ class OnlineFeatureReader:
 
     def _materialization(self) -> tuple:
         """What the registry records of the movie views' materialized intervals (the store's cached registry)."""
-        views = (self.store.get_feature_view(read.view.name) for read in self._movie_views)
+        views = (self.store.get_feature_view(read.view.name, allow_registry_cache=True) for read in self._movie_views)
         return tuple((view.name, tuple(view.materialization_intervals)) for view in views)
 
 
