@@ -6,15 +6,14 @@
    triggered through the REST API and run by the scheduler, so the UI shows its task logs and true durations
    (`make airflow` later shows the same run). `verify_serving` checks the pushed version on the serving tier
    above (`DEEPFM_SERVING_ADDRESSES`) and moves `stable` there.
-3. The user's unrated movies are ranked through `stable` on that same server (`serving.ranking.Ranker`: Feast
-   online features + gRPC Predict), and the top 10 printed with their scores.
+3. The user's unrated movies are ranked through `stable` on that same server (`serving.ranking.Ranker` over
+   `feature_repo.online_reader.OnlineFeatureReader` and gRPC Predict), and the top 10 printed with their scores.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import functools
 import logging
 import os
 from pathlib import Path
@@ -73,7 +72,7 @@ def _start_run(stack, ds: str) -> dict:
 
 def recommend(config: PipelineConfig, ds: str, user_id: str, address: str, top_k: int) -> list[tuple[str, float]]:
     """Rank the movies `user_id` has not rated before `ds` through `stable` at `address`; return the top `top_k`."""
-    from feature_repo import store as feature_store
+    from feature_repo.online_reader import OnlineFeatureReader
     from serving.client import ServingClient
     from serving.ranking import Ranker
 
@@ -84,8 +83,7 @@ def recommend(config: PipelineConfig, ds: str, user_id: str, address: str, top_k
     years = dict(zip(raw.movies["movie_id"], raw.movies["release_year"], strict=False))
     with ServingClient(address, model_name=config.model_name, version_label=STABLE_LABEL) as client:
         version = wait_available(client, serving_version(config), deadline_s=180)
-        reader = functools.partial(feature_store.online_features, config.feature_store())
-        ranked = Ranker(client, reader).rank(user_id, candidates)[:top_k]
+        ranked = Ranker(client, OnlineFeatureReader(config.feature_store())).rank(user_id, candidates)[:top_k]
     metrics = read_json(config.run_dir(ds).metrics)
     print(
         f"\nRun {ds}: test AUC {metrics['test_auc']:.4f}, logloss {metrics['test_logloss']:.4f} "
