@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +14,7 @@ from deepfm_model.spec.dates import data_cutoff
 from deepfm_model.spec.raw_data import RawData
 from deepfm_model.synthetic import generate
 from feature_repo import ingest, store
+from tests.services import redis_address
 
 DS = "1998-01-21"  # logical date inside the synthetic 30-day window, so later events exist and must not leak
 
@@ -62,3 +66,20 @@ def repo_with(raw: RawData, ds: str, repo_dir: Path, **config):
     feature_store = store.open_store(repo_dir)
     store.apply(feature_store)
     return feature_store
+
+
+@contextlib.contextmanager
+def redis_repo(raw: RawData, ds: str, repo_dir: Path) -> Iterator:
+    """`repo_with` on the Redis of `tests.services`, its own Feast project (the key suffix); torn down after, and
+    checked to leave no key behind."""
+    import redis
+
+    host, port = redis_address()
+    project = f"deepfm_test_{uuid.uuid4().hex[:8]}"  # Feast suffixes every Redis key with the project
+    online_store = {"type": "redis", "connection_string": f"{host}:{port}", "key_ttl_seconds": 3600}
+    feature_store = repo_with(raw, ds, repo_dir, project=project, online_store=online_store)
+    try:
+        yield feature_store
+    finally:
+        feature_store.teardown()
+    assert not list(redis.Redis(host=host, port=port).scan_iter(f"*{project}"))

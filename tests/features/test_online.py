@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import numpy as np
 import pandas as pd
@@ -12,9 +11,8 @@ from deepfm_model.spec.dates import data_cutoff, last_data_day
 from deepfm_model.spec.features import FEATURE_NAMES, FEATURES, Kind
 from feature_repo import ingest, store
 from feature_repo.skew import skew_report
-from tests.services import redis_address
 
-from .conftest import DS, repo_with
+from .conftest import DS, redis_repo, repo_with
 
 NOW = data_cutoff(DS) + pd.Timedelta(hours=1)  # serving time: the "now" rows are stamped at the cutoff
 
@@ -61,18 +59,9 @@ def test_unknown_ids_come_back_null(feature_store):
 
 
 def test_online_equals_offline_on_redis(raw, tmp_path):
-    import redis
-
-    host, port = redis_address()
-    project = f"deepfm_test_{uuid.uuid4().hex[:8]}"  # Feast suffixes every Redis key with the project
-    online_store = {"type": "redis", "connection_string": f"{host}:{port}", "key_ttl_seconds": 3600}
-    feature_store = repo_with(raw, DS, tmp_path, project=project, online_store=online_store)
-    try:
+    with redis_repo(raw, DS, tmp_path) as feature_store:
         store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
         assert_online_equals_offline(feature_store, raw)
-    finally:
-        feature_store.teardown()
-    assert not list(redis.Redis(host=host, port=port).scan_iter(f"*{project}"))
 
 
 def test_skew_report_finds_no_skew_after_materialization(feature_store):

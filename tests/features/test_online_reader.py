@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import time
-import uuid
 
 import numpy as np
 import pandas as pd
@@ -14,9 +13,8 @@ from deepfm_model.spec.dates import data_cutoff, last_data_day
 from deepfm_model.spec.features import FEATURE_NAMES, MOVIE_PROFILE_VIEW, MOVIE_STATS_VIEW
 from feature_repo import store
 from feature_repo.online_reader import OnlineFeatureReader, OnlineStoreError
-from tests.services import redis_address
 
-from .conftest import DS, repo_with
+from .conftest import DS, redis_repo, repo_with
 
 
 def cases(raw) -> list[tuple[str, list[str]]]:
@@ -49,18 +47,9 @@ def test_reader_equals_online_features_on_sqlite(feature_store, raw):
 
 
 def test_reader_equals_online_features_on_redis(raw, tmp_path):
-    import redis
-
-    host, port = redis_address()
-    project = f"deepfm_test_{uuid.uuid4().hex[:8]}"  # Feast suffixes every Redis key with the project
-    online_store = {"type": "redis", "connection_string": f"{host}:{port}", "key_ttl_seconds": 3600}
-    feature_store = repo_with(raw, DS, tmp_path, project=project, online_store=online_store)
-    try:
+    with redis_repo(raw, DS, tmp_path) as feature_store:
         store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
         assert_reader_equals_online_features(feature_store, OnlineFeatureReader(feature_store), raw)
-    finally:
-        feature_store.teardown()
-    assert not list(redis.Redis(host=host, port=port).scan_iter(f"*{project}"))
 
 
 def test_unknown_ids_read_as_missing(feature_store):
