@@ -57,7 +57,7 @@ from deepfm_model.spec.features import (
     Kind,
     genre_stat_columns,
 )
-from feature_repo.store import _service_plan
+from feature_repo.store import _service_plan  # the service's views by join key, as training reads them
 from feature_repo.transformations import AFFINITY_FEATURE, affinity_values, genre_indicators
 
 log = logging.getLogger(__name__)
@@ -133,13 +133,12 @@ class OnlineFeatureReader:
         self._movie_views = _view_reads(store, groups.pop((MOVIE_KEY,), []))
         if groups:
             raise ValueError(f"Views joined on {sorted(groups)} are neither user nor movie views")
-        read = {name for v in (*self._user_views, *self._movie_views) for name in v.features}
-        if self._affinity and not set(_AFFINITY_INPUTS) <= read:
+        user_side = {name for read in self._user_views for name in read.features}
+        movie_side = {name for read in self._movie_views for name in read.features}
+        if self._affinity and not set(_AFFINITY_INPUTS) <= user_side | movie_side:
             raise ValueError(f"`{service_name}` lacks inputs of `{GENRE_AFFINITY_VIEW}`")
-        self._user_features = [f for f in FEATURES if f.view is not None and f.name in read
-                               and any(f.name in v.features for v in self._user_views)]  # fmt: skip
-        self._movie_features = [f for f in FEATURES if f.view is not None and f.name in read
-                                and any(f.name in v.features for v in self._movie_views)]  # fmt: skip
+        self._user_features = [f for f in FEATURES if f.name in user_side]  # model inputs, in spec order
+        self._movie_features = [f for f in FEATURES if f.name in movie_side]
         self._lock = threading.Lock()
         self._movies = _empty_table(self._movie_features)
         self._watermark = self._materialization()
@@ -208,13 +207,14 @@ class OnlineFeatureReader:
         now = time.monotonic()
         if now - self._checked_at >= self.refresh_check_s:
             self._check_materialization(now)
-        movies = self._movies
-        index = movies.index
-        missing = list(dict.fromkeys(m for m in movie_ids if m not in index))
+        movies, watermark = self._movies, self._watermark
+        missing = list(dict.fromkeys(m for m in movie_ids if m not in movies.index))
         if not missing:
             return movies
         loaded = self._read_movies(missing)
         with self._lock:
+            if self._watermark != watermark:  # materialized again while reading: serve this call, keep nothing
+                return _appended(movies, missing, loaded)
             if len(self._movies.index) + len(missing) > self.max_cached_movies:
                 self._movies = _empty_table(self._movie_features)
             self._movies = _appended(self._movies, missing, loaded)
@@ -229,7 +229,8 @@ class OnlineFeatureReader:
             for name in read.features:
                 values = [feast_value_type_to_python_type(row[name]) if row and name in row else None
                           for _, row in rows]  # fmt: skip
-                if FEATURES_BY_NAME[name].kind is Kind.NUMERIC:
+                feature = FEATURES_BY_NAME.get(name)
+                if feature is not None and feature.kind is Kind.NUMERIC:
                     columns[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
                 else:
                     columns[name] = np.array([None if v is None else str(v) for v in values], dtype=object)
