@@ -6,5 +6,5 @@
 - `files`: atomic, fsynced file writes (every hand-off between stages goes through it).
 
 The feature repository, the model package and serving import these modules and nothing of each other; the
-nightly orchestration (`dags/pipeline/`) sits above all of them. `tests/test_layers.py` keeps it so.
+nightly orchestration (`dags/pipeline/`) sits above all of them. `tests/test_import_contract.py` keeps it so.
 """
