@@ -16,6 +16,7 @@ user-movie affinity, plus noise; movies are drawn by a Zipf popularity. The sche
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import re
@@ -33,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 DAY_SECONDS = 86_400
 CHUNK_EVENTS = 1_000_000  # events drawn, de-duplicated and written at a time by `write_folder`
+# `write_folder`: the movie of popularity rank r gets a share of events proportional to r^-exponent (Zipf's law;
+# 50k movies: the top one ~3%). `generate` keeps its raw Zipf draws, under which one movie can take most events.
+POPULARITY_EXPONENT = 0.8
 EVENTS_FILE, USERS_FILE, MOVIES_FILE = "events.parquet", "users.parquet", "movies.parquet"
 
 
@@ -160,7 +164,8 @@ def write_folder(
 ) -> dict[str, int]:
     """Write a source folder: `events.parquet` (sorted by time, no duplicate events), `users.parquet`, `movies.parquet`.
 
-    The window is cut into time slices of at most about `chunk_events` events; each slice is drawn, freed of
+    Movies are drawn by `rank_popularity` (a realistic long tail) instead of `generate`'s raw Zipf draws; the
+    planted ratings are `generate`'s. The window is cut into time slices of at most about `chunk_events` events; each slice is drawn, freed of
     duplicate (user, movie, second) events (redrawn until it holds its share) and appended as parquet row groups,
     so memory holds the profiles and one slice whatever `n_events` is. Each file is written under a temporary
     name and renamed when complete.
@@ -191,6 +196,7 @@ def write_folder(
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     world = plant(rng, n_users, n_movies)
+    world = dataclasses.replace(world, movie_probability=rank_popularity(world.movie_probability, POPULARITY_EXPONENT))
     for name, table in ((USERS_FILE, world.users), (MOVIES_FILE, world.movies)):
         with staged_path(out_dir / name) as staged:
             table.to_parquet(staged, index=False)
@@ -221,6 +227,14 @@ def write_folder(
             if (index + 1) % max(1, slices // 10) == 0 or index + 1 == slices:
                 logger.info("events: %d of %d written (%d of %d slices)", written, n_events, index + 1, slices)
     return {"events": written, "users": n_users, "movies": n_movies}
+
+
+def rank_popularity(weights: np.ndarray, exponent: float) -> np.ndarray:
+    """Shares by Zipf's law over ranks: the movie with the r-th largest weight gets a share proportional to r^-exponent."""
+    ranks = np.empty(len(weights))
+    ranks[np.argsort(-weights, kind="stable")] = np.arange(1, len(weights) + 1)
+    shares = ranks**-exponent
+    return shares / shares.sum()
 
 
 def _distinct_ratings(rng: np.random.Generator, world: PlantedWorld, n: int, span: int) -> tuple[np.ndarray, ...]:

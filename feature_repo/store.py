@@ -23,6 +23,7 @@ MovieLens-100K). `training_frame` therefore retrieves each entity's views separa
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import warnings
@@ -50,7 +51,7 @@ from deepfm_model.spec.features import (
     VIEWS,
     Kind,
 )
-from deepfm_model.spec.files import write_text
+from deepfm_model.spec.files import staged_path, write_text
 from feature_repo.definitions import OBJECTS
 from feature_repo.ingest import PROFILE_TIMESTAMP
 from feature_repo.sources import DATA_DIR_NAME
@@ -59,6 +60,7 @@ REPO_DIR = Path(__file__).resolve().parent
 CONFIG_FILE = "feature_store.yaml"
 PROFILE_VIEWS = (USER_PROFILE_VIEW, MOVIE_PROFILE_VIEW)
 TRAINING_COLUMNS = (*FEATURE_NAMES, EVENT_TIMESTAMP, RATING, LABEL)
+TRAINING_CHUNK_ROWS = 250_000  # events whose features `write_training_set` retrieves at a time
 
 
 def data_dir(repo_dir: Path = REPO_DIR) -> Path:
@@ -187,7 +189,7 @@ def training_frame(store: FeatureStore, events: pd.DataFrame) -> pd.DataFrame:
     """
     service = store.get_feature_service(FEATURE_SERVICE)
     events = events.copy()
-    events[EVENT_TIMESTAMP] = pd.to_datetime(events[EVENT_TIMESTAMP], utc=True)
+    events[EVENT_TIMESTAMP] = pd.to_datetime(events[EVENT_TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
     frame = events
     groups, on_demand = _service_plan(store, service)
     for keys, refs in groups.items():
@@ -195,7 +197,7 @@ def training_frame(store: FeatureStore, events: pd.DataFrame) -> pd.DataFrame:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
             features = store.get_historical_features(entity_df=entity_df, features=refs).to_df()
-        features[EVENT_TIMESTAMP] = pd.to_datetime(features[EVENT_TIMESTAMP], utc=True)
+        features[EVENT_TIMESTAMP] = pd.to_datetime(features[EVENT_TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
         frame = frame.merge(features, on=[*keys, EVENT_TIMESTAMP], how="left", validate="many_to_one")
     for view in on_demand:  # the registered view's own function, as on an online read
         frame = frame.join(view.feature_transformation.transform(frame))
@@ -231,6 +233,20 @@ def online_frame(store: FeatureStore, pairs: pd.DataFrame) -> pd.DataFrame:
     return _typed(frame)[list(FEATURE_NAMES)].reset_index(drop=True)
 
 
+def split_sizes(rows: int, valid_frac: float = 0.1, test_frac: float = 0.1) -> tuple[int, int, int]:
+    """Rows of (train, valid, test) when `rows` events are split by time (DESIGN.md protocol)."""
+    for name, value in (("valid_frac", valid_frac), ("test_frac", test_frac)):
+        if not 0 <= value < 1:
+            raise ValueError(f"`{name}` must be in [0, 1). Received: `{name}={value}`")
+    if valid_frac + test_frac >= 1:
+        raise ValueError(
+            f"`valid_frac + test_frac` must be below 1. Received: `valid_frac={valid_frac}`, `test_frac={test_frac}`"
+        )
+    n_test = round(rows * test_frac)
+    n_valid = round(rows * valid_frac)
+    return rows - n_valid - n_test, n_valid, n_test
+
+
 def split_by_time(
     frame: pd.DataFrame, valid_frac: float = 0.1, test_frac: float = 0.1
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -239,23 +255,58 @@ def split_by_time(
     Returns:
         (train, valid, test), each sorted by event_timestamp with a fresh index.
     """
-    for name, value in (("valid_frac", valid_frac), ("test_frac", test_frac)):
-        if not 0 <= value < 1:
-            raise ValueError(f"`{name}` must be in [0, 1). Received: `{name}={value}`")
-    if valid_frac + test_frac >= 1:
-        raise ValueError(
-            f"`valid_frac + test_frac` must be below 1. Received: `valid_frac={valid_frac}`, `test_frac={test_frac}`"
-        )
+    n_train, n_valid, _ = split_sizes(len(frame), valid_frac, test_frac)
     ordered = frame.sort_values(EVENT_TIMESTAMP, kind="stable").reset_index(drop=True)
-    n = len(ordered)
-    n_test = round(n * test_frac)
-    n_valid = round(n * valid_frac)
-    n_train = n - n_valid - n_test
     return (
         ordered.iloc[:n_train].reset_index(drop=True),
         ordered.iloc[n_train : n_train + n_valid].reset_index(drop=True),
         ordered.iloc[n_train + n_valid :].reset_index(drop=True),
     )
+
+
+def write_training_set(store: FeatureStore, events_path: Path, split_paths: tuple[Path, Path, Path],
+                       chunk_rows: int = TRAINING_CHUNK_ROWS) -> tuple[int, int, int]:  # fmt: skip
+    """`training_frame` of every event in `events_path`, split by time into the (train, valid, test) files.
+
+    The events are read `chunk_rows` at a time, so memory holds one chunk's features however long the history.
+    `events_path` must be sorted by event_timestamp, user_id, movie_id (`ingest.write_labelled_events`), the
+    order `training_frame` gives each chunk, so the chunks follow one another and the files equal
+    `split_by_time(training_frame(store, all events))`. Each file is written under a temporary name and renamed.
+
+    Returns:
+        Rows written to (train, valid, test).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    events = pq.ParquetFile(events_path)
+    sizes = split_sizes(events.metadata.num_rows)
+    ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+    schema = training_schema()
+    written = [0, 0, 0]
+    with contextlib.ExitStack() as stack:
+        staged = [stack.enter_context(staged_path(path)) for path in split_paths]
+        writers = [stack.enter_context(pq.ParquetWriter(path, schema)) for path in staged]
+        position = 0
+        for batch in events.iter_batches(batch_size=chunk_rows):
+            frame = training_frame(store, batch.to_pandas())
+            for split, end in enumerate(ends):
+                begin = max(position, ends[split - 1] if split else 0)
+                part = frame.iloc[max(0, begin - position) : max(0, end - position)]
+                if len(part):
+                    writers[split].write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+                    written[split] += len(part)
+            position += len(frame)
+    return tuple(written)
+
+
+def training_schema():
+    """The Arrow schema of a training snapshot file (`TRAINING_COLUMNS`, typed as `training_frame` types them)."""
+    import pyarrow as pa
+
+    types = {f.name: pa.float64() if f.kind is Kind.NUMERIC else pa.string() for f in FEATURES}
+    types |= {EVENT_TIMESTAMP: pa.timestamp("ns", tz="UTC"), RATING: pa.int64(), LABEL: pa.int64()}
+    return pa.schema([(name, types[name]) for name in TRAINING_COLUMNS])
 
 
 def _service_plan(

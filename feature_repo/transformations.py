@@ -43,10 +43,13 @@ def genre_affinity(inputs: pd.DataFrame) -> pd.DataFrame:
 
 def genre_indicators(genres: pd.Series) -> np.ndarray:
     """(rows, `GENRES`) float64 0/1: the movie has the genre; a movie without genres (or unknown) has none."""
-    return (
-        genres.fillna("").astype(str).str.get_dummies(sep=MULTI_VALUE_SEPARATOR)
+    # Split each distinct genres string once (a training chunk has few distinct ones among many rows).
+    codes, distinct = pd.factorize(genres.fillna("").astype(str))
+    table = (
+        pd.Series(distinct, dtype=object).str.get_dummies(sep=MULTI_VALUE_SEPARATOR)
         .reindex(columns=list(GENRES), fill_value=0).to_numpy(dtype="float64")
     )  # fmt: skip
+    return table[codes]
 
 
 def affinity_values(

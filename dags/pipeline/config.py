@@ -17,7 +17,7 @@ from pathlib import Path
 from dags.pipeline.run_dir import RunDir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("movielens", "synthetic")
+SOURCES = ("movielens", "synthetic", "parquet")
 ONLINE_STORES = ("sqlite", "redis")
 REGISTRIES = ("file", "sql")
 DEFAULT_SERVING_ADDRESS = "127.0.0.1:8500"  # `make serve`, and the demo's serving tier
@@ -34,7 +34,9 @@ class PipelineConfig:
 
     Attributes:
         home: project root.
-        source: `"movielens"` (MovieLens-100K, fetched at set-up) or `"synthetic"` (small generated data).
+        source: `"movielens"` (MovieLens-100K, fetched at set-up), `"synthetic"` (small generated data) or
+            `"parquet"` (a folder of events, users and movies tables: `feature_repo.raw_source`).
+        source_dir: the folder of the `"parquet"` source (`DEEPFM_SOURCE_DIR`).
         feature_repo: the Feast repository folder.
         data_cache: folder of the verified MovieLens download.
         artifacts: folder holding `runs/<ds>/` and the `latest` link.
@@ -43,6 +45,8 @@ class PipelineConfig:
         auc_floor: a candidate below this test AUC is never pushed.
         auc_tolerance: a candidate may trail the serving model's AUC by at most this much.
         epochs: maximum training epochs (early stopping usually ends sooner).
+        batch_size: training batch size (large data trains faster with larger batches).
+        early_stopping_patience: epochs without a better validation AUC before training stops.
         allow_signature_change: bless a candidate whose `serving_default` signature differs from the serving
             model's (a deliberate spec change); its AUC is then not compared with the serving model's.
         feast_project: Feast project (and so the key prefix in Redis); `None` keeps `feature_store.yaml`'s.
@@ -57,6 +61,7 @@ class PipelineConfig:
 
     home: Path
     source: str = "movielens"
+    source_dir: Path | None = None
     feature_repo: Path | None = None
     data_cache: Path | None = None
     artifacts: Path | None = None
@@ -65,6 +70,8 @@ class PipelineConfig:
     auc_floor: float = 0.6
     auc_tolerance: float = 0.01
     epochs: int = 10
+    batch_size: int = 1024
+    early_stopping_patience: int = 2
     allow_signature_change: bool = False
     feast_project: str | None = None
     online_store: dict | None = None
@@ -133,6 +140,7 @@ class PipelineConfig:
         return cls(
             home=home,
             source=env.get("DEEPFM_SOURCE", "movielens"),
+            source_dir=path("DEEPFM_SOURCE_DIR"),
             feature_repo=path("DEEPFM_FEATURE_REPO"),
             data_cache=path("DEEPFM_DATA_CACHE"),
             artifacts=path("DEEPFM_ARTIFACTS"),
@@ -140,6 +148,8 @@ class PipelineConfig:
             auc_floor=float(env.get("DEEPFM_AUC_FLOOR", cls.auc_floor)),
             auc_tolerance=float(env.get("DEEPFM_AUC_TOLERANCE", cls.auc_tolerance)),
             epochs=int(env.get("DEEPFM_EPOCHS", cls.epochs)),
+            batch_size=int(env.get("DEEPFM_BATCH_SIZE", cls.batch_size)),
+            early_stopping_patience=int(env.get("DEEPFM_EARLY_STOPPING_PATIENCE", cls.early_stopping_patience)),
             allow_signature_change=env.get("DEEPFM_ALLOW_SIGNATURE_CHANGE", "").lower() in ("1", "true", "yes"),
             feast_project=env.get("DEEPFM_FEAST_PROJECT") or None,
             online_store=online_store,
@@ -171,7 +181,17 @@ class PipelineConfig:
         )
 
     def load_raw(self):
-        """The raw tables (`RawData`) of the configured source."""
+        """The raw tables of the configured source: `RawData` in memory, or a `RawSource` over a folder's files.
+
+        Raises:
+            ConfigurationError: `source="parquet"` without a `source_dir`.
+        """
+        if self.source == "parquet":
+            from feature_repo.raw_source import RawSource
+
+            if self.source_dir is None:
+                raise ConfigurationError("`DEEPFM_SOURCE=parquet` needs `DEEPFM_SOURCE_DIR` (the folder of the tables)")
+            return RawSource.from_folder(self.source_dir)
         if self.source == "synthetic":
             from deepfm_model import synthetic
 

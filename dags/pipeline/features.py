@@ -34,25 +34,38 @@ def report_dict(report) -> dict:
 
 
 def ingest(config: PipelineConfig, ds: str) -> dict:
-    """Validate the raw tables, then write the Feast sources and the labelled events of every rating before `ds`."""
+    """Check the raw tables, then bring the Feast sources up to date and write the labelled events before `ds`.
+
+    The exact checks (`raw_source.check`: columns, types, null keys, ratings, future timestamps, unknown ids,
+    repeats) run in SQL over every row; the Great Expectations source suite runs on the profiles and a sample of
+    events that holds the whole last day. Either failing stops the run before anything is written downstream.
+    """
     from feature_repo import ingest as feature_ingest
+    from feature_repo import raw_source, validation
     from feature_repo import store as feature_store
-    from feature_repo import validation
 
     check_reachable(config)
     run = config.run_dir(ds)
-    raw = config.load_raw().events_before(data_cutoff(ds))
-    if raw.events.empty:
-        raise ValueError(f"No rating events before {ds}: nothing to train on")
-    report = validation.validate_sources(raw, ds, run.sources_docs_dir, now=data_cutoff(ds))
-    write_json(run.sources_result, report_dict(report))
-    logger.info("Great Expectations Data Docs (sources): %s", report.docs_path)
-    if not report.success:
-        raise ValidationFailed(report.summary)
-    paths = feature_ingest.write_sources(raw, ds, feature_store.data_dir(config.feature_repo))
-    events = feature_ingest.labelled_events(raw, end=data_cutoff(ds))
-    events.to_parquet(run.events, index=False)
-    summary = {"events": len(events), "users": len(raw.users), "movies": len(raw.movies)}
+    cutoff = data_cutoff(ds)
+    with raw_source.connect(config.load_raw()) as con:
+        try:
+            counts = raw_source.check(con)
+        except raw_source.RawSourceError as error:
+            write_json(run.sources_result, {"success": False, "evaluated": None, "failures": list(error.problems),
+                                            "data_docs": None})  # fmt: skip
+            raise ValidationFailed(str(error)) from error
+        sample = raw_source.validation_sample(con, cutoff, last_data_day(ds), validation.SAMPLE_ROWS)
+        if sample.events.empty:
+            raise ValueError(f"No rating events before {ds}: nothing to train on")
+        suite = validation.SourceSuiteConfig(known_ids=False)  # `check` compared every event's ids exactly
+        report = validation.validate_sources(sample, ds, run.sources_docs_dir, suite, now=cutoff)
+        write_json(run.sources_result, report_dict(report))
+        logger.info("Great Expectations Data Docs (sources): %s", report.docs_path)
+        if not report.success:
+            raise ValidationFailed(report.summary)
+        paths = feature_ingest.write_sources(con, ds, feature_store.data_dir(config.feature_repo))
+        events = feature_ingest.write_labelled_events(con, ds, run.events)
+    summary = {"events": events, "users": counts["users"], "movies": counts["movies"]}
     logger.info("Ingested %s; sources: %s", summary, {view: str(path) for view, path in paths.items()})
     return summary
 
@@ -86,16 +99,17 @@ def check_skew(config: PipelineConfig, ds: str, sample_size: int = 200) -> dict:
 
 
 def build_training_set(config: PipelineConfig, ds: str) -> dict:
-    """Point-in-time training set from Feast, split by time into the snapshot's train, valid and test files."""
+    """Point-in-time training set from Feast, split by time into the snapshot's train, valid and test files.
+
+    The run's labelled events are taken in chunks (`store.write_training_set`), so memory holds one chunk.
+    """
     from feature_repo import store as feature_store
 
     run = config.run_dir(ds)
-    events = pd.read_parquet(run.events)
-    frame = feature_store.training_frame(config.feature_store(), events)
     run.snapshot_dir.mkdir(parents=True, exist_ok=True)
-    rows = {}
-    for name, split in zip(SPLITS, feature_store.split_by_time(frame), strict=True):
-        split.to_parquet(run.split(name), index=False)
-        rows[f"{name}_rows"] = len(split)
+    written = feature_store.write_training_set(
+        config.feature_store(), run.events, tuple(run.split(name) for name in SPLITS)
+    )
+    rows = {f"{name}_rows": count for name, count in zip(SPLITS, written, strict=True)}
     logger.info("Training snapshot in %s: %s", run.snapshot_dir, rows)
     return rows

@@ -1,0 +1,215 @@
+"""Scale benchmark, `make bench-scale`: the whole nightly run, stage by stage, on generated sources of growing size.
+
+For each size a source folder is generated (`python -m deepfm_model.synthetic`: 30 days, users = events / 20,
+movies = max(2,000, events / 100)) and the nine stages run in DAG order, each in its own process as on a worker
+(`python -m dags.pipeline.bench_scale --stage NAME`), against a fresh home: Feast repo, artifacts, model base path
+and a serving tier (a `serving.server` process, started before the run as `docker/` starts TF Serving). Stages are
+configured by the environment only, through `PipelineConfig.from_env`, so the training settings are the DAG's own
+variables (`DEEPFM_BATCH_SIZE`, `DEEPFM_EPOCHS`, `DEEPFM_EARLY_STOPPING_PATIENCE`); unset, the benchmark's
+defaults below apply. Results go to `artifacts/bench/scale.json`:
+
+    {"runs": [{"events": N, "stages": {stage: seconds}, "total_seconds": s, "peak_rss_mb": m, ...}, ...],
+     "growth": {stage: {"100000->1000000": exponent, ...}}, "training": {...}, "machine": {...}}
+
+`peak_rss_mb` is the largest peak resident set of any stage process; `growth` is the log-log slope of each
+stage's seconds between consecutive sizes (1 is linear). With `--nights 2` the second night runs on the same home
+with one more day of events, which measures the incremental feature work.
+
+    python -m dags.pipeline.bench_scale [--sizes 100k,1M,10M] [--nights 1] [--work-dir DIR] [--keep]
+
+10^8 events (`--sizes 100M`) is the target for a bigger machine: the feature stages stay bounded (DuckDB spills
+to disk), but Feast's SQLite online store alone takes ~0.5 GB per million events of disk and the training time
+grows linearly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dags.pipeline.config import PROJECT_ROOT, PipelineConfig
+from deepfm_model.spec.files import write_json
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("ingest", "update_feature_store", "check_skew", "build_training_set", "validate", "train", "bless",
+          "push", "verify_serving")  # fmt: skip
+START, DAYS = "1998-01-01", 30
+# Training settings of large data, used where the environment does not set the DAG's variables.
+DEFAULT_TRAINING = {"DEEPFM_BATCH_SIZE": "8192", "DEEPFM_EPOCHS": "2", "DEEPFM_EARLY_STOPPING_PATIENCE": "1"}
+OUT = PROJECT_ROOT / "artifacts" / "bench" / "scale.json"
+
+
+def entity_counts(events: int) -> tuple[int, int]:
+    """(users, movies) generated for `events` events."""
+    return max(100, events // 20), max(2_000, events // 100)
+
+
+def run_stage(stage: str, ds: str, env: dict[str, str], log_path: Path) -> tuple[float, float, dict]:
+    """Run one stage in a child process; its (seconds, peak RSS in MB, result). The child's output goes to `log_path`.
+
+    Raises:
+        RuntimeError: the stage failed; the message ends with its log.
+    """
+    result_path = log_path.with_suffix(".json")
+    command = [sys.executable, "-m", "dags.pipeline.bench_scale", "--stage", stage, "--ds", ds,
+               "--result", str(result_path)]  # fmt: skip
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
+        _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
+        raise RuntimeError(f"Stage {stage} failed (exit {child.returncode}); log {log_path}:\n{tail}")
+    return seconds, usage.ru_maxrss / 1024, json.loads(result_path.read_text())
+
+
+def bench_size(events: int, nights: int, work_dir: Path, base_env: dict[str, str]) -> list[dict]:
+    """Generate a source of `events` events and run `nights` nightly runs on it; one record per night."""
+    from feature_repo.store import write_config
+    from serving.labels import ensure_model_config
+    from serving.server_process import server_process
+
+    users, movies = entity_counts(events)
+    home = work_dir / f"events-{events}"
+    shutil.rmtree(home, ignore_errors=True)
+    source = home / "source"
+    started = time.perf_counter()
+    logger.info("[%s events] generating %d users, %d movies, %d days into %s", f"{events:,}", users, movies,
+                DAYS + nights - 1, source)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "deepfm_model.synthetic", "--events", str(events), "--users", str(users),
+                    "--movies", str(movies), "--start", START, "--days", str(DAYS + nights - 1), "--out", str(source)],
+                   check=True, env=base_env, cwd=PROJECT_ROOT)  # fmt: skip
+    generate_seconds = time.perf_counter() - started
+    write_config(home / "feature_repo")
+    config_file = ensure_model_config(home / "models", "deepfm")
+    env = {
+        **base_env,
+        "DEEPFM_SOURCE": "parquet",
+        "DEEPFM_SOURCE_DIR": str(source),
+        "DEEPFM_FEATURE_REPO": str(home / "feature_repo"),
+        "DEEPFM_ARTIFACTS": str(home / "artifacts"),
+        "DEEPFM_MODEL_BASE_PATH": str(home / "models"),
+        "DEEPFM_MODEL_CONFIG_FILE": str(config_file),
+    }
+    records = []
+    flags = ["--model-config-file", str(config_file), "--poll-interval-s", "0.5"]
+    with server_process(home / "models", flags=flags) as server:
+        env["DEEPFM_SERVING_ADDRESSES"] = server.address
+        for night in range(nights):
+            ds = (dt.date.fromisoformat(START) + dt.timedelta(days=DAYS + night)).isoformat()
+            stages, rss, results = {}, {}, {}
+            for stage in STAGES:
+                logger.info("[%s events, %s] %s ...", f"{events:,}", ds, stage)
+                seconds, peak, result = run_stage(stage, ds, env, home / f"{ds}-{stage}.log")
+                stages[stage], rss[stage], results[stage] = round(seconds, 1), round(peak), result
+                logger.info("[%s events, %s] %s: %.1f s, peak RSS %.0f MB", f"{events:,}", ds, stage, seconds, peak)
+            records.append({
+                "events": events, "users": users, "movies": movies, "ds": ds, "night": night + 1,
+                "stages": stages, "total_seconds": round(sum(stages.values()), 1), "peak_rss_mb": max(rss.values()),
+                "stage_peak_rss_mb": rss, "generate_seconds": round(generate_seconds, 1),
+                "rows": results["build_training_set"], "ingested_events": results["ingest"]["events"],
+                "test_auc": results["train"].get("test_auc"), "blessed": results["bless"].get("blessed"),
+                "disk_mb": round(_disk_bytes(home) / 2**20),
+            })  # fmt: skip
+            logger.info("[%s events, %s] whole run %.1f s, peak RSS %.0f MB", f"{events:,}", ds,
+                        records[-1]["total_seconds"], records[-1]["peak_rss_mb"])  # fmt: skip
+    return records
+
+
+def growth(runs: list[dict]) -> dict[str, dict[str, float]]:
+    """Per stage (and `total`), the log-log slope of seconds against events between consecutive sizes."""
+    first = sorted((r for r in runs if r["night"] == 1), key=lambda r: r["events"])
+    slopes: dict[str, dict[str, float]] = {}
+    for name in (*STAGES, "total"):
+        for a, b in zip(first, first[1:], strict=False):
+            ta = a["total_seconds"] if name == "total" else a["stages"][name]
+            tb = b["total_seconds"] if name == "total" else b["stages"][name]
+            slope = math.log(max(tb, 0.1) / max(ta, 0.1)) / math.log(b["events"] / a["events"])
+            slopes.setdefault(name, {})[f"{a['events']}->{b['events']}"] = round(slope, 2)
+    return slopes
+
+
+def _disk_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    from deepfm_model.synthetic import parse_count
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100k,1M,10M", help="comma-separated event counts (100k, 1M, 1e7)")
+    parser.add_argument("--nights", type=int, default=1, help="consecutive nightly runs per size")
+    parser.add_argument("--work-dir", type=Path, default=None, help="where the homes go (default: a temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated homes")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # one stage, in a child process
+    parser.add_argument("--ds", help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.stage:
+        from dags.pipeline import stages
+
+        result = getattr(stages, args.stage)(PipelineConfig.from_env(), args.ds)
+        write_json(args.result, result if isinstance(result, dict) else {"result": result})
+        return None
+    sizes = [parse_count(size) for size in args.sizes.split(",")]
+    base_env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "DEEPFM_HOME": str(PROJECT_ROOT),
+                "TF_CPP_MIN_LOG_LEVEL": "2", **{k: os.environ.get(k, v) for k, v in DEFAULT_TRAINING.items()}}  # fmt: skip
+    config = PipelineConfig.from_env(base_env)
+    training = {"batch_size": config.batch_size, "epochs": config.epochs,
+                "early_stopping_patience": config.early_stopping_patience}  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        work_dir = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-scale-")))
+        runs = []
+        for events in sizes:
+            runs += bench_size(events, args.nights, work_dir, base_env)
+            if not args.keep:
+                shutil.rmtree(work_dir / f"events-{events}", ignore_errors=True)
+    from dags.pipeline.training import STREAM_ROWS
+
+    report = {
+        "runs": runs,
+        "growth": growth(runs),
+        "training": {**training, "stream_from_parquet_above_rows": STREAM_ROWS},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },  # fmt: skip
+        "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    write_json(args.out, report)
+    _print_table(report)
+    return report
+
+
+def _print_table(report: dict) -> None:
+    header = ["events", "night", *STAGES, "total", "peak RSS MB"]
+    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for run in report["runs"]:
+        cells = [f"{run['events']:,}", str(run["night"]), *(f"{run['stages'][s]:.1f}" for s in STAGES),
+                 f"{run['total_seconds']:.1f}", str(run["peak_rss_mb"])]  # fmt: skip
+        print("| " + " | ".join(cells) + " |")
+    print(f"\ngrowth exponents (log-log slope of seconds): {json.dumps(report['growth'])}")
+    print(f"training: {json.dumps(report['training'])}")
+
+
+if __name__ == "__main__":
+    main()

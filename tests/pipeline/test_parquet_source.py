@@ -1,0 +1,82 @@
+"""The nightly run on a team's own tables: `DEEPFM_SOURCE=parquet` reads a folder made by the generator command,
+and a bad table stops the run at ingest with nothing written downstream."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dags.pipeline import stages
+from dags.pipeline.config import ConfigurationError, PipelineConfig
+from deepfm_model.synthetic import main as generate_folder
+from feature_repo import store
+from tests.features.test_raw_source import BAD_TABLES, generated_tables, write_tables
+
+DS = "1998-01-06"  # the day after the generated five days
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("source")
+    generate_folder(["--events", "3000", "--users", "120", "--movies", "60", "--start", "1998-01-01", "--days", "5",
+                     "--out", str(folder), "--seed", "1"])  # fmt: skip
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small_tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
+    return generated_tables(tmp_path_factory.mktemp("small"))
+
+
+def parquet_config(home: Path, source: Path, **env: str) -> PipelineConfig:
+    store.write_config(home / "feature_repo")
+    return PipelineConfig.from_env({
+        "DEEPFM_SOURCE": "parquet", "DEEPFM_SOURCE_DIR": str(source), "DEEPFM_FEATURE_REPO": str(home / "feature_repo"),
+        "DEEPFM_ARTIFACTS": str(home / "artifacts"), "DEEPFM_MODEL_BASE_PATH": str(home / "models"), **env,
+    })  # fmt: skip
+
+
+def test_the_feature_stages_run_on_a_generated_folder(source, tmp_path):
+    config = parquet_config(tmp_path, source)
+    assert stages.ingest(config, DS) == {"events": 3000, "users": 120, "movies": 60}
+    stages.update_feature_store(config, DS)
+    assert stages.check_skew(config, DS)["ok"]
+    rows = stages.build_training_set(config, DS)
+    assert rows == {"train_rows": 2400, "valid_rows": 300, "test_rows": 300}
+    assert stages.validate(config, DS)["success"]
+    snapshot = pd.read_parquet(config.run_dir(DS).split("test"))
+    assert snapshot["event_timestamp"].max() < pd.Timestamp(DS, tz="UTC")
+
+
+@pytest.mark.parametrize("case", list(BAD_TABLES))
+def test_a_bad_table_stops_ingest_and_nothing_is_written_downstream(small_tables, tmp_path, case):
+    corrupt, patterns = BAD_TABLES[case]
+    config = parquet_config(tmp_path, write_tables(tmp_path / "bad", corrupt(small_tables)))
+    with pytest.raises(stages.ValidationFailed) as failure:
+        stages.ingest(config, DS)
+    assert re.search(patterns[0], str(failure.value)), str(failure.value)
+    run = config.run_dir(DS)
+    assert not store.data_dir(config.feature_repo).exists()
+    assert not run.events.exists()
+    assert sorted(p.name for p in run.root.rglob("*") if p.is_file()) == ["sources.json"]
+
+
+def test_the_parquet_source_needs_its_folder(tmp_path):
+    config = parquet_config(tmp_path, tmp_path)
+    with pytest.raises(ConfigurationError, match="needs `DEEPFM_SOURCE_DIR`"):
+        PipelineConfig.from_env({"DEEPFM_SOURCE": "parquet"}).load_raw()
+    with pytest.raises(FileNotFoundError, match="no table `events`"):
+        stages.ingest(config, DS)
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_training_settings_come_from_the_environment(tmp_path):
+    config = parquet_config(tmp_path, tmp_path, DEEPFM_BATCH_SIZE="8192", DEEPFM_EPOCHS="2",
+                            DEEPFM_EARLY_STOPPING_PATIENCE="1")  # fmt: skip
+    assert (config.source, config.source_dir) == ("parquet", tmp_path)
+    assert (config.batch_size, config.epochs, config.early_stopping_patience) == (8192, 2, 1)
+    defaults = PipelineConfig(home=tmp_path)
+    assert (defaults.batch_size, defaults.early_stopping_patience) == (1024, 2)  # TrainConfig's: MovieLens unchanged
