@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from deepfm_model.spec.features import (
     USER_STATS_VIEW,
     genre_stat_columns,
 )
-from deepfm_model.spec.files import fsync_dir, write_json
+from deepfm_model.spec.files import fsync_dir, move_into_place, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +250,7 @@ def _write_stats(con: duckdb.DuckDBPyConnection, spec: StatsView, days: list[str
         for stale in (data_dir / spec.view).glob("*.parquet"):
             if stale.stem >= first and stale.stem not in written:
                 stale.unlink()
-        _install(new_totals, totals_path)
+        move_into_place(new_totals, totals_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -270,22 +269,12 @@ def _write_partitions(con: duckdb.DuckDBPyConnection, query: str, target: Path, 
                 merged = folder / "merged.parquet"
                 con.execute(f"COPY (SELECT * FROM read_parquet({_files(files)})) TO {_quote(merged)} (FORMAT parquet)")
                 files = [merged]
-            _install(files[0], target / f"{part}.parquet", sync_dir=False)
+            move_into_place(files[0], target / f"{part}.parquet", sync_dir=False)
             written.add(part)
         fsync_dir(target)
         return written
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _install(source: Path, target: Path, sync_dir: bool = True) -> None:
-    """Move a finished file into place: fsync it, then rename it over `target`."""
-    with open(source, "rb+") as f:
-        os.fsync(f.fileno())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(source, target)
-    if sync_dir:
-        fsync_dir(target.parent)
 
 
 def _read_manifest(root: Path) -> dict:

@@ -45,12 +45,20 @@ def staged_path(path: str | os.PathLike) -> Iterator[Path]:
     staged = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     try:
         yield staged
-        with open(staged, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(staged, path)
-        fsync_dir(path.parent)
+        move_into_place(staged, path)
     finally:
         staged.unlink(missing_ok=True)
+
+
+def move_into_place(source: str | os.PathLike, target: str | os.PathLike, sync_dir: bool = True) -> None:
+    """Rename a finished file over `target`: its data fsynced first, then (unless `sync_dir` is off, for a caller
+    that syncs the folder once after many files) the folder's entry."""
+    with open(source, "rb+") as f:
+        os.fsync(f.fileno())
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
+    if sync_dir:
+        fsync_dir(Path(target).parent)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
