@@ -89,111 +89,36 @@ def frame_to_raw(frame: pd.DataFrame, feature_names: tuple[str, ...] | list[str]
     return raw
 
 
-def _vocabulary(counts: pd.Series, min_count: int) -> list[str]:
-    """Values (index of `counts`, value -> occurrences) seen at least `min_count` times; "" (no value) left out."""
-    counts = counts[(counts.index != "") & (counts >= min_count)]
+def _vocabulary(values: pd.Series, min_count: int) -> list[str]:
+    counts = values[values != ""].value_counts()
+    counts = counts[counts >= min_count]
     # Most frequent first, ties by value: the same data always gives the same indices.
     return sorted(counts.index.astype(str), key=lambda v: (-int(counts[v]), v))
 
 
-class PreprocessingFit:
-    """Fits a `PreprocessingState` on frames added one at a time, exactly as on their concatenation.
-
-    Vocabularies come from value counts summed over the frames; numeric statistics from per-frame means and sums
-    of squared deviations, combined pairwise (Chan et al.). One `add` of the whole train split is what
-    `fit_preprocessing` does; `fit_preprocessing_parquet` adds a split record batch by record batch, so memory
-    holds one batch and the counts (which grow with distinct values, not rows).
-
-    Args:
-        config: `vocab_min_count` and `multi_value_max_len` are used.
-    """
-
-    COMPACT_EVERY = 16  # per-frame value counts kept before they are summed into one
-
-    def __init__(self, config: ModelConfig) -> None:
-        self.config = config
-        self._counts: dict[str, list[pd.Series]] = {
-            f.name: [] for f in spec.FEATURES if f.kind is not spec.Kind.NUMERIC and f.hash_bins <= 0
-        }
-        self._moments: dict[str, tuple[int, float, float]] = {}  # name -> (n, mean, sum of squared deviations)
-
-    def add(self, frame: pd.DataFrame) -> None:
-        """Count and summarise the feature columns of `frame` (checked by `frame_to_raw`)."""
-        raw = frame_to_raw(frame)
-        for name, parts in self._counts.items():
-            parts.append(pd.Series(raw[name]).value_counts())
-            if len(parts) >= self.COMPACT_EVERY:
-                parts[:] = [_summed(parts)]
-        for feature in spec.FEATURES:
-            if feature.kind is not spec.Kind.NUMERIC:
-                continue
-            x = raw[feature.name].astype(np.float64)
+def fit_preprocessing(train: pd.DataFrame, config: ModelConfig) -> PreprocessingState:
+    """Fit vocabularies and numeric statistics on the train split only."""
+    raw = frame_to_raw(train)
+    categorical, hash_bins, multi, numeric = {}, {}, {}, {}
+    for feature in spec.FEATURES:
+        values = raw[feature.name]
+        if feature.kind is spec.Kind.CATEGORICAL:
+            hash_bins[feature.name] = feature.hash_bins
+            categorical[feature.name] = (
+                [] if feature.hash_bins > 0 else _vocabulary(pd.Series(values), config.vocab_min_count)
+            )
+        elif feature.kind is spec.Kind.MULTI_CATEGORICAL:
+            singles = pd.Series(values).str.split(spec.MULTI_VALUE_SEPARATOR).explode()
+            multi[feature.name] = _vocabulary(singles, config.vocab_min_count)
+        else:
+            x = values.astype(np.float64)
             x = x[np.isfinite(x)]
             if feature.log_scale:
                 x = np.log1p(np.maximum(x, 0.0))
-            if x.size:
-                self._moments[feature.name] = _combined(self._moments.get(feature.name), x)
-
-    def state(self) -> PreprocessingState:
-        """The fitted state of everything added so far."""
-        categorical, hash_bins, multi, numeric = {}, {}, {}, {}
-        min_count = self.config.vocab_min_count
-        for feature in spec.FEATURES:
-            name = feature.name
-            if feature.kind is spec.Kind.CATEGORICAL:
-                hash_bins[name] = feature.hash_bins
-                categorical[name] = [] if feature.hash_bins > 0 else _vocabulary(_summed(self._counts[name]), min_count)
-            elif feature.kind is spec.Kind.MULTI_CATEGORICAL:
-                strings = _summed(self._counts[name])
-                tokens = pd.DataFrame(
-                    {"token": strings.index.str.split(spec.MULTI_VALUE_SEPARATOR), "n": strings.values}
-                )
-                singles = tokens.explode("token").groupby("token", sort=False)["n"].sum()
-                multi[name] = _vocabulary(singles, min_count)
-            else:
-                n, mean, squares = self._moments.get(name, (0, 0.0, 0.0))
-                std = float(np.sqrt(squares / n)) if n else 1.0
-                numeric[name] = NumericStats(mean=float(mean), std=std if std > 0 else 1.0, log_scale=feature.log_scale)
-        return PreprocessingState(categorical, hash_bins, multi, numeric, self.config.multi_value_max_len)
-
-
-def _summed(parts: list[pd.Series]) -> pd.Series:
-    if not parts:
-        return pd.Series(dtype="int64")
-    if len(parts) == 1:
-        return parts[0]
-    return pd.concat(parts).groupby(level=0, sort=False).sum()
-
-
-def _combined(moments: tuple[int, float, float] | None, x: np.ndarray) -> tuple[int, float, float]:
-    """(n, mean, sum of squared deviations) of the values behind `moments` and `x` together."""
-    mean = x.mean()
-    squares = np.sum((x - mean) * (x - mean))
-    if moments is None:
-        return x.size, mean, squares
-    n_a, mean_a, squares_a = moments
-    n = n_a + x.size
-    delta = mean - mean_a
-    return n, mean_a + delta * x.size / n, squares_a + squares + delta * delta * n_a * x.size / n
-
-
-def fit_preprocessing(train: pd.DataFrame, config: ModelConfig) -> PreprocessingState:
-    """Fit vocabularies and numeric statistics on the train split only."""
-    fit = PreprocessingFit(config)
-    fit.add(train)
-    return fit.state()
-
-
-def fit_preprocessing_parquet(
-    path: str | Path, config: ModelConfig, record_batch_rows: int = 65_536
-) -> PreprocessingState:
-    """`fit_preprocessing` of a parquet split read in record batches: memory holds one batch and the counts."""
-    import pyarrow.parquet as pq
-
-    fit = PreprocessingFit(config)
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=record_batch_rows, columns=list(spec.FEATURE_NAMES)):
-        fit.add(batch.to_pandas())
-    return fit.state()
+            mean = float(x.mean()) if x.size else 0.0
+            std = float(x.std()) if x.size else 1.0
+            numeric[feature.name] = NumericStats(mean=mean, std=std if std > 0 else 1.0, log_scale=feature.log_scale)
+    return PreprocessingState(categorical, hash_bins, multi, numeric, config.multi_value_max_len)
 
 
 class FeaturePreprocessor:
