@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dags.pipeline.run_dir import RunDir
+from deepfm_model.config import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("movielens", "synthetic", "parquet")
@@ -70,8 +71,8 @@ class PipelineConfig:
     auc_floor: float = 0.6
     auc_tolerance: float = 0.01
     epochs: int = 10
-    batch_size: int = 1024
-    early_stopping_patience: int = 2
+    batch_size: int = TrainConfig.batch_size
+    early_stopping_patience: int = TrainConfig.early_stopping_patience
     allow_signature_change: bool = False
     feast_project: str | None = None
     online_store: dict | None = None

@@ -27,7 +27,9 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> pipeline.PipelineConfi
 
     home = tmp_path_factory.mktemp("gates")
     write_config(home / "feature_repo")
-    config = pipeline.PipelineConfig(home=home, source="synthetic", feature_repo=home / "feature_repo", epochs=1)
+    config = pipeline.PipelineConfig(
+        home=home, source="synthetic", feature_repo=home / "feature_repo", epochs=1, batch_size=512
+    )
     pipeline.ingest(config, SYNTHETIC_DS)
     pipeline.update_feature_store(config, SYNTHETIC_DS)
     rows = pipeline.build_training_set(config, SYNTHETIC_DS)
@@ -58,6 +60,12 @@ def test_bad_snapshot_stops_the_run_before_training(prepared: pipeline.PipelineC
 def test_candidate_below_the_floor_is_not_pushed(prepared: pipeline.PipelineConfig) -> None:
     assert pipeline.validate(prepared, SYNTHETIC_DS)["success"] is True
     pipeline.train(prepared, SYNTHETIC_DS)
+    trained = json.loads((prepared.run_dir(SYNTHETIC_DS).model_dir / "config.json").read_text())["train"]
+    assert (trained["batch_size"], trained["early_stopping_patience"], trained["epochs"]) == (
+        prepared.batch_size,
+        prepared.early_stopping_patience,
+        prepared.epochs,
+    )  # the pipeline's training settings reach the training run
     strict = pipeline.PipelineConfig(**{**prepared.__dict__, "auc_floor": 0.999})
     blessing = pipeline.bless(strict, SYNTHETIC_DS)
     assert blessing["blessed"] is False and "below the floor" in blessing["reason"]
