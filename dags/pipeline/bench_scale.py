@@ -13,13 +13,13 @@ defaults below apply. Results go to `artifacts/bench/scale.json`:
 
 `peak_rss_mb` is the largest peak resident set of any stage process; `growth` is the log-log slope of each
 stage's seconds between consecutive sizes (1 is linear). With `--nights 2` the second night runs on the same home
-with one more day of events, which measures the incremental feature work.
+with one more day of events (generated at the same daily rate), which measures the incremental feature work.
 
     python -m dags.pipeline.bench_scale [--sizes 100k,1M,10M] [--nights 1] [--work-dir DIR] [--keep]
 
-10^8 events (`--sizes 100M`) is the target for a bigger machine: the feature stages stay bounded (DuckDB spills
-to disk), but Feast's SQLite online store alone takes ~0.5 GB per million events of disk and the training time
-grows linearly.
+10^8 events (`--sizes 100M`: 5M users, 1M movies) is the target for a bigger machine: DuckDB's stages stay within
+their memory limit (they spill to disk) and training streams, but Feast's SQLite online store takes ~9 KB of disk
+per user (~45 GB) and materialization and training time grow linearly.
 """
 
 from __future__ import annotations
@@ -85,14 +85,16 @@ def bench_size(events: int, nights: int, work_dir: Path, base_env: dict[str, str
     from serving.server_process import server_process
 
     users, movies = entity_counts(events)
+    days = DAYS + nights - 1
+    generated = events * days // DAYS  # each later night adds one more day at the same rate
     home = work_dir / f"events-{events}"
     shutil.rmtree(home, ignore_errors=True)
     source = home / "source"
     started = time.perf_counter()
-    logger.info("[%s events] generating %d users, %d movies, %d days into %s", f"{events:,}", users, movies,
-                DAYS + nights - 1, source)  # fmt: skip
-    subprocess.run([sys.executable, "-m", "deepfm_model.synthetic", "--events", str(events), "--users", str(users),
-                    "--movies", str(movies), "--start", START, "--days", str(DAYS + nights - 1), "--out", str(source)],
+    logger.info("[%s events] generating %d events of %d users and %d movies over %d days into %s", f"{events:,}",
+                generated, users, movies, days, source)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "deepfm_model.synthetic", "--events", str(generated), "--users", str(users),
+                    "--movies", str(movies), "--start", START, "--days", str(days), "--out", str(source)],
                    check=True, env=base_env, cwd=PROJECT_ROOT)  # fmt: skip
     generate_seconds = time.perf_counter() - started
     write_config(home / "feature_repo")
