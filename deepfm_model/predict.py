@@ -62,6 +62,24 @@ def predict_frame(trained: TrainedModel, frame: pd.DataFrame, batch_size: int = 
     return np.asarray(trained.model.predict(dataset, verbose=0), dtype=np.float32).reshape(-1)
 
 
+def predict_parquet(
+    trained: TrainedModel, path: str | Path, batch_size: int = 8192, record_batch_rows: int = 262_144
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and probabilities `(rows,)` float32 of a parquet split, read in record batches (memory: one batch).
+
+    The split must have every feature column and `label`.
+    """
+    import pyarrow.parquet as pq
+
+    labels, probabilities = [np.zeros((0,), np.float32)], [np.zeros((0,), np.float32)]
+    columns = [*spec.FEATURE_NAMES, spec.LABEL]
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=record_batch_rows, columns=columns):
+        frame = batch.to_pandas()
+        labels.append(frame[spec.LABEL].to_numpy(dtype=np.float32))
+        probabilities.append(predict_frame(trained, frame, batch_size))
+    return np.concatenate(labels), np.concatenate(probabilities)
+
+
 def predict_saved_model(export_dir: str | Path, frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
     """Probabilities `(rows,)` float32 from the `serving_default` signature of an exported SavedModel."""
     signature = tf.saved_model.load(str(export_dir)).signatures[SIGNATURE_KEY]

@@ -146,38 +146,56 @@ def compile_model(model: keras.Model, train_config: TrainConfig, metrics: bool =
 
 
 def train_model(
-    train: pd.DataFrame,
-    valid: pd.DataFrame,
+    train: pd.DataFrame | None,
+    valid: pd.DataFrame | None,
     model_config: ModelConfig | None = None,
     train_config: TrainConfig | None = None,
     train_path: str | Path | None = None,
     tf_config: str | None = None,
     devices: list[str] | None = None,
+    valid_path: str | Path | None = None,
 ) -> tuple[TrainedModel, dict[str, list[float]]]:
-    """Fit preprocessing on `train`, build and train DeepFM with early stopping on validation AUC.
+    """Fit preprocessing on the train split, build and train DeepFM with early stopping on validation AUC.
 
     Args:
-        train: the train split (preprocessing is fitted on it; it is the training input unless streamed).
-        valid: the validation split.
+        train: the train split (preprocessing is fitted on it; it is the training input unless streamed);
+            `None` when streamed.
+        valid: the validation split; `None` when `valid_path` is streamed.
         model_config: architecture.
-        train_config: optimisation; with `stream_from_parquet` and `train_path`, training reads `train_path`
-            in record batches (`make_parquet_dataset`) instead of holding the split in a tf.data tensor.
+        train_config: optimisation; with `stream_from_parquet` and `train_path`, preprocessing is fitted and
+            training reads `train_path` in record batches (`fit_preprocessing_parquet`, `make_parquet_dataset`),
+            never holding the split in memory; `valid_path`, when given, is read the same way.
         train_path: parquet file of the train split, for streaming.
         tf_config: the `TF_CONFIG` JSON; several workers select `MultiWorkerMirroredStrategy`.
         devices: explicit devices for `MirroredStrategy`.
+        valid_path: parquet file of the validation split, for streaming.
 
     Returns:
         The trained model (best validation-AUC weights restored) and its per-epoch history.
     """
     from deepfm_model.predict import TrainedModel
-    from deepfm_model.preprocessing import FeaturePreprocessor, fit_preprocessing, make_dataset, make_parquet_dataset
+    from deepfm_model.preprocessing import (
+        FeaturePreprocessor,
+        fit_preprocessing,
+        fit_preprocessing_parquet,
+        make_dataset,
+        make_parquet_dataset,
+    )
 
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
     keras.utils.set_random_seed(train_config.seed)
-    preprocessor = FeaturePreprocessor(fit_preprocessing(train, model_config))
-    shuffle_buffer = min(train_config.shuffle_buffer, len(train))
-    if train_config.stream_from_parquet and train_path is not None:
+    streamed = train_config.stream_from_parquet and train_path is not None
+    if streamed:
+        import pyarrow.parquet as pq
+
+        rows = pq.ParquetFile(train_path).metadata.num_rows
+        state = fit_preprocessing_parquet(train_path, model_config, train_config.parquet_batch_rows)
+    else:
+        rows, state = len(train), fit_preprocessing(train, model_config)
+    preprocessor = FeaturePreprocessor(state)
+    shuffle_buffer = min(train_config.shuffle_buffer, rows)
+    if streamed:
         train_data = make_parquet_dataset(
             train_path, preprocessor, train_config.batch_size, shuffle_buffer=shuffle_buffer, seed=train_config.seed,
             record_batch_rows=train_config.parquet_batch_rows,
@@ -186,7 +204,12 @@ def train_model(
         train_data = make_dataset(
             train, preprocessor, train_config.batch_size, shuffle_buffer=shuffle_buffer, seed=train_config.seed
         )
-    valid_data = make_dataset(valid, preprocessor, train_config.predict_batch_size)
+    if streamed and valid_path is not None:
+        valid_data = make_parquet_dataset(
+            valid_path, preprocessor, train_config.predict_batch_size, record_batch_rows=train_config.parquet_batch_rows
+        )
+    else:
+        valid_data = make_dataset(valid, preprocessor, train_config.predict_batch_size)
     with distribution_scope(train_config, tf_config, devices), precision_policy(train_config.mixed_precision):
         model = build_model(
             model_config, preprocessor.categorical_sizes, preprocessor.multi_categorical_sizes, preprocessor.num_numeric
@@ -238,33 +261,43 @@ def run_training(
         The metrics written to `metrics.json` (`test_auc`, `test_logloss`, `valid_auc`, `*_mean_prediction`,
         `*_positive_rate`, `*_rows`, ...).
     """
-    from deepfm_model.predict import predict_frame
+    from deepfm_model.predict import predict_frame, predict_parquet
+    from deepfm_model.preprocessing import load_split
 
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from deepfm_model.preprocessing import load_split
-
-    frames = {name: load_split(path) for name, path in zip(SPLITS, (train_path, valid_path, test_path), strict=True)}
-    logger.info("Rows: %s", {name: len(f) for name, f in frames.items()})
+    paths = dict(zip(SPLITS, (train_path, valid_path, test_path), strict=True))
+    # Streamed, no split is held whole: predictions are made record batch by record batch, and only the id
+    # columns the ranking metrics need are read.
+    streamed = train_config.stream_from_parquet
+    frames = {} if streamed else {name: load_split(path) for name, path in paths.items()}
+    logger.info("Rows: %s", {name: _rows(paths[name], frames.get(name)) for name in SPLITS})
 
     started = time.monotonic()
     trained, history = train_model(
-        frames["train"], frames["valid"], model_config, train_config, train_path=train_path, tf_config=tf_config
-    )
+        frames.get("train"), frames.get("valid"), model_config, train_config, train_path=train_path,
+        tf_config=tf_config, valid_path=valid_path if streamed else None,
+    )  # fmt: skip
     training_seconds = time.monotonic() - started
 
-    labels = {name: f[spec.LABEL].to_numpy(dtype=np.float32) for name, f in frames.items()}
-    probabilities = {name: predict_frame(trained, f, train_config.predict_batch_size) for name, f in frames.items()}
+    if streamed:
+        predicted = {
+            name: predict_parquet(trained, path, train_config.predict_batch_size) for name, path in paths.items()
+        }
+        labels = {name: label for name, (label, _) in predicted.items()}
+        probabilities = {name: probability for name, (_, probability) in predicted.items()}
+    else:
+        labels = {name: f[spec.LABEL].to_numpy(dtype=np.float32) for name, f in frames.items()}
+        probabilities = {name: predict_frame(trained, f, train_config.predict_batch_size) for name, f in frames.items()}
     per_split = {name: compute_metrics(labels[name], probabilities[name]) for name in SPLITS}
     val_auc = history.get("val_auc", [])
-    test = frames["test"]
-    per_split["test"].update(ranking_metrics(test[spec.USER_KEY].to_numpy(), labels["test"], probabilities["test"]))
-    popularity = popularity_scores(
-        frames["train"][spec.MOVIE_KEY].to_numpy(), labels["train"], test[spec.MOVIE_KEY].to_numpy()
-    )
-    baseline = ranking_metrics(test[spec.USER_KEY].to_numpy(), labels["test"], popularity)
+    test_users, test_movies = _columns(paths["test"], frames.get("test"), spec.USER_KEY, spec.MOVIE_KEY)
+    (train_movies,) = _columns(paths["train"], frames.get("train"), spec.MOVIE_KEY)
+    per_split["test"].update(ranking_metrics(test_users, labels["test"], probabilities["test"]))
+    popularity = popularity_scores(train_movies, labels["train"], test_movies)
+    baseline = ranking_metrics(test_users, labels["test"], popularity)
     metrics = {
         **flatten_metrics(per_split),
         **{f"popularity_test_{name}": value for name, value in baseline.items() if name != "ranking_users"},
@@ -282,11 +315,32 @@ def run_training(
     if keras.backend.backend() == "tensorflow":
         from deepfm_model.export import export_saved_model
 
-        export_saved_model(trained, out_dir / EXPORT_DIR, frames["test"].head(train_config.warmup_rows))
+        warmup = frames["test"] if not streamed else next(_head(paths["test"], train_config.warmup_rows))
+        export_saved_model(trained, out_dir / EXPORT_DIR, warmup.head(train_config.warmup_rows))
     else:
         logger.warning("Backend %s: SavedModel export skipped (needs TensorFlow)", keras.backend.backend())
     logger.info("test_auc=%.4f test_logloss=%.4f", metrics["test_auc"], metrics["test_logloss"])
     return metrics
+
+
+def _rows(path: str | Path, frame: pd.DataFrame | None) -> int:
+    import pyarrow.parquet as pq
+
+    return len(frame) if frame is not None else pq.ParquetFile(path).metadata.num_rows
+
+
+def _columns(path: str | Path, frame: pd.DataFrame | None, *names: str) -> tuple[np.ndarray, ...]:
+    """Columns of a split as arrays: from its frame when loaded, else read alone from its parquet file."""
+    if frame is None:
+        frame = pd.read_parquet(path, columns=list(names))
+    return tuple(frame[name].to_numpy() for name in names)
+
+
+def _head(path: str | Path, rows: int):
+    import pyarrow.parquet as pq
+
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=max(rows, 1)):
+        yield batch.to_pandas()
 
 
 def _json_safe(values: dict) -> dict:
