@@ -72,10 +72,10 @@ def deepfm_nightly():
 
     | group | task | what it does |
     | --- | --- | --- |
-    | features | ingest | raw feed validated (Great Expectations), then written as the Feast sources |
-    | features | update_feature_store | `feast apply`; materialize the day's window into the online store (retried) |
+    | features | ingest | raw feed validated (Great Expectations), then written as the Feast sources (the fresh features' log folded) |
+    | features | update_feature_store | `feast apply`; materialize the day's window and push the fresh features' state into the online store (retried) |
     | features | check_skew | online feature vectors of sampled pairs equal the offline point-in-time values |
-    | training | build_training_set | point-in-time features of the `deepfm_v2` FeatureService, split by time 80/10/10 |
+    | training | build_training_set | point-in-time features of the `deepfm_v3` FeatureService, split by time 80/10/10 |
     | training | validate | Great Expectations suite; a failure stops the run here (never retried) |
     | training | train | the Keras DeepFM, on the `gpu` queue and in the `training` pool (a GPU pod under Kubernetes); metrics, report, SavedModel export |
     | release | bless | candidate vs the serving model on the same test split: AUC floor and tolerance; a NaN loss or a changed serving signature is a rejection |
@@ -120,7 +120,7 @@ def deepfm_nightly():
 
     with TaskGroup("training", tooltip="Point-in-time snapshot, validation gate, DeepFM training"):
 
-        @task(doc_md="Point-in-time training set from the `deepfm_v2` FeatureService, split by time.")
+        @task(doc_md="Point-in-time training set from the `deepfm_v3` FeatureService, split by time.")
         def build_training_set(ds: str | None = None) -> dict:
             from dags.pipeline import stages
 

@@ -135,6 +135,33 @@ def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path)
     data_dir = Path(data_dir)
     root = data_dir / AGGREGATES_DIR
     root.mkdir(parents=True, exist_ok=True)
+    days = day_fingerprints(con, cutoff)
+    genres = genres_digest(con)
+    manifest = _read_manifest(root)
+    same_layout = manifest.get("layout") == LAYOUT and manifest.get("duckdb") == duckdb.__version__
+    old_days = manifest.get("days", {}) if same_layout else {}
+    old_cutoff = manifest.get("cutoff") if same_layout else None
+    recomputed = {}
+    for spec in STATS_VIEWS:
+        sums_dir = root / spec.view
+        everything = not same_layout or (spec.by_genre and manifest.get("genres") != genres)
+        changed = [day for day in days if everything or old_days.get(day) != days[day]
+                   or not (sums_dir / f"{day}.parquet").is_file()]  # fmt: skip
+        gone = [day for day in old_days if day not in days]  # after the cutoff now, or no longer in the source
+        for day in gone:
+            (sums_dir / f"{day}.parquet").unlink(missing_ok=True)
+        _write_daily_sums(con, spec, changed, len(changed) == len(days), sums_dir, data_dir)
+        first = min([*changed, *gone, _day(cutoff)])
+        _write_stats(con, spec, sorted(days), first, old_cutoff if not everything else None, cutoff, data_dir)
+        recomputed[spec.view] = len(changed)
+    write_json(root / MANIFEST_FILE, {"layout": LAYOUT, "duckdb": duckdb.__version__, "cutoff": _day(cutoff),
+                                      "genres": genres, "days": days})  # fmt: skip
+    return recomputed
+
+
+def day_fingerprints(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp) -> dict[str, list]:
+    """Each day's `[count, hash]` of the events before `cutoff`; also (re)creates the temp views `labelled`
+    (the labelled events before `cutoff`, with their `day`) and `genres` (each movie's genre tokens and bits)."""
     before = f"{EVENT_TIMESTAMP} < {_timestamp(cutoff)}"
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW labelled AS SELECT {USER_KEY}, {MOVIE_KEY}, {RATING}, "
@@ -157,27 +184,12 @@ def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path)
             f"{EVENT_TIMESTAMP})) FROM labelled GROUP BY d ORDER BY d"
         ).fetchall()
     }
-    genres_digest = str(con.execute(f"SELECT bit_xor(hash({MOVIE_KEY}, tokens)) FROM genres").fetchone()[0])
-    manifest = _read_manifest(root)
-    same_layout = manifest.get("layout") == LAYOUT and manifest.get("duckdb") == duckdb.__version__
-    old_days = manifest.get("days", {}) if same_layout else {}
-    old_cutoff = manifest.get("cutoff") if same_layout else None
-    recomputed = {}
-    for spec in STATS_VIEWS:
-        sums_dir = root / spec.view
-        everything = not same_layout or (spec.by_genre and manifest.get("genres") != genres_digest)
-        changed = [day for day in days if everything or old_days.get(day) != days[day]
-                   or not (sums_dir / f"{day}.parquet").is_file()]  # fmt: skip
-        gone = [day for day in old_days if day not in days]  # after the cutoff now, or no longer in the source
-        for day in gone:
-            (sums_dir / f"{day}.parquet").unlink(missing_ok=True)
-        _write_daily_sums(con, spec, changed, len(changed) == len(days), sums_dir, data_dir)
-        first = min([*changed, *gone, _day(cutoff)])
-        _write_stats(con, spec, sorted(days), first, old_cutoff if not everything else None, cutoff, data_dir)
-        recomputed[spec.view] = len(changed)
-    write_json(root / MANIFEST_FILE, {"layout": LAYOUT, "duckdb": duckdb.__version__, "cutoff": _day(cutoff),
-                                      "genres": genres_digest, "days": days})  # fmt: skip
-    return recomputed
+    return days
+
+
+def genres_digest(con: duckdb.DuckDBPyConnection) -> str:
+    """A fingerprint of every movie's genres (the temp table `genres` of `day_fingerprints`)."""
+    return str(con.execute(f"SELECT bit_xor(hash({MOVIE_KEY}, tokens)) FROM genres").fetchone()[0])
 
 
 def _write_daily_sums(con: duckdb.DuckDBPyConnection, spec: StatsView, days: list[str], every_day: bool,

@@ -9,11 +9,12 @@ Run the CLI from the project root with the project on the path: `PYTHONPATH=. fe
 from __future__ import annotations
 
 from feature_repo.entities import movie, user
-from feature_repo.feature_services import deepfm_v1, deepfm_v2
+from feature_repo.feature_services import deepfm_v1, deepfm_v2, deepfm_v3
 from feature_repo.feature_views import (
     genre_affinity_odfv,
     movie_profile_fv,
     movie_stats_fv,
+    user_fresh_fv,
     user_genre_stats_fv,
     user_profile_fv,
     user_stats_fv,
@@ -21,6 +22,7 @@ from feature_repo.feature_views import (
 from feature_repo.sources import (
     movie_profile_source,
     movie_stats_source,
+    user_events_push,
     user_genre_stats_source,
     user_profile_source,
     user_stats_source,
@@ -34,12 +36,15 @@ OBJECTS = (
     user_stats_source,
     movie_stats_source,
     user_genre_stats_source,
+    user_events_push,
     user_profile_fv,
     movie_profile_fv,
     user_stats_fv,
     movie_stats_fv,
     user_genre_stats_fv,
+    user_fresh_fv,
     genre_affinity_odfv,
     deepfm_v1,
     deepfm_v2,
+    deepfm_v3,
 )

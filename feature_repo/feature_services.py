@@ -1,19 +1,21 @@
 """Feast feature services: the versioned input contracts of the model.
 
-`deepfm_v2` (`features.FEATURE_SERVICE`) is what training and serving read today; `deepfm_v1` is the frozen
-contract of models trained before `user_genre_affinity` existed, kept registered so they can still be fed.
-A change of inputs means a new service (`deepfm_v3`), never an edit of a published one.
+`deepfm_v3` (`features.FEATURE_SERVICE`) is what training and serving read today; `deepfm_v1` (before
+`user_genre_affinity`) and `deepfm_v2` (before the fresh per-user features) are the frozen contracts of older
+models, kept registered so they can still be fed. A change of inputs means a new service, never an edit of a
+published one.
 """
 
 from __future__ import annotations
 
 from feast import FeatureService
 
-from deepfm_model.spec.features import FEATURE_SERVICE
+from deepfm_model.spec.features import FEATURE_SERVICE, USER_FRESH_VIEW, view_features
 from feature_repo.feature_views import (
     genre_affinity_odfv,
     movie_profile_fv,
     movie_stats_fv,
+    user_fresh_fv,
     user_profile_fv,
     user_stats_fv,
 )
@@ -25,7 +27,20 @@ deepfm_v1 = FeatureService(
 )
 
 deepfm_v2 = FeatureService(
-    name=FEATURE_SERVICE,
+    name="deepfm_v2",
     features=[user_profile_fv, movie_profile_fv, user_stats_fv, movie_stats_fv, genre_affinity_odfv],
-    description="Every input of the feature spec: v1 plus the on-demand user x genre affinity.",
+    description="Inputs of DeepFM v2 models: v1 plus the on-demand user x genre affinity; frozen.",
+)
+
+deepfm_v3 = FeatureService(
+    name=FEATURE_SERVICE,
+    features=[
+        user_profile_fv,
+        movie_profile_fv,
+        user_stats_fv,
+        movie_stats_fv,
+        genre_affinity_odfv,
+        user_fresh_fv[[f.name for f in view_features(USER_FRESH_VIEW)]],
+    ],  # fmt: skip
+    description="Every input of the feature spec: v2 plus the fresh per-user features of the event stream.",
 )

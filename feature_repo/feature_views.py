@@ -1,6 +1,7 @@
 """Feast feature views: fields, entities and TTLs of the views named in `deepfm_model.spec.features`.
 
-Four batch views serve model inputs directly; `user_genre_stats_fv` serves the per-genre counts that the
+Four batch views serve model inputs directly, and `user_fresh_fv`, fed by a push source, the per-user features
+as of each event; `user_genre_stats_fv` serves the per-genre counts that the
 on-demand view `genre_affinity_odfv` combines with the candidate movie's genres at request time. The affinity
 depends on the (user, movie) pair, so it cannot be a batch view keyed by one entity without materializing every
 pair; computed on request from two single-entity views it stays point-in-time correct (both inputs are) and
@@ -14,13 +15,15 @@ from datetime import timedelta
 import pandas as pd
 from feast import Entity, FeatureView, Field, FileSource
 from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Float64, String
+from feast.types import Float64, Int64, String
 
 from deepfm_model.spec.features import (
     GENRE_AFFINITY_VIEW,
     MOVIE_KEY,
     MOVIE_PROFILE_VIEW,
     MOVIE_STATS_VIEW,
+    USER_FRESH_STATE_COLUMNS,
+    USER_FRESH_VIEW,
     USER_GENRE_STAT_COLUMNS,
     USER_GENRE_STATS_VIEW,
     USER_KEY,
@@ -33,6 +36,7 @@ from feature_repo.entities import movie, user
 from feature_repo.sources import (
     movie_profile_source,
     movie_stats_source,
+    user_events_push,
     user_genre_stats_source,
     user_profile_source,
     user_stats_source,
@@ -85,7 +89,26 @@ user_genre_stats_fv = FeatureView(
     description=user_genre_stats_source.description,
 )
 
-FEATURE_VIEWS: tuple[FeatureView, ...] = (user_profile_fv, movie_profile_fv, user_stats_fv, movie_stats_fv)
+# The fresh features never expire: a user's row stays in force until their next event.
+FRESH_TTL = timedelta(0)
+_STATE_TYPES = (Int64, Int64, Int64, Int64, String, String)  # `USER_FRESH_STATE_COLUMNS`, in order
+user_fresh_fv = FeatureView(
+    name=USER_FRESH_VIEW,
+    entities=[user],
+    schema=_fields(USER_FRESH_VIEW, USER_KEY)
+    + [
+        Field(name=column, dtype=dtype, description="State the stream folds the next events onto.")
+        for column, dtype in zip(USER_FRESH_STATE_COLUMNS, _STATE_TYPES, strict=True)
+    ],
+    source=user_events_push,
+    ttl=FRESH_TTL,
+    online=True,
+    description=user_events_push.description,
+)
+
+FEATURE_VIEWS: tuple[FeatureView, ...] = (
+    user_profile_fv, movie_profile_fv, user_stats_fv, movie_stats_fv, user_fresh_fv,
+)  # fmt: skip
 
 
 @on_demand_feature_view(

@@ -31,6 +31,7 @@ from deepfm_model.spec.features import (
     MOVIE_PROFILE_VIEW,
     POSITIVE_RATING,
     RATING,
+    USER_FRESH_VIEW,
     USER_GENRE_STATS_VIEW,
     USER_KEY,
     USER_PROFILE_VIEW,
@@ -39,7 +40,7 @@ from deepfm_model.spec.features import (
 )
 from deepfm_model.spec.files import staged_path
 from deepfm_model.spec.raw_data import EVENT_COLUMNS, MOVIE_COLUMNS, USER_COLUMNS, RawData, check_columns
-from feature_repo import daily_stats, raw_source
+from feature_repo import daily_stats, fresh_features, raw_source
 from feature_repo.raw_source import RawSource
 from feature_repo.sources import PARTITIONED_VIEWS, source_file
 
@@ -148,7 +149,10 @@ def write_sources(
             table.to_parquet(staged, index=False)
     recomputed = daily_stats.update(con, data_cutoff(ds), data_dir)
     logger.info("Stats sources for %s: days aggregated per view %s", ds, recomputed)
-    return {**paths, **{spec.view: data_dir / spec.view for spec in daily_stats.STATS_VIEWS}}
+    folded = fresh_features.update(con, data_cutoff(ds), data_dir, PROFILE_TIMESTAMP)
+    logger.info("Fresh features log for %s: %d day(s) folded", ds, folded)
+    views = [*(spec.view for spec in daily_stats.STATS_VIEWS), USER_FRESH_VIEW]
+    return {**paths, **{view: data_dir / view for view in views}}
 
 
 def write_labelled_events(con: duckdb.DuckDBPyConnection, ds: DateLike, path: Path) -> int:

@@ -32,7 +32,8 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from feast import FeatureService, FeatureStore, FeatureView, FileSource, RepoConfig
+from feast import FeatureService, FeatureStore, FeatureView, FileSource, PushSource, RepoConfig
+from feast.data_source import PushMode
 from feast.on_demand_feature_view import OnDemandFeatureView
 
 from deepfm_model.spec.dates import to_utc
@@ -45,6 +46,8 @@ from deepfm_model.spec.features import (
     MOVIE_KEY,
     MOVIE_PROFILE_VIEW,
     RATING,
+    USER_EVENTS_PUSH,
+    USER_FRESH_VIEW,
     USER_GENRE_STATS_VIEW,
     USER_KEY,
     USER_PROFILE_VIEW,
@@ -52,6 +55,7 @@ from deepfm_model.spec.features import (
     Kind,
 )
 from deepfm_model.spec.files import staged_path, write_text
+from feature_repo import fresh_features
 from feature_repo.definitions import OBJECTS
 from feature_repo.ingest import PROFILE_TIMESTAMP
 from feature_repo.sources import DATA_DIR_NAME
@@ -61,6 +65,7 @@ CONFIG_FILE = "feature_store.yaml"
 PROFILE_VIEWS = (USER_PROFILE_VIEW, MOVIE_PROFILE_VIEW)
 TRAINING_COLUMNS = (*FEATURE_NAMES, EVENT_TIMESTAMP, RATING, LABEL)
 TRAINING_CHUNK_ROWS = 250_000  # events whose features `write_training_set` retrieves at a time
+PUSH_CHUNK_ROWS = 50_000  # rows per `FeatureStore.push` call
 
 
 def data_dir(repo_dir: Path = REPO_DIR) -> Path:
@@ -143,20 +148,30 @@ def apply(store: FeatureStore) -> None:
 
 
 def _with_absolute_paths(obj: Any, repo_dir: Path) -> Any:
-    """A copy of a FileSource, or of a FeatureView over one, whose parquet path is absolute; others as they are."""
+    """A copy of a FileSource, or of a push source or feature view over one, whose parquet path is absolute;
+    other objects as they are."""
     if isinstance(obj, FileSource):
         resolved = copy.deepcopy(obj)
         resolved.file_options.uri = str(repo_dir / obj.path) if not Path(obj.path).is_absolute() else obj.path
         return resolved
+    if isinstance(obj, PushSource) and isinstance(obj.batch_source, FileSource):
+        resolved = copy.deepcopy(obj)
+        resolved.batch_source = _with_absolute_paths(obj.batch_source, repo_dir)
+        return resolved
     if isinstance(obj, FeatureView) and isinstance(obj.batch_source, FileSource):
         resolved = copy.deepcopy(obj)
         resolved.batch_source = _with_absolute_paths(obj.batch_source, repo_dir)
+        if isinstance(obj.stream_source, PushSource):
+            resolved.stream_source = _with_absolute_paths(obj.stream_source, repo_dir)
         return resolved
     return obj
 
 
 def materialize(store: FeatureStore, start: dt.datetime | pd.Timestamp, end: dt.datetime | pd.Timestamp) -> None:
     """Load the rows stamped in `[start, end]` into the online store; re-running a window rewrites the same values.
+
+    The fresh per-user features are not materialized but pushed (`push_fresh`): each user's latest row of the
+    log as of `end`, what pushing every event of the replay in time order would leave online.
 
     Profiles are static rows stamped at `ingest.PROFILE_TIMESTAMP`; they are small, so every call loads them
     whole (`[PROFILE_TIMESTAMP, end]`) and entities added since the last run are never missed. For the nightly
@@ -170,9 +185,21 @@ def materialize(store: FeatureStore, start: dt.datetime | pd.Timestamp, end: dt.
     start, end = _utc(start), _utc(end)
     if end < start:
         raise ValueError(f"`end` must not precede `start`. Received: `start={start}`, `end={end}`")
-    stats_views = [v for v in (*VIEWS, USER_GENRE_STATS_VIEW) if v not in PROFILE_VIEWS]
+    stats_views = [v for v in (*VIEWS, USER_GENRE_STATS_VIEW) if v not in (*PROFILE_VIEWS, USER_FRESH_VIEW)]
     store.materialize(_utc(PROFILE_TIMESTAMP), end, feature_views=list(PROFILE_VIEWS))
     store.materialize(start, end, feature_views=stats_views)
+    push_fresh(store, fresh_features.latest_state(data_dir(Path(store.repo_path)) / USER_FRESH_VIEW, until=end))
+
+
+def push_fresh(store: FeatureStore, rows: pd.DataFrame, chunk_rows: int = PUSH_CHUNK_ROWS) -> int:
+    """Write `user_fresh` rows (`fresh_features.LOG_COLUMNS`) to the online store through the push source.
+
+    Returns:
+        Rows pushed.
+    """
+    for begin in range(0, len(rows), chunk_rows):
+        store.push(USER_EVENTS_PUSH, rows.iloc[begin : begin + chunk_rows], to=PushMode.ONLINE)
+    return len(rows)
 
 
 def training_frame(store: FeatureStore, events: pd.DataFrame) -> pd.DataFrame:

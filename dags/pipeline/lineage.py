@@ -5,7 +5,7 @@ version, so that a version served tonight can be traced back to its run.
 
 ```
 {"ds": "1998-04-23", "recorded_at": "...",
- "feature_service": "deepfm_v2",
+ "feature_service": "deepfm_v3",
  "validation": {"sources":  {"success": true, "expectations": 33, "suites": ["source_events", ...]},
                 "snapshot": {"success": true, "expectations": 68, "suites": ["training_snapshot"],
                              "reference": "1998-04-22"}},

@@ -70,7 +70,12 @@ MOVIE_STATS_VIEW = "movie_stats"
 USER_GENRE_STATS_VIEW = "user_genre_stats"
 # On-demand view: combines the user's per-genre counts with the candidate movie's genres at request time.
 GENRE_AFFINITY_VIEW = "genre_affinity"
-FEATURE_SERVICE = "deepfm_v2"  # v2 adds user_genre_affinity; deepfm_v1 stays registered for older models
+# Per-user features as of each event, written by the event stream (`feature_repo.stream`) through a push source.
+USER_FRESH_VIEW = "user_fresh"
+USER_EVENTS_PUSH = "user_events_push"
+FEATURE_SERVICE = "deepfm_v3"  # v3 adds the fresh per-user features; deepfm_v1 and v2 stay registered
+RECENT_EVENTS = 10  # the user's last rated movies that the `user_recent_*` features look at
+RECENT_GENRES = 6  # genres kept in `user_recent_genres`, most frequent first
 
 GENDERS = ("F", "M")
 OCCUPATIONS = (
@@ -163,12 +168,54 @@ FEATURES: tuple[Feature, ...] = (
         min_value=0,
         max_value=1,
     ),  # fmt: skip
+    Feature(
+        "user_fresh_count",
+        Kind.NUMERIC,
+        USER_FRESH_VIEW,
+        "Ratings the user gave strictly before this instant, earlier today included.",
+        min_value=0,
+        log_scale=True,
+    ),  # fmt: skip
+    Feature(
+        "user_fresh_pos_rate",
+        Kind.NUMERIC,
+        USER_FRESH_VIEW,
+        "Smoothed share of positive ratings among the user's ratings strictly before this instant.",
+        min_value=0,
+        max_value=1,
+    ),  # fmt: skip
+    Feature(
+        "user_fresh_mean_rating",
+        Kind.NUMERIC,
+        USER_FRESH_VIEW,
+        "Smoothed mean of the user's ratings strictly before this instant.",
+        min_value=1,
+        max_value=5,
+    ),  # fmt: skip
+    Feature(
+        "user_recent_mean_rating",
+        Kind.NUMERIC,
+        USER_FRESH_VIEW,
+        f"Smoothed mean of the user's last {RECENT_EVENTS} ratings before this instant.",
+        min_value=1,
+        max_value=5,
+    ),  # fmt: skip
+    Feature(
+        "user_recent_genres",
+        Kind.MULTI_CATEGORICAL,
+        USER_FRESH_VIEW,
+        f"Genres of the user's last {RECENT_EVENTS} rated movies before this instant, most frequent first (at "
+        f"most {RECENT_GENRES}), joined by '{MULTI_VALUE_SEPARATOR}'.",
+        allowed=GENRES,
+    ),  # fmt: skip
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 FEATURES_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURES}
 # Batch feature views that serve model inputs, then the on-demand views computed from them at request time.
-VIEWS: tuple[str, ...] = (USER_PROFILE_VIEW, MOVIE_PROFILE_VIEW, USER_STATS_VIEW, MOVIE_STATS_VIEW)
+VIEWS: tuple[str, ...] = (
+    USER_PROFILE_VIEW, MOVIE_PROFILE_VIEW, USER_STATS_VIEW, MOVIE_STATS_VIEW, USER_FRESH_VIEW,
+)  # fmt: skip
 ON_DEMAND_VIEWS: tuple[str, ...] = (GENRE_AFFINITY_VIEW,)
 
 
@@ -194,6 +241,17 @@ def genre_stat_columns(genre: str) -> tuple[str, str]:
 
 # Every column of `USER_GENRE_STATS_VIEW`, genre by genre: count then positives.
 USER_GENRE_STAT_COLUMNS: tuple[str, ...] = tuple(c for g in GENRES for c in genre_stat_columns(g))
+
+
+# Columns of `USER_FRESH_VIEW` that are not model inputs: the state the stream folds the next events onto.
+USER_FRESH_STATE_COLUMNS: tuple[str, ...] = (
+    "user_fresh_positives",  # positive ratings so far
+    "user_fresh_rating_sum",  # sum of the ratings so far
+    "user_fresh_last_event_us",  # the user's last event, microseconds since the epoch
+    "user_fresh_stamp_us",  # the row's own stamp, microseconds since the epoch (online stores keep seconds)
+    "user_recent_movie_ids",  # the last `RECENT_EVENTS` rated movies, oldest first, joined by the separator
+    "user_recent_ratings",  # ... and their ratings
+)
 
 
 def feature_refs() -> list[str]:

@@ -13,7 +13,7 @@ from deepfm_model.spec import features
 from deepfm_model.spec.dates import data_cutoff
 from deepfm_model.spec.features import FEATURES, Kind
 from feature_repo import definitions, ingest, store
-from feature_repo.feature_services import deepfm_v2
+from feature_repo.feature_services import deepfm_v1, deepfm_v2, deepfm_v3
 from feature_repo.feature_views import FEATURE_VIEWS, genre_affinity_odfv
 
 
@@ -21,16 +21,26 @@ def test_views_serve_exactly_the_spec_features():
     assert [fv.name for fv in FEATURE_VIEWS] == list(features.VIEWS)
     for fv in FEATURE_VIEWS:
         spec = features.view_features(fv.name)
-        assert [f.name for f in fv.features] == [f.name for f in spec]
-        for field, feature in zip(fv.features, spec, strict=False):
+        state = features.USER_FRESH_STATE_COLUMNS if fv.name == features.USER_FRESH_VIEW else ()
+        assert [f.name for f in fv.features] == [*(f.name for f in spec), *state]
+        for field, feature in zip(fv.features, spec, strict=False):  # the spec's features come first
             assert field.dtype == (Float64 if feature.kind is Kind.NUMERIC else String)
             assert field.description == feature.description
 
 
 def test_feature_service_is_the_spec_contract():
-    refs = [f"{p.name}:{f.name}" for p in deepfm_v2.feature_view_projections for f in p.features]
-    assert deepfm_v2.name == features.FEATURE_SERVICE
-    assert refs == features.feature_refs()
+    refs = [f"{p.name}:{f.name}" for p in deepfm_v3.feature_view_projections for f in p.features]
+    assert deepfm_v3.name == features.FEATURE_SERVICE
+    assert sorted(refs) == sorted(features.feature_refs())  # the fresh state columns are not model inputs
+
+
+def test_older_services_stay_frozen():
+    """deepfm_v2 is v3 without the fresh features; v1 is v2 without the affinity."""
+    v2 = {f"{p.name}:{f.name}" for p in deepfm_v2.feature_view_projections for f in p.features}
+    v1 = {f"{p.name}:{f.name}" for p in deepfm_v1.feature_view_projections for f in p.features}
+    fresh = {f"{features.USER_FRESH_VIEW}:{f.name}" for f in features.view_features(features.USER_FRESH_VIEW)}
+    assert v2 == set(features.feature_refs()) - fresh
+    assert v1 == v2 - {f"{features.GENRE_AFFINITY_VIEW}:user_genre_affinity"}
 
 
 def test_on_demand_view_serves_the_spec_features():
@@ -48,9 +58,9 @@ def test_cli_parses_each_object_once(monkeypatch):
     assert sorted(fv.name for fv in contents.feature_views) == sorted([*features.VIEWS, features.USER_GENRE_STATS_VIEW])
     assert [v.name for v in contents.on_demand_feature_views] == list(features.ON_DEMAND_VIEWS)
     assert sorted(e.name for e in contents.entities if e.name != "__dummy") == ["movie", "user"]
-    assert sorted(s.name for s in contents.feature_services) == ["deepfm_v1", features.FEATURE_SERVICE]
-    assert len(contents.data_sources) == 5
-    assert len(definitions.OBJECTS) == 15
+    assert sorted(s.name for s in contents.feature_services) == ["deepfm_v1", "deepfm_v2", features.FEATURE_SERVICE]
+    assert len(contents.data_sources) == 7  # five batch sources, the push source and its batch source
+    assert len(definitions.OBJECTS) == 18
 
 
 def test_write_config_refuses_the_committed_repo():
@@ -89,4 +99,4 @@ def test_split_by_time_follows_the_protocol(training):
 
 def test_every_spec_feature_has_a_view():
     served = {f.name for fv in (*FEATURE_VIEWS, genre_affinity_odfv) for f in fv.features}
-    assert {f.name for f in FEATURES if f.view is not None} == served
+    assert {f.name for f in FEATURES if f.view is not None} == served - set(features.USER_FRESH_STATE_COLUMNS)

@@ -1,0 +1,331 @@
+"""Fresh per-user features: the state of a user after each instant of their rating events, folded event by event.
+
+One function, `fold`, turns a user's state and their next events into the rows of the `user_fresh` view; the
+nightly log (`update`), the replayer and the live push (`feature_repo.stream`) all call it, so a row pushed
+online as an event happens equals the row the offline log holds for it.
+
+Rows are stamped so that Feast's point-in-time join (feature row time <= event time) never leaks:
+- the row after the events of user u at instant t is stamped t + 1 µs, so an event at t sees only the rows of
+  instants strictly before t; events at the same instant (MovieLens has many in one second) never see each
+  other, and no event sees itself or a later one;
+- several events of u at one instant are folded together into one row (the replay and the nightly log); a live
+  push of another event at an instant already folded gets the next free microsecond (Feast's online stores keep
+  one row per key, and a row stamped no later than the stored one is not newer). The values are the same.
+- every known user has a seed row at `ingest.PROFILE_TIMESTAMP` (no ratings yet), so an event without history
+  reads "no history" rather than a null, offline and online alike; an unknown user reads nulls (cold start).
+
+The log lives beside the other sources, as the push source's batch source reads it (`sources.py`):
+
+    data/user_fresh/seed.parquet          one row per user of `users`, "no history"
+    data/user_fresh/<YYYY-MM-DD>.parquet  the rows of that day's events (the replay and nightly runs)
+    data/user_fresh/live-<id>.parquet     rows pushed live (`stream push`); the next night's fold replaces them
+    data/aggregates/user_fresh.json       the days folded and their fingerprints (`daily_stats`' manifest)
+
+A night folds only the days whose events changed since the last (`daily_stats` fingerprints them): for a nightly
+feed, the new day, onto the state of the day before (the last row per user of the earlier files).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from deepfm_model.spec.dates import to_utc
+from deepfm_model.spec.features import (
+    EVENT_TIMESTAMP,
+    GENRES,
+    MOVIE_KEY,
+    MULTI_VALUE_SEPARATOR,
+    POSITIVE_RATING,
+    RATING,
+    RECENT_EVENTS,
+    RECENT_GENRES,
+    USER_FRESH_STATE_COLUMNS,
+    USER_FRESH_VIEW,
+    USER_KEY,
+    view_features,
+)
+from deepfm_model.spec.files import staged_path, write_json
+from feature_repo import daily_stats
+from feature_repo.daily_stats import AGGREGATES_DIR, PRIOR_MEAN_RATING, PRIOR_POS_RATE, PSEUDO_COUNT
+
+logger = logging.getLogger(__name__)
+
+SEED_FILE = "seed.parquet"
+LIVE_PREFIX = "live-"
+FOLD_MANIFEST = f"{USER_FRESH_VIEW}.json"
+LAYOUT = 1  # bump when the rows' meaning changes: every day is then folded again
+RECENT_PSEUDO_COUNT = 2.0  # the recent mean is over few ratings: shrunk less than the whole-history ones
+POSITIVES, RATING_SUM, LAST_EVENT, STAMP, RECENT_MOVIES, RECENT_RATINGS = USER_FRESH_STATE_COLUMNS
+FEATURE_COLUMNS = tuple(f.name for f in view_features(USER_FRESH_VIEW))
+COUNT, POS_RATE, MEAN_RATING, RECENT_MEAN, RECENT_GENRE_LIST = FEATURE_COLUMNS
+LOG_COLUMNS = (USER_KEY, EVENT_TIMESTAMP, *FEATURE_COLUMNS, *USER_FRESH_STATE_COLUMNS)
+_GENRE_INDEX = {genre: i for i, genre in enumerate(GENRES)}
+
+
+def _micros(stamps: pd.Series) -> np.ndarray:
+    return pd.to_datetime(stamps, utc=True).astype("datetime64[us, UTC]").astype("int64").to_numpy()
+
+
+def _stamps(micros: np.ndarray) -> pd.Series:
+    return pd.Series(pd.to_datetime(micros, unit="us", utc=True), dtype="datetime64[ns, UTC]")
+
+
+def empty_state() -> pd.DataFrame:
+    """A state without users: every user starts with no history."""
+    return fold(pd.DataFrame(), pd.DataFrame(), pd.Series(dtype=object))
+
+
+def seed_rows(user_ids, stamp: pd.Timestamp) -> pd.DataFrame:
+    """The "no history" row of each user, stamped `stamp` (`ingest.PROFILE_TIMESTAMP`)."""
+    users = pd.Series(pd.unique(pd.Series(user_ids, dtype=object).astype(str)), dtype=object)
+    n = len(users)
+    zeros = np.zeros(n, dtype=np.int64)
+    return _rows(users, np.full(n, int(_micros(pd.Series([stamp]))[0])), zeros.astype(float), zeros, zeros,
+                 np.zeros(n), zeros, np.full(n, ""), np.full(n, ""), np.full(n, ""))  # fmt: skip
+
+
+def _rows(users, stamps, count, positives, rating_sum, recent_sum, recent_n, recent_genres, recent_movies,
+          recent_ratings, last_event=None) -> pd.DataFrame:  # fmt: skip
+    count = np.asarray(count, dtype=np.float64)
+    return pd.DataFrame(
+        {
+            USER_KEY: pd.Series(users, dtype=object).to_numpy(),
+            EVENT_TIMESTAMP: _stamps(np.asarray(stamps, dtype=np.int64)),
+            COUNT: count,
+            POS_RATE: (np.asarray(positives) + PSEUDO_COUNT * PRIOR_POS_RATE) / (count + PSEUDO_COUNT),
+            MEAN_RATING: (np.asarray(rating_sum) + PSEUDO_COUNT * PRIOR_MEAN_RATING) / (count + PSEUDO_COUNT),
+            RECENT_MEAN: (np.asarray(recent_sum, dtype=np.float64) + RECENT_PSEUDO_COUNT * PRIOR_MEAN_RATING)
+            / (np.asarray(recent_n, dtype=np.float64) + RECENT_PSEUDO_COUNT),
+            RECENT_GENRE_LIST: np.asarray(recent_genres, dtype=object),
+            POSITIVES: np.asarray(positives, dtype=np.int64),
+            RATING_SUM: np.asarray(rating_sum, dtype=np.int64),
+            LAST_EVENT: np.asarray(stamps if last_event is None else last_event, dtype=np.int64),
+            STAMP: np.asarray(stamps, dtype=np.int64),
+            RECENT_MOVIES: np.asarray(recent_movies, dtype=object),
+            RECENT_RATINGS: np.asarray(recent_ratings, dtype=object),
+        }
+    )
+
+
+def fold(state: pd.DataFrame, events: pd.DataFrame, genres: pd.Series) -> pd.DataFrame:
+    """The `user_fresh` rows after each (user, instant) of `events`, continuing each user's `state`.
+
+    Args:
+        state: the latest row per user (columns `LOG_COLUMNS`, any users); users absent start with no history.
+        events: columns user_id, movie_id, rating, event_timestamp; none earlier than its user's last event
+            in `state` (`LAST_EVENT`).
+        genres: each movie's genres (joined by the separator), indexed by movie id; unknown movies have none.
+
+    Returns:
+        Columns `LOG_COLUMNS`, one row per (user, instant), sorted by user then time, stamped as the module
+        docstring says.
+    """
+    if events.empty:
+        return seed_rows([], pd.Timestamp(0, tz="UTC"))
+    new = pd.DataFrame(
+        {
+            USER_KEY: events[USER_KEY].astype(str).to_numpy(),
+            MOVIE_KEY: events[MOVIE_KEY].astype(str).to_numpy(),
+            RATING: events[RATING].astype(np.int64).to_numpy(),
+            "t": _micros(events[EVENT_TIMESTAMP]),
+        }
+    ).sort_values([USER_KEY, "t", MOVIE_KEY], kind="stable", ignore_index=True)
+    prior = state.drop_duplicates(USER_KEY, keep="last").set_index(USER_KEY).reindex(pd.unique(new[USER_KEY]))
+    last_event = prior[LAST_EVENT].reindex(new[USER_KEY]).fillna(-np.inf).to_numpy()
+    if (too_old := new["t"].to_numpy() < last_event).any():
+        raise ValueError(f"Events before their user's last folded event: {new[too_old].head(3).to_dict('records')}")
+    seq = pd.concat([_carried(prior).assign(new=False, t=0), new.assign(new=True)], ignore_index=True)
+    seq = seq.sort_values(USER_KEY, kind="stable", ignore_index=True)  # carried rows stay first within a user
+    users = seq[USER_KEY].to_numpy()
+    start = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
+    first = np.repeat(start, np.diff(np.r_[start, len(seq)]))  # each row's user's first row
+    index = np.arange(len(seq))
+    lo = np.maximum(index + 1 - RECENT_EVENTS, first)  # the window of the last RECENT_EVENTS items is [lo, index]
+    ratings = seq[RATING].to_numpy(np.int64)
+    cum_rating = np.r_[0, np.cumsum(ratings)]
+    movie_codes, movie_ids = pd.factorize(seq[MOVIE_KEY])
+    has_genre = _genre_indicators(genres.reindex(movie_ids).fillna("").to_numpy(dtype=object))[movie_codes]
+    cum_genre = np.vstack([np.zeros((1, len(GENRES)), dtype=np.int32), np.cumsum(has_genre, axis=0, dtype=np.int32)])
+
+    is_new = seq["new"].to_numpy()
+    t = seq["t"].to_numpy(np.int64)
+    # The row after the user's events at an instant: the last new row of each (user, t) run.
+    last_of_instant = is_new & np.r_[(users[1:] != users[:-1]) | (t[1:] != t[:-1]), True]
+    out = np.flatnonzero(last_of_instant)
+    out_users = users[out]
+    new_count = pd.Series(is_new.astype(np.int64)).groupby(users).cumsum().to_numpy()
+    new_pos = pd.Series(is_new & (ratings >= POSITIVE_RATING)).astype(np.int64).groupby(users).cumsum().to_numpy()
+    new_sum = pd.Series(np.where(is_new, ratings, 0)).groupby(users).cumsum().to_numpy()
+    base = prior.reindex(out_users)
+    count = base[COUNT].fillna(0).to_numpy() + new_count[out]
+    positives = base[POSITIVES].fillna(0).to_numpy(np.int64) + new_pos[out]
+    rating_sum = base[RATING_SUM].fillna(0).to_numpy(np.int64) + new_sum[out]
+    recent_n = out + 1 - lo[out]
+    recent_sum = cum_rating[out + 1] - cum_rating[lo[out]]
+    genre_counts = cum_genre[out + 1] - cum_genre[lo[out]]
+    # Stamps t + 1 µs, each after the user's previous one: s_i = i + max(previous stamp + 1, max_j<=i (t_j+1-j)).
+    rank = pd.Series(out_users).groupby(out_users).cumcount().to_numpy()
+    ahead = pd.Series(t[out] + 1 - rank).groupby(out_users).cummax().to_numpy()
+    previous = pd.to_datetime(base[EVENT_TIMESTAMP], utc=True)
+    floor = np.where(
+        previous.isna(), np.iinfo(np.int64).min // 2, _micros(previous.fillna(pd.Timestamp(0, tz="UTC"))) + 1
+    )
+    stamps = rank + np.maximum(ahead, floor)
+    return _rows(out_users, stamps, count, positives, rating_sum, recent_sum, recent_n, _top_genres(genre_counts),
+                 *_recent_lists(seq, out, lo), last_event=t[out])  # fmt: skip
+
+
+def _carried(prior: pd.DataFrame) -> pd.DataFrame:
+    """The recent movies and ratings of each user's state, one row per movie, oldest first."""
+    lists = pd.DataFrame({USER_KEY: prior.index, MOVIE_KEY: prior[RECENT_MOVIES].fillna(""),
+                          RATING: prior[RECENT_RATINGS].fillna("")})  # fmt: skip
+    lists = lists[lists[MOVIE_KEY] != ""]
+    movies = lists[MOVIE_KEY].str.split(MULTI_VALUE_SEPARATOR)
+    return pd.DataFrame(
+        {
+            USER_KEY: np.repeat(lists[USER_KEY].to_numpy(), movies.str.len().to_numpy()),
+            MOVIE_KEY: np.asarray([m for ids in movies for m in ids], dtype=object),
+            RATING: np.asarray([int(r) for s in lists[RATING] for r in s.split(MULTI_VALUE_SEPARATOR)], dtype=np.int64),
+        }
+    )
+
+
+def _genre_indicators(tokens: np.ndarray) -> np.ndarray:
+    """(rows, genres) 0/1: row i's movie has `GENRES[j]`; `tokens` are genres strings, "" for none."""
+    has_genre = np.zeros((len(tokens), len(GENRES)), dtype=np.int32)
+    flat = pd.Series(tokens, dtype=object).str.split(MULTI_VALUE_SEPARATOR).explode()
+    codes = flat.map(_GENRE_INDEX)
+    known = codes.notna().to_numpy()
+    has_genre[flat.index.to_numpy()[known], codes.to_numpy()[known].astype(np.int64)] = 1
+    return has_genre
+
+
+def _top_genres(counts: np.ndarray) -> np.ndarray:
+    """Per row, the genres with a positive count, most frequent first (ties in `GENRES` order), at most `RECENT_GENRES`."""
+    order = np.argsort(-counts, axis=1, kind="stable")[:, :RECENT_GENRES]
+    present = np.take_along_axis(counts, order, axis=1) > 0
+    codes = np.where(present, order + 1, 0).astype(np.int64)
+    keys = (codes * (len(GENRES) + 1) ** np.arange(RECENT_GENRES)).sum(axis=1)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    names = []
+    for key in unique:
+        digits = [(int(key) // (len(GENRES) + 1) ** k) % (len(GENRES) + 1) for k in range(RECENT_GENRES)]
+        names.append(MULTI_VALUE_SEPARATOR.join(GENRES[d - 1] for d in digits if d))
+    return np.asarray(names, dtype=object)[inverse.reshape(-1)]
+
+
+def _recent_lists(seq: pd.DataFrame, out: np.ndarray, lo: np.ndarray) -> tuple[list[str], list[str]]:
+    """The movie ids and ratings of each output row's window `[lo, row]`, oldest first, joined by the separator."""
+    movies = seq[MOVIE_KEY].tolist()
+    ratings = seq[RATING].astype(str).tolist()
+    join = MULTI_VALUE_SEPARATOR.join
+    windows = list(zip(lo[out].tolist(), (out + 1).tolist(), strict=True))
+    return [join(movies[a:b]) for a, b in windows], [join(ratings[a:b]) for a, b in windows]
+
+
+def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path, seed_stamp: pd.Timestamp) -> int:
+    """Bring the `user_fresh` log under `data_dir` to the events of `con` before `cutoff`; the days folded.
+
+    Days are folded in time order, one day's events in memory at a time, onto the state of the day before.
+    Only days whose events changed since the last update (and the days after them) are folded again; an
+    earlier `cutoff` drops the days from it on. Live rows of days before `cutoff` are dropped: the events table
+    holds those events, and the fold of the day replaces them.
+
+    Args:
+        con: a connection with the typed views `events`, `users`, `movies` (`raw_source`).
+        cutoff: `data_cutoff(ds)`; events at or after it are not folded.
+        data_dir: the repo's data folder.
+        seed_stamp: the stamp of the "no history" rows (`ingest.PROFILE_TIMESTAMP`).
+    """
+    folder = Path(data_dir) / USER_FRESH_VIEW
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest_path = Path(data_dir) / AGGREGATES_DIR / FOLD_MANIFEST
+    days = daily_stats.day_fingerprints(con, cutoff)
+    genres_digest = daily_stats.genres_digest(con)
+    manifest = _read_json(manifest_path)
+    same = manifest.get("layout") == LAYOUT and manifest.get("genres") == genres_digest
+    old_days = manifest.get("days", {}) if same else {}
+    stale = [d for d in days if old_days.get(d) != days[d] or not _day_file(folder, d).is_file()]
+    stale += [d for d in old_days if d not in days]
+    first = min(stale, default=None)
+    _write(seed_rows(con.execute(f"SELECT {USER_KEY} FROM users").df()[USER_KEY], seed_stamp), folder / SEED_FILE)
+    for path in folder.glob(f"{LIVE_PREFIX}*.parquet"):
+        if path.name[len(LIVE_PREFIX) : len(LIVE_PREFIX) + 10] < cutoff.strftime("%Y-%m-%d"):
+            path.unlink()
+    if first is None:
+        return 0
+    for path in folder.glob("????-??-??.parquet"):
+        if path.stem >= first:
+            path.unlink()
+    state = latest_state(folder, before_day=first)
+    movies = con.execute(f"SELECT {MOVIE_KEY}, coalesce(genres, '') AS genres FROM movies").df()
+    genres = pd.Series(movies["genres"].to_numpy(), index=movies[MOVIE_KEY].astype(str).to_numpy())
+    folded = [d for d in sorted(days) if d >= first]
+    for day in folded:
+        events = con.execute(
+            f"SELECT {USER_KEY}, {MOVIE_KEY}, {RATING}, {EVENT_TIMESTAMP} FROM labelled "
+            f"WHERE day = TIMESTAMPTZ '{day} 00:00:00+00:00'"
+        ).df()
+        rows = fold(state, events, genres)
+        _write(rows, _day_file(folder, day))
+        state = pd.concat([state, rows], ignore_index=True).drop_duplicates(USER_KEY, keep="last")
+    write_json(manifest_path, {"layout": LAYOUT, "genres": genres_digest, "cutoff": cutoff.isoformat(), "days": days})
+    logger.info("user_fresh log: folded %d day(s) from %s", len(folded), first)
+    return len(folded)
+
+
+def latest_state(folder: Path, *, before_day: str | None = None, until: pd.Timestamp | None = None) -> pd.DataFrame:
+    """The latest row per user of the log in `folder` (columns `LOG_COLUMNS`).
+
+    Args:
+        folder: the log's folder (`data/user_fresh`).
+        before_day: only the seed and the day files before this day (`YYYY-MM-DD`); live rows are left out.
+        until: only rows stamped at or before this instant.
+    """
+    files = [folder / SEED_FILE] if (folder / SEED_FILE).is_file() else []
+    days = sorted(folder.glob("????-??-??.parquet"))
+    files += [f for f in days if before_day is None or f.stem < before_day]
+    if before_day is None:
+        files += sorted(folder.glob(f"{LIVE_PREFIX}*.parquet"))
+    if not files:
+        return empty_state()
+    where = f"WHERE {EVENT_TIMESTAMP} <= TIMESTAMPTZ '{to_utc(until).isoformat()}'" if until is not None else ""
+    listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    with duckdb.connect() as con:
+        state = con.execute(
+            f"SELECT {', '.join(LOG_COLUMNS)} FROM read_parquet([{listing}]) {where} "
+            f"QUALIFY row_number() OVER (PARTITION BY {USER_KEY} ORDER BY {EVENT_TIMESTAMP} DESC) = 1 "
+            f"ORDER BY {USER_KEY}"
+        ).df()
+    state[EVENT_TIMESTAMP] = pd.to_datetime(state[EVENT_TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
+    return state
+
+
+def write_live(rows: pd.DataFrame, folder: Path) -> Path:
+    """Add rows pushed live to the log: a file named for the day of their first event."""
+    day = pd.to_datetime(rows[EVENT_TIMESTAMP], utc=True).min().strftime("%Y-%m-%d")
+    return _write(rows, Path(folder) / f"{LIVE_PREFIX}{day}-{uuid.uuid4().hex}.parquet")
+
+
+def _day_file(folder: Path, day: str) -> Path:
+    return folder / f"{day}.parquet"
+
+
+def _write(rows: pd.DataFrame, path: Path) -> Path:
+    with staged_path(path) as staged:
+        rows[list(LOG_COLUMNS)].to_parquet(staged, index=False)
+    return path
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
