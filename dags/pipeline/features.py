@@ -71,7 +71,8 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
 
 
 def update_feature_store(config: PipelineConfig, ds: str) -> dict:
-    """`feast apply` and materialize this run's window (the last day of data before `ds`) into the online store."""
+    """`feast apply`, materialize this run's window (the last day of data before `ds`) into the online store, and
+    push each user's latest fresh-features row (folded by `ingest`) through the push source."""
     from feature_repo import store as feature_store
 
     store = config.feature_store()

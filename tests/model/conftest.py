@@ -11,6 +11,8 @@ import pytest
 from deepfm_model.spec import features as spec
 from deepfm_model.spec.raw_data import RawData
 from deepfm_model.synthetic import generate
+from feature_repo.fresh_features import empty_state, fold, seed_rows
+from feature_repo.ingest import PROFILE_TIMESTAMP
 
 
 def labelled_frame(raw: RawData) -> pd.DataFrame:
@@ -34,7 +36,19 @@ def labelled_frame(raw: RawData) -> pd.DataFrame:
         frame[f"{prefix}_mean_rating"] = ((rating_sum + 3.5) / (count + 1.0)).astype("float32")
     # The model only needs a leak-free number in [0, 1] here; the real genre affinity is Feast's (feature_repo).
     frame["user_genre_affinity"] = frame["user_pos_rate"]
+    frame = _with_fresh_features(frame, raw)
     return frame[[*spec.FEATURE_NAMES, spec.EVENT_TIMESTAMP, spec.RATING, spec.LABEL]]
+
+
+def _with_fresh_features(frame: pd.DataFrame, raw: RawData) -> pd.DataFrame:
+    """Each event's `user_fresh` features: the fold's latest row stamped at or before it, as Feast joins them."""
+    genres = raw.movies.set_index(spec.MOVIE_KEY)["genres"].fillna("")
+    rows = pd.concat([seed_rows(raw.users[spec.USER_KEY], PROFILE_TIMESTAMP), fold(empty_state(), raw.events, genres)])
+    fresh = [f.name for f in spec.view_features(spec.USER_FRESH_VIEW)]
+    rows = rows[[spec.USER_KEY, spec.EVENT_TIMESTAMP, *fresh]].sort_values(spec.EVENT_TIMESTAMP, kind="stable")
+    frame = frame.assign(**{spec.EVENT_TIMESTAMP: frame[spec.EVENT_TIMESTAMP].astype(rows[spec.EVENT_TIMESTAMP].dtype)})
+    joined = pd.merge_asof(frame, rows, on=spec.EVENT_TIMESTAMP, by=spec.USER_KEY, direction="backward")
+    return joined.sort_values(spec.EVENT_TIMESTAMP, kind="stable").reset_index(drop=True)
 
 
 def time_split(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

@@ -54,8 +54,9 @@ def test_multi_valued_field_is_padded_and_truncated(splits, preprocessor):
     rows = splits[2].head(1).copy()
     rows["genres"] = ["Action|Comedy|Drama|War|Western"]
     out = _transform(preprocessor, rows)["multi_categorical"]
-    assert out.shape == (1, 1, 3)
-    assert (out > 1).all()
+    genres = preprocessor.multi_names.index("genres")
+    assert out.shape == (1, len(preprocessor.multi_names), 3)
+    assert (out[:, genres] > 1).all()
 
 
 def test_numeric_features_are_log_scaled_normalised_and_imputed(splits, preprocessor):
