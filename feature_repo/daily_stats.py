@@ -41,6 +41,8 @@ from deepfm_model.spec.features import (
     MULTI_VALUE_SEPARATOR,
     POSITIVE_RATING,
     RATING,
+    USER_GENRE_COUNTS,
+    USER_GENRE_POSITIVES,
     USER_GENRE_STATS_VIEW,
     USER_KEY,
     USER_STATS_VIEW,
@@ -53,7 +55,7 @@ logger = logging.getLogger(__name__)
 AGGREGATES_DIR = "aggregates"
 MANIFEST_FILE = "manifest.json"
 TOTALS_FILE = "totals.parquet"
-LAYOUT = 1  # bump when the files' meaning changes: every day is then recomputed
+LAYOUT = 2  # bump when the files' meaning changes: every day is then recomputed
 # Smoothing of the stats: `PSEUDO_COUNT` imaginary ratings at fixed prior values. The priors are constants,
 # not estimated from the data, so that no row depends on events after its day.
 PSEUDO_COUNT = 5.0
@@ -104,12 +106,16 @@ def _genre_view() -> StatsView:
         count_column, pos_column = genre_stat_columns(genre)
         has = f"CAST((coalesce(genre_bits, 0) >> {bit}) & 1 AS BIGINT)"  # events of unknown movies: no genre
         sums[count_column], sums[pos_column] = has, f"{has} * {LABEL}"
+    per_genre = [genre_stat_columns(genre) for genre in GENRES]
     return StatsView(
         view=USER_GENRE_STATS_VIEW,
         key=USER_KEY,
         entities=f"SELECT {USER_KEY} FROM users",
         sums=sums,
-        features={column: f"CAST({column} AS DOUBLE)" for column in sums},
+        features={
+            name: "list_value(" + ", ".join(f"CAST({columns[i]} AS DOUBLE)" for columns in per_genre) + ")"
+            for i, name in enumerate((USER_GENRE_COUNTS, USER_GENRE_POSITIVES))
+        },
         by_genre=True,
     )
 
@@ -121,13 +127,15 @@ STATS_VIEWS: tuple[StatsView, ...] = (
 )
 
 
-def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path) -> dict[str, int]:
+def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path,
+           days: dict[str, list] | None = None) -> dict[str, int]:  # fmt: skip
     """Bring the stats files under `data_dir` to the events of `con` before `cutoff`, doing only what changed.
 
     Args:
         con: a connection with the typed views `events`, `users`, `movies` (`raw_source`).
         cutoff: `data_cutoff(ds)`; events at or after it are not counted.
         data_dir: the repo's data folder.
+        days: `day_fingerprints(con, cutoff)` when the caller has them (and the views it creates).
 
     Returns:
         Per view, the number of days whose sums were (re)computed.
@@ -135,7 +143,7 @@ def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path)
     data_dir = Path(data_dir)
     root = data_dir / AGGREGATES_DIR
     root.mkdir(parents=True, exist_ok=True)
-    days = day_fingerprints(con, cutoff)
+    days = day_fingerprints(con, cutoff) if days is None else days
     genres = genres_digest(con)
     manifest = _read_manifest(root)
     same_layout = manifest.get("layout") == LAYOUT and manifest.get("duckdb") == duckdb.__version__

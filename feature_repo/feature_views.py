@@ -15,7 +15,7 @@ from datetime import timedelta
 import pandas as pd
 from feast import Entity, FeatureView, Field, FileSource
 from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Float64, Int64, String
+from feast.types import Array, Float64, Int64, String
 
 from deepfm_model.spec.features import (
     GENRE_AFFINITY_VIEW,
@@ -80,8 +80,12 @@ user_genre_stats_fv = FeatureView(
     entities=[user],
     schema=[Field(name=USER_KEY, dtype=String, description=f"Join key `{USER_KEY}`.")]
     + [
-        Field(name=column, dtype=Float64, description="User's earlier " + column.removeprefix("user_genre_"))
-        for column in USER_GENRE_STAT_COLUMNS
+        Field(
+            name=column,
+            dtype=Array(Float64),
+            description=f"User's earlier {what}, one value per genre of `features.GENRES` in its order",
+        )
+        for column, what in zip(USER_GENRE_STAT_COLUMNS, ("ratings", "positive ratings"), strict=True)
     ],
     source=user_genre_stats_source,
     ttl=STATS_TTL,

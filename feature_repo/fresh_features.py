@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -129,71 +130,80 @@ def fold(state: pd.DataFrame, events: pd.DataFrame, genres: pd.Series) -> pd.Dat
     """
     if events.empty:
         return seed_rows([], pd.Timestamp(0, tz="UTC"))
-    new = pd.DataFrame(
-        {
-            USER_KEY: events[USER_KEY].astype(str).to_numpy(),
-            MOVIE_KEY: events[MOVIE_KEY].astype(str).to_numpy(),
-            RATING: events[RATING].astype(np.int64).to_numpy(),
-            "t": _micros(events[EVENT_TIMESTAMP]),
-        }
-    ).sort_values([USER_KEY, "t", MOVIE_KEY], kind="stable", ignore_index=True)
-    prior = state.drop_duplicates(USER_KEY, keep="last").set_index(USER_KEY).reindex(pd.unique(new[USER_KEY]))
-    last_event = prior[LAST_EVENT].reindex(new[USER_KEY]).fillna(-np.inf).to_numpy()
-    if (too_old := new["t"].to_numpy() < last_event).any():
-        raise ValueError(f"Events before their user's last folded event: {new[too_old].head(3).to_dict('records')}")
-    seq = pd.concat([_carried(prior).assign(new=False, t=0), new.assign(new=True)], ignore_index=True)
-    seq = seq.sort_values(USER_KEY, kind="stable", ignore_index=True)  # carried rows stay first within a user
-    users = seq[USER_KEY].to_numpy()
-    start = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1]
-    first = np.repeat(start, np.diff(np.r_[start, len(seq)]))  # each row's user's first row
-    index = np.arange(len(seq))
+    # Users are integer codes in id order: sorting and the per-user sums below work on integers, not strings.
+    new_codes, user_ids = pd.factorize(events[USER_KEY].astype(str).to_numpy(dtype=object), sort=True)
+    new_t = _micros(events[EVENT_TIMESTAMP])
+    prior = state.drop_duplicates(USER_KEY, keep="last").set_index(USER_KEY).reindex(user_ids)
+    last_event = prior[LAST_EVENT].fillna(-np.inf).to_numpy()[new_codes]
+    if (too_old := new_t < last_event).any():
+        raise ValueError(f"Events before their user's last folded event: {events[too_old].head(3).to_dict('records')}")
+    carried_codes, carried_movies, carried_ratings = _carried(prior)
+    n_carried = len(carried_codes)
+    codes = np.concatenate([carried_codes, new_codes])
+    movies = np.concatenate([carried_movies, events[MOVIE_KEY].astype(str).to_numpy(dtype=object)])
+    movie_codes, movie_ids = pd.factorize(movies, sort=True)
+    is_new = np.r_[np.zeros(n_carried, dtype=bool), np.ones(len(events), dtype=bool)]
+    t = np.r_[np.zeros(n_carried, dtype=np.int64), new_t]
+    # Per user: the carried rows first, in their order, then the new events by time, then movie id.
+    order = np.lexsort((np.arange(len(codes)), np.where(is_new, movie_codes, 0), t, is_new, codes))
+    codes, movie_codes, is_new, t = codes[order], movie_codes[order], is_new[order], t[order]
+    ratings = np.r_[carried_ratings, events[RATING].astype(np.int64).to_numpy()][order]
+    start = np.r_[0, np.flatnonzero(codes[1:] != codes[:-1]) + 1]
+    first = np.repeat(start, np.diff(np.r_[start, len(codes)]))  # each row's user's first row
+    index = np.arange(len(codes))
     lo = np.maximum(index + 1 - RECENT_EVENTS, first)  # the window of the last RECENT_EVENTS items is [lo, index]
-    ratings = seq[RATING].to_numpy(np.int64)
-    cum_rating = np.r_[0, np.cumsum(ratings)]
-    movie_codes, movie_ids = pd.factorize(seq[MOVIE_KEY])
     has_genre = _genre_indicators(genres.reindex(movie_ids).fillna("").to_numpy(dtype=object))[movie_codes]
     cum_genre = np.vstack([np.zeros((1, len(GENRES)), dtype=np.int32), np.cumsum(has_genre, axis=0, dtype=np.int32)])
 
-    is_new = seq["new"].to_numpy()
-    t = seq["t"].to_numpy(np.int64)
     # The row after the user's events at an instant: the last new row of each (user, t) run.
-    last_of_instant = is_new & np.r_[(users[1:] != users[:-1]) | (t[1:] != t[:-1]), True]
+    last_of_instant = is_new & np.r_[(codes[1:] != codes[:-1]) | (t[1:] != t[:-1]), True]
     out = np.flatnonzero(last_of_instant)
-    out_users = users[out]
-    new_count = pd.Series(is_new.astype(np.int64)).groupby(users).cumsum().to_numpy()
-    new_pos = pd.Series(is_new & (ratings >= POSITIVE_RATING)).astype(np.int64).groupby(users).cumsum().to_numpy()
-    new_sum = pd.Series(np.where(is_new, ratings, 0)).groupby(users).cumsum().to_numpy()
-    base = prior.reindex(out_users)
-    count = base[COUNT].fillna(0).to_numpy() + new_count[out]
-    positives = base[POSITIVES].fillna(0).to_numpy(np.int64) + new_pos[out]
-    rating_sum = base[RATING_SUM].fillna(0).to_numpy(np.int64) + new_sum[out]
+    out_codes = codes[out]
+    base = {column: prior[column].fillna(0).to_numpy()[out_codes] for column in (COUNT, POSITIVES, RATING_SUM)}
+    count = base[COUNT] + _running_sum(is_new, first)[out]
+    positives = base[POSITIVES].astype(np.int64) + _running_sum(is_new & (ratings >= POSITIVE_RATING), first)[out]
+    rating_sum = base[RATING_SUM].astype(np.int64) + _running_sum(np.where(is_new, ratings, 0), first)[out]
     recent_n = out + 1 - lo[out]
-    recent_sum = cum_rating[out + 1] - cum_rating[lo[out]]
+    recent_sum = _window_sum(ratings, lo[out], out)
     genre_counts = cum_genre[out + 1] - cum_genre[lo[out]]
     # Stamps t + 1 µs, each after the user's previous one: s_i = i + max(previous stamp + 1, max_j<=i (t_j+1-j)).
-    rank = pd.Series(out_users).groupby(out_users).cumcount().to_numpy()
-    ahead = pd.Series(t[out] + 1 - rank).groupby(out_users).cummax().to_numpy()
-    previous = pd.to_datetime(base[EVENT_TIMESTAMP], utc=True)
-    floor = np.where(
-        previous.isna(), np.iinfo(np.int64).min // 2, _micros(previous.fillna(pd.Timestamp(0, tz="UTC"))) + 1
-    )
+    out_start = np.r_[0, np.flatnonzero(out_codes[1:] != out_codes[:-1]) + 1]
+    rank = np.arange(len(out)) - np.repeat(out_start, np.diff(np.r_[out_start, len(out)]))
+    ahead = pd.Series(t[out] + 1 - rank).groupby(out_codes).cummax().to_numpy()
+    previous = prior[STAMP].to_numpy(dtype=np.float64)[out_codes]
+    floor = np.where(np.isnan(previous), np.iinfo(np.int64).min // 2, np.nan_to_num(previous).astype(np.int64) + 1)
     stamps = rank + np.maximum(ahead, floor)
-    return _rows(out_users, stamps, count, positives, rating_sum, recent_sum, recent_n, _top_genres(genre_counts),
-                 *_recent_lists(seq, out, lo), last_event=t[out])  # fmt: skip
+    recent = _recent_lists(movie_ids[movie_codes], ratings, out, lo)
+    return _rows(user_ids[out_codes], stamps, count, positives, rating_sum, recent_sum, recent_n,
+                 _top_genres(genre_counts), *recent, last_event=t[out])  # fmt: skip
 
 
-def _carried(prior: pd.DataFrame) -> pd.DataFrame:
-    """The recent movies and ratings of each user's state, one row per movie, oldest first."""
-    lists = pd.DataFrame({USER_KEY: prior.index, MOVIE_KEY: prior[RECENT_MOVIES].fillna(""),
-                          RATING: prior[RECENT_RATINGS].fillna("")})  # fmt: skip
-    lists = lists[lists[MOVIE_KEY] != ""]
-    movies = lists[MOVIE_KEY].str.split(MULTI_VALUE_SEPARATOR)
-    return pd.DataFrame(
-        {
-            USER_KEY: np.repeat(lists[USER_KEY].to_numpy(), movies.str.len().to_numpy()),
-            MOVIE_KEY: np.asarray([m for ids in movies for m in ids], dtype=object),
-            RATING: np.asarray([int(r) for s in lists[RATING] for r in s.split(MULTI_VALUE_SEPARATOR)], dtype=np.int64),
-        }
+def _running_sum(values: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Per row, the sum of `values` from its user's first row (`first`) to itself."""
+    total = np.r_[0, np.cumsum(values, dtype=np.int64)]
+    return total[1:] - total[first]
+
+
+def _window_sum(values: np.ndarray, lo: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Per row of `rows`, the sum of `values[lo:row + 1]`."""
+    total = np.r_[0, np.cumsum(values, dtype=np.int64)]
+    return total[rows + 1] - total[lo]
+
+
+def _carried(prior: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The recent movies and ratings of each user's state, one item per movie, oldest first: (row of `prior`,
+    movie id, rating)."""
+    movies = prior[RECENT_MOVIES].fillna("").to_numpy(dtype=object)
+    rows = np.flatnonzero(movies != "")
+    if not len(rows):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object), np.zeros(0, dtype=np.int64)
+    listed = movies[rows]
+    lengths = np.fromiter((s.count(MULTI_VALUE_SEPARATOR) + 1 for s in listed), dtype=np.int64, count=len(rows))
+    ratings = prior[RECENT_RATINGS].fillna("").to_numpy(dtype=object)[rows]
+    return (
+        np.repeat(rows, lengths),
+        np.asarray(MULTI_VALUE_SEPARATOR.join(listed).split(MULTI_VALUE_SEPARATOR), dtype=object),
+        np.asarray(MULTI_VALUE_SEPARATOR.join(ratings).split(MULTI_VALUE_SEPARATOR)).astype(np.int64),
     )
 
 
@@ -214,23 +224,24 @@ def _top_genres(counts: np.ndarray) -> np.ndarray:
     codes = np.where(present, order + 1, 0).astype(np.int64)
     keys = (codes * (len(GENRES) + 1) ** np.arange(RECENT_GENRES)).sum(axis=1)
     unique, inverse = np.unique(keys, return_inverse=True)
-    names = []
-    for key in unique:
-        digits = [(int(key) // (len(GENRES) + 1) ** k) % (len(GENRES) + 1) for k in range(RECENT_GENRES)]
-        names.append(MULTI_VALUE_SEPARATOR.join(GENRES[d - 1] for d in digits if d))
-    return np.asarray(names, dtype=object)[inverse.reshape(-1)]
+    digits = (unique[:, None] // (len(GENRES) + 1) ** np.arange(RECENT_GENRES)) % (len(GENRES) + 1)
+    names = np.asarray(["", *GENRES], dtype=object)
+    joined = names[digits[:, 0]]  # the present genres come first: a row's names are a prefix
+    for k in range(1, RECENT_GENRES):
+        joined = joined + np.where(digits[:, k] > 0, MULTI_VALUE_SEPARATOR + names[digits[:, k]], "")
+    return joined[inverse.reshape(-1)]
 
 
-def _recent_lists(seq: pd.DataFrame, out: np.ndarray, lo: np.ndarray) -> tuple[list[str], list[str]]:
+def _recent_lists(movies: np.ndarray, ratings: np.ndarray, out: np.ndarray, lo: np.ndarray) -> tuple[list, list]:
     """The movie ids and ratings of each output row's window `[lo, row]`, oldest first, joined by the separator."""
-    movies = seq[MOVIE_KEY].tolist()
-    ratings = seq[RATING].astype(str).tolist()
+    movies, ratings = movies.tolist(), ratings.astype(str).tolist()
     join = MULTI_VALUE_SEPARATOR.join
     windows = list(zip(lo[out].tolist(), (out + 1).tolist(), strict=True))
     return [join(movies[a:b]) for a, b in windows], [join(ratings[a:b]) for a, b in windows]
 
 
-def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path, seed_stamp: pd.Timestamp) -> int:
+def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path, seed_stamp: pd.Timestamp,
+           days: dict[str, list] | None = None) -> int:  # fmt: skip
     """Bring the `user_fresh` log under `data_dir` to the events of `con` before `cutoff`; the days folded.
 
     Days are folded in time order, one day's events in memory at a time, onto the state of the day before.
@@ -243,11 +254,13 @@ def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path,
         cutoff: `data_cutoff(ds)`; events at or after it are not folded.
         data_dir: the repo's data folder.
         seed_stamp: the stamp of the "no history" rows (`ingest.PROFILE_TIMESTAMP`).
+        days: `daily_stats.day_fingerprints(con, cutoff)` when the caller has them (and the views it creates).
     """
     folder = Path(data_dir) / USER_FRESH_VIEW
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path = Path(data_dir) / AGGREGATES_DIR / FOLD_MANIFEST
-    days = daily_stats.day_fingerprints(con, cutoff)
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    days = daily_stats.day_fingerprints(con, cutoff) if days is None else days
     genres_digest = daily_stats.genres_digest(con)
     manifest = _read_json(manifest_path)
     same = manifest.get("layout") == LAYOUT and manifest.get("genres") == genres_digest
@@ -268,14 +281,18 @@ def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path,
     movies = con.execute(f"SELECT {MOVIE_KEY}, coalesce(genres, '') AS genres FROM movies").df()
     genres = pd.Series(movies["genres"].to_numpy(), index=movies[MOVIE_KEY].astype(str).to_numpy())
     folded = [d for d in sorted(days) if d >= first]
-    for day in folded:
-        events = con.execute(
-            f"SELECT {USER_KEY}, {MOVIE_KEY}, {RATING}, {EVENT_TIMESTAMP} FROM labelled "
-            f"WHERE day = TIMESTAMPTZ '{day} 00:00:00+00:00'"
-        ).df()
-        rows = fold(state, events, genres)
-        _write(rows, _day_file(folder, day))
-        state = pd.concat([state, rows], ignore_index=True).drop_duplicates(USER_KEY, keep="last")
+    with tempfile.TemporaryDirectory(prefix="fold-", dir=manifest_path.parent) as parts:
+        # One scan of the events writes every day to fold into its own file; each is then read alone.
+        con.execute(
+            f"COPY (SELECT {USER_KEY}, {MOVIE_KEY}, {RATING}, {EVENT_TIMESTAMP}, strftime(day, '%Y-%m-%d') AS d "
+            f"FROM labelled WHERE day >= TIMESTAMPTZ '{first} 00:00:00+00:00') "
+            f"TO '{parts}' (FORMAT parquet, PARTITION_BY (d))"
+        )
+        for day in folded:
+            events = pd.read_parquet(Path(parts) / f"d={day}", columns=[USER_KEY, MOVIE_KEY, RATING, EVENT_TIMESTAMP])
+            rows = fold(state, events, genres)
+            _write(rows, _day_file(folder, day))
+            state = pd.concat([state, rows], ignore_index=True).drop_duplicates(USER_KEY, keep="last")
     write_json(manifest_path, {"layout": LAYOUT, "genres": genres_digest, "cutoff": cutoff.isoformat(), "days": days})
     logger.info("user_fresh log: folded %d day(s) from %s", len(folded), first)
     return len(folded)

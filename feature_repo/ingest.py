@@ -147,9 +147,10 @@ def write_sources(
         paths[view] = data_dir / source_file(view)
         with staged_path(paths[view]) as staged:
             table.to_parquet(staged, index=False)
-    recomputed = daily_stats.update(con, data_cutoff(ds), data_dir)
+    days = daily_stats.day_fingerprints(con, data_cutoff(ds))
+    recomputed = daily_stats.update(con, data_cutoff(ds), data_dir, days)
     logger.info("Stats sources for %s: days aggregated per view %s", ds, recomputed)
-    folded = fresh_features.update(con, data_cutoff(ds), data_dir, PROFILE_TIMESTAMP)
+    folded = fresh_features.update(con, data_cutoff(ds), data_dir, PROFILE_TIMESTAMP, days)
     logger.info("Fresh features log for %s: %d day(s) folded", ds, folded)
     views = [*(spec.view for spec in daily_stats.STATS_VIEWS), USER_FRESH_VIEW]
     return {**paths, **{view: data_dir / view for view in views}}

@@ -53,19 +53,18 @@ from deepfm_model.spec.features import (
     GENRE_AFFINITY_VIEW,
     GENRES,
     MOVIE_KEY,
+    USER_GENRE_COUNTS,
+    USER_GENRE_POSITIVES,
     USER_KEY,
     Kind,
-    genre_stat_columns,
 )
 from feature_repo.store import _service_plan  # the service's views by join key, as training reads them
-from feature_repo.transformations import AFFINITY_FEATURE, affinity_values, genre_indicators
+from feature_repo.transformations import AFFINITY_FEATURE, affinity_values, genre_indicators, per_genre
 
 log = logging.getLogger(__name__)
 
 REDIS_TIMEOUT_OPTIONS = ("socket_connect_timeout", "socket_timeout")
-_GENRE_COUNTS = tuple(genre_stat_columns(g)[0] for g in GENRES)  # the user's earlier ratings per genre
-_GENRE_POSITIVES = tuple(genre_stat_columns(g)[1] for g in GENRES)  # ... and positive ones
-_AFFINITY_INPUTS = ("genres", "user_pos_rate", *_GENRE_COUNTS, *_GENRE_POSITIVES)
+_AFFINITY_INPUTS = ("genres", "user_pos_rate", USER_GENRE_COUNTS, USER_GENRE_POSITIVES)
 
 
 class OnlineStoreError(RuntimeError):
@@ -169,8 +168,8 @@ class OnlineFeatureReader:
         for feature in self._movie_features:
             columns[feature.name] = movies.columns[feature.name][rows]
         if self._affinity:
-            counts = np.array([[_float(user[c]) for c in _GENRE_COUNTS]])  # (1, genres)
-            positives = np.array([[_float(user[c]) for c in _GENRE_POSITIVES]])  # (1, genres)
+            counts = per_genre([user[USER_GENRE_COUNTS]])  # (1, genres)
+            positives = per_genre([user[USER_GENRE_POSITIVES]])  # (1, genres)
             columns[AFFINITY_FEATURE] = affinity_values(
                 movies.has_genre[rows], movies.known_genres[rows], counts, positives, _float(user["user_pos_rate"])
             )

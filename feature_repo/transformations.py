@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from deepfm_model.spec.features import GENRES, MULTI_VALUE_SEPARATOR, genre_stat_columns
+from deepfm_model.spec.features import GENRES, MULTI_VALUE_SEPARATOR, USER_GENRE_COUNTS, USER_GENRE_POSITIVES
 
 # Shrinkage of the affinity towards the user's overall positive rate: as many imaginary ratings as the stats'
 # own smoothing (daily_stats.PSEUDO_COUNT), kept equal on purpose.
@@ -34,9 +34,9 @@ def genre_affinity(inputs: pd.DataFrame) -> pd.DataFrame:
         One float64 column `user_genre_affinity`, aligned with `inputs`.
     """
     genres = inputs["genres"]
-    counts = _numeric(inputs[[genre_stat_columns(g)[0] for g in GENRES]])  # (rows, genres)
-    positives = _numeric(inputs[[genre_stat_columns(g)[1] for g in GENRES]])  # (rows, genres)
-    prior = _numeric(inputs[["user_pos_rate"]])[:, 0]  # (rows,)
+    counts = per_genre(inputs[USER_GENRE_COUNTS])  # (rows, genres)
+    positives = per_genre(inputs[USER_GENRE_POSITIVES])  # (rows, genres)
+    prior = pd.to_numeric(inputs["user_pos_rate"], errors="coerce").to_numpy(dtype="float64")  # (rows,)
     affinity = affinity_values(genre_indicators(genres), genres.notna().to_numpy(), counts, positives, prior)
     return pd.DataFrame({AFFINITY_FEATURE: affinity}, index=inputs.index)
 
@@ -75,5 +75,15 @@ def affinity_values(
     return np.where(known_movie, affinity, np.nan)
 
 
-def _numeric(columns: pd.DataFrame) -> np.ndarray:
-    return columns.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
+def per_genre(values: pd.Series | list) -> np.ndarray:
+    """(rows, genres) float64 of a per-genre list column (`USER_GENRE_COUNTS`, ...).
+
+    Rows without a list of one value per genre read as missing (NaN): an unknown user, and the one-value
+    sample lists Feast passes when it infers the on-demand view's schema.
+    """
+    values = pd.Series(values, dtype=object).to_numpy()
+    out = np.full((len(values), len(GENRES)), np.nan)
+    whole = np.fromiter((hasattr(v, "__len__") and len(v) == len(GENRES) for v in values), bool, len(values))
+    if whole.any():
+        out[whole] = np.stack([np.asarray(v, dtype="float64") for v in values[whole]])
+    return out

@@ -232,15 +232,18 @@ def genre_slug(genre: str) -> str:
 
 
 def genre_stat_columns(genre: str) -> tuple[str, str]:
-    """Columns of `USER_GENRE_STATS_VIEW` for one genre: (earlier ratings count, earlier positive ratings count)."""
+    """The per-genre sums under `USER_GENRE_STATS_VIEW` for one genre: (earlier ratings, earlier positive ratings)."""
     if genre not in GENRES:
         raise ValueError(f"`genre` must be one of {GENRES}. Received: `genre={genre!r}`")
     slug = genre_slug(genre)
     return f"user_genre_count_{slug}", f"user_genre_pos_{slug}"
 
 
-# Every column of `USER_GENRE_STATS_VIEW`, genre by genre: count then positives.
-USER_GENRE_STAT_COLUMNS: tuple[str, ...] = tuple(c for g in GENRES for c in genre_stat_columns(g))
+# The columns of `USER_GENRE_STATS_VIEW`: per user, one list each, a value per genre of `GENRES` in its order
+# (two online values per user rather than two per genre: materialization writes a row per value).
+USER_GENRE_COUNTS = "user_genre_counts"  # earlier ratings of movies of the genre
+USER_GENRE_POSITIVES = "user_genre_positives"  # earlier positive ratings of movies of the genre
+USER_GENRE_STAT_COLUMNS: tuple[str, ...] = (USER_GENRE_COUNTS, USER_GENRE_POSITIVES)
 
 
 # Columns of `USER_FRESH_VIEW` that are not model inputs: the state the stream folds the next events onto.

@@ -6,25 +6,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deepfm_model.spec.features import USER_GENRE_STAT_COLUMNS, genre_stat_columns
+from deepfm_model.spec.features import GENRES, USER_GENRE_COUNTS, USER_GENRE_POSITIVES
 from feature_repo.transformations import AFFINITY_PSEUDO_COUNT, genre_affinity
 
 from .test_point_in_time import planted  # noqa: F401 - shared module fixture
 
 
 def _inputs(rows: list[dict]) -> pd.DataFrame:
-    base = dict.fromkeys(USER_GENRE_STAT_COLUMNS, 0.0)
-    return pd.DataFrame([{**base, **row} for row in rows])
+    return pd.DataFrame(rows)
 
 
-def _stats(genre: str, count: float, positives: float) -> dict:
-    count_column, pos_column = genre_stat_columns(genre)
-    return {count_column: count, pos_column: positives}
+def _stats(**per_genre: tuple[float, float]) -> dict:
+    """The two per-genre lists of a user with (count, positives) for the named genres, zero for the others."""
+    counts = [float(per_genre.get(g, (0, 0))[0]) for g in GENRES]
+    positives = [float(per_genre.get(g, (0, 0))[1]) for g in GENRES]
+    return {USER_GENRE_COUNTS: counts, USER_GENRE_POSITIVES: positives}
 
 
 def test_affinity_sums_the_movie_genres_and_shrinks_to_the_user_rate():
     k = AFFINITY_PSEUDO_COUNT
-    stats = {**_stats("Action", 4, 3), **_stats("Sci-Fi", 2, 0), **_stats("Drama", 7, 7)}
+    stats = _stats(Action=(4, 3), **{"Sci-Fi": (2, 0)}, Drama=(7, 7))
     frame = genre_affinity(
         _inputs(
             [
@@ -38,11 +39,9 @@ def test_affinity_sums_the_movie_genres_and_shrinks_to_the_user_rate():
 
 
 def test_missing_inputs_give_nan_not_a_default():
-    unknown_user = {**dict.fromkeys(USER_GENRE_STAT_COLUMNS), "genres": "Action", "user_pos_rate": None}
+    unknown_user = {USER_GENRE_COUNTS: None, USER_GENRE_POSITIVES: None, "genres": "Action", "user_pos_rate": None}
     unknown_movie = {"genres": None, "user_pos_rate": 0.5}
-    frame = genre_affinity(
-        pd.DataFrame([unknown_user, {**dict.fromkeys(USER_GENRE_STAT_COLUMNS, 1.0), **unknown_movie}])
-    )
+    frame = genre_affinity(pd.DataFrame([unknown_user, {**_stats(Action=(1, 1)), **unknown_movie}]))
     assert frame["user_genre_affinity"].isna().all()
 
 
