@@ -93,8 +93,10 @@ user_genre_stats_fv = FeatureView(
     description=user_genre_stats_source.description,
 )
 
-# The fresh features never expire: a user's row stays in force until their next event.
-FRESH_TTL = timedelta(0)
+# A user's fresh row stays in force until their next event; the log repeats it at 00:00 UTC of each day they
+# have events and at the cutoff (`fresh_features`), so a one-day TTL always finds it and bounds the
+# point-in-time join to a day of each user's rows instead of their whole history.
+FRESH_TTL = STATS_TTL
 _STATE_TYPES = (Int64, Int64, Int64, Int64, String, String)  # `USER_FRESH_STATE_COLUMNS`, in order
 user_fresh_fv = FeatureView(
     name=USER_FRESH_VIEW,

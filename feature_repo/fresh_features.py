@@ -14,12 +14,21 @@ Rows are stamped so that Feast's point-in-time join (feature row time <= event t
 - every known user has a seed row at `ingest.PROFILE_TIMESTAMP` (no ratings yet), so an event without history
   reads "no history" rather than a null, offline and online alike; an unknown user reads nulls (cold start).
 
+The view's TTL is one day, as the stats views' (`feature_views.FRESH_TTL`): Feast's point-in-time join pairs each
+event with every earlier row of its user within the TTL before it keeps the latest, so an unbounded TTL made the
+training set's join grow with each user's whole history. So that the row an event needs is always less than a day
+old, the log repeats rows, with the same values, restamped:
+- a carry row at 00:00 UTC of each day a user has events: their state before the day;
+- a "now" row per user at the cutoff of the last update (`data_cutoff(ds)`): their state then, which the skew
+  check and the next day's events read. Online, the pushed rows are the real ones (`latest_state`).
+
 The log lives beside the other sources, as the push source's batch source reads it (`sources.py`):
 
-    data/user_fresh/seed.parquet          one row per user of `users`, "no history"
-    data/user_fresh/<YYYY-MM-DD>.parquet  the rows of that day's events (the replay and nightly runs)
-    data/user_fresh/live-<id>.parquet     rows pushed live (`stream push`); the next night's fold replaces them
-    data/aggregates/user_fresh.json       the days folded and their fingerprints (`daily_stats`' manifest)
+    data/user_fresh/seed.parquet              one row per user of `users`, "no history"
+    data/user_fresh/<YYYY-MM-DD>.parquet      the carry rows of that day and the rows of its events
+    data/user_fresh/now-<YYYY-MM-DD>.parquet  the now rows, stamped 00:00 UTC of that day (the cutoff)
+    data/user_fresh/live-<id>.parquet         rows pushed live (`stream push`); the next night's fold replaces them
+    data/aggregates/user_fresh.json           the days folded and their fingerprints (`daily_stats`' manifest)
 
 A night folds only the days whose events changed since the last (`daily_stats` fingerprints them): for a nightly
 feed, the new day, onto the state of the day before (the last row per user of the earlier files).
@@ -60,14 +69,19 @@ logger = logging.getLogger(__name__)
 
 SEED_FILE = "seed.parquet"
 LIVE_PREFIX = "live-"
+NOW_PREFIX = "now-"
 FOLD_MANIFEST = f"{USER_FRESH_VIEW}.json"
-LAYOUT = 1  # bump when the rows' meaning changes: every day is then folded again
+LAYOUT = 2  # bump when the rows' meaning changes: every day is then folded again
 RECENT_PSEUDO_COUNT = 2.0  # the recent mean is over few ratings: shrunk less than the whole-history ones
 POSITIVES, RATING_SUM, LAST_EVENT, STAMP, RECENT_MOVIES, RECENT_RATINGS = USER_FRESH_STATE_COLUMNS
 FEATURE_COLUMNS = tuple(f.name for f in view_features(USER_FRESH_VIEW))
 COUNT, POS_RATE, MEAN_RATING, RECENT_MEAN, RECENT_GENRE_LIST = FEATURE_COLUMNS
 LOG_COLUMNS = (USER_KEY, EVENT_TIMESTAMP, *FEATURE_COLUMNS, *USER_FRESH_STATE_COLUMNS)
 _GENRE_INDEX = {genre: i for i, genre in enumerate(GENRES)}
+EVENT_FIELDS = (USER_KEY, MOVIE_KEY, RATING, EVENT_TIMESTAMP)
+# Events folded at a time by `update`: a batch's carried state (each user's last `RECENT_EVENTS` movies) is
+# parsed once per batch rather than once per day; memory holds the batch's rows (~0.5 KB per event).
+FOLD_BATCH_EVENTS = 2_000_000
 
 
 def _micros(stamps: pd.Series) -> np.ndarray:
@@ -244,7 +258,9 @@ def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path,
            days: dict[str, list] | None = None) -> int:  # fmt: skip
     """Bring the `user_fresh` log under `data_dir` to the events of `con` before `cutoff`; the days folded.
 
-    Days are folded in time order, one day's events in memory at a time, onto the state of the day before.
+    Days are folded in time order, a batch of consecutive days at a time (up to `FOLD_BATCH_EVENTS` events in
+    memory, at least one day), onto the state before them; each day's rows go to its own file. Folding days
+    together gives the rows folding them one by one would (a user's rows depend only on their events in order).
     Only days whose events changed since the last update (and the days after them) are folded again; an
     earlier `cutoff` drops the days from it on. Live rows of days before `cutoff` are dropped: the events table
     holds those events, and the fold of the day replaces them.
@@ -272,8 +288,21 @@ def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path,
     for path in folder.glob(f"{LIVE_PREFIX}*.parquet"):
         if path.name[len(LIVE_PREFIX) : len(LIVE_PREFIX) + 10] < cutoff.strftime("%Y-%m-%d"):
             path.unlink()
-    if first is None:
-        return 0
+    if first is not None:
+        _fold_days(con, folder, manifest_path.parent, days, first)
+    now = folder / f"{NOW_PREFIX}{cutoff.strftime('%Y-%m-%d')}.parquet"
+    for path in folder.glob(f"{NOW_PREFIX}*.parquet"):
+        if path != now:
+            path.unlink()
+    _write(_restamped(latest_state(folder, before_day=cutoff.strftime("%Y-%m-%d")), cutoff), now)
+    write_json(manifest_path, {"layout": LAYOUT, "genres": genres_digest, "cutoff": cutoff.isoformat(), "days": days})
+    if first is not None:
+        logger.info("user_fresh log: folded %d day(s) from %s", sum(d >= first for d in days), first)
+    return sum(d >= first for d in days) if first is not None else 0
+
+
+def _fold_days(con: duckdb.DuckDBPyConnection, folder: Path, scratch: Path, days: dict[str, list], first: str) -> None:
+    """Fold the days of `days` from `first` on onto the state before `first`: their files under `folder`."""
     for path in folder.glob("????-??-??.parquet"):
         if path.stem >= first:
             path.unlink()
@@ -281,21 +310,65 @@ def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path,
     movies = con.execute(f"SELECT {MOVIE_KEY}, coalesce(genres, '') AS genres FROM movies").df()
     genres = pd.Series(movies["genres"].to_numpy(), index=movies[MOVIE_KEY].astype(str).to_numpy())
     folded = [d for d in sorted(days) if d >= first]
-    with tempfile.TemporaryDirectory(prefix="fold-", dir=manifest_path.parent) as parts:
-        # One scan of the events writes every day to fold into its own file; each is then read alone.
+    with tempfile.TemporaryDirectory(prefix="fold-", dir=scratch) as parts:
+        # One scan of the events writes every day to fold into its own file; batches of days are then read.
         con.execute(
             f"COPY (SELECT {USER_KEY}, {MOVIE_KEY}, {RATING}, {EVENT_TIMESTAMP}, strftime(day, '%Y-%m-%d') AS d "
             f"FROM labelled WHERE day >= TIMESTAMPTZ '{first} 00:00:00+00:00') "
             f"TO '{parts}' (FORMAT parquet, PARTITION_BY (d))"
         )
-        for day in folded:
-            events = pd.read_parquet(Path(parts) / f"d={day}", columns=[USER_KEY, MOVIE_KEY, RATING, EVENT_TIMESTAMP])
+        for batch in _batches(folded, {day: days[day][0] for day in folded}, FOLD_BATCH_EVENTS):
+            events = pd.concat([pd.read_parquet(Path(parts) / f"d={day}", columns=list(EVENT_FIELDS)) for day in batch],
+                               ignore_index=True)  # fmt: skip
             rows = fold(state, events, genres)
-            _write(rows, _day_file(folder, day))
+            row_days = pd.to_datetime(rows[LAST_EVENT], unit="us", utc=True).dt.strftime("%Y-%m-%d").to_numpy()
+            carried, carried_days = _carry_rows(state, rows, row_days)
+            for day in batch:
+                day_rows = [carried[carried_days == day], rows[row_days == day]]
+                _write(pd.concat(day_rows, ignore_index=True), _day_file(folder, day))
             state = pd.concat([state, rows], ignore_index=True).drop_duplicates(USER_KEY, keep="last")
-    write_json(manifest_path, {"layout": LAYOUT, "genres": genres_digest, "cutoff": cutoff.isoformat(), "days": days})
-    logger.info("user_fresh log: folded %d day(s) from %s", len(folded), first)
-    return len(folded)
+
+
+def _carry_rows(state: pd.DataFrame, rows: pd.DataFrame, row_days: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """The carry rows of the days of `rows` (a fold's output onto `state`, sorted by user then time) and their days.
+
+    A user's carry row of day D is their latest row before D (the row before their first of D, or their `state`
+    row), stamped D 00:00 UTC.
+    """
+    users = rows[USER_KEY].to_numpy(dtype=object)
+    firsts = np.flatnonzero(np.r_[True, (users[1:] != users[:-1]) | (row_days[1:] != row_days[:-1])])
+    after_own = np.zeros(len(firsts), dtype=bool)
+    after_own[1:] = users[firsts[1:] - 1] == users[firsts[1:]]
+    from_state = state.drop_duplicates(USER_KEY, keep="last").set_index(USER_KEY).reindex(users[firsts[~after_own]])
+    known = from_state[STAMP].notna().to_numpy()
+    previous = pd.concat(
+        [rows.iloc[firsts[after_own] - 1], from_state[known].rename_axis(USER_KEY).reset_index()[list(LOG_COLUMNS)]],
+        ignore_index=True,
+    )
+    days = np.r_[row_days[firsts[after_own]], row_days[firsts[~after_own]][known]]
+    previous[EVENT_TIMESTAMP] = pd.to_datetime(days, utc=True).astype("datetime64[ns, UTC]")
+    order = np.lexsort((previous[USER_KEY].to_numpy(dtype=object).astype(str), days))
+    return previous.iloc[order].reset_index(drop=True), days[order]
+
+
+def _restamped(rows: pd.DataFrame, stamp: pd.Timestamp) -> pd.DataFrame:
+    """`rows` with the same values, stamped `stamp` (the now rows)."""
+    rows = rows.copy()
+    rows[EVENT_TIMESTAMP] = pd.Series(to_utc(stamp), index=rows.index).astype("datetime64[ns, UTC]")
+    return rows
+
+
+def _batches(days: list[str], counts: dict[str, int], limit: int) -> list[list[str]]:
+    """`days` in order, cut into runs of at most `limit` events (`counts` per day); a larger day is a run alone."""
+    batches: list[list[str]] = []
+    total = limit
+    for day in days:
+        if total + counts[day] > limit:
+            batches.append([])
+            total = 0
+        batches[-1].append(day)
+        total += counts[day]
+    return batches
 
 
 def latest_state(folder: Path, *, before_day: str | None = None, until: pd.Timestamp | None = None) -> pd.DataFrame:

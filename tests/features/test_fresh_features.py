@@ -194,6 +194,51 @@ def test_nightly_updates_fold_only_the_new_day_and_equal_a_rebuild(tmp_path):
         pd.testing.assert_frame_equal(nightly_files[name], frame, obj=name)
 
 
+def test_days_folded_in_batches_equal_days_folded_one_by_one(tmp_path, monkeypatch):
+    raw = generate(n_users=60, n_movies=40, n_events=3000, seed=8)
+    logs = {}
+    for limit in (1, 700, 10**9):  # a day per batch; a few days per batch; every day in one batch
+        monkeypatch.setattr(fresh_features, "FOLD_BATCH_EVENTS", limit)
+        ingest.write_sources(raw, "1998-01-12", store.data_dir(tmp_path / str(limit)))
+        logs[limit] = log_files(tmp_path / str(limit))
+    assert len(logs[1]) > 3
+    for limit in (700, 10**9):
+        assert list(logs[limit]) == list(logs[1])
+        for name, frame in logs[1].items():
+            pd.testing.assert_frame_equal(logs[limit][name], frame, obj=f"{name} (batches of {limit} events)")
+
+
+def test_every_user_has_a_row_under_a_day_old_at_the_cutoff_and_on_each_active_day(tmp_path):
+    """The view's one-day TTL needs it: the now rows (state at the cutoff) and a carry row per active day."""
+    raw = generate(n_users=60, n_movies=40, n_events=3000, seed=9)
+    ds = "1998-01-12"
+    ingest.write_sources(raw, ds, store.data_dir(tmp_path))
+    folder = store.data_dir(tmp_path) / USER_FRESH_VIEW
+    now = pd.read_parquet(folder / "now-1998-01-12.parquet")
+    state = fresh_features.latest_state(folder)
+    assert set(now["user_id"]) == set(raw.users["user_id"].astype(str)) == set(state["user_id"])
+    assert (now["event_timestamp"] == data_cutoff(ds)).all()
+    columns = [c for c in fresh_features.LOG_COLUMNS if c != "event_timestamp"]
+    pd.testing.assert_frame_equal(
+        now[columns].sort_values("user_id", ignore_index=True), state[columns].sort_values("user_id", ignore_index=True)
+    )
+    events = ingest.labelled_events(raw, end=data_cutoff(ds))
+    for day, by_day in events.groupby(events["event_timestamp"].dt.floor("D")):
+        rows = pd.read_parquet(folder / f"{day:%Y-%m-%d}.parquet")
+        carried = rows[rows["event_timestamp"] == day]
+        assert set(carried["user_id"]) == set(by_day["user_id"]), day
+        # A carry row holds the user's state before the day: the count of their earlier events.
+        earlier = events[events["event_timestamp"] < day].groupby("user_id").size()
+        counts = carried.set_index("user_id")["user_fresh_count"]
+        np.testing.assert_array_equal(counts.to_numpy(), earlier.reindex(counts.index).fillna(0).to_numpy())
+
+
+def test_batches_cut_days_at_the_event_limit():
+    counts = {"d1": 5, "d2": 5, "d3": 12, "d4": 1}
+    assert fresh_features._batches(list(counts), counts, 10) == [["d1", "d2"], ["d3"], ["d4"]]
+    assert fresh_features._batches(list(counts), counts, 100) == [list(counts)]
+
+
 def test_replay_pushes_the_state_online_and_the_stream_goes_on(tmp_path):
     raw = generate(n_users=20, n_movies=15, n_events=400, seed=7)
     ds = "1998-01-20"
