@@ -18,8 +18,9 @@ with one more day of events (generated at the same daily rate), which measures t
     python -m dags.pipeline.bench_scale [--sizes 100k,1M,10M] [--nights 1] [--work-dir DIR] [--keep]
 
 10^8 events (`--sizes 100M`: 5M users, 1M movies) is the target for a bigger machine: DuckDB's stages stay within
-their memory limit (they spill to disk) and training streams, but Feast's SQLite online store takes ~9 KB of disk
-per user (~45 GB) and materialization and training time grow linearly.
+their memory limit (they spill to disk) and training streams, but Feast's SQLite online store takes ~4.5 KB of
+disk per user (a row per feature value: 234 MB at 1M events, 50k users; ~23 GB at 5M users) and materialization
+and training time grow linearly.
 """
 
 from __future__ import annotations
