@@ -82,6 +82,7 @@ EVENT_FIELDS = (USER_KEY, MOVIE_KEY, RATING, EVENT_TIMESTAMP)
 # Events folded at a time by `update`: a batch's carried state (each user's last `RECENT_EVENTS` movies) is
 # parsed once per batch rather than once per day; memory holds the batch's rows (~0.5 KB per event).
 FOLD_BATCH_EVENTS = 2_000_000
+MICROS_PER_DAY = 86_400_000_000
 
 
 def _micros(stamps: pd.Series) -> np.ndarray:
@@ -154,8 +155,10 @@ def fold(state: pd.DataFrame, events: pd.DataFrame, genres: pd.Series) -> pd.Dat
     carried_codes, carried_movies, carried_ratings = _carried(prior)
     n_carried = len(carried_codes)
     codes = np.concatenate([carried_codes, new_codes])
-    movies = np.concatenate([carried_movies, events[MOVIE_KEY].astype(str).to_numpy(dtype=object)])
-    movie_codes, movie_ids = pd.factorize(movies, sort=True)
+    movie_codes, movie_ids = pd.factorize(
+        np.concatenate([carried_movies, events[MOVIE_KEY].astype(str).to_numpy(dtype=object)]), sort=True
+    )
+    del carried_movies  # a string per carried item; the codes and the unique ids are what the fold needs
     is_new = np.r_[np.zeros(n_carried, dtype=bool), np.ones(len(events), dtype=bool)]
     t = np.r_[np.zeros(n_carried, dtype=np.int64), new_t]
     # Per user: the carried rows first, in their order, then the new events by time, then movie id.
@@ -166,8 +169,7 @@ def fold(state: pd.DataFrame, events: pd.DataFrame, genres: pd.Series) -> pd.Dat
     first = np.repeat(start, np.diff(np.r_[start, len(codes)]))  # each row's user's first row
     index = np.arange(len(codes))
     lo = np.maximum(index + 1 - RECENT_EVENTS, first)  # the window of the last RECENT_EVENTS items is [lo, index]
-    has_genre = _genre_indicators(genres.reindex(movie_ids).fillna("").to_numpy(dtype=object))[movie_codes]
-    cum_genre = np.vstack([np.zeros((1, len(GENRES)), dtype=np.int32), np.cumsum(has_genre, axis=0, dtype=np.int32)])
+    movie_genres = _genre_indicators(genres.reindex(movie_ids).fillna("").to_numpy(dtype=object))
 
     # The row after the user's events at an instant: the last new row of each (user, t) run.
     last_of_instant = is_new & np.r_[(codes[1:] != codes[:-1]) | (t[1:] != t[:-1]), True]
@@ -179,7 +181,7 @@ def fold(state: pd.DataFrame, events: pd.DataFrame, genres: pd.Series) -> pd.Dat
     rating_sum = base[RATING_SUM].astype(np.int64) + _running_sum(np.where(is_new, ratings, 0), first)[out]
     recent_n = out + 1 - lo[out]
     recent_sum = _window_sum(ratings, lo[out], out)
-    genre_counts = cum_genre[out + 1] - cum_genre[lo[out]]
+    genre_counts = _window_genre_counts(movie_genres, movie_codes, lo[out], out)
     # Stamps t + 1 µs, each after the user's previous one: s_i = i + max(previous stamp + 1, max_j<=i (t_j+1-j)).
     out_start = np.r_[0, np.flatnonzero(out_codes[1:] != out_codes[:-1]) + 1]
     rank = np.arange(len(out)) - np.repeat(out_start, np.diff(np.r_[out_start, len(out)]))
@@ -223,12 +225,26 @@ def _carried(prior: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _genre_indicators(tokens: np.ndarray) -> np.ndarray:
     """(rows, genres) 0/1: row i's movie has `GENRES[j]`; `tokens` are genres strings, "" for none."""
-    has_genre = np.zeros((len(tokens), len(GENRES)), dtype=np.int32)
+    has_genre = np.zeros((len(tokens), len(GENRES)), dtype=np.uint8)
     flat = pd.Series(tokens, dtype=object).str.split(MULTI_VALUE_SEPARATOR).explode()
     codes = flat.map(_GENRE_INDEX)
     known = codes.notna().to_numpy()
     has_genre[flat.index.to_numpy()[known], codes.to_numpy()[known].astype(np.int64)] = 1
     return has_genre
+
+
+def _window_genre_counts(movie_genres: np.ndarray, movie_codes: np.ndarray, lo: np.ndarray,
+                         rows: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Per row of `rows`, how many of the movies `movie_codes[lo:row + 1]` (at most `RECENT_EVENTS`) have each genre.
+
+    `movie_genres` is `_genre_indicators` of each movie code. The window is summed an offset at a time, so memory
+    holds the output rows' counts, not a running count of every item.
+    """
+    counts = np.zeros((len(rows), len(GENRES)), dtype=np.int16)
+    for offset in range(RECENT_EVENTS):
+        inside = np.flatnonzero(rows - offset >= lo)
+        counts[inside] += movie_genres[movie_codes[rows[inside] - offset]]
+    return counts
 
 
 def _top_genres(counts: np.ndarray) -> np.ndarray:
@@ -248,7 +264,8 @@ def _top_genres(counts: np.ndarray) -> np.ndarray:
 
 def _recent_lists(movies: np.ndarray, ratings: np.ndarray, out: np.ndarray, lo: np.ndarray) -> tuple[list, list]:
     """The movie ids and ratings of each output row's window `[lo, row]`, oldest first, joined by the separator."""
-    movies, ratings = movies.tolist(), ratings.astype(str).tolist()
+    unique, inverse = np.unique(ratings, return_inverse=True)
+    movies, ratings = movies.tolist(), unique.astype(str).astype(object)[inverse].tolist()  # one string per value
     join = MULTI_VALUE_SEPARATOR.join
     windows = list(zip(lo[out].tolist(), (out + 1).tolist(), strict=True))
     return [join(movies[a:b]) for a, b in windows], [join(ratings[a:b]) for a, b in windows]
@@ -321,19 +338,29 @@ def _fold_days(con: duckdb.DuckDBPyConnection, folder: Path, scratch: Path, days
             events = pd.concat([pd.read_parquet(Path(parts) / f"d={day}", columns=list(EVENT_FIELDS)) for day in batch],
                                ignore_index=True)  # fmt: skip
             rows = fold(state, events, genres)
-            row_days = pd.to_datetime(rows[LAST_EVENT], unit="us", utc=True).dt.strftime("%Y-%m-%d").to_numpy()
+            row_days = rows[LAST_EVENT].to_numpy() // MICROS_PER_DAY
             carried, carried_days = _carry_rows(state, rows, row_days)
+            carried_bounds = _day_bounds(carried_days)
             for day in batch:
-                day_rows = [carried[carried_days == day], rows[row_days == day]]
+                number = pd.Timestamp(day, tz="UTC").value // 1_000 // MICROS_PER_DAY
+                day_rows = [carried.iloc[slice(*carried_bounds.get(number, (0, 0)))], rows[row_days == number]]
                 _write(pd.concat(day_rows, ignore_index=True), _day_file(folder, day))
             state = pd.concat([state, rows], ignore_index=True).drop_duplicates(USER_KEY, keep="last")
+
+
+def _day_bounds(days: np.ndarray) -> dict[int, tuple[int, int]]:
+    """Per day number of `days` (sorted), the [begin, end) of its run."""
+    numbers, begins = np.unique(days, return_index=True)
+    ends = np.r_[begins[1:], len(days)]
+    return {int(n): (int(b), int(e)) for n, b, e in zip(numbers, begins, ends, strict=True)}
 
 
 def _carry_rows(state: pd.DataFrame, rows: pd.DataFrame, row_days: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
     """The carry rows of the days of `rows` (a fold's output onto `state`, sorted by user then time) and their days.
 
     A user's carry row of day D is their latest row before D (the row before their first of D, or their `state`
-    row), stamped D 00:00 UTC.
+    row), stamped D 00:00 UTC. `row_days` are the days of `rows`' events (`MICROS_PER_DAY` numbers); the carry
+    rows come sorted by day, then user.
     """
     users = rows[USER_KEY].to_numpy(dtype=object)
     firsts = np.flatnonzero(np.r_[True, (users[1:] != users[:-1]) | (row_days[1:] != row_days[:-1])])
@@ -346,8 +373,9 @@ def _carry_rows(state: pd.DataFrame, rows: pd.DataFrame, row_days: np.ndarray) -
         ignore_index=True,
     )
     days = np.r_[row_days[firsts[after_own]], row_days[firsts[~after_own]][known]]
-    previous[EVENT_TIMESTAMP] = pd.to_datetime(days, utc=True).astype("datetime64[ns, UTC]")
-    order = np.lexsort((previous[USER_KEY].to_numpy(dtype=object).astype(str), days))
+    previous[EVENT_TIMESTAMP] = _stamps(days * MICROS_PER_DAY)
+    # `rows` is sorted by user: within a day, the users' first rows lie in user order.
+    order = np.lexsort((np.r_[firsts[after_own], firsts[~after_own][known]], days))
     return previous.iloc[order].reset_index(drop=True), days[order]
 
 
