@@ -15,6 +15,7 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SYNTHETIC_DS = "1998-01-31"  # the day after the synthetic generator's 30 days of events
 SERVING_ADDRESS_FILE = "serving-addresses"  # in a home: the serving tier its Airflow processes verify against
+SOURCE_FOLDER = "source"  # in a home: a source folder made by the generator command, read as `DEEPFM_SOURCE=parquet`
 
 
 @contextlib.contextmanager
@@ -37,7 +38,10 @@ def serving_tier(home: Path, replicas: int = 1) -> Iterator[list[str]]:
 
 
 def airflow_env(home: Path) -> dict[str, str]:
-    """Environment of an Airflow process that runs the project's DAGs against `home` on synthetic data."""
+    """Environment of an Airflow process that runs the project's DAGs against `home`: on the home's
+    `SOURCE_FOLDER` where it has one (`generate_source`), else on the built-in synthetic data."""
+    folder = home / SOURCE_FOLDER
+    source = {"DEEPFM_SOURCE": "parquet", "DEEPFM_SOURCE_DIR": str(folder)} if folder.is_dir() else {}
     return {
         **os.environ,
         "PYTHONPATH": str(PROJECT_ROOT),
@@ -52,8 +56,21 @@ def airflow_env(home: Path) -> dict[str, str]:
         "DEEPFM_MODEL_BASE_PATH": str(home / "models"),
         "DEEPFM_EPOCHS": "3",
         "TF_CPP_MIN_LOG_LEVEL": "2",
+        **source,
         **serving_env(home),
     }
+
+
+def generate_source(home: Path) -> Path:
+    """The home's `SOURCE_FOLDER`, written by the generator command (`python -m deepfm_model.synthetic`) with the
+    built-in synthetic set's sizes: 6,000 events of 200 users and 150 movies over the 30 days before
+    `SYNTHETIC_DS`."""
+    folder = home / SOURCE_FOLDER
+    command = [sys.executable, "-m", "deepfm_model.synthetic", "--events", "6000", "--users", "200", "--movies", "150",
+               "--start", "1998-01-01", "--days", "30", "--out", str(folder)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, timeout=300, cwd=PROJECT_ROOT,
+                   env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})  # fmt: skip
+    return folder
 
 
 def serving_env(home: Path) -> dict[str, str]:
@@ -64,12 +81,14 @@ def serving_env(home: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def project_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh home: its own Feast repo config, a migrated SQLite Airflow metadata database with the pools, and a
-    serving tier running for it."""
+    """A fresh home: its own Feast repo config, a source folder made by the generator command (the nightly run
+    reads it as a team's own tables), a migrated SQLite Airflow metadata database with the pools, and a serving
+    tier running for it."""
     from feature_repo.store import write_config
 
     home = tmp_path_factory.mktemp("home")
     write_config(home / "feature_repo")
+    generate_source(home)
     airflow = Path(sys.executable).parent / "airflow"
     for command in (["db", "migrate"], ["pools", "import", str(PROJECT_ROOT / "dags" / "pools.json")]):
         subprocess.run([str(airflow), *command], env=airflow_env(home), check=True, capture_output=True, timeout=600)

@@ -1,4 +1,5 @@
-"""The nightly DAG end to end through Airflow itself: a real DagRun on SQLite, synthetic data, a real push."""
+"""The nightly DAG end to end through Airflow itself: a real DagRun on SQLite over a parquet folder made by the
+generator command (`DEEPFM_SOURCE=parquet`), a real push."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from tests.e2e.conftest import SYNTHETIC_DS, airflow_env
+from tests.e2e.conftest import SOURCE_FOLDER, SYNTHETIC_DS, airflow_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -49,6 +51,11 @@ def test_nightly_run_trains_pushes_and_serves(project_home: Path) -> None:
     assert all(state == "success" for _, _, state in states), states
 
     run_dir = project_home / "artifacts" / "runs" / SYNTHETIC_DS
+    keys = ["user_id", "movie_id", "rating"]
+    labelled = pd.read_parquet(run_dir / "events.parquet", columns=keys)
+    delivered = pd.read_parquet(project_home / SOURCE_FOLDER / "events.parquet", columns=keys)
+    pd.testing.assert_frame_equal(labelled.astype(str).sort_values(keys, ignore_index=True),
+                                  delivered.astype(str).sort_values(keys, ignore_index=True))  # fmt: skip
     for name in ("train", "valid", "test"):
         assert (run_dir / "snapshot" / f"{name}.parquet").is_file()
     assert json.loads((run_dir / "validation" / "result.json").read_text())["success"] is True
