@@ -340,19 +340,11 @@ def _fold_days(con: duckdb.DuckDBPyConnection, folder: Path, scratch: Path, days
             rows = fold(state, events, genres)
             row_days = rows[LAST_EVENT].to_numpy() // MICROS_PER_DAY
             carried, carried_days = _carry_rows(state, rows, row_days)
-            carried_bounds = _day_bounds(carried_days)
             for day in batch:
                 number = pd.Timestamp(day, tz="UTC").value // 1_000 // MICROS_PER_DAY
-                day_rows = [carried.iloc[slice(*carried_bounds.get(number, (0, 0)))], rows[row_days == number]]
+                day_rows = [carried[carried_days == number], rows[row_days == number]]
                 _write(pd.concat(day_rows, ignore_index=True), _day_file(folder, day))
             state = pd.concat([state, rows], ignore_index=True).drop_duplicates(USER_KEY, keep="last")
-
-
-def _day_bounds(days: np.ndarray) -> dict[int, tuple[int, int]]:
-    """Per day number of `days` (sorted), the [begin, end) of its run."""
-    numbers, begins = np.unique(days, return_index=True)
-    ends = np.r_[begins[1:], len(days)]
-    return {int(n): (int(b), int(e)) for n, b, e in zip(numbers, begins, ends, strict=True)}
 
 
 def _carry_rows(state: pd.DataFrame, rows: pd.DataFrame, row_days: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:

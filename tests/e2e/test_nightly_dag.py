@@ -12,6 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dags.pipeline.run_dir import RunDir
+from deepfm_model.spec.features import MOVIE_KEY, RATING, USER_KEY
+from deepfm_model.synthetic import EVENTS_FILE
 from tests.e2e.conftest import SOURCE_FOLDER, SYNTHETIC_DS, airflow_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -51,9 +54,9 @@ def test_nightly_run_trains_pushes_and_serves(project_home: Path) -> None:
     assert all(state == "success" for _, _, state in states), states
 
     run_dir = project_home / "artifacts" / "runs" / SYNTHETIC_DS
-    keys = ["user_id", "movie_id", "rating"]
-    labelled = pd.read_parquet(run_dir / "events.parquet", columns=keys)
-    delivered = pd.read_parquet(project_home / SOURCE_FOLDER / "events.parquet", columns=keys)
+    keys = [USER_KEY, MOVIE_KEY, RATING]
+    labelled = pd.read_parquet(RunDir(project_home / "artifacts", SYNTHETIC_DS).events, columns=keys)
+    delivered = pd.read_parquet(project_home / SOURCE_FOLDER / EVENTS_FILE, columns=keys)
     pd.testing.assert_frame_equal(labelled.astype(str).sort_values(keys, ignore_index=True),
                                   delivered.astype(str).sort_values(keys, ignore_index=True))  # fmt: skip
     for name in ("train", "valid", "test"):
