@@ -60,6 +60,7 @@ EVENT_TIMESTAMP = "event_timestamp"
 RATING = "rating"
 LABEL = "label"
 POSITIVE_RATING = 4  # label = rating >= POSITIVE_RATING (DESIGN.md, evaluation protocol)
+PICKED = "picked"  # of a sampled row (`feature_repo.negatives`): 1 the user rated the movie, 0 a sampled unrated one
 
 # Feast objects named here so that every consumer spells them the same way.
 USER_PROFILE_VIEW = "user_profile"

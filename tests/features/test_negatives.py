@@ -1,0 +1,65 @@
+"""Sampled "not picked" rows: never a movie the user had rated at or before the event, uniform, seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepfm_model.spec.features import EVENT_TIMESTAMP, LABEL, MOVIE_KEY, PICKED, RATING, USER_KEY
+from feature_repo.negatives import EVENT_POSITION, sample_unrated, write_sampled
+
+
+def _events(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            USER_KEY: [u for u, _, _ in rows],
+            MOVIE_KEY: [m for _, m, _ in rows],
+            EVENT_TIMESTAMP: pd.to_datetime([t for _, _, t in rows], utc=True),
+        }
+    )
+
+
+def test_never_a_movie_rated_at_or_before_the_event_and_later_ones_allowed():
+    catalogue = np.array(["a", "b", "c", "d"])
+    # u1 rates a, then b, then c: at the first event only b, c, d may be drawn; at the last only d.
+    events = _events([("u1", "a", "1998-01-01"), ("u1", "b", "1998-01-02"), ("u1", "c", "1998-01-03")])
+    rows, record = sample_unrated(events, catalogue, per_event=200, seed=1)
+    allowed = {0: {"b", "c", "d"}, 1: {"c", "d"}, 2: {"d"}}
+    for position, group in rows.groupby(EVENT_POSITION):
+        assert set(group[MOVIE_KEY]) == allowed[position]  # every allowed movie drawn, no other
+        assert (group[EVENT_TIMESTAMP] == events[EVENT_TIMESTAMP].iloc[position]).all()
+    assert (rows[[RATING, LABEL, PICKED]] == 0).all().all()
+    assert record.rows == len(rows) == 600 and record.dropped == 0 and record.per_event == 200
+
+
+def test_uniform_over_the_unrated_catalogue_and_seeded():
+    catalogue = np.array([str(i) for i in range(10)])
+    events = _events([("u", "0", "1998-01-01")])
+    rows, _ = sample_unrated(events, catalogue, per_event=9000, seed=0)
+    counts = rows[MOVIE_KEY].value_counts()
+    assert "0" not in counts.index and len(counts) == 9
+    assert counts.min() > 850 and counts.max() < 1150  # 1000 each expected; 5 sigma is about 150
+    again, _ = sample_unrated(events, catalogue, per_event=9000, seed=0)
+    other, _ = sample_unrated(events, catalogue, per_event=9000, seed=1)
+    pd.testing.assert_frame_equal(rows, again)
+    assert not rows[MOVIE_KEY].equals(other[MOVIE_KEY])
+
+
+def test_a_user_who_rated_everything_gets_no_rows_and_the_drop_is_counted():
+    catalogue = np.array(["a", "b"])
+    events = _events([("u", "a", "1998-01-01"), ("u", "b", "1998-01-01")])
+    rows, record = sample_unrated(events, catalogue, per_event=3, seed=0)
+    assert rows.empty and record.dropped == 6 and record.rows == 0
+
+
+def test_bad_arguments_are_refused(tmp_path):
+    events = _events([("u", "a", "1998-01-01")])
+    with pytest.raises(ValueError, match="per_event"):
+        sample_unrated(events, np.array(["a", "b"]), per_event=-1, seed=0)
+    with pytest.raises(ValueError, match="catalogue"):
+        sample_unrated(events, np.array([], dtype=str), per_event=1, seed=0)
+    events.to_parquet(tmp_path / "events.parquet")
+    record = write_sampled(tmp_path / "events.parquet", np.array(["a", "b"]), 2, 0, tmp_path / "sampled.parquet")
+    written = pd.read_parquet(tmp_path / "sampled.parquet")
+    assert record.rows == len(written) == 2 and set(written[MOVIE_KEY]) == {"b"}
