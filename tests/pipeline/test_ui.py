@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 from dags.pipeline.ui import app as ui
 from dags.pipeline.ui.dag_runs import NIGHTLY_DAG_ID, ds_of
 from dags.pipeline.ui.files import NotInRun, resolve_run_file
-from dags.pipeline.ui.plot import metrics_svg
+from dags.pipeline.ui.plot import full_ranking_svg, metrics_svg
+from dags.pipeline.ui.runs import full_ranking_headline
 from tests.pipeline import ui_runs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -106,8 +107,11 @@ def test_api_run_and_run_page(client: TestClient) -> None:
     assert detail["metrics"]["test_auc"] == ui_runs.AUC[ui_runs.STABLE_DS]
     assert detail["blessing"]["blessed"] is True and detail["push"]["model_version"] == 2
     assert detail["other_metrics"] == {"test_ndcg_at_10": 0.3125, "epochs_trained": 3}  # beside the split table
-    assert [i["path"] for i in detail["report_images"]] == ["model/report/roc.png", "model/report/learning_curves.png"]
-    assert [i["wide"] for i in detail["report_images"]] == [False, True]
+    assert [i["path"] for i in detail["report_images"]] == [
+        "model/report/roc.png", "model/report/learning_curves.png", "model/report/full_ranking.png",
+    ]  # fmt: skip
+    assert [i["wide"] for i in detail["report_images"]] == [False, True, True]
+    assert [i["title"] for i in detail["report_images"]] == ["ROC curve", "Learning curves", "Full-catalogue top-N"]
 
     page = client.get(f"/runs/{ui_runs.STABLE_DS}/").text
     assert f'data-testid="test-auc" data-value="{ui_runs.AUC[ui_runs.STABLE_DS]}"' in page
@@ -120,6 +124,68 @@ def test_api_run_and_run_page(client: TestClient) -> None:
     assert client.get(f"/runs/{ui_runs.STABLE_DS}", follow_redirects=False).headers["location"] == (
         f"{ui_runs.STABLE_DS}/"
     )
+
+
+def test_dashboard_rows_show_the_models_full_catalogue_ndcg_beside_the_best_baseline(client: TestClient) -> None:
+    by_ds = rows(client.get("/").text)
+    ahead = re.search(r'data-testid="topn">(.*?)</td>', by_ds[ui_runs.STABLE_DS], flags=re.S).group(1)
+    assert "recommend" in ahead and 'title="ahead of the best baseline"' in ahead and "badge ok" in ahead
+    assert 'data-testid="topn-ndcg" data-value="0.2625">0.2625<' in ahead
+    assert re.search(r'best baseline ease <span data-testid="topn-baseline-ndcg" data-value="0.2225">0.2225<', ahead)
+    behind = re.search(r'data-testid="topn">(.*?)</td>', by_ds[ui_runs.DATES[1]], flags=re.S).group(1)
+    assert "badge bad" in behind and 'title="behind the best baseline"' in behind
+    assert 'data-value="0.1875">0.1875<' in behind and 'data-value="0.2125">0.2125<' in behind
+    for ds in (ui_runs.DATES[0], ui_runs.BAD_DATA_DS):  # a run from before the evaluation, a run that trained nothing
+        assert re.search(r'data-testid="topn"><span class="muted">–</span></td>', by_ds[ds])
+
+
+def test_dashboard_plots_full_catalogue_ndcg_over_runs_and_lists_the_latest_evaluation(client: TestClient) -> None:
+    page = client.get("/").text
+    plot = re.search(r'data-testid="topn-plot">(.*?)</section>', page, flags=re.S).group(1)
+    assert re.findall(r'<g class="plot-model [^"]*" data-model="(\w+)"', plot) == list(
+        ui_runs.FULL_NDCG[ui_runs.STABLE_DS]
+    )
+    latest = re.search(r'data-testid="topn-latest">(.*?)</section>', page, flags=re.S).group(1)
+    assert f'run <a href="runs/{ui_runs.STABLE_DS}/">' in latest
+    assert re.findall(r'<tr data-model="(\w+)"', latest) == list(ui_runs.FULL_NDCG[ui_runs.STABLE_DS])
+    assert 'data-testid="topn-ndcg_at_10" data-value="0.2625">0.2625</span><span class="ci" data-testid="ci">' in latest
+
+
+def test_api_has_the_full_ranking_as_recorded_and_null_without_one(client: TestClient) -> None:
+    runs = {r["ds"]: r for r in client.get("/api/runs").json()["runs"]}
+    for ds in ui_runs.DATES:
+        assert runs[ds]["full_ranking"] == ui_runs.full_ranking(ds), ds
+    assert runs[ui_runs.DATES[0]]["full_ranking"] is None and runs[ui_runs.DATES[0]]["full_ranking_ndcg"] is None
+    headline = runs[ui_runs.STABLE_DS]["full_ranking_ndcg"]
+    assert headline["model"] == "recommend" and headline["value"] == 0.2625 and headline["beats"] is True
+    assert headline["baseline"] == "ease" and headline["baseline_value"] == 0.2225
+    assert headline["ci"] == [0.2625 - 0.03125, 0.2625 + 0.03125]
+    detail = client.get(f"/api/runs/{ui_runs.STABLE_DS}").json()
+    assert detail["full_ranking"] == detail["metrics"]["full_ranking"] == ui_runs.full_ranking(ui_runs.STABLE_DS)
+    assert "full_ranking" not in detail["other_metrics"]  # it has its own table, not a chip
+    assert client.get(f"/api/runs/{ui_runs.DATES[0]}").json()["full_ranking"] is None
+
+
+def test_run_page_tables_every_model_with_its_intervals_and_params(client: TestClient) -> None:
+    page = client.get(f"/runs/{ui_runs.STABLE_DS}/").text
+    table = re.search(r'<table data-testid="full-ranking">(.*?)</table>', page, flags=re.S).group(1)
+    by_model = dict(re.findall(r'<tr data-model="(\w+)"[^>]*>(.*?)</tr>', table, flags=re.S))
+    assert list(by_model) == list(ui_runs.FULL_NDCG[ui_runs.STABLE_DS])
+    recommend = by_model["recommend"]
+    ndcg = 'data-testid="topn-ndcg_at_10" data-value="0.2625">0.2625</span><span class="ci" data-testid="ci">'
+    assert ndcg + "[0.2313, 0.2938]</span>" in recommend  # the value and its 95% interval
+    assert 'data-testid="topn-mrr" data-value="0.328125">0.3281<' in recommend
+    assert "retrieval cut <b>300</b>" in recommend  # the served model's retrieval facts
+    assert recommend.count('data-testid="ci"') == 4 and '<tr data-model="recommend" class="served">' in table
+    assert "l2 <b>200</b>" in by_model["ease"] and "days <b>30</b>" in by_model["popularity"]
+    assert '<tr data-model="ease" class="baseline">' in table and "153 users" in page
+    assert 'href="#full-ranking"' in page and 'alt="Full-catalogue top-N"' in page
+    report = client.get(f"/runs/{ui_runs.STABLE_DS}/model/report/index.html").text  # as the evaluation wrote it
+    assert report.count("Full-catalogue top-N</h2>") == 1 and 'src="full_ranking.png"' in report
+
+    older = client.get(f"/runs/{ui_runs.DATES[0]}/")  # a run from before the evaluation
+    assert older.status_code == 200 and 'data-testid="test-auc"' in older.text
+    assert "full-ranking" not in older.text and "Full-catalogue" not in older.text
 
 
 @pytest.mark.parametrize("ds", ["1998-02-30", "19980130", "latest", "1998-1-30", "1998-01-30x"])
@@ -194,6 +260,40 @@ def test_plot_marks_floor_serving_version_rejections_and_stopped_runs(client: Te
     assert "serving v2" in svg and "blessing floor 0.60" in svg
     assert f"{ui_runs.BAD_DATA_DS}: Stopped by bad data" in svg
     assert "No trained runs yet" in metrics_svg([runs[0]], auc_floor=0.6, serving_version=None)
+
+
+def test_full_catalogue_plot_draws_a_line_per_model(client: TestClient) -> None:
+    runs = client.get("/api/runs").json()["runs"]
+    svg = full_ranking_svg(runs)
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    pattern = r'<g class="plot-model ([^"]*)" data-model="(\w+)">(.*?)</g>'
+    groups = {m.group(2): (m.group(1), m.group(3)) for m in re.finditer(pattern, svg, flags=re.S)}
+    assert list(groups) == ["recommend", "deepfm", "popularity", "item_knn", "ease", "slim"]
+    assert "plot-served" in groups["recommend"][0] and "plot-served" in groups["deepfm"][0]
+    assert all("plot-baseline" in kind for name, (kind, _) in groups.items() if name not in ("recommend", "deepfm"))
+    assert len({kind.split()[0] for kind, _ in groups.values()}) == 6  # a colour each
+    for name, (_, body) in groups.items():  # two runs evaluated each model but `slim`: a line through both points
+        assert body.count("<circle") == len([ds for ds, models in ui_runs.FULL_NDCG.items() if name in models])
+        assert body.count('class="plot-model-line"') == (name != "slim")
+    assert "1998-01-30: recommend 0.2625 [0.2313, 0.2938]" in svg and "1998-01-29: ease 0.2125" in svg
+    assert svg.count("slim</text>") == 1  # in the legend
+    older = [r for r in runs if r["ds"] in (ui_runs.DATES[0], ui_runs.BAD_DATA_DS)]
+    assert "No run has a full-catalogue top-N evaluation yet" in full_ranking_svg(older)
+
+
+def test_full_ranking_headline_takes_recommend_else_deepfm_and_the_best_finite_baseline() -> None:
+    def ranking(**ndcg) -> dict:
+        return {"models": {name: {"ndcg_at_10": value} for name, value in ndcg.items()}}
+
+    assert full_ranking_headline(None) is None and full_ranking_headline({"users": 3}) is None
+    assert full_ranking_headline(ranking()) is None
+    only_deepfm = full_ranking_headline(ranking(deepfm=0.3, pop=0.2, knn=float("nan"), ease=0.25))
+    assert only_deepfm["model"] == "deepfm" and only_deepfm["baseline"] == "ease" and only_deepfm["beats"] is True
+    assert only_deepfm["ci"] is None
+    no_baseline = full_ranking_headline(ranking(recommend=0.3, deepfm=0.4))
+    assert no_baseline["model"] == "recommend" and no_baseline["baseline"] is None and no_baseline["beats"] is None
+    no_model = full_ranking_headline(ranking(recommend=None, pop=0.2))
+    assert no_model["model"] is None and no_model["baseline"] == "pop" and no_model["beats"] is None
 
 
 def test_ds_of_a_logical_date_is_its_utc_day() -> None:

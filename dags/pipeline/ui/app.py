@@ -2,8 +2,8 @@
 
 | route (under `/deepfm`) | what it serves |
 | --- | --- |
-| `/` | the dashboard: one row per nightly run, the serving tier, AUC and logloss over runs |
-| `/runs/{ds}/` | a run's page: model report, both suites' results and Data Docs, skew, blessing, lineage |
+| `/` | the dashboard: one row per nightly run, the serving tier, AUC and logloss and full-catalogue NDCG@10 over runs |
+| `/runs/{ds}/` | a run's page: model report (full-catalogue top-N included), both suites' Data Docs, skew, blessing, lineage |
 | `/runs/{ds}/{path}` | a file of the run directory (the report's images, the Data Docs, the JSON records) |
 | `/dag-runs/{dag_id}/{run_id}` | the DAG run tab's entry: redirects to its run's page |
 | `/api/runs`, `/api/runs/{ds}` | the runs as JSON: every summary; one run with its metrics, blessing, skew, lineage |
@@ -34,11 +34,12 @@ from dags.pipeline.config import PipelineConfig
 from dags.pipeline.ui import dag_runs as airflow_runs
 from dags.pipeline.ui.dag_runs import NIGHTLY_DAG_ID, DagRunRecord
 from dags.pipeline.ui.files import NotInRun, resolve_run_file
-from dags.pipeline.ui.plot import metrics_svg
-from dags.pipeline.ui.runs import list_runs, run_dates, run_detail
+from dags.pipeline.ui.plot import full_ranking_svg, metrics_svg
+from dags.pipeline.ui.runs import full_ranking_rows, list_runs, run_dates, run_detail
 from dags.pipeline.ui.serving_status import LABELS, serving_status
 from deepfm_model.layout import SPLITS
 from deepfm_model.spec.dates import check_ds
+from deepfm_model.topn_report import METRICS as TOPN_METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def _environment():
     environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
     environment.filters["duration"] = _duration
     environment.globals["css"] = Markup((TEMPLATES / "style.css").read_text())
+    environment.globals["topn_columns"] = [key for key, _ in TOPN_METRICS]  # the full-catalogue tables' metrics
     return environment
 
 
@@ -120,6 +122,7 @@ def create_app(require_login: Callable | None = None) -> FastAPI:
     def dashboard(config: ConfigDep, dag_runs: DagRunsDep, serving: ServingDep) -> HTMLResponse:
         runs = list_runs(config, dag_runs)
         stable = _label(serving, "stable")
+        latest_ranked = next((r for r in runs if full_ranking_rows(r["full_ranking"])), None)
         context = {
             "dag_id": NIGHTLY_DAG_ID,
             "runs": runs,
@@ -132,6 +135,9 @@ def create_app(require_login: Callable | None = None) -> FastAPI:
             "latest_trained": next((r for r in runs if r["test_auc"] is not None), None),
             "auc_floor": config.auc_floor,
             "plot": Markup(metrics_svg(runs, config.auc_floor, stable)),
+            "topn_plot": Markup(full_ranking_svg(runs)),
+            "latest_ranked": latest_ranked,
+            "latest_ranked_rows": full_ranking_rows(latest_ranked["full_ranking"] if latest_ranked else None),
             "artifacts": str(config.artifacts),
         }
         return render("dashboard.html", **context)
@@ -143,7 +149,8 @@ def create_app(require_login: Callable | None = None) -> FastAPI:
     @app.get("/runs/{ds}/", response_class=HTMLResponse)
     def run_page(ds: str, config: ConfigDep, dag_runs: DagRunsDep):
         run = run_detail(config, _existing_run(config, ds, dag_runs), dag_runs.get(ds))
-        return render("run.html", run=run, splits=SPLITS)
+        topn_rows = full_ranking_rows(run["full_ranking"])
+        return render("run.html", run=run, splits=SPLITS, topn_rows=topn_rows)
 
     @app.get("/runs/{ds}/{path:path}")
     def run_file(ds: str, path: str, config: ConfigDep) -> FileResponse:

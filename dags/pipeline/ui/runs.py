@@ -2,6 +2,8 @@
 
 Every file is found through `RunDir`; nothing here writes. A run the validation gate stopped has a
 `validation/sources.json` or `validation/result.json` with `success: false`; its failures are the reason shown.
+A run's full-catalogue top-N evaluation is `full_ranking` in its `metrics.json` (see `deepfm_model.topn_report`);
+runs made before it have none (`None` here).
 """
 
 from __future__ import annotations
@@ -19,14 +21,27 @@ from dags.pipeline.ui.dag_runs import DagRunRecord
 from deepfm_model.layout import SPLITS
 from deepfm_model.spec.dates import check_ds
 from deepfm_model.spec.files import read_json
+from deepfm_model.topn_report import (
+    FULL_RANKING_IMAGE,
+    FULL_RANKING_TITLE,
+    METRICS,
+    SERVED_MODELS,
+    details,
+    finite,
+    interval,
+    models_of,
+)
 
 logger = logging.getLogger(__name__)
 
 REPORT_IMAGES = (".png", ".svg")
-REPORT_TITLES = {"roc": "ROC curve"}  # captions that the file name does not spell (`learning_curves` does)
+# Captions that the file name does not spell (`learning_curves` does).
+REPORT_TITLES = {"roc": "ROC curve", Path(FULL_RANKING_IMAGE).stem: FULL_RANKING_TITLE}
 DRIFT_RECOMPUTE_MAX_ROWS = 1_000_000  # a snapshot up to this size has its drift recomputed when none was recorded
 SPLIT_METRICS = ("auc", "logloss", "mean_prediction", "positive_rate", "rows")  # the run page's table, per split
 VALIDATION_STAGES = {"sources": "Source", "snapshot": "Snapshot"}  # key in the API -> the suite's title
+FULL_RANKING_KEY = "full_ranking"  # in metrics.json: the full-catalogue top-N evaluation
+HEADLINE_METRIC = "ndcg_at_10"  # the dashboard rows' full-catalogue metric (and `plot.full_ranking_svg`'s)
 
 
 def run_dates(config: PipelineConfig) -> list[str]:
@@ -61,6 +76,7 @@ def run_summary(config: PipelineConfig, ds: str, dag_run: DagRunRecord | None) -
     pushed = read_json(run.push) or {}
     verify = read_json(run.verify)
     skew = read_json(run.skew)
+    full_ranking = metrics.get(FULL_RANKING_KEY) if isinstance(metrics.get(FULL_RANKING_KEY), dict) else None
     failures = [
         f"{VALIDATION_STAGES[key]} suite: {failure}"
         for key, stage in validation.items()
@@ -85,6 +101,8 @@ def run_summary(config: PipelineConfig, ds: str, dag_run: DagRunRecord | None) -
         "test_auc": _finite(metrics.get("test_auc")),
         "test_logloss": _finite(metrics.get("test_logloss")),
         "valid_auc": _finite(metrics.get("valid_auc")),
+        "full_ranking": full_ranking,
+        "full_ranking_ndcg": full_ranking_headline(full_ranking),
         "blessed": blessing.get("blessed") if blessing else None,
         "blessing_reason": blessing.get("reason") if blessing else None,
         "model_version": pushed.get("model_version"),
@@ -106,7 +124,7 @@ def run_detail(config: PipelineConfig, ds: str, dag_run: DagRunRecord | None) ->
             title = REPORT_TITLES.get(path.stem, path.stem.replace("_", " ").capitalize())
             images.append({"title": title, "path": _relative(run, path), "wide": _is_wide(path)})
     metrics = read_json(run.metrics) or read_json(run.model_metrics)
-    in_table = {f"{split}_{name}" for split in SPLITS for name in SPLIT_METRICS} | {"model_version"}
+    in_table = {f"{split}_{name}" for split in SPLITS for name in SPLIT_METRICS} | {"model_version", FULL_RANKING_KEY}
     return {
         **run_summary(config, ds, dag_run),
         "metrics": metrics,
@@ -119,6 +137,52 @@ def run_detail(config: PipelineConfig, ds: str, dag_run: DagRunRecord | None) ->
         "lineage": read_json(run.lineage),
         "report_images": images,
     }
+
+
+def full_ranking_headline(full_ranking: dict | None) -> dict | None:
+    """The model's full-catalogue NDCG@10 beside the best baseline's, for the dashboard's row.
+
+    The model is `recommend` (what serving returns), else `deepfm`; the best baseline is the model with the highest
+    NDCG@10 among the others. `{"model", "value", "ci", "baseline", "baseline_value", "baseline_ci", "beats"}`
+    (`beats`: the point estimates compared, `None` without both), or `None` when the run has no such number.
+    """
+    models = models_of(full_ranking or {})
+    scored = {name: finite(model.get(HEADLINE_METRIC)) for name, model in models.items()}
+    model = next((name for name in SERVED_MODELS if scored.get(name) is not None), None)
+    baselines = {name: value for name, value in scored.items() if name not in SERVED_MODELS and value is not None}
+    baseline = max(baselines, key=baselines.get) if baselines else None  # the first of equals
+    if model is None and baseline is None:
+        return None
+    value, baseline_value = scored.get(model), scored.get(baseline)
+    return {
+        "model": model,
+        "value": value,
+        "ci": interval(models[model], HEADLINE_METRIC) if model else None,
+        "baseline": baseline,
+        "baseline_value": baseline_value,
+        "baseline_ci": interval(models[baseline], HEADLINE_METRIC) if baseline else None,
+        "beats": value > baseline_value if value is not None and baseline_value is not None else None,
+    }
+
+
+def full_ranking_rows(full_ranking: dict | None) -> list[dict]:
+    """The full-catalogue table of a run page, one row per model in the recorded order.
+
+    Each row: `model`, `served` (the model, not a baseline), `metrics` (key -> `{"title", "value", "ci"}`, values
+    finite or `None`) and `details` (a baseline's params, the served model's retrieval facts).
+    """
+    return [
+        {
+            "model": name,
+            "served": name in SERVED_MODELS,
+            "metrics": {
+                key: {"title": title, "value": finite(model.get(key)), "ci": interval(model, key)}
+                for key, title in METRICS
+            },
+            "details": details(model),
+        }
+        for name, model in models_of(full_ranking or {}).items()
+    ]
 
 
 def split_rows(run: RunDir) -> dict[str, int] | None:

@@ -1,0 +1,155 @@
+"""Sampled negatives: for each rated event, movies the user had not rated before it (the "not picked" rows).
+
+A model trained only on rated events learns "will the user like a movie they chose to rate" and ranks well-rated
+classics the user will never watch; the stack serves a top-N list over the whole catalogue, so the model must
+also learn what a user picks among everything (Cremonesi, Koren and Turrin, RecSys 2010). For every event
+(user u at instant t on day D) `sample_unrated` draws `per_event` movies uniformly among the movies rated by
+anyone on day D that u had not rated at or before t (the event's own movie included). The rows are entity rows
+like the events' own: their features come point-in-time through Feast with the training set's
+(`store.write_training_set`), so a sampled pair sees exactly what a real event at that instant would.
+
+Why the day's movies and not the whole catalogue: the stats views hold a row stamped 00:00 of day D for each
+movie rated on D (`daily_stats`; the one-day TTL finds it), so an event's movie always has stats while a movie
+drawn from the whole catalogue mostly would not. A model would learn "no movie stats: not picked", a signal that
+serving (where every movie has its "now" row) never shows. Drawn from the day's movies, rated and sampled rows
+look alike but for what the user did; every movie is still a negative on the days it is rated, uniformly.
+
+Draws are seeded per run (`seed`), rejected draws are drawn again (`MAX_ROUNDS` times), and a draw still
+rejected (a user who rated almost the whole catalogue) is dropped and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from deepfm_model.spec.features import EVENT_TIMESTAMP, LABEL, MOVIE_KEY, PICKED, RATING, USER_KEY
+from deepfm_model.spec.files import staged_path
+
+MAX_ROUNDS = 32  # redraws of rejected samples before they are dropped
+MICROS_PER_DAY = 86_400_000_000
+EVENT_POSITION = "event_position"  # the sampled row's event: its row in the run's labelled events
+
+
+@dataclass(frozen=True)
+class SamplingRecord:
+    """What a run's sampling did; written beside the run's events (`RunDir.sampling`).
+
+    Attributes:
+        per_event: sampled movies per rated event.
+        seed: the generator's seed.
+        events: rated events sampled for.
+        rows: sampled rows written (`events * per_event - dropped`).
+        dropped: draws rejected `MAX_ROUNDS` times (the user had rated nearly every movie of the day).
+        catalogue: movies of the catalogue (the pools are its movies rated each day).
+    """
+
+    per_event: int
+    seed: int
+    events: int
+    rows: int
+    dropped: int
+    catalogue: int
+
+
+def sample_unrated(
+    events: pd.DataFrame, catalogue: np.ndarray, per_event: int, seed: int
+) -> tuple[pd.DataFrame, SamplingRecord]:
+    """Movies each event's user had not rated at or before the event, `per_event` per event, uniformly.
+
+    Args:
+        events: the labelled events (user_id, movie_id, event_timestamp), every event of the history in row
+            order: the "not rated before" test reads them all.
+        catalogue: movie ids of the catalogue (str); events of other movies are neither sampled for nor drawn.
+        per_event: draws per event; 0 gives no rows.
+        seed: seeds the generator: the same events, catalogue and seed give the same rows.
+
+    Returns:
+        The sampled rows (user_id, movie_id, event_timestamp of their event, rating 0, label 0, picked 0, and
+        `EVENT_POSITION`, the event's row in `events`), ordered by event position; and the record.
+    """
+    if per_event < 0:
+        raise ValueError(f"`per_event` must not be negative. Received: `per_event={per_event}`")
+    catalogue = np.asarray(catalogue).astype(str)
+    if per_event and not len(catalogue):
+        raise ValueError("`catalogue` is empty: there is nothing to sample from")
+    rng = np.random.default_rng(seed)
+    movie_codes = pd.Index(catalogue)
+    users, user_index = pd.factorize(events[USER_KEY].astype(str))
+    movies = movie_codes.get_indexer(events[MOVIE_KEY].astype(str))
+    times = pd.to_datetime(events[EVENT_TIMESTAMP], utc=True).to_numpy("datetime64[us]").view("int64")
+    n_movies = len(catalogue)
+    known = movies >= 0
+    # The first time each user rated each movie, keyed by user * movies + movie, sorted for lookups.
+    first = (
+        pd.DataFrame({"key": users[known].astype(np.int64) * n_movies + movies[known], "t": times[known]})
+        .groupby("key", sort=True)["t"]
+        .min()
+    )
+    keys, first_times = first.index.to_numpy(np.int64), first.to_numpy(np.int64)
+    # Each day's pool: the distinct movies rated that day, one block of `pool` per day.
+    days = times // MICROS_PER_DAY
+    day_movies = (
+        pd.DataFrame({"day": days[known], "movie": movies[known]}).drop_duplicates().sort_values(["day", "movie"])
+    )
+    pool = day_movies["movie"].to_numpy(np.int64)
+    pool_days, pool_start, pool_size = np.unique(day_movies["day"].to_numpy(), return_index=True, return_counts=True)
+
+    position = np.repeat(np.flatnonzero(known), per_event)
+    at = np.searchsorted(pool_days, days[position])
+    start, size = pool_start[at], pool_size[at]
+    draw_users = users[position].astype(np.int64)
+    draw_times = times[position]
+
+    def draw(rows: np.ndarray) -> np.ndarray:
+        return pool[start[rows] + rng.integers(0, size[rows], dtype=np.int64)]
+
+    drawn = draw(np.arange(len(position)))
+    pending = np.arange(len(position))
+    for _ in range(MAX_ROUNDS):
+        pending = pending[_rated_by(draw_users[pending] * n_movies + drawn[pending], draw_times[pending], keys,
+                                    first_times)]  # fmt: skip
+        if not len(pending):
+            break
+        drawn[pending] = draw(pending)
+    pending = pending[_rated_by(draw_users[pending] * n_movies + drawn[pending], draw_times[pending], keys,
+                                first_times)]  # fmt: skip
+    keep = np.ones(len(position), dtype=bool)
+    keep[pending] = False
+    rows = pd.DataFrame(
+        {
+            USER_KEY: np.asarray(user_index)[draw_users[keep]],
+            MOVIE_KEY: catalogue[drawn[keep]],
+            EVENT_TIMESTAMP: pd.to_datetime(events[EVENT_TIMESTAMP], utc=True).to_numpy()[position[keep]],
+            RATING: np.zeros(int(keep.sum()), dtype=np.int64),
+            LABEL: np.zeros(int(keep.sum()), dtype=np.int64),
+            PICKED: np.zeros(int(keep.sum()), dtype=np.int64),
+            EVENT_POSITION: position[keep],
+        }
+    )
+    rows[EVENT_TIMESTAMP] = pd.to_datetime(rows[EVENT_TIMESTAMP], utc=True)
+    record = SamplingRecord(per_event, seed, len(events), len(rows), int(len(pending)), n_movies)
+    return rows, record
+
+
+def _rated_by(keys: np.ndarray, times: np.ndarray, known_keys: np.ndarray, first_times: np.ndarray) -> np.ndarray:
+    """Whether each (user, movie) key was first rated at or before its time."""
+    at = np.searchsorted(known_keys, keys)
+    found = at < len(known_keys)
+    found[found] = known_keys[at[found]] == keys[found]
+    rated = np.zeros(len(keys), dtype=bool)
+    rated[found] = first_times[at[found]] <= times[found]
+    return rated
+
+
+def write_sampled(events_path: Path, catalogue: np.ndarray, per_event: int, seed: int, path: Path) -> SamplingRecord:
+    """`sample_unrated` over the labelled events in `events_path`; the rows written to `path` (parquet, staged)."""
+    events = pd.read_parquet(events_path, columns=[USER_KEY, MOVIE_KEY, EVENT_TIMESTAMP])
+    rows, record = sample_unrated(events, catalogue, per_event, seed)
+    rows[EVENT_TIMESTAMP] = rows[EVENT_TIMESTAMP].astype("datetime64[us, UTC]")
+    with staged_path(path) as staged:
+        rows.to_parquet(staged, index=False)
+    return record
