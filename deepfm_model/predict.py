@@ -99,9 +99,11 @@ def predict_parquet(
     return np.concatenate(targets), {name: np.concatenate(parts) for name, parts in outputs.items()}
 
 
-def predict_saved_model(export_dir: str | Path, frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
-    """Probabilities `(rows,)` float32 from the `serving_default` signature of an exported SavedModel (its
-    `probability` output, whatever other outputs it has)."""
+def predict_saved_model(
+    export_dir: str | Path, frame: pd.DataFrame, batch_size: int = 8192, output: str = OUTPUT_NAME
+) -> np.ndarray:
+    """One output `(rows,)` float32 of the `serving_default` signature of an exported SavedModel: `output`, or
+    `probability` when the model has no such output (a one-head model's `like` is its probability)."""
     signature = tf.saved_model.load(str(export_dir)).signatures[SIGNATURE_KEY]
     raw = frame_to_raw(frame)
     outputs = []
@@ -110,5 +112,6 @@ def predict_saved_model(export_dir: str | Path, frame: pd.DataFrame, batch_size:
             name: tf.constant(values[start : start + batch_size], dtype=spec.serving_dtype(spec.FEATURES_BY_NAME[name]))
             for name, values in raw.items()
         }
-        outputs.append(signature(**batch)[OUTPUT_NAME].numpy())
+        result = signature(**batch)
+        outputs.append(result[output if output in result else OUTPUT_NAME].numpy())
     return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros((0,), dtype=np.float32)

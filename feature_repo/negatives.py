@@ -3,16 +3,13 @@
 A model trained only on rated events learns "will the user like a movie they chose to rate" and ranks well-rated
 classics the user will never watch; the stack serves a top-N list over the whole catalogue, so the model must
 also learn what a user picks among everything (Cremonesi, Koren and Turrin, RecSys 2010). For every event
-(user u at instant t on day D) `sample_unrated` draws `per_event` movies uniformly among the movies rated by
-anyone on day D that u had not rated at or before t (the event's own movie included). The rows are entity rows
-like the events' own: their features come point-in-time through Feast with the training set's
-(`store.write_training_set`), so a sampled pair sees exactly what a real event at that instant would.
-
-Why the day's movies and not the whole catalogue: the stats views hold a row stamped 00:00 of day D for each
-movie rated on D (`daily_stats`; the one-day TTL finds it), so an event's movie always has stats while a movie
-drawn from the whole catalogue mostly would not. A model would learn "no movie stats: not picked", a signal that
-serving (where every movie has its "now" row) never shows. Drawn from the day's movies, rated and sampled rows
-look alike but for what the user did; every movie is still a negative on the days it is rated, uniformly.
+(user u at instant t) `sample_unrated` draws `per_event` movies uniformly from the catalogue among those u had
+not rated at or before t (the event's own movie included). The rows are entity rows like the events' own: their
+features come point-in-time through Feast with the training set's (`store.write_training_set`), so a sampled
+pair sees exactly what a real event at that instant would. For that, the movie stats hold a row for every movie
+on every day with events (`daily_stats`, `every_day`): with rows only on a movie's own days, a sampled movie would
+mostly have none within the one-day TTL, and a model would learn "no movie stats: not picked", a signal serving
+(where every movie has its "now" row) never shows.
 
 Draws are seeded per run (`seed`), rejected draws are drawn again (`MAX_ROUNDS` times), and a draw still
 rejected (a user who rated almost the whole catalogue) is dropped and counted.
@@ -30,7 +27,6 @@ from deepfm_model.spec.features import EVENT_TIMESTAMP, LABEL, MOVIE_KEY, PICKED
 from deepfm_model.spec.files import staged_path
 
 MAX_ROUNDS = 32  # redraws of rejected samples before they are dropped
-MICROS_PER_DAY = 86_400_000_000
 EVENT_POSITION = "event_position"  # the sampled row's event: its row in the run's labelled events
 
 
@@ -43,8 +39,8 @@ class SamplingRecord:
         seed: the generator's seed.
         events: rated events sampled for.
         rows: sampled rows written (`events * per_event - dropped`).
-        dropped: draws rejected `MAX_ROUNDS` times (the user had rated nearly every movie of the day).
-        catalogue: movies of the catalogue (the pools are its movies rated each day).
+        dropped: draws rejected `MAX_ROUNDS` times (the user had rated nearly every movie).
+        catalogue: movies drawn from.
     """
 
     per_event: int
@@ -90,22 +86,12 @@ def sample_unrated(
         .min()
     )
     keys, first_times = first.index.to_numpy(np.int64), first.to_numpy(np.int64)
-    # Each day's pool: the distinct movies rated that day, one block of `pool` per day.
-    days = times // MICROS_PER_DAY
-    day_movies = (
-        pd.DataFrame({"day": days[known], "movie": movies[known]}).drop_duplicates().sort_values(["day", "movie"])
-    )
-    pool = day_movies["movie"].to_numpy(np.int64)
-    pool_days, pool_start, pool_size = np.unique(day_movies["day"].to_numpy(), return_index=True, return_counts=True)
-
     position = np.repeat(np.flatnonzero(known), per_event)
-    at = np.searchsorted(pool_days, days[position])
-    start, size = pool_start[at], pool_size[at]
     draw_users = users[position].astype(np.int64)
     draw_times = times[position]
 
     def draw(rows: np.ndarray) -> np.ndarray:
-        return pool[start[rows] + rng.integers(0, size[rows], dtype=np.int64)]
+        return rng.integers(0, n_movies, size=len(rows), dtype=np.int64)
 
     drawn = draw(np.arange(len(position)))
     pending = np.arange(len(position))

@@ -325,6 +325,8 @@ def write_training_set(store: FeatureStore, events_path: Path, split_paths: tupl
     sizes = split_sizes(events.metadata.num_rows)
     ends = np.cumsum(sizes)
     sampled = _sampled_by_range(sampled_path, chunk_rows)
+    if sampled is not None:
+        next(sampled)
     schema = training_schema()
     written = [0, 0, 0]
     with contextlib.ExitStack() as stack:
@@ -334,6 +336,7 @@ def write_training_set(store: FeatureStore, events_path: Path, split_paths: tupl
         for batch in events.iter_batches(batch_size=chunk_rows):
             chunk = batch.to_pandas()
             chunk[EVENT_POSITION] = np.arange(position, position + len(chunk), dtype=np.int64)
+            chunk[PICKED] = 1
             extra = sampled.send(position + len(chunk)) if sampled_path is not None else None
             if extra is not None and len(extra):
                 chunk = pd.concat([chunk, extra], ignore_index=True)
