@@ -77,8 +77,9 @@ def deepfm_nightly():
     | features | check_skew | online feature vectors of sampled pairs equal the offline point-in-time values |
     | training | build_training_set | point-in-time features of the `deepfm_v3` FeatureService, split by time 80/10/10 |
     | training | validate | Great Expectations suite; a failure stops the run here (never retried) |
-    | training | train | the Keras DeepFM, on the `gpu` queue and in the `training` pool (a GPU pod under Kubernetes); metrics, report, SavedModel export |
-    | release | bless | candidate vs the serving model on the same test split: AUC floor and tolerance; a NaN loss or a changed serving signature is a rejection |
+    | training | train | the Keras DeepFM (pick and like heads), on the `gpu` queue and in the `training` pool (a GPU pod under Kubernetes); metrics, report, SavedModel export |
+    | training | evaluate | full-catalogue top-N of the model and of `recommend` beside popularity, item-kNN and EASE tuned on the validation window; the retrieval index into the export |
+    | release | bless | candidate vs the serving model on the same test split: AUC floor and tolerance, full-catalogue NDCG@10 not below popularity's nor trailing the serving model's; a NaN loss or a changed serving signature is a rejection |
     | release | push | the next integer version under the model base path; skipped when not blessed |
     | release | verify_serving | the version loads and answers like the in-process model; then it is labelled `stable` (retried) |
 
@@ -145,7 +146,13 @@ def deepfm_nightly():
 
             return stages.train(_config(), ds)
 
-        trained = features_ready >> build_training_set() >> validate() >> train()
+        @task(doc_md="Full-catalogue top-N of the model and of `recommend` beside tuned rivals; the retrieval index.")
+        def evaluate(ds: str | None = None) -> dict:
+            from dags.pipeline import stages
+
+            return stages.evaluate(_config(), ds)
+
+        trained = features_ready >> build_training_set() >> validate() >> train() >> evaluate()
 
     with TaskGroup("release", tooltip="Blessing, atomic push, serving verification"):
 

@@ -25,11 +25,14 @@ class ModelConfig:
     l2_embedding: float = 0.0  # L2 penalty on the whole embedding table; > 0 makes its updates dense (slow)
     l2_dense: float = 0.0  # L2 penalty on the kernels of the deep part
     embedding_init_stddev: float = 0.01  # stddev of the normal initialiser of the embedding table
-    multi_value_max_len: int = 6  # values kept per multi-valued field (genres); the rest are dropped
+    multi_value_max_len: int = 10  # values kept per multi-valued field (genres, recent movies); the rest dropped
     multi_value_combiner: str = "mean"  # how a multi-valued field's value embeddings combine: "mean" or "sum"
     use_fm: bool = True  # include the FM part (first order + pairwise term); False: the DNN-only ablation
     use_dnn: bool = True  # include the deep part; False: the FM-only ablation (a factorisation machine)
     vocab_min_count: int = 2  # values seen fewer times in the train split share the out-of-vocabulary row
+    # Two heads over the shared embeddings and FM: `pick` (rated among all) and `like` (liked given rated),
+    # served as `probability = pick * like` (`model.py`, `objectives.py`); False: one head, `probability` alone.
+    pick_head: bool = True
 
     def __post_init__(self) -> None:
         if self.embedding_dim <= 0:
@@ -46,6 +49,11 @@ class ModelConfig:
             raise ValueError(
                 f"`multi_value_combiner` must be one of {MULTI_VALUE_COMBINERS}. "
                 f"Received: `multi_value_combiner={self.multi_value_combiner!r}`"
+            )
+        if self.pick_head and not (self.use_fm and self.use_dnn):
+            raise ValueError(
+                "`pick_head` needs both the FM and the deep part. "
+                f"Received: `use_fm={self.use_fm}, use_dnn={self.use_dnn}`"
             )
         if not (self.use_fm or self.use_dnn):
             raise ValueError(
@@ -89,6 +97,7 @@ class TrainConfig:
     # float32 (`build_model`). On a CPU with avx512_bf16 the train step is ~1.5x faster; validation AUC ~0.001-0.002 lower
     # (MovieLens-shaped synthetic data): off by default, `make bench-train` measures both.
     mixed_precision: bool = False
+    like_weight: float = 1.0  # weight of the like head's loss beside the pick head's (two-head models)
     stream_from_parquet: bool = False  # read the train split in record batches instead of loading it whole
     parquet_batch_rows: int = 65_536  # rows per parquet record batch when streaming
 
@@ -97,6 +106,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value <= 0:
                 raise ValueError(f"`{name}` must be positive. Received: `{name}={value}`")
+        if self.like_weight < 0:
+            raise ValueError(f"`like_weight` must not be negative. Received: `like_weight={self.like_weight}`")
         if self.learning_rate <= 0:
             raise ValueError(f"`learning_rate` must be positive. Received: `learning_rate={self.learning_rate}`")
 

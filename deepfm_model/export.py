@@ -4,7 +4,8 @@ Signature `serving_default`:
 - inputs: one 1-D tensor per feature of `features.FEATURES`, named after it; `tf.string` for categorical
   and multi-valued features (values joined by `features.MULTI_VALUE_SEPARATOR`), `tf.float32` for numeric
   ones, raw (preprocessing runs inside the graph);
-- output: `"probability"`, float32 `[batch]`.
+- outputs: `"probability"`, float32 `[batch]`, what ranking sorts by; with the pick head (`model.py`) also
+  `"pick"` and `"like"`, float32 `[batch]` each (`probability = pick * like`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import keras
 import pandas as pd
 import tensorflow as tf
 
-from deepfm_model.model import OUTPUT_NAME
-from deepfm_model.predict import SIGNATURE_KEY, TrainedModel
+from deepfm_model.predict import SIGNATURE_KEY, TrainedModel, output_names
 from deepfm_model.preprocessing import frame_to_raw
 from deepfm_model.spec import features as spec
 
@@ -59,9 +59,11 @@ def export_saved_model(
     export_dir = Path(export_dir)
     model, preprocessor = trained.model, trained.preprocessor
 
+    names = output_names(trained)
+
     def serve(features):
-        probability = model(preprocessor(features), training=False)  # (batch, 1)
-        return {OUTPUT_NAME: tf.reshape(tf.cast(probability, tf.float32), [-1])}  # (batch,)
+        outputs = tf.cast(model(preprocessor(features), training=False), tf.float32)  # (batch, outputs)
+        return {name: outputs[:, i] for i, name in enumerate(names)}  # (batch,) each
 
     archive = keras.export.ExportArchive()
     archive.track(model)

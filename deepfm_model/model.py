@@ -5,6 +5,15 @@ Guo et al. (2017), "DeepFM: A Factorization-Machine based Neural Network for CTR
     y = sigmoid(bias + sum_i w_i + sum_{i<j} <v_i, v_j> + MLP([v_1, ..., v_F]))
 
 with one embedding `v_i` per feature value shared by the FM and the deep part (`FieldEmbedding`).
+
+With `ModelConfig.pick_head` (the default) the model has two heads over the same embeddings and FM term, each
+with its own deep part and a learned mix of the FM logit and its deep logit:
+
+    pick = sigmoid(a_p * fm + c_p * MLP_p(v) + b_p)      the user picks (rates) the movie among all
+    like = sigmoid(a_l * fm + c_l * MLP_l(v) + b_l)      the user likes it, given they rate it
+    probability = pick * like                            what ranking sorts by
+
+where `fm = bias + sum_i w_i + sum_{i<j} <v_i, v_j>`; `deepfm_model.objectives` says what each head learns.
 Numeric fields enter as their normalised value `x` times a learned vector (and first-order weight), see
 `FieldEmbedding`. Under a mixed-precision policy only the MLP computes in 16 bits: the lookups, the first-order
 term and the FM (whose two sums nearly cancel) stay float32. The core model is backend-agnostic; turning raw strings and floats into its inputs is
@@ -24,6 +33,8 @@ CATEGORICAL_INPUT = "categorical"
 MULTI_CATEGORICAL_INPUT = "multi_categorical"
 NUMERIC_INPUT = "numeric"
 OUTPUT_NAME = "probability"
+PICK_OUTPUT = "pick"
+LIKE_OUTPUT = "like"
 
 
 def build_model(
@@ -31,6 +42,7 @@ def build_model(
     categorical_sizes: Sequence[int],
     multi_categorical_sizes: Sequence[int],
     num_numeric: int,
+    multi_shared_with: Sequence[int] = (),
 ) -> keras.Model:
     """Build the (uncompiled) DeepFM functional model.
 
@@ -39,6 +51,8 @@ def build_model(
         categorical_sizes: rows per categorical field (vocabulary + OOV), in field order.
         multi_categorical_sizes: rows per multi-valued field (padding + OOV + vocabulary), in field order.
         num_numeric: number of numeric fields.
+        multi_shared_with: per multi-valued field, the categorical field whose embedding rows it shares, or -1
+            (`FieldEmbedding`); empty: none.
 
     `config.use_fm` / `config.use_dnn` drop the FM part or the deep part (the ablations of the paper).
 
@@ -46,7 +60,7 @@ def build_model(
         A `keras.Model` taking a dict with keys `"categorical"` `(batch, n_cat)` int32,
         `"multi_categorical"` `(batch, n_multi, multi_value_max_len)` int32 (0 = padding) and `"numeric"`
         `(batch, n_numeric)` float32 (keys with no field are left out), returning the probability
-        `(batch, 1)` float32.
+        `(batch, 1)` float32, or with `config.pick_head` the columns `(probability, pick, like)`, `(batch, 3)`.
     """
     inputs: dict[str, keras.KerasTensor] = {}
     if categorical_sizes:
@@ -66,24 +80,43 @@ def build_model(
         embeddings_initializer=keras.initializers.RandomNormal(stddev=config.embedding_init_stddev),
         l2=config.l2_embedding,
         multi_value_combiner=config.multi_value_combiner,
+        multi_shared_with=multi_shared_with,
         name="field_embedding",
         dtype="float32",
     )(inputs)  # (batch, fields, dim), (batch, fields)
+    flat = keras.layers.Flatten(name="flatten")(embeddings)  # (batch, fields * dim)
+    if config.pick_head:
+        fm = keras.layers.Add(name="fm_logit")([
+            FirstOrder(name="first_order", dtype="float32")(first_order_weights),
+            FMInteraction(name="fm_interaction", dtype="float32")(embeddings),
+        ])  # (batch, 1)
+        heads = []
+        for head in (PICK_OUTPUT, LIKE_OUTPUT):
+            deep = _mlp(config, f"{head}_mlp")(flat)  # (batch, 1)
+            mixed = keras.layers.Dense(1, dtype="float32", name=f"{head}_mix")(
+                keras.layers.Concatenate(name=f"{head}_logits", dtype="float32")([fm, deep])
+            )  # (batch, 1)
+            heads.append(keras.layers.Activation("sigmoid", dtype="float32", name=head)(mixed))
+        probability = keras.layers.Multiply(name="pick_times_like", dtype="float32")(heads)  # (batch, 1)
+        outputs = keras.layers.Concatenate(name=OUTPUT_NAME, dtype="float32")([probability, *heads])  # (batch, 3)
+        return keras.Model(inputs=inputs, outputs=outputs, name="deepfm")
     terms = []  # (batch, 1) each
     if config.use_fm:
         terms.append(FirstOrder(name="first_order", dtype="float32")(first_order_weights))  # includes the bias
         terms.append(FMInteraction(name="fm_interaction", dtype="float32")(embeddings))
     if config.use_dnn:
-        terms.append(
-            MLP(
-                units=config.mlp_units,
-                activation=config.activation,
-                dropout=config.dropout,
-                batch_norm=config.batch_norm,
-                l2=config.l2_dense,
-                name="mlp",
-            )(keras.layers.Flatten(name="flatten")(embeddings))
-        )
+        terms.append(_mlp(config, "mlp")(flat))
     logit = keras.layers.Add(name="logit")(terms) if len(terms) > 1 else terms[0]  # (batch, 1)
     probability = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_NAME)(logit)
     return keras.Model(inputs=inputs, outputs=probability, name="deepfm")
+
+
+def _mlp(config: ModelConfig, name: str) -> MLP:
+    return MLP(
+        units=config.mlp_units,
+        activation=config.activation,
+        dropout=config.dropout,
+        batch_norm=config.batch_norm,
+        l2=config.l2_dense,
+        name=name,
+    )

@@ -14,6 +14,7 @@ import pandas as pd
 import tensorflow as tf
 
 from deepfm_model.model import OUTPUT_NAME
+from deepfm_model.objectives import OUTPUT_COLUMNS, training_target
 from deepfm_model.preprocessing import PREPROCESSING_FILE, FeaturePreprocessor, check_frame, frame_to_raw
 from deepfm_model.spec import features as spec
 
@@ -46,7 +47,17 @@ def load_trained(model_dir: str | Path) -> TrainedModel:
 
 
 def predict_frame(trained: TrainedModel, frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
-    """Probabilities `(rows,)` float32 for raw feature rows, in frame order.
+    """Probabilities `(rows,)` float32 for raw feature rows, in frame order (`predict_outputs`'s `probability`)."""
+    return predict_outputs(trained, frame, batch_size)[OUTPUT_NAME]
+
+
+def output_names(trained: TrainedModel) -> tuple[str, ...]:
+    """The model's outputs: `("probability",)`, or `("probability", "pick", "like")` with the pick head."""
+    return OUTPUT_COLUMNS[trained.model.outputs[0].shape[-1] == len(OUTPUT_COLUMNS[True])]
+
+
+def predict_outputs(trained: TrainedModel, frame: pd.DataFrame, batch_size: int = 8192) -> dict[str, np.ndarray]:
+    """Every output (`output_names`) `(rows,)` float32 for raw feature rows, in frame order.
 
     Rows are preprocessed `PREPROCESS_ROWS` at a time in one call (2.4x the rows/s of preprocessing each batch
     in tf.data on 2 cores), then predicted `batch_size` at a time.
@@ -55,36 +66,44 @@ def predict_frame(trained: TrainedModel, frame: pd.DataFrame, batch_size: int = 
         KeyError: a feature column is missing (the message names it).
         TypeError: a feature column has the wrong dtype (the message names it).
     """
-    parts = [np.zeros((0,), dtype=np.float32)]
+    names = output_names(trained)
+    parts = [np.zeros((0, len(names)), dtype=np.float32)]
     check_frame(frame)
     for start in range(0, len(frame), PREPROCESS_ROWS):
         inputs = trained.preprocessor(frame_to_raw(frame.iloc[start : start + PREPROCESS_ROWS]))
         predicted = trained.model.predict({name: x.numpy() for name, x in inputs.items()}, batch_size=batch_size,
                                           verbose=0)  # fmt: skip
-        parts.append(np.asarray(predicted, dtype=np.float32).reshape(-1))
-    return np.concatenate(parts)
+        parts.append(np.asarray(predicted, dtype=np.float32).reshape(-1, len(names)))
+    columns = np.concatenate(parts)  # (rows, outputs)
+    return {name: columns[:, i] for i, name in enumerate(names)}
 
 
 def predict_parquet(
     trained: TrainedModel, path: str | Path, batch_size: int = 8192, record_batch_rows: int = 262_144
-) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and probabilities `(rows,)` float32 of a parquet split, read in record batches (memory: one batch).
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Targets (`objectives.training_target`) and every output `(rows,)` float32 of a parquet split, read in
+    record batches (memory: one batch).
 
-    The split must have every feature column and `label`.
+    The split must have every feature column and `label` (and `picked` when it holds sampled rows).
     """
     import pyarrow.parquet as pq
 
-    labels, probabilities = [np.zeros((0,), np.float32)], [np.zeros((0,), np.float32)]
-    columns = [*spec.FEATURE_NAMES, spec.LABEL]
+    names = pq.read_schema(path).names
+    columns = [*spec.FEATURE_NAMES, spec.LABEL, *([spec.PICKED] if spec.PICKED in names else [])]
+    targets, outputs = [np.zeros((0,), np.float32)], {name: [np.zeros((0,), np.float32)] for name in output_names(trained)}
     for batch in pq.ParquetFile(path).iter_batches(batch_size=record_batch_rows, columns=columns):
         frame = batch.to_pandas()
-        labels.append(frame[spec.LABEL].to_numpy(dtype=np.float32))
-        probabilities.append(predict_frame(trained, frame, batch_size))
-    return np.concatenate(labels), np.concatenate(probabilities)
+        targets.append(training_target(frame))
+        for name, values in predict_outputs(trained, frame, batch_size).items():
+            outputs[name].append(values)
+    return np.concatenate(targets), {name: np.concatenate(parts) for name, parts in outputs.items()}
 
 
-def predict_saved_model(export_dir: str | Path, frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
-    """Probabilities `(rows,)` float32 from the `serving_default` signature of an exported SavedModel."""
+def predict_saved_model(
+    export_dir: str | Path, frame: pd.DataFrame, batch_size: int = 8192, output: str = OUTPUT_NAME
+) -> np.ndarray:
+    """One output `(rows,)` float32 of the `serving_default` signature of an exported SavedModel: `output`, or
+    `probability` when the model has no such output (a one-head model's `like` is its probability)."""
     signature = tf.saved_model.load(str(export_dir)).signatures[SIGNATURE_KEY]
     raw = frame_to_raw(frame)
     outputs = []
@@ -93,5 +112,6 @@ def predict_saved_model(export_dir: str | Path, frame: pd.DataFrame, batch_size:
             name: tf.constant(values[start : start + batch_size], dtype=spec.serving_dtype(spec.FEATURES_BY_NAME[name]))
             for name, values in raw.items()
         }
-        outputs.append(signature(**batch)[OUTPUT_NAME].numpy())
+        result = signature(**batch)
+        outputs.append(result[output if output in result else OUTPUT_NAME].numpy())
     return np.concatenate(outputs).astype(np.float32) if outputs else np.zeros((0,), dtype=np.float32)

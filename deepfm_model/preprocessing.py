@@ -6,7 +6,8 @@ Per feature kind (`features.Kind`):
   `Feature.hash_bins` bins when that is positive;
 - multi-valued: the string is split on `features.MULTI_VALUE_SEPARATOR`, looked up with a `StringLookup`
   whose index 0 is padding (the empty string) and 1 the OOV bucket, and padded or truncated to
-  `ModelConfig.multi_value_max_len` slots;
+  `ModelConfig.multi_value_max_len` slots; a feature with `Feature.vocabulary_of` takes that categorical
+  feature's vocabulary (so index k + 1 here is index k there, and the model shares their embedding rows);
 - numeric: `log1p` for `Feature.log_scale` features, then `(x - mean) / std` with the train split's
   statistics; a missing value (NaN) becomes 0, the train mean.
 
@@ -29,6 +30,7 @@ import tensorflow as tf
 
 from deepfm_model.config import ModelConfig
 from deepfm_model.model import CATEGORICAL_INPUT, MULTI_CATEGORICAL_INPUT, NUMERIC_INPUT
+from deepfm_model.objectives import training_target
 from deepfm_model.spec import features as spec
 from deepfm_model.spec.files import write_json
 
@@ -113,7 +115,9 @@ class PreprocessingFit:
     def __init__(self, config: ModelConfig) -> None:
         self.config = config
         self._counts: dict[str, list[pd.Series]] = {
-            f.name: [] for f in spec.FEATURES if f.kind is not spec.Kind.NUMERIC and f.hash_bins <= 0
+            f.name: []
+            for f in spec.FEATURES
+            if f.kind is not spec.Kind.NUMERIC and f.hash_bins <= 0 and f.vocabulary_of is None
         }
         self._moments: dict[str, tuple[int, float, float]] = {}  # name -> (n, mean, sum of squared deviations)
 
@@ -143,6 +147,8 @@ class PreprocessingFit:
             if feature.kind is spec.Kind.CATEGORICAL:
                 hash_bins[name] = feature.hash_bins
                 categorical[name] = [] if feature.hash_bins > 0 else _vocabulary(_summed(self._counts[name]), min_count)
+            elif feature.kind is spec.Kind.MULTI_CATEGORICAL and feature.vocabulary_of is not None:
+                continue  # after the loop: the vocabulary of the feature it names
             elif feature.kind is spec.Kind.MULTI_CATEGORICAL:
                 strings = _summed(self._counts[name])
                 tokens = pd.DataFrame(
@@ -154,6 +160,11 @@ class PreprocessingFit:
                 n, mean, squares = self._moments.get(name, (0, 0.0, 0.0))
                 std = float(np.sqrt(squares / n)) if n else 1.0
                 numeric[name] = NumericStats(mean=float(mean), std=std if std > 0 else 1.0, log_scale=feature.log_scale)
+        for feature in spec.FEATURES:
+            if feature.vocabulary_of is not None:
+                if hash_bins.get(feature.vocabulary_of, 0) > 0:
+                    raise ValueError(f"`{feature.name}` takes the vocabulary of `{feature.vocabulary_of}`, which is hashed")
+                multi[feature.name] = categorical[feature.vocabulary_of]
         return PreprocessingState(categorical, hash_bins, multi, numeric, self.config.multi_value_max_len)
 
 
@@ -240,6 +251,12 @@ class FeaturePreprocessor:
         return [self._sizes[n] for n in self.multi_names]
 
     @property
+    def multi_shared_with(self) -> list[int]:
+        """Per multi-valued field, the categorical field (index) whose vocabulary and embedding rows it shares, or -1."""
+        vocabulary_of = [spec.FEATURES_BY_NAME[n].vocabulary_of for n in self.multi_names]
+        return [self.categorical_names.index(v) if v is not None else -1 for v in vocabulary_of]
+
+    @property
     def num_numeric(self) -> int:
         return len(self.numeric_names)
 
@@ -307,10 +324,12 @@ def make_dataset(
     shuffle_buffer: int = 0,
     seed: int | None = None,
 ) -> tf.data.Dataset:
-    """A batched tf.data pipeline of `(preprocessed inputs, float32 labels (batch, 1))`.
+    """A batched tf.data pipeline of `(preprocessed inputs, float32 targets (batch, 1))`.
+
+    The target is `objectives.training_target`: the label on rated rows, -1 on sampled ones.
 
     Args:
-        frame: rows with every feature column and `label`.
+        frame: rows with every feature column and `label` (and `picked` when it holds sampled rows).
         preprocessor: fitted preprocessing.
         batch_size: rows per batch.
         shuffle_buffer: shuffle with this buffer when positive (reshuffled every epoch).
@@ -319,7 +338,7 @@ def make_dataset(
     raw = frame_to_raw(frame)
     if spec.LABEL not in frame.columns:
         raise KeyError(f"Frame lacks the `{spec.LABEL}` column. Received columns: {list(frame.columns)}")
-    target = frame[spec.LABEL].to_numpy(dtype=np.float32).reshape(-1, 1)
+    target = training_target(frame).reshape(-1, 1)
     dataset = tf.data.Dataset.from_tensor_slices((raw, target))
     if shuffle_buffer > 0:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -348,7 +367,7 @@ def make_parquet_dataset(
     emitted batch of strings (rather than each record batch) to ~125k rows/s.
 
     Args:
-        path: parquet file with every feature column and `label`.
+        path: parquet file with every feature column and `label` (and `picked` when it holds sampled rows).
         preprocessor: fitted preprocessing.
         batch_size: rows per batch.
         shuffle_buffer: shuffle with this buffer when positive; file order when 0.
@@ -360,9 +379,11 @@ def make_parquet_dataset(
     import pyarrow.parquet as pq
 
     columns = [*spec.FEATURE_NAMES, spec.LABEL]
-    missing = [c for c in columns if c not in pq.read_schema(path).names]
+    names = pq.read_schema(path).names
+    missing = [c for c in columns if c not in names]
     if missing:
         raise KeyError(f"Parquet file {str(path)!r} lacks columns {missing}")
+    columns += [spec.PICKED] if spec.PICKED in names else []
     epochs = itertools.count()
 
     def batches():
@@ -371,7 +392,7 @@ def make_parquet_dataset(
         for record in pq.ParquetFile(path).iter_batches(batch_size=record_batch_rows, columns=columns):
             frame = record.to_pandas()
             inputs = {name: tensor.numpy() for name, tensor in preprocessor(frame_to_raw(frame)).items()}
-            rows = {**inputs, spec.LABEL: frame[spec.LABEL].to_numpy(dtype=np.float32)}
+            rows = {**inputs, spec.LABEL: training_target(frame)}
             held = rows if held is None else {k: np.concatenate([held[k], rows[k]]) for k in rows}
             size = len(held[spec.LABEL])
             order = rng.permutation(size) if shuffle_buffer > 0 else np.arange(size)
@@ -387,7 +408,7 @@ def make_parquet_dataset(
 
 
 def _slices(rows: dict[str, np.ndarray], order: np.ndarray, batch_size: int):
-    """`(features, label (batch, 1))` batches of `rows` taken in `order`."""
+    """`(features, target (batch, 1))` batches of `rows` taken in `order`."""
     for start in range(0, len(order), batch_size):
         take = order[start : start + batch_size]
         features = {name: values[take] for name, values in rows.items() if name != spec.LABEL}

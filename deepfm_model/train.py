@@ -25,9 +25,17 @@ import numpy as np
 import pandas as pd
 
 from deepfm_model.config import ModelConfig, TrainConfig
-from deepfm_model.evaluate import compute_metrics, flatten_metrics, popularity_scores, ranking_metrics, write_report
+from deepfm_model.evaluate import (
+    compute_metrics,
+    flatten_metrics,
+    popularity_scores,
+    ranking_metrics,
+    roc_auc,
+    write_report,
+)
 from deepfm_model.layout import CONFIG_FILE, EXPORT_DIR, HISTORY_FILE, METRICS_FILE, SPLITS
-from deepfm_model.model import build_model
+from deepfm_model.model import LIKE_OUTPUT, OUTPUT_NAME, PICK_OUTPUT, build_model
+from deepfm_model.objectives import PickLikeLoss, has_pick_head, liked, tracked_metrics, training_target
 from deepfm_model.sparse_adam import SparseAdam
 from deepfm_model.spec import features as spec
 from deepfm_model.spec.files import write_json
@@ -103,7 +111,8 @@ def precision_policy(mixed: bool):
 
 
 def compile_model(model: keras.Model, train_config: TrainConfig, metrics: bool = True) -> keras.Model:
-    """Compile `model` for training: binary cross-entropy, (Sparse)Adam, XLA and steps per execution as configured.
+    """Compile `model` for training: the loss and metrics of `objectives` (one head or two), (Sparse)Adam, XLA and
+    steps per execution as configured.
 
     Args:
         model: the DeepFM model (from `build_model`).
@@ -135,10 +144,11 @@ def compile_model(model: keras.Model, train_config: TrainConfig, metrics: bool =
                 steps_per_execution, type(tf.distribute.get_strategy()).__name__,
             )  # fmt: skip
             steps_per_execution = 1
+    pick_head = has_pick_head(model)
     model.compile(
         optimizer=optimizer_class(learning_rate=train_config.learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryCrossentropy(name="logloss")] if metrics else None,
+        loss=PickLikeLoss(pick_head=pick_head, like_weight=train_config.like_weight),
+        metrics=tracked_metrics(pick_head) if metrics else None,
         jit_compile="auto" if train_config.jit_compile is None else train_config.jit_compile,
         steps_per_execution=steps_per_execution,
     )
@@ -212,8 +222,9 @@ def train_model(
         valid_data = make_dataset(valid, preprocessor, train_config.predict_batch_size)
     with distribution_scope(train_config, tf_config, devices), precision_policy(train_config.mixed_precision):
         model = build_model(
-            model_config, preprocessor.categorical_sizes, preprocessor.multi_categorical_sizes, preprocessor.num_numeric
-        )
+            model_config, preprocessor.categorical_sizes, preprocessor.multi_categorical_sizes,
+            preprocessor.num_numeric, preprocessor.multi_shared_with,
+        )  # fmt: skip
         compile_model(model, train_config)
     callbacks = [
         keras.callbacks.EarlyStopping(
@@ -259,9 +270,11 @@ def run_training(
 
     Returns:
         The metrics written to `metrics.json` (`test_auc`, `test_logloss`, `valid_auc`, `*_mean_prediction`,
-        `*_positive_rate`, `*_rows`, ...).
+        `*_positive_rate`, `*_rows`, ...). `<split>_auc` and `<split>_logloss` are "liked" among the split's rated
+        rows, scored by the output `auc_signal` names (`like` with the pick head, else `probability`);
+        `<split>_pick_auc` is the pick head's rated-vs-sampled AUC where the split has sampled rows.
     """
-    from deepfm_model.predict import predict_frame, predict_parquet
+    from deepfm_model.predict import predict_outputs, predict_parquet
     from deepfm_model.preprocessing import load_split
 
     model_config = model_config or ModelConfig()
@@ -286,16 +299,26 @@ def run_training(
         predicted = {
             name: predict_parquet(trained, path, train_config.predict_batch_size) for name, path in paths.items()
         }
-        labels = {name: label for name, (label, _) in predicted.items()}
-        probabilities = {name: probability for name, (_, probability) in predicted.items()}
+        targets = {name: target for name, (target, _) in predicted.items()}
+        outputs = {name: values for name, (_, values) in predicted.items()}
     else:
-        labels = {name: f[spec.LABEL].to_numpy(dtype=np.float32) for name, f in frames.items()}
-        probabilities = {name: predict_frame(trained, f, train_config.predict_batch_size) for name, f in frames.items()}
+        targets = {name: training_target(f) for name, f in frames.items()}
+        outputs = {name: predict_outputs(trained, f, train_config.predict_batch_size) for name, f in frames.items()}
+    signal = LIKE_OUTPUT if LIKE_OUTPUT in outputs["test"] else OUTPUT_NAME
+    rated = {name: targets[name] >= 0 for name in SPLITS}
+    labels = {name: liked(targets[name][rated[name]]) for name in SPLITS}
+    probabilities = {name: outputs[name][signal][rated[name]] for name in SPLITS}
     per_split = {name: compute_metrics(labels[name], probabilities[name]) for name in SPLITS}
+    for name in SPLITS:
+        if PICK_OUTPUT in outputs[name] and not rated[name].all():
+            per_split[name]["pick_auc"] = roc_auc(rated[name], outputs[name][PICK_OUTPUT])
+            per_split[name]["sampled_rows"] = int((~rated[name]).sum())
     val_auc = history.get("val_auc", [])
     test_users, test_movies = _columns(paths["test"], frames.get("test"), spec.USER_KEY, spec.MOVIE_KEY)
     (train_movies,) = _columns(paths["train"], frames.get("train"), spec.MOVIE_KEY)
-    per_split["test"].update(ranking_metrics(test_users, labels["test"], probabilities["test"]))
+    test_users, test_movies = test_users[rated["test"]], test_movies[rated["test"]]
+    train_movies = train_movies[rated["train"]]
+    per_split["test"].update(ranking_metrics(test_users, labels["test"], outputs["test"][OUTPUT_NAME][rated["test"]]))
     popularity = popularity_scores(train_movies, labels["train"], test_movies)
     baseline = ranking_metrics(test_users, labels["test"], popularity)
     metrics = {
@@ -305,6 +328,7 @@ def run_training(
         "best_epoch": int(np.nanargmax(val_auc)) + 1 if val_auc else 0,
         "training_seconds": round(training_seconds, 2),
         "backend": keras.backend.backend(),
+        "auc_signal": signal,
     }
 
     trained.save(out_dir)

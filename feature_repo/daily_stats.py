@@ -41,6 +41,7 @@ from deepfm_model.spec.features import (
     MULTI_VALUE_SEPARATOR,
     POSITIVE_RATING,
     RATING,
+    RECENT_DAYS,
     USER_GENRE_COUNTS,
     USER_GENRE_POSITIVES,
     USER_GENRE_STATS_VIEW,
@@ -55,7 +56,7 @@ logger = logging.getLogger(__name__)
 AGGREGATES_DIR = "aggregates"
 MANIFEST_FILE = "manifest.json"
 TOTALS_FILE = "totals.parquet"
-LAYOUT = 2  # bump when the files' meaning changes: every day is then recomputed
+LAYOUT = 4  # bump when the files' meaning changes: every day is then recomputed
 # Smoothing of the stats: `PSEUDO_COUNT` imaginary ratings at fixed prior values. The priors are constants,
 # not estimated from the data, so that no row depends on events after its day.
 PSEUDO_COUNT = 5.0
@@ -74,6 +75,10 @@ class StatsView:
         sums: sum column -> SQL of its per-event value over `labelled` (joined with `genres` when `by_genre`).
         features: feature column -> SQL over the sums, in the source's column order.
         by_genre: the sums need the movie's genres (so they change when the movies' genres do).
+        every_day: every entity gets a row on every day with events (not only on its own days), so that any
+            (entity, instant) finds a row within the one-day TTL: the movies that training samples as not picked.
+        recent_days: when positive, the features may also use `recent_n`: the entity's events in the
+            `recent_days` days before the row's day (what is popular now, not over the whole history).
     """
 
     view: str
@@ -82,10 +87,15 @@ class StatsView:
     sums: dict[str, str]
     features: dict[str, str]
     by_genre: bool = False
+    recent_days: int = 0
+    every_day: bool = False
 
 
-def _rating_view(view: str, key: str, table: str, prefix: str) -> StatsView:
+def _rating_view(
+    view: str, key: str, table: str, prefix: str, recent_days: int = 0, every_day: bool = False
+) -> StatsView:
     n = "CAST(n AS DOUBLE)"
+    recent = {f"{prefix}_recent_count": "CAST(coalesce(recent_n, 0) AS DOUBLE)"} if recent_days else {}
     return StatsView(
         view=view,
         key=key,
@@ -96,7 +106,10 @@ def _rating_view(view: str, key: str, table: str, prefix: str) -> StatsView:
             f"{prefix}_pos_rate": f"(CAST(pos AS DOUBLE) + {PSEUDO_COUNT * PRIOR_POS_RATE!r}) / ({n} + {PSEUDO_COUNT!r})",
             f"{prefix}_mean_rating": f"(CAST(total AS DOUBLE) + {PSEUDO_COUNT * PRIOR_MEAN_RATING!r}) / "
             f"({n} + {PSEUDO_COUNT!r})",
+            **recent,
         },
+        recent_days=recent_days,
+        every_day=every_day,
     )
 
 
@@ -122,7 +135,7 @@ def _genre_view() -> StatsView:
 
 STATS_VIEWS: tuple[StatsView, ...] = (
     _rating_view(USER_STATS_VIEW, USER_KEY, "users", "user"),
-    _rating_view(MOVIE_STATS_VIEW, MOVIE_KEY, "movies", "movie"),
+    _rating_view(MOVIE_STATS_VIEW, MOVIE_KEY, "movies", "movie", recent_days=RECENT_DAYS, every_day=True),
     _genre_view(),
 )
 
@@ -251,8 +264,17 @@ def _write_stats(con: duckdb.DuckDBPyConnection, spec: StatsView, days: list[str
         running = ", ".join(
             f"CAST(coalesce(b.{c}, 0) + sum(s.{c}) OVER up_to_day - s.{c} AS BIGINT) AS {c}" for c in columns
         )
+        rows_since = since
+        if spec.every_day and recent:
+            # Every entity on every day with events: a row for any pair an event or a sampled movie asks for.
+            grid = (f"SELECT e.{spec.key}, d.day FROM (SELECT DISTINCT {spec.key} FROM ({spec.entities}) WHERE "
+                    f"{spec.key} IS NOT NULL) e CROSS JOIN (SELECT DISTINCT day FROM ({since})) d")  # fmt: skip
+            padded = ", ".join(f"CAST(coalesce(s.{c}, 0) AS BIGINT) AS {c}" for c in columns)
+            rows_since = (
+                f"SELECT g.{spec.key}, g.day, {padded} FROM ({grid}) g LEFT JOIN ({since}) s USING ({spec.key}, day)"
+            )
         history = (
-            f"SELECT s.{spec.key}, s.day AS stamp, {running} FROM ({since}) s LEFT JOIN ({base}) b USING ({spec.key}) "
+            f"SELECT s.{spec.key}, s.day AS stamp, {running} FROM ({rows_since}) s LEFT JOIN ({base}) b USING ({spec.key}) "
             f"WINDOW up_to_day AS (PARTITION BY s.{spec.key} ORDER BY s.day "
             "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
         )
@@ -264,8 +286,11 @@ def _write_stats(con: duckdb.DuckDBPyConnection, spec: StatsView, days: list[str
             f"LEFT JOIN read_parquet({_quote(new_totals)}) t USING ({spec.key})"
         )
         features = ", ".join(f"{expression} AS {name}" for name, expression in spec.features.items())
+        rows = f"({history} UNION ALL {now})"
+        if spec.recent_days:
+            rows = _with_recent(spec, rows, days, first, sums_dir)
         query = (f"SELECT {spec.key}, {features}, stamp AS {EVENT_TIMESTAMP}, strftime(stamp, '%Y-%m-%d') AS part "
-                 f"FROM ({history} UNION ALL {now})")  # fmt: skip
+                 f"FROM {rows}")  # fmt: skip
         written = _write_partitions(con, query, data_dir / spec.view, data_dir)
         for stale in (data_dir / spec.view).glob("*.parquet"):
             if stale.stem >= first and stale.stem not in written:
@@ -273,6 +298,22 @@ def _write_stats(con: duckdb.DuckDBPyConnection, spec: StatsView, days: list[str
         move_into_place(new_totals, totals_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _with_recent(spec: StatsView, rows: str, days: list[str], first: str, sums_dir: Path) -> str:
+    """`rows` (entity, stamp, sums) with `recent_n`: the entity's events on the `spec.recent_days` days before
+    each row's stamp, summed from the daily sums files (those of the window before `first` included)."""
+    since = (pd.Timestamp(first) - pd.Timedelta(days=spec.recent_days)).strftime("%Y-%m-%d")
+    files = [sums_dir / f"{day}.parquet" for day in days if day >= since]
+    if not files:
+        return f"(SELECT *, CAST(0 AS BIGINT) AS recent_n FROM {rows})"
+    window = f"INTERVAL {int(spec.recent_days)} DAY"
+    recent = (
+        f"SELECT r.{spec.key}, r.stamp, CAST(sum(d.n) AS BIGINT) AS recent_n FROM {rows} r "
+        f"JOIN read_parquet({_files(files)}) d ON d.{spec.key} = r.{spec.key} AND d.day < r.stamp "
+        f"AND d.day >= r.stamp - {window} GROUP BY ALL"
+    )
+    return f"(SELECT r.*, t.recent_n FROM {rows} r LEFT JOIN ({recent}) t USING ({spec.key}, stamp))"
 
 
 def _write_partitions(con: duckdb.DuckDBPyConnection, query: str, target: Path, data_dir: Path) -> set[str]:

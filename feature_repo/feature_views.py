@@ -97,7 +97,7 @@ user_genre_stats_fv = FeatureView(
 # have events and at the cutoff (`fresh_features`), so a one-day TTL always finds it and bounds the
 # point-in-time join to a day of each user's rows instead of their whole history.
 FRESH_TTL = STATS_TTL
-_STATE_TYPES = (Int64, Int64, Int64, Int64, String, String)  # `USER_FRESH_STATE_COLUMNS`, in order
+_STATE_TYPES = (Int64, Int64, Int64, Int64, String)  # `USER_FRESH_STATE_COLUMNS`, in order
 user_fresh_fv = FeatureView(
     name=USER_FRESH_VIEW,
     entities=[user],

@@ -21,7 +21,7 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
-from deepfm_model.spec.features import EVENT_TIMESTAMP, FEATURES, LABEL, RATING, Kind
+from deepfm_model.spec.features import EVENT_TIMESTAMP, FEATURES, LABEL, MOVIE_KEY, PICKED, RATING, USER_KEY, Kind
 from feature_repo import validation
 from feature_repo.raw_source import MEMORY_LIMIT, THREADS
 from feature_repo.validation import EVENT_KEY, SNAPSHOT_COLUMNS, SuiteConfig, ValidationReport
@@ -71,7 +71,7 @@ def record_reference_files(paths: list[Path], path: Path, sample_rows: int = val
     if rows <= sample_rows:
         return validation.record_reference(read_whole(paths), path)
     with _connect(paths) as con:
-        label_rate = con.execute(f"SELECT avg({LABEL}) FROM snapshot").fetchone()[0]
+        label_rate = con.execute(f"SELECT avg({LABEL}) FILTER (WHERE {PICKED} = 1) FROM snapshot").fetchone()[0]
         return validation.record_reference(_sample(con, sample_rows), path, {"rows": rows, "label_rate": label_rate})
 
 
@@ -105,7 +105,7 @@ def _column(name: str) -> str:
 
 def exact_checks() -> dict[str, str]:
     """Name -> SQL aggregate over the view `snapshot` of every exact figure of the `exact` batch."""
-    checks: dict[str, str] = {"rows": "count(*)", "label_rate": f"avg({LABEL})"}
+    checks: dict[str, str] = {"rows": "count(*)", "label_rate": f"avg({LABEL}) FILTER (WHERE {PICKED} = 1)"}
     for column in SNAPSHOT_COLUMNS:
         feature = next((f for f in FEATURES if f.name == column), None)
         missing = f"{_column(column)} IS NULL"
@@ -132,8 +132,11 @@ def exact_checks() -> dict[str, str]:
         elif feature.allowed is not None:
             values = ", ".join("'" + v.replace("'", "''") + "'" for v in feature.allowed)
             checks[f"unknown_{column}"] = f"count(*) FILTER (WHERE {_column(column)} NOT IN ({values}))"
-    checks[f"out_of_range_{RATING}"] = f"count(*) FILTER (WHERE {RATING} NOT BETWEEN 1 AND 5)"
-    checks[f"unknown_{LABEL}"] = f"count(*) FILTER (WHERE {LABEL} NOT IN (0, 1))"
+    checks[f"out_of_range_{RATING}"] = (
+        f"count(*) FILTER (WHERE ({PICKED} = 1 AND {RATING} NOT BETWEEN 1 AND 5) OR ({PICKED} = 0 AND {RATING} <> 0))"
+    )
+    checks[f"unknown_{LABEL}"] = f"count(*) FILTER (WHERE {LABEL} NOT IN (0, 1) OR ({PICKED} = 0 AND {LABEL} <> 0))"
+    checks[f"unknown_{PICKED}"] = f"count(*) FILTER (WHERE {PICKED} NOT IN (0, 1))"
     return checks
 
 
@@ -147,10 +150,20 @@ def exact_table(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     row |= {name: float("nan") for name in checks if name not in present}  # a missing column fails its check
     key = ", ".join(_column(c) for c in EVENT_KEY)
     row["repeated_events"] = con.execute(
-        f"SELECT coalesce(sum(times), 0) FROM (SELECT count(*) AS times FROM snapshot GROUP BY {key} "
+        f"SELECT coalesce(sum(times), 0) FROM (SELECT count(*) AS times FROM snapshot WHERE {PICKED} = 1 GROUP BY {key} "
         "HAVING count(*) > 1)"
     ).fetchone()[0]
+    row["sampled_rated_before"] = sampled_rated_before(con)
     return pd.DataFrame([{name: float(value) if value is not None else float("nan") for name, value in row.items()}])
+
+
+def sampled_rated_before(con: duckdb.DuckDBPyConnection) -> int:
+    """Sampled rows whose movie the user had rated at or before the row's instant (the sampling promises none)."""
+    return con.execute(
+        f"SELECT count(*) FROM snapshot s WHERE s.{PICKED} = 0 AND EXISTS (SELECT 1 FROM snapshot r WHERE "
+        f"r.{PICKED} = 1 AND r.{USER_KEY} = s.{USER_KEY} AND r.{MOVIE_KEY} = s.{MOVIE_KEY} AND "
+        f"r.{EVENT_TIMESTAMP} <= s.{EVENT_TIMESTAMP})"
+    ).fetchone()[0]
 
 
 def _columns_of(check: str) -> set[str]:
@@ -170,6 +183,7 @@ def exact_expectations(config: SuiteConfig, reference: dict | None) -> list[Any]
         gxe.ExpectColumnValuesToBeBetween(column="label_rate", min_value=low, max_value=high)
         for low, high in validation.label_rate_bands(config, reference)
     ]
-    counts = [name for name in exact_checks() if name not in ("rows", "label_rate")] + ["repeated_events"]
+    counts = [name for name in exact_checks() if name not in ("rows", "label_rate")]
+    counts += ["repeated_events", "sampled_rated_before"]
     expectations += [gxe.ExpectColumnValuesToBeBetween(column=name, min_value=0, max_value=0) for name in counts]
     return expectations

@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 from feast import FeatureService, FeatureStore, FeatureView, FileSource, PushSource, RepoConfig
@@ -45,6 +46,7 @@ from deepfm_model.spec.features import (
     LABEL,
     MOVIE_KEY,
     MOVIE_PROFILE_VIEW,
+    PICKED,
     RATING,
     USER_EVENTS_PUSH,
     USER_FRESH_VIEW,
@@ -63,7 +65,7 @@ from feature_repo.sources import DATA_DIR_NAME
 REPO_DIR = Path(__file__).resolve().parent
 CONFIG_FILE = "feature_store.yaml"
 PROFILE_VIEWS = (USER_PROFILE_VIEW, MOVIE_PROFILE_VIEW)
-TRAINING_COLUMNS = (*FEATURE_NAMES, EVENT_TIMESTAMP, RATING, LABEL)
+TRAINING_COLUMNS = (*FEATURE_NAMES, EVENT_TIMESTAMP, RATING, LABEL, PICKED)
 # Events whose features `write_training_set` retrieves at a time. Each retrieval scans every view's source
 # (~5.7 s at 10M events), so chunks are large: a 1M-event chunk peaks ~2 GB above the process' base.
 TRAINING_CHUNK_ROWS = 1_000_000
@@ -209,15 +211,20 @@ def training_frame(store: FeatureStore, events: pd.DataFrame) -> pd.DataFrame:
 
     Args:
         store: the feature store, objects applied and sources written.
-        events: the entity frame of `ingest.labelled_events` (keys, event_timestamp, rating, label).
+        events: the entity frame of `ingest.labelled_events` (keys, event_timestamp, rating, label), with
+            sampled rows (`negatives.sample_unrated`) or without (`picked` is then 1); other columns are kept,
+            after `TRAINING_COLUMNS`.
 
     Returns:
-        Columns `features.FEATURE_NAMES` + event_timestamp, rating, label, one row per event, sorted by
-        event_timestamp; categoricals and genres as str, numerics as float64, rating and label as int64;
-        missing values stay null for validation to see.
+        Columns `TRAINING_COLUMNS` (`features.FEATURE_NAMES` + event_timestamp, rating, label, picked) and the
+        events' other columns, one row per event, sorted by event_timestamp; categoricals and genres as str,
+        numerics as float64, rating, label and picked as int64; missing values stay null for validation to see.
     """
     service = store.get_feature_service(FEATURE_SERVICE)
     events = events.copy()
+    if PICKED not in events:
+        events[PICKED] = 1
+    extra = [column for column in events.columns if column not in TRAINING_COLUMNS]
     events[EVENT_TIMESTAMP] = pd.to_datetime(events[EVENT_TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
     frame = events
     groups, on_demand = _service_plan(store, service)
@@ -233,8 +240,9 @@ def training_frame(store: FeatureStore, events: pd.DataFrame) -> pd.DataFrame:
     frame = _typed(frame)
     frame[RATING] = frame[RATING].astype("int64")
     frame[LABEL] = frame[LABEL].astype("int64")
+    frame[PICKED] = frame[PICKED].astype("int64")
     frame[EVENT_TIMESTAMP] = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
-    frame = frame[list(TRAINING_COLUMNS)]
+    frame = frame[[*TRAINING_COLUMNS, *extra]]
     return frame.sort_values([EVENT_TIMESTAMP, USER_KEY, MOVIE_KEY], kind="stable").reset_index(drop=True)
 
 
@@ -294,23 +302,31 @@ def split_by_time(
 
 
 def write_training_set(store: FeatureStore, events_path: Path, split_paths: tuple[Path, Path, Path],
-                       chunk_rows: int = TRAINING_CHUNK_ROWS) -> tuple[int, int, int]:  # fmt: skip
+                       chunk_rows: int = TRAINING_CHUNK_ROWS, sampled_path: Path | None = None) -> tuple[int, int, int]:  # fmt: skip
     """`training_frame` of every event in `events_path`, split by time into the (train, valid, test) files.
 
     The events are read `chunk_rows` at a time, so memory holds one chunk's features however long the history.
     `events_path` must be sorted by event_timestamp, user_id, movie_id (`ingest.write_labelled_events`), the
     order `training_frame` gives each chunk, so the chunks follow one another and the files equal
-    `split_by_time(training_frame(store, all events))`. Each file is written under a temporary name and renamed.
+    `split_by_time(training_frame(store, all events))`. The split sizes count events. With `sampled_path`
+    (`negatives.write_sampled`: rows ordered by `event_position`), each chunk's sampled rows are retrieved with
+    it and go to the split of their event, in time order among its rows. Each file is written under a temporary
+    name and renamed.
 
     Returns:
-        Rows written to (train, valid, test).
+        Rows written to (train, valid, test), sampled rows included.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from feature_repo.negatives import EVENT_POSITION
+
     events = pq.ParquetFile(events_path)
     sizes = split_sizes(events.metadata.num_rows)
-    ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+    ends = np.cumsum(sizes)
+    sampled = _sampled_by_range(sampled_path, chunk_rows)
+    if sampled is not None:
+        next(sampled)
     schema = training_schema()
     written = [0, 0, 0]
     with contextlib.ExitStack() as stack:
@@ -318,15 +334,43 @@ def write_training_set(store: FeatureStore, events_path: Path, split_paths: tupl
         writers = [stack.enter_context(pq.ParquetWriter(path, schema)) for path in staged]
         position = 0
         for batch in events.iter_batches(batch_size=chunk_rows):
-            frame = training_frame(store, batch.to_pandas())
-            for split, end in enumerate(ends):
-                begin = max(position, ends[split - 1] if split else 0)
-                part = frame.iloc[max(0, begin - position) : max(0, end - position)]
+            chunk = batch.to_pandas()
+            chunk[EVENT_POSITION] = np.arange(position, position + len(chunk), dtype=np.int64)
+            chunk[PICKED] = 1
+            extra = sampled.send(position + len(chunk)) if sampled_path is not None else None
+            if extra is not None and len(extra):
+                chunk = pd.concat([chunk, extra], ignore_index=True)
+            frame = training_frame(store, chunk)
+            split_of = np.searchsorted(ends, frame[EVENT_POSITION].to_numpy(), side="right")
+            for split in range(len(split_paths)):
+                part = frame[split_of == split].drop(columns=EVENT_POSITION)
                 if len(part):
                     writers[split].write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
                     written[split] += len(part)
-            position += len(frame)
+            position += len(chunk) - (0 if extra is None else len(extra))
     return tuple(written)
+
+
+def _sampled_by_range(path: Path | None, batch_rows: int):
+    """A generator: sent an event position, it returns the sampled rows of the events before it (not yet given)."""
+    import pyarrow.parquet as pq
+
+    from feature_repo.negatives import EVENT_POSITION
+
+    if path is None:
+        return None
+    held = pd.DataFrame()
+    batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
+    end = yield None
+    while True:
+        while not len(held) or held[EVENT_POSITION].iloc[-1] < end:
+            batch = next(batches, None)
+            if batch is None:
+                break
+            held = pd.concat([held, batch.to_pandas()], ignore_index=True)
+        take = held[EVENT_POSITION].to_numpy() < end if len(held) else np.zeros(0, dtype=bool)
+        out, held = held[take], held[~take].reset_index(drop=True)
+        end = yield out.reset_index(drop=True)
 
 
 def training_schema():
@@ -334,7 +378,7 @@ def training_schema():
     import pyarrow as pa
 
     types = {f.name: pa.float64() if f.kind is Kind.NUMERIC else pa.string() for f in FEATURES}
-    types |= {EVENT_TIMESTAMP: pa.timestamp("ns", tz="UTC"), RATING: pa.int64(), LABEL: pa.int64()}
+    types |= {EVENT_TIMESTAMP: pa.timestamp("ns", tz="UTC"), RATING: pa.int64(), LABEL: pa.int64(), PICKED: pa.int64()}
     return pa.schema([(name, types[name]) for name in TRAINING_COLUMNS])
 
 

@@ -57,6 +57,7 @@ from deepfm_model.spec.features import (
     MOVIE_KEY,
     MULTI_VALUE_SEPARATOR,
     OCCUPATIONS,
+    PICKED,
     RATING,
     USER_KEY,
     Feature,
@@ -73,7 +74,10 @@ SAMPLE_SIZE = 5  # bad values quoted per failed expectation
 # Events (source suite) and snapshot rows (snapshot suite) the suites run on in memory; larger tables are sampled,
 # and their exact checks run in SQL (`raw_source.check`, `snapshot_validation`).
 SAMPLE_ROWS = 200_000
-SNAPSHOT_COLUMNS = (*FEATURE_NAMES, EVENT_TIMESTAMP, RATING, LABEL)
+SNAPSHOT_COLUMNS = (*FEATURE_NAMES, EVENT_TIMESTAMP, RATING, LABEL, PICKED)
+# Rated rows (events) and sampled "not picked" rows (`negatives`): the event rules hold on the first, the second
+# have rating and label 0.
+RATED, SAMPLED = f"{PICKED}==1", f"{PICKED}==0"
 EVENT_KEY = (USER_KEY, MOVIE_KEY, EVENT_TIMESTAMP)  # one rating event; twice means the feed replayed it
 # Key features watched for drift: every numeric input and every categorical with a closed domain.
 DRIFT_FEATURES = tuple(
@@ -152,19 +156,26 @@ def build_expectations(
     if whole:
         min_rows, max_rows = row_band(config, reference)
         expectations.append(gxe.ExpectTableRowCountToBeBetween(min_value=min_rows, max_value=max_rows))
-        expectations.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(EVENT_KEY)))
+        expectations.append(
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=list(EVENT_KEY), row_condition=RATED, condition_parser="pandas")
+        )
     for feature in FEATURES:
         expectations.extend(_feature_expectations(feature))
     expectations += [
         gxe.ExpectColumnValuesToNotBeNull(column=EVENT_TIMESTAMP),
         gxe.ExpectColumnValuesToNotBeNull(column=RATING),
-        gxe.ExpectColumnValuesToBeBetween(column=RATING, min_value=1, max_value=5),
+        gxe.ExpectColumnValuesToBeBetween(column=RATING, min_value=1, max_value=5, row_condition=RATED,
+                                          condition_parser="pandas"),  # fmt: skip
         gxe.ExpectColumnValuesToNotBeNull(column=LABEL),
         gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=[0, 1]),
+        gxe.ExpectColumnValuesToBeInSet(column=PICKED, value_set=[0, 1]),
+        gxe.ExpectColumnValuesToBeInSet(column=RATING, value_set=[0], row_condition=SAMPLED, condition_parser="pandas"),
+        gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=[0], row_condition=SAMPLED, condition_parser="pandas"),
     ]
     if whole:
         expectations += [
-            gxe.ExpectColumnMeanToBeBetween(column=LABEL, min_value=low, max_value=high)
+            gxe.ExpectColumnMeanToBeBetween(column=LABEL, min_value=low, max_value=high, row_condition=RATED,
+                                            condition_parser="pandas")  # fmt: skip
             for low, high in label_rate_bands(config, reference)
         ]
     return expectations
@@ -334,6 +345,11 @@ def validate_sources(
     return run_suites(batches, docs_dir, "Source", len(raw.events))
 
 
+def _rated_label_rate(frame: pd.DataFrame) -> float | None:
+    rated = frame[frame[PICKED] == 1] if PICKED in frame else frame
+    return float(rated[LABEL].mean()) if len(rated) else None
+
+
 def record_reference(frame: pd.DataFrame, path: Path, totals: dict | None = None) -> Path:
     """Write the reference stats of an accepted snapshot (row count, label rate, drift bins) as JSON, atomically.
 
@@ -363,7 +379,7 @@ def record_reference(frame: pd.DataFrame, path: Path, totals: dict | None = None
             features[name] = {"kind": "categorical", "categories": categories, "shares": shares}
     payload = {
         "rows": len(frame),
-        "label_rate": float(frame[LABEL].mean()) if len(frame) else None,
+        "label_rate": _rated_label_rate(frame),
         **(totals or {}),
         "features": features,
         "recorded_at": pd.Timestamp.now(tz="UTC").isoformat(),

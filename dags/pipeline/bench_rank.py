@@ -89,6 +89,26 @@ def measure(client, read_features: Callable, users: list[str], movies: list[str]
     return {**result, "calls": calls, "parts": {name: _percentiles(values) for name, values in parts.items()}}
 
 
+def measure_recommend(client, read_features: Callable, index, users: list[str], k: int, calls: int) -> dict:
+    """p50/p99 milliseconds of `calls` `Recommender.recommend(user, k)` calls (after warm-up), unknown users
+    included (a tenth of the calls, which get the popular movies)."""
+    from serving.ranking import Ranker
+    from serving.recommend import Recommender
+
+    recommender = Recommender(Ranker(client, read_features), index)
+    rng = np.random.default_rng(k)
+    totals = []
+    for i in range(WARMUP_CALLS + calls):
+        user = users[rng.integers(len(users))] if rng.random() > 0.1 else f"unknown-{i}"
+        started = time.perf_counter()
+        listed = recommender.recommend(user, k)
+        if len(listed) != k:
+            raise SystemExit(f"recommend({user!r}, {k}) returned {len(listed)} movies")
+        if i >= WARMUP_CALLS:
+            totals.append((time.perf_counter() - started) * 1000)
+    return {**_percentiles(totals), "calls": calls, "candidates": recommender.candidates}
+
+
 def _percentiles(values_ms: list[float]) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(values_ms, 50)), 3),
             "p99_ms": round(float(np.percentile(values_ms, 99)), 3)}  # fmt: skip
@@ -154,6 +174,7 @@ def run(config: PipelineConfig, out: Path, calls: int, redis_address: str) -> di
     from feature_repo.online_reader import OnlineFeatureReader
     from serving.client import ServingClient
     from serving.push import list_versions
+    from serving.retrieval import INDEX_FILE, RetrievalIndex
     from serving.server_process import server_process
 
     versions = list_versions(config.model_base_path, config.model_name)
@@ -183,6 +204,10 @@ def run(config: PipelineConfig, out: Path, calls: int, redis_address: str) -> di
                                     "version": client.metadata().version, "server": "serving.server (local process)"}  # fmt: skip
                 results.update(_measure_all(client, {"sqlite": sqlite_store, "redis": redis_store},
                                             OnlineFeatureReader, users, movies, calls))  # fmt: skip
+                index_path = config.version_dir(results["model"]["version"]) / INDEX_FILE
+                results["recommend"] = {str(k): measure_recommend(client, OnlineFeatureReader(sqlite_store),
+                                                                  RetrievalIndex.load(index_path), users, k, calls)
+                                        for k in RECOMMEND_K}  # fmt: skip
         finally:
             redis_store.teardown()
     results["target"]["met"] = {name: results[name][str(TARGET["candidates"])]["p99_ms"] <= TARGET["p99_ms"]
@@ -219,6 +244,9 @@ def _measure_all(client, stores: dict, reader_class, users: list[str], movies: l
     return results
 
 
+RECOMMEND_K = (10,)  # list lengths `recommend` is measured at
+
+
 def format_table(results: dict) -> str:
     """The results as a plain-text table: per path, store and candidate count, the call and its parts."""
     m = results["machine"]
@@ -247,6 +275,8 @@ def format_table(results: dict) -> str:
         f"{cold['preload_redis_ms']:.0f} ms (Redis); fast == plain rankings: {identical}",
         f"target p99 <= {TARGET['p99_ms']:.0f} ms at {TARGET['candidates']} candidates: {results['target']['met']}",
     ]
+    lines += [f"recommend(user, {k}) ({r['candidates']} retrieved, SQLite): p50 {r['p50_ms']:.2f} ms, "
+              f"p99 {r['p99_ms']:.2f} ms" for k, r in results.get("recommend", {}).items()]  # fmt: skip
     return "\n".join(lines)
 
 

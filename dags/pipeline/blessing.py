@@ -3,7 +3,10 @@
 A candidate is rejected (a result with a reason, never an exception) for: non-finite test metrics or training
 losses, an export without a `serving_default` signature, a signature that differs from the serving model's
 (unless a change is allowed), a test AUC below the absolute floor, or one trailing the serving model's AUC on
-the same test split by more than the tolerance. The first model needs only the floor.
+the same test split by more than the tolerance; and at the job the stack serves, a full-catalogue NDCG@10 of
+what `recommend` returns below the popularity rival's in the same run, or a whole-catalogue NDCG@10 trailing the
+serving model's on the same users and candidates by more than its tolerance. The first model needs only the
+floors.
 """
 
 from __future__ import annotations
@@ -23,12 +26,18 @@ class Candidate:
         logloss: test logloss.
         non_finite_epochs: 0-based epochs whose training loss was not finite.
         signature: its `serving_default` signature (`export_signature`), `None` when unreadable.
+        ndcg: full-catalogue NDCG@10 of `recommend` (retrieval, then the candidate); `None` when not evaluated.
+        whole_catalogue_ndcg: full-catalogue NDCG@10 of the candidate ranking every movie (`deepfm`).
+        popularity_ndcg: the tuned popularity rival's, on the same users and candidates.
     """
 
     auc: float | None
     logloss: float | None
     non_finite_epochs: list[int]
     signature: Signature | None
+    ndcg: float | None = None
+    whole_catalogue_ndcg: float | None = None
+    popularity_ndcg: float | None = None
 
 
 def _finite(value) -> bool:
@@ -41,6 +50,8 @@ def decide(
     serving_version: int | None,
     serving_auc: float | None,
     signature_changed: dict | None,
+    serving_ndcg: float | None = None,
+    ndcg_tolerance: float = 0.01,
     auc_floor: float,
     auc_tolerance: float,
     allow_signature_change: bool,
@@ -51,6 +62,9 @@ def decide(
         serving_version: the version applications get now, `None` before the first push.
         serving_auc: its AUC on the candidate's test split; `None` when not compared (no serving model, or a
             changed signature).
+        serving_ndcg: its whole-catalogue NDCG@10 on the candidate's ranking users and candidates; `None` when not
+            compared.
+        ndcg_tolerance: how far the candidate's whole-catalogue NDCG@10 may trail `serving_ndcg`.
         signature_changed: `signature_diff(serving, candidate)` when not empty (or `{"serving": why}` when the
             serving model's signature is unreadable), else `None`.
     """
@@ -76,13 +90,29 @@ def decide(
             f"candidate AUC {auc:.4f} trails serving version {serving_version} ({serving_auc:.4f}) by more than "
             f"{auc_tolerance:.4f}"
         )
+    if _finite(candidate.ndcg) and _finite(candidate.popularity_ndcg) and candidate.ndcg < candidate.popularity_ndcg:
+        return False, (
+            f"candidate full-catalogue NDCG@10 {candidate.ndcg:.4f} (recommend) is below popularity's "
+            f"{candidate.popularity_ndcg:.4f} in the same run"
+        )
+    whole = candidate.whole_catalogue_ndcg
+    if _finite(whole) and _finite(serving_ndcg) and whole < serving_ndcg - ndcg_tolerance:
+        return False, (
+            f"candidate full-catalogue NDCG@10 {whole:.4f} trails serving version {serving_version} "
+            f"({serving_ndcg:.4f}) by more than {ndcg_tolerance:.4f}"
+        )
     if serving_version is None:
         baseline = "no model serving yet"
     elif serving_auc is None:
         baseline = f"signature change allowed, so serving version {serving_version} was not compared"
     else:
         baseline = f"serving version {serving_version} has {serving_auc:.4f}"
-    return True, f"candidate AUC {auc:.4f} clears the floor {auc_floor:.4f}; {baseline}"
+    ranking = ""
+    if _finite(candidate.ndcg) and _finite(candidate.popularity_ndcg):
+        ranking = f"; full-catalogue NDCG@10 {candidate.ndcg:.4f} >= popularity's {candidate.popularity_ndcg:.4f}"
+    if _finite(whole) and _finite(serving_ndcg):
+        ranking += f"; whole-catalogue NDCG@10 {whole:.4f} vs serving {serving_ndcg:.4f}"
+    return True, f"candidate AUC {auc:.4f} clears the floor {auc_floor:.4f}; {baseline}{ranking}"
 
 
 def non_finite_losses(history: dict) -> list[int]:

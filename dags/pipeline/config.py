@@ -57,6 +57,12 @@ class PipelineConfig:
         model_config_file: TF Serving's model config file, which the serving tier polls and the pipeline's label
             moves edit; `<model_base_path>/models.config` when `None`.
         serving_addresses: the TF Serving gRPC endpoints (replicas) a pushed version is verified on.
+        negatives_per_event: movies sampled per rated event as "not picked" rows (`feature_repo.negatives`);
+            0 trains on rated events only.
+        sampling_seed: seed of that sampling (recorded in the run).
+        ndcg_tolerance: a candidate may trail the serving model's full-catalogue NDCG@10 by at most this much.
+        ranking_max_users: the full-catalogue evaluation ranks for at most this many users of the test window
+            (a seeded sample, recorded); `None`: every user.
         settings: the variable each setting came from, for error messages (`from_env` fills it).
     """
 
@@ -80,6 +86,10 @@ class PipelineConfig:
     offline_store: dict | None = None
     model_config_file: Path | None = None
     serving_addresses: tuple[str, ...] = (DEFAULT_SERVING_ADDRESS,)
+    negatives_per_event: int = 4
+    sampling_seed: int = 0
+    ndcg_tolerance: float = 0.01
+    ranking_max_users: int | None = 2000
     settings: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -96,6 +106,14 @@ class PipelineConfig:
                 object.__setattr__(self, name, default)
         if self.model_config_file is None:
             object.__setattr__(self, "model_config_file", Path(self.model_base_path) / "models.config")
+        if self.negatives_per_event < 0:
+            raise ValueError(
+                f"`negatives_per_event` must not be negative. Received: `negatives_per_event={self.negatives_per_event}`"
+            )
+        if self.ranking_max_users is not None and self.ranking_max_users < 1:
+            raise ValueError(
+                f"`ranking_max_users` must be positive. Received: `ranking_max_users={self.ranking_max_users}`"
+            )
         if not self.serving_addresses:
             raise ValueError("`serving_addresses` must name at least one TF Serving endpoint. Received: `()`")
 
@@ -158,6 +176,10 @@ class PipelineConfig:
             offline_store=offline_store,
             model_config_file=path("DEEPFM_MODEL_CONFIG_FILE"),
             serving_addresses=addresses,
+            negatives_per_event=int(env.get("DEEPFM_NEGATIVES", cls.negatives_per_event)),
+            sampling_seed=int(env.get("DEEPFM_SAMPLING_SEED", cls.sampling_seed)),
+            ndcg_tolerance=float(env.get("DEEPFM_NDCG_TOLERANCE", cls.ndcg_tolerance)),
+            ranking_max_users=_optional_int(env.get("DEEPFM_RANKING_MAX_USERS", str(cls.ranking_max_users))),
             settings=settings,
         )
 
@@ -200,6 +222,10 @@ class PipelineConfig:
         from feature_repo import movielens
 
         return movielens.load(self.data_cache)
+
+
+def _optional_int(value: str) -> int | None:
+    return None if value.strip().lower() in ("", "none", "all") else int(value)
 
 
 def _offline_store(value: str) -> dict:

@@ -6,8 +6,10 @@
    triggered through the REST API and run by the scheduler, so the UI shows its task logs and true durations
    (`make airflow` later shows the same run). `verify_serving` checks the pushed version on the serving tier
    above (`DEEPFM_SERVING_ADDRESSES`) and moves `stable` there.
-3. The user's unrated movies are ranked through `stable` on that same server (`serving.ranking.Ranker` over
-   `feature_repo.online_reader.OnlineFeatureReader` and gRPC Predict), and the top 10 printed with their scores.
+3. The run's full-catalogue top-N table is printed (DeepFM, `recommend` and the tuned rivals), then
+   `recommend(user, 10)` through `stable` on that same server (`serving.recommend.Recommender`: the retrieval index
+   pushed with the version, then `serving.ranking.Ranker` over `feature_repo.online_reader.OnlineFeatureReader`
+   and gRPC Predict), the top 10 printed with their scores.
 """
 
 from __future__ import annotations
@@ -71,29 +73,48 @@ def _start_run(stack, ds: str) -> dict:
 
 
 def recommend(config: PipelineConfig, ds: str, user_id: str, address: str, top_k: int) -> list[tuple[str, float]]:
-    """Rank the movies `user_id` has not rated before `ds` through `stable` at `address`; return the top `top_k`."""
+    """Print the run's full-catalogue table, then `recommend(user_id, top_k)` through `stable` at `address`:
+    retrieval with the index pushed with the version, then DeepFM over gRPC."""
     from feature_repo.online_reader import OnlineFeatureReader
     from serving.client import ServingClient
     from serving.ranking import Ranker
+    from serving.recommend import Recommender
+    from serving.retrieval import INDEX_FILE, RetrievalIndex
 
     raw = config.load_raw()
-    seen = set(raw.events.loc[raw.events["user_id"] == user_id, "movie_id"])
-    candidates = [m for m in raw.movies["movie_id"] if m not in seen]
     titles = dict(zip(raw.movies["movie_id"], raw.movies["title"], strict=False))
     years = dict(zip(raw.movies["movie_id"], raw.movies["release_year"], strict=False))
     with ServingClient(address, model_name=config.model_name, version_label=STABLE_LABEL) as client:
         version = wait_available(client, serving_version(config), deadline_s=180)
-        ranked = Ranker(client, OnlineFeatureReader(config.feature_store())).rank(user_id, candidates)[:top_k]
+        index = RetrievalIndex.load(config.version_dir(version) / INDEX_FILE)
+        recommender = Recommender(Ranker(client, OnlineFeatureReader(config.feature_store())), index)
+        ranked = recommender.recommend(user_id, top_k)
     metrics = read_json(config.run_dir(ds).metrics)
     print(
-        f"\nRun {ds}: test AUC {metrics['test_auc']:.4f}, logloss {metrics['test_logloss']:.4f} "
-        f"({config.run_dir(ds).metrics})"
+        f"\nRun {ds}: test AUC {metrics['test_auc']:.4f} ({metrics.get('auc_signal', 'probability')} among rated "
+        f"events), logloss {metrics['test_logloss']:.4f} ({config.run_dir(ds).metrics})"
     )
-    print(f"Top {top_k} movies for user {user_id} (model {config.model_name!r} version {version}, gRPC {address}):")
+    print(full_ranking_table(metrics.get("full_ranking")))
+    print(f"recommend({user_id!r}, {top_k}) (model {config.model_name!r} version {version}, gRPC {address}):")
     for rank, (movie_id, score) in enumerate(ranked, start=1):
         year = f" ({int(years[movie_id])})" if years.get(movie_id) == years.get(movie_id) else ""
         print(f"{rank:>3}. {score:.3f}  {titles[movie_id]}{year}")
     return ranked
+
+
+def full_ranking_table(full_ranking: dict | None) -> str:
+    """The run's full-catalogue top-N metrics as a text table (one row per model, 95% intervals)."""
+    if not full_ranking:
+        return "(no full-catalogue evaluation in this run)"
+    lines = [
+        f"Full-catalogue top-N over {full_ranking['users']} users (window from {full_ranking['window_start']}):",
+        f"{'model':<12} {'NDCG@10':>22} {'Recall@10':>10} {'Recall@50':>10} {'MRR':>7}",
+    ]
+    for name, model in full_ranking["models"].items():
+        low, high = model.get("ndcg_at_10_ci") or (float("nan"), float("nan"))
+        lines.append(f"{name:<12} {model['ndcg_at_10']:>8.4f} [{low:.3f}, {high:.3f}] {model['recall_at_10']:>10.4f} "
+                     f"{model['recall_at_50']:>10.4f} {model['mrr']:>7.4f}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

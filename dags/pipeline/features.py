@@ -7,6 +7,7 @@ writes its own outputs there (`RunDir`), so a task can be retried or a date re-r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pandas as pd
@@ -14,6 +15,7 @@ import pandas as pd
 from dags.pipeline.config import PipelineConfig, check_reachable
 from deepfm_model.layout import SPLITS
 from deepfm_model.spec.dates import data_cutoff, last_data_day
+from deepfm_model.spec.features import MOVIE_KEY
 from deepfm_model.spec.files import write_json
 
 logger = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
     events that holds the whole last day. Either failing stops the run before anything is written downstream.
     """
     from feature_repo import ingest as feature_ingest
-    from feature_repo import raw_source, validation
+    from feature_repo import negatives, raw_source, validation
     from feature_repo import store as feature_store
 
     check_reachable(config)
@@ -65,7 +67,11 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
             raise ValidationFailed(report.summary)
         paths = feature_ingest.write_sources(con, ds, feature_store.data_dir(config.feature_repo))
         events = feature_ingest.write_labelled_events(con, ds, run.events)
-    summary = {"events": events, "users": counts["users"], "movies": counts["movies"]}
+        catalogue = con.execute(f"SELECT {MOVIE_KEY} FROM movies ORDER BY {MOVIE_KEY}").df()[MOVIE_KEY].to_numpy()
+    record = negatives.write_sampled(run.events, catalogue, config.negatives_per_event, config.sampling_seed,
+                                     run.sampled)  # fmt: skip
+    write_json(run.sampling, dataclasses.asdict(record))
+    summary = {"events": events, "users": counts["users"], "movies": counts["movies"], "sampled": record.rows}
     logger.info("Ingested %s; sources: %s", summary, {view: str(path) for view, path in paths.items()})
     return summary
 
@@ -102,14 +108,15 @@ def check_skew(config: PipelineConfig, ds: str, sample_size: int = 200) -> dict:
 def build_training_set(config: PipelineConfig, ds: str) -> dict:
     """Point-in-time training set from Feast, split by time into the snapshot's train, valid and test files.
 
-    The run's labelled events are taken in chunks (`store.write_training_set`), so memory holds one chunk.
+    The run's labelled events and the sampled rows of each are taken in chunks (`store.write_training_set`), so
+    memory holds one chunk; a sampled row goes to the split of its event.
     """
     from feature_repo import store as feature_store
 
     run = config.run_dir(ds)
     run.snapshot_dir.mkdir(parents=True, exist_ok=True)
     written = feature_store.write_training_set(
-        config.feature_store(), run.events, tuple(run.split(name) for name in SPLITS)
+        config.feature_store(), run.events, tuple(run.split(name) for name in SPLITS), sampled_path=run.sampled
     )
     rows = {f"{name}_rows": count for name, count in zip(SPLITS, written, strict=True)}
     logger.info("Training snapshot in %s: %s", run.snapshot_dir, rows)

@@ -35,12 +35,28 @@ def serving_version(config: PipelineConfig) -> int | None:
 
 
 def _serving_auc(config: PipelineConfig, test: pd.DataFrame, version: int) -> float:
-    """Test AUC of serving `version` on this run's test split."""
+    """Test AUC of serving `version` on this run's test split: "liked" among the rated rows, scored by its like
+    signal (`like`, or `probability` for a one-head model), as the candidate's `test_auc` is."""
     from deepfm_model.evaluate import roc_auc
+    from deepfm_model.model import LIKE_OUTPUT
     from deepfm_model.predict import predict_saved_model
-    from deepfm_model.spec.features import LABEL
+    from deepfm_model.spec.features import LABEL, PICKED
 
-    return roc_auc(test[LABEL].to_numpy(), predict_saved_model(config.version_dir(version), test))
+    rated = test[test[PICKED] == 1] if PICKED in test else test
+    return roc_auc(rated[LABEL].to_numpy(), predict_saved_model(config.version_dir(version), rated, output=LIKE_OUTPUT))
+
+
+def _serving_ndcg(config: PipelineConfig, ds: str, version: int) -> float | None:
+    """Full-catalogue NDCG@10 of serving `version` over this run's ranking candidates (DeepFM over the whole
+    catalogue, as the candidate's `deepfm` entry); `None` when the run has no full-catalogue evaluation."""
+    from dags.pipeline.evaluation import ndcg_of_scores
+    from deepfm_model.predict import predict_saved_model
+
+    run = config.run_dir(ds)
+    if not run.ranking_candidates.is_file():
+        return None
+    frame = pd.read_parquet(run.ranking_candidates)
+    return ndcg_of_scores(frame, predict_saved_model(config.version_dir(version), frame))
 
 
 def bless(config: PipelineConfig, ds: str) -> dict:
@@ -54,7 +70,11 @@ def bless(config: PipelineConfig, ds: str) -> dict:
     run = config.run_dir(ds)
     record_lineage(config, ds)
     metrics = read_json(run.model_metrics)
+    ranking = (metrics.get("full_ranking") or {}).get("models", {})
     candidate = Candidate(
+        ndcg=(ranking.get("recommend") or {}).get("ndcg_at_10"),
+        whole_catalogue_ndcg=(ranking.get("deepfm") or {}).get("ndcg_at_10"),
+        popularity_ndcg=(ranking.get("popularity") or {}).get("ndcg_at_10"),
         auc=metrics.get("test_auc"),
         logloss=metrics.get("test_logloss"),
         non_finite_epochs=non_finite_losses(read_json(run.history) or {}),
@@ -70,10 +90,13 @@ def bless(config: PipelineConfig, ds: str) -> dict:
             signature_changed = signature_diff(serving_signature, candidate.signature) or None
     comparable = version is not None and candidate.signature is not None and signature_changed is None
     serving_auc = _serving_auc(config, pd.read_parquet(run.split("test")), version) if comparable else None
+    serving_ndcg = _serving_ndcg(config, ds, version) if comparable else None
     blessed, reason = decide(
         candidate,
         serving_version=version,
         serving_auc=serving_auc,
+        serving_ndcg=serving_ndcg,
+        ndcg_tolerance=config.ndcg_tolerance,
         signature_changed=signature_changed,
         auc_floor=config.auc_floor,
         auc_tolerance=config.auc_tolerance,
@@ -85,6 +108,10 @@ def bless(config: PipelineConfig, ds: str) -> dict:
         "candidate_auc": candidate.auc,
         "serving_version": version,
         "serving_auc": serving_auc,
+        "candidate_ndcg_at_10": candidate.ndcg,
+        "candidate_whole_catalogue_ndcg_at_10": candidate.whole_catalogue_ndcg,
+        "popularity_ndcg_at_10": candidate.popularity_ndcg,
+        "serving_ndcg_at_10": serving_ndcg,
         "signature_changed": signature_changed,
     }
     write_json(run.blessing, blessing)

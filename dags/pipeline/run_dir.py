@@ -7,12 +7,16 @@ Stages ask a `RunDir` for paths and never build one from strings; the model pack
 ```
 artifacts/runs/<ds>/
   events.parquet              labelled events of the run (ingest)
+  sampled.parquet             sampled "not picked" entity rows, sampling.json how they were drawn (ingest)
   validation/sources.json     raw-source suite result; validation/sources/ its Data Docs (ingest)
   skew.json                   online vs offline features (check_skew)
   snapshot/{train,valid,test}.parquet   point-in-time training set (build_training_set)
   validation/result.json      snapshot suite result; validation/reference.json its stats for the next run;
                               validation/ the Data Docs (validate)
   model/                      Keras model, history, metrics.json, report/, export/ (train)
+  ranking/candidates.parquet  features of every (user, movie) the full-catalogue evaluation ranks; ranking/
+                              tuning.json the baselines' tuning (evaluate); the retrieval index goes into the
+                              export (`serving.retrieval.INDEX_FILE`)
   metrics.json                the model's metrics and the pushed version (train, push)
   blessing.json               the blessing decision and its evidence (bless)
   push.json                   the pushed version (push)
@@ -58,6 +62,31 @@ class RunDir:
     @property
     def events(self) -> Path:
         return self.root / "events.parquet"
+
+    @property
+    def sampled(self) -> Path:
+        """Sampled "not picked" entity rows (`feature_repo.negatives`)."""
+        return self.root / "sampled.parquet"
+
+    @property
+    def sampling(self) -> Path:
+        """How `sampled` was drawn: per event, seed, rows, dropped draws."""
+        return self.root / "sampling.json"
+
+    @property
+    def ranking_dir(self) -> Path:
+        """The full-catalogue evaluation's files."""
+        return self.root / "ranking"
+
+    @property
+    def ranking_candidates(self) -> Path:
+        """Features of every (user, movie) pair the full-catalogue evaluation ranks, as of the window's start."""
+        return self.ranking_dir / "candidates.parquet"
+
+    @property
+    def ranking_tuning(self) -> Path:
+        """The baselines' validation-window tuning: every grid point and its NDCG@10."""
+        return self.ranking_dir / "tuning.json"
 
     @property
     def validation_dir(self) -> Path:

@@ -1,13 +1,14 @@
-"""The nine stages the nightly DAG's tasks call, in task order, each a function of `(config, ds)`.
+"""The ten stages the nightly DAG's tasks call, in task order, each a function of `(config, ds)`.
 
 | task group | stages (module) |
 | --- | --- |
 | features | `ingest`, `update_feature_store`, `check_skew`, `build_training_set` (`features`) |
-| training | `validate`, `train` (`training`) |
+| training | `validate`, `train` (`training`), `evaluate` (`evaluation`) |
 | release | `bless`, `push`, `verify_serving` (`release`) |
 """
 
 from dags.pipeline.config import PipelineConfig
+from dags.pipeline.evaluation import evaluate
 from dags.pipeline.features import ValidationFailed, build_training_set, check_skew, ingest, update_feature_store
 from dags.pipeline.release import bless, push, serving_version, verify_serving
 from dags.pipeline.serving_tier import wait_available
@@ -15,5 +16,5 @@ from dags.pipeline.training import train, validate
 
 __all__ = [
     "PipelineConfig", "ValidationFailed", "ingest", "update_feature_store", "check_skew", "build_training_set",
-    "validate", "train", "bless", "push", "verify_serving", "serving_version", "wait_available",
+    "validate", "train", "evaluate", "bless", "push", "verify_serving", "serving_version", "wait_available",
 ]  # fmt: skip

@@ -21,6 +21,10 @@ class FieldEmbedding(keras.layers.Layer):
     - categorical field `i` with local index `k`: `v_i = E[o_i + k, :d]`, `w_i = E[o_i + k, d]`;
     - multi-valued field with local indices `k_1..k_L` (0 = padding): the masked mean (or sum) of the rows
       `E[o_i + k_l]` over the non-padding slots (`MaskedPooling`); no value gives zeros;
+    - a multi-valued field may share a categorical field's rows (`multi_shared_with`): its local index `k >= 1`
+      names that field's index `k - 1` (padding 0 and OOV 1 of the multi-valued lookup are the categorical
+      lookup's OOV 0 shifted by one), so the user's recent movie ids and the candidate movie id are one
+      embedding per movie, and the FM term between them is an item-to-item model;
     - numeric field with normalised value `x`: a single row `E[o_i]` scaled by the value, so
       `v_i = x * E[o_i, :d]` and `w_i = x * E[o_i, d]` (the FM of Rendle 2010 for real-valued features).
 
@@ -34,6 +38,8 @@ class FieldEmbedding(keras.layers.Layer):
         embeddings_initializer: initialiser of the table.
         l2: L2 penalty on the table.
         multi_value_combiner: how a multi-valued field's rows combine, `"mean"` or `"sum"`.
+        multi_shared_with: per multi-valued field, the categorical field whose rows it uses, or -1 for rows of
+            its own (empty: none shared). A shared field's size must be the categorical field's plus one.
         **kwargs: base `keras.layers.Layer` arguments.
 
     Inputs (a dict; keys with no field may be omitted):
@@ -57,6 +63,7 @@ class FieldEmbedding(keras.layers.Layer):
         embeddings_initializer="random_normal",
         l2: float = 0.0,
         multi_value_combiner: str = "mean",
+        multi_shared_with=(),
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -85,13 +92,31 @@ class FieldEmbedding(keras.layers.Layer):
         self.embedding_dim = embedding_dim
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
         self.l2 = l2
-        sizes = self.categorical_sizes + self.multi_categorical_sizes + (1,) * num_numeric
+        n_cat, n_multi = len(self.categorical_sizes), len(self.multi_categorical_sizes)
+        self.multi_shared_with = tuple(int(i) for i in multi_shared_with) or (-1,) * n_multi
+        if len(self.multi_shared_with) != n_multi or any(not -1 <= i < n_cat for i in self.multi_shared_with):
+            raise ValueError(
+                f"`multi_shared_with` must name a categorical field (0..{n_cat - 1}) or -1 for each of the {n_multi} "
+                f"multi-valued fields. Received: `multi_shared_with={list(multi_shared_with)}`"
+            )
+        for j, i in enumerate(self.multi_shared_with):
+            if i >= 0 and (self.multi_categorical_sizes[j] != self.categorical_sizes[i] + 1 or i == 0):
+                raise ValueError(
+                    f"Multi-valued field {j} shares categorical field {i}: it must not be the first field and "
+                    f"its size must be that field's plus one. Received: `categorical_sizes={list(self.categorical_sizes)}`, "
+                    f"`multi_categorical_sizes={list(self.multi_categorical_sizes)}`"
+                )
+        own = [0 if i >= 0 else size for i, size in zip(self.multi_shared_with, self.multi_categorical_sizes, strict=True)]
+        sizes = self.categorical_sizes + tuple(own) + (1,) * num_numeric
         offsets = [0]
         for size in sizes[:-1]:
             offsets.append(offsets[-1] + size)
-        n_cat, n_multi = len(self.categorical_sizes), len(self.multi_categorical_sizes)
         self._categorical_offsets = offsets[:n_cat]
-        self._multi_offsets = offsets[n_cat : n_cat + n_multi]
+        # A shared field's index k >= 1 names the categorical field's row k - 1; its padding (0) is never read.
+        self._multi_offsets = [
+            self._categorical_offsets[i] - 1 if i >= 0 else offset
+            for i, offset in zip(self.multi_shared_with, offsets[n_cat : n_cat + n_multi], strict=True)
+        ]
         self._numeric_offset = offsets[n_cat + n_multi] if num_numeric else sum(sizes)
         self.total_rows = sum(sizes)
         self.multi_value_combiner = multi_value_combiner
@@ -197,4 +222,5 @@ class FieldEmbedding(keras.layers.Layer):
             "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
             "l2": self.l2,
             "multi_value_combiner": self.multi_value_combiner,
+            "multi_shared_with": list(self.multi_shared_with),
         }

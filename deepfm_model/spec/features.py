@@ -38,6 +38,8 @@ class Feature:
         allowed: closed set of valid values (categoricals with a fixed domain), checked by validation.
         log_scale: numeric feature is heavy-tailed; the model takes `log1p` before normalising.
         hash_bins: when positive, the model hashes the value into this many bins instead of a vocabulary.
+        vocabulary_of: a multi-valued feature whose values are another (categorical) feature's values: the model
+            gives them that feature's vocabulary and embedding rows (the user's recent movie ids and `movie_id`).
     """
 
     name: str
@@ -49,6 +51,7 @@ class Feature:
     allowed: tuple[str, ...] | None = None
     log_scale: bool = False
     hash_bins: int = 0
+    vocabulary_of: str | None = None
 
 
 MULTI_VALUE_SEPARATOR = "|"
@@ -58,9 +61,9 @@ USER_KEY = "user_id"
 MOVIE_KEY = "movie_id"
 EVENT_TIMESTAMP = "event_timestamp"
 RATING = "rating"
-LABEL = "label"
+LABEL = "label"  # liked: rating >= POSITIVE_RATING (0 on sampled rows, where no rating exists)
 POSITIVE_RATING = 4  # label = rating >= POSITIVE_RATING (DESIGN.md, evaluation protocol)
-PICKED = "picked"  # of a sampled row (`feature_repo.negatives`): 1 the user rated the movie, 0 a sampled unrated one
+PICKED = "picked"  # 1: the user rated the movie (an event); 0: a sampled movie the user had not rated before
 
 # Feast objects named here so that every consumer spells them the same way.
 USER_PROFILE_VIEW = "user_profile"
@@ -76,6 +79,8 @@ USER_FRESH_VIEW = "user_fresh"
 USER_EVENTS_PUSH = "user_events_push"
 FEATURE_SERVICE = "deepfm_v3"  # v3 adds the fresh per-user features; deepfm_v1 and v2 stay registered
 RECENT_EVENTS = 10  # the user's last rated movies that the `user_recent_*` features look at
+RECENT_MOVIES = "user_recent_movie_ids"  # a model input and the fold's state: the last `RECENT_EVENTS` movies
+RECENT_DAYS = 14  # the window of `movie_recent_count`: what is popular now
 RECENT_GENRES = 6  # genres kept in `user_recent_genres`, most frequent first
 
 GENDERS = ("F", "M")
@@ -161,6 +166,14 @@ FEATURES: tuple[Feature, ...] = (
         max_value=5,
     ),  # fmt: skip
     Feature(
+        "movie_recent_count",
+        Kind.NUMERIC,
+        MOVIE_STATS_VIEW,
+        f"Ratings the movie received in the {RECENT_DAYS} days before the day.",
+        min_value=0,
+        log_scale=True,
+    ),  # fmt: skip
+    Feature(
         "user_genre_affinity",
         Kind.NUMERIC,
         GENRE_AFFINITY_VIEW,
@@ -209,6 +222,14 @@ FEATURES: tuple[Feature, ...] = (
         f"most {RECENT_GENRES}), joined by '{MULTI_VALUE_SEPARATOR}'.",
         allowed=GENRES,
     ),  # fmt: skip
+    Feature(
+        RECENT_MOVIES,
+        Kind.MULTI_CATEGORICAL,
+        USER_FRESH_VIEW,
+        f"The user's last {RECENT_EVENTS} rated movies before this instant, oldest first, joined by "
+        f"'{MULTI_VALUE_SEPARATOR}'; they share the embeddings of `movie_id`.",
+        vocabulary_of=MOVIE_KEY,
+    ),  # fmt: skip
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
@@ -253,7 +274,6 @@ USER_FRESH_STATE_COLUMNS: tuple[str, ...] = (
     "user_fresh_rating_sum",  # sum of the ratings so far
     "user_fresh_last_event_us",  # the user's last event, microseconds since the epoch
     "user_fresh_stamp_us",  # the row's own stamp, microseconds since the epoch (online stores keep seconds)
-    "user_recent_movie_ids",  # the last `RECENT_EVENTS` rated movies, oldest first, joined by the separator
     "user_recent_ratings",  # ... and their ratings
 )
 

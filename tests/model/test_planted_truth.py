@@ -46,7 +46,7 @@ BIAS, FIRST_ORDER_STD, FACTOR_STD, PARITY_WEIGHT = -0.5, 0.3, 0.38, 1.5
 TRAIN_ROWS, VALID_ROWS, TEST_ROWS = 100_000, 20_000, 40_000
 MARGIN = 0.02  # DeepFM's AUC must exceed each ablation's by this much (observed: about 0.1 each)
 
-MODEL_CONFIG = ModelConfig(embedding_dim=8, mlp_units=(64, 32), dropout=0.3, embedding_init_stddev=0.1)
+MODEL_CONFIG = ModelConfig(embedding_dim=8, mlp_units=(64, 32), dropout=0.3, embedding_init_stddev=0.1, pick_head=False)
 VARIANTS = {
     "deepfm": MODEL_CONFIG,
     "fm_only": dataclasses.replace(MODEL_CONFIG, use_dnn=False),

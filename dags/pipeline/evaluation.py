@@ -1,0 +1,205 @@
+"""The `evaluate` task: the trained model at the job the stack serves, top-N over the whole catalogue, beside
+simple rivals tuned as well, in the same run; and the retrieval index `recommend` serves with the model.
+
+Protocol (DESIGN.md): the run's labelled events split by time as the snapshot is (80/10/10). The full-ranking
+window runs from 00:00 UTC of the day the test split starts to the run's cutoff; its users are those with a
+positive there (a seeded sample of `ranking_max_users` when more, recorded); each ranks every catalogue movie
+they had not rated before the window; relevant are their positives in it. DeepFM scores every such pair with the
+features the night of the window's first day put online (`feature_repo.as_of`), read through the same
+point-in-time path as training. The rivals (`deepfm_model.topn`: popularity, item-kNN, EASE) are tuned on the
+validation window (from 00:00 of the day the validation split starts to the test window) on the events before
+it, then refitted on the events before the test window. `recommend` is what the served call returns: the
+retrieval index (built from the events before the window, with the tuned item-kNN neighbours and the tuned
+popularity) proposes `DEFAULT_CANDIDATES` movies, DeepFM ranks them, the rest never reach the list.
+
+The index served with the model is built the same way from every event before the cutoff and written into the
+export (`serving.retrieval.INDEX_FILE`), so it is pushed with the version it was measured with.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from dags.pipeline.config import PipelineConfig
+from deepfm_model.spec.dates import data_cutoff
+from deepfm_model.spec.features import EVENT_TIMESTAMP, MOVIE_KEY, RATING, RECENT_MOVIES, USER_KEY
+from deepfm_model.spec.files import write_json
+
+logger = logging.getLogger(__name__)
+
+BASELINE_NAMES = ("popularity", "item_knn", "ease")
+RELEVANT = "relevant"  # column of the ranking candidates: a positive of the user in the window
+RETRIEVAL_SIMILARITY = "item_knn"  # whose tuned item-to-item weights the retrieval index keeps
+
+
+def window_days(events: pd.DataFrame) -> tuple[str, str]:
+    """(validation window's first day, test window's first day) of events sorted by time, as `YYYY-MM-DD`."""
+    from feature_repo.store import split_sizes
+
+    n_train, n_valid, _ = split_sizes(len(events))
+    stamps = pd.to_datetime(events[EVENT_TIMESTAMP], utc=True)
+    first = [stamps.iloc[min(position, len(events) - 1)].strftime("%Y-%m-%d") for position in (n_train, n_train + n_valid)]
+    return first[0], first[1]
+
+
+def evaluate(config: PipelineConfig, ds: str) -> dict:
+    """Full-catalogue top-N of the run's model and its rivals; `full_ranking` into the metrics, a section into the
+    report, the retrieval index into the export. Returns each model's NDCG@10."""
+    from dags.pipeline.training import update_metrics
+    from deepfm_model import topn
+    from deepfm_model.predict import load_trained, predict_outputs
+    from deepfm_model.topn_report import write_full_ranking_report
+    from feature_repo import raw_source
+    from feature_repo.as_of import AsOfRepo
+    from serving.retrieval import DEFAULT_CANDIDATES, INDEX_FILE
+
+    run = config.run_dir(ds)
+    events = pd.read_parquet(run.events, columns=[USER_KEY, MOVIE_KEY, EVENT_TIMESTAMP, RATING])
+    events[[USER_KEY, MOVIE_KEY]] = events[[USER_KEY, MOVIE_KEY]].astype(str)
+    valid_day, test_day = window_days(events)
+    cutoff = data_cutoff(ds)
+    with raw_source.connect(config.load_raw()) as con:
+        raw_source.check(con)
+        catalogue = con.execute(f"SELECT {MOVIE_KEY} FROM movies ORDER BY {MOVIE_KEY}").df()[MOVIE_KEY].astype(str)
+        test = topn.ranking_task(events, catalogue, test_day, cutoff, config.ranking_max_users, config.sampling_seed)
+        pairs = _candidate_pairs(test)
+        frame = AsOfRepo(config.feature_repo / "data" / "as_of").frame(con, test_day, pairs)
+    frame[RELEVANT] = test.relevant[pairs["row"].to_numpy(), pairs["column"].to_numpy()]
+    frame.to_parquet(_staged(run.ranking_candidates), index=False)
+    _staged(run.ranking_candidates).replace(run.ranking_candidates)
+
+    valid = topn.ranking_task(events, catalogue, valid_day, test_day, config.ranking_max_users, config.sampling_seed) \
+        if valid_day < test_day else None  # fmt: skip
+    models, tuning, baseline_scores = {}, {}, {}
+    for name in BASELINE_NAMES:
+        params, best, trials = topn.tune(name, valid) if valid is not None and len(valid.users) else \
+            (topn.GRIDS[name][0], None, [])  # fmt: skip
+        tuning[name] = {"params": params, "valid_ndcg_at_10": best, "trials": trials}
+        baseline_scores[name] = topn.BASELINES[name](test, **params)
+        models[name] = {**_summary(baseline_scores[name], test), "params": params}
+
+    scores = np.full(test.exclude.shape, -np.inf)
+    probability = predict_outputs(load_trained(run.model_dir), frame)["probability"]
+    scores[pairs["row"].to_numpy(), pairs["column"].to_numpy()] = probability
+    models = {"deepfm": _summary(scores, test), **models}
+
+    index = build_index(test, tuning)
+    recent = frame.groupby(USER_KEY, sort=False)[RECENT_MOVIES].first()
+    served = np.full(test.exclude.shape, -np.inf)
+    column = {item: i for i, item in enumerate(test.items)}
+    reached = []
+    for row, user in enumerate(test.users):
+        proposed = [column[m] for m in index.candidates(user, _movies(recent.get(user)), DEFAULT_CANDIDATES)]
+        served[row, proposed] = scores[row, proposed]
+        reached.append(test.relevant[row, proposed].sum() / max(test.relevant[row].sum(), 1))
+    models = {"recommend": {**_summary(served, test), "retrieval_recall": float(np.mean(reached)),
+                            "retrieval_cut": DEFAULT_CANDIDATES}, **models}  # fmt: skip
+    models["recommend"]["vs_best_baseline"] = _versus_best(served, baseline_scores, test)
+
+    build_index(_history_task(events, catalogue, cutoff), tuning).save(run.export_dir / INDEX_FILE)
+
+    full_ranking = {
+        "users": int(len(test.users)),
+        "sampled_from": int(test.sampled_from),
+        "candidates": "every catalogue movie the user had not rated before the window",
+        "window_start": test.start.isoformat(),
+        "window_end": test.end.isoformat(),
+        "validation_start": pd.Timestamp(valid_day, tz="UTC").isoformat(),
+        "models": models,
+    }
+    write_json(run.ranking_tuning, tuning)
+    update_metrics(config, ds, full_ranking=full_ranking)
+    write_full_ranking_report(full_ranking, run.report.parent)
+    summary = {name: round(model["ndcg_at_10"], 4) for name, model in models.items()}
+    logger.info("Full-catalogue NDCG@10 over %d users: %s", len(test.users), summary)
+    return summary
+
+
+def build_index(task, tuning: dict):
+    """The retrieval index of a task's history: the tuned item-kNN neighbours and the tuned popularity."""
+    from deepfm_model import topn
+    from serving.retrieval import RetrievalIndex
+
+    similarity = topn.item_similarity(task, RETRIEVAL_SIMILARITY, **tuning[RETRIEVAL_SIMILARITY]["params"])
+    popularity = _popularity(task, tuning["popularity"]["params"])
+    items = {item: i for i, item in enumerate(task.items)}
+    seen = {user: np.array([items[m] for m in movies if m in items], dtype=np.int64)
+            for user, movies in task.history.groupby(USER_KEY)[MOVIE_KEY]}  # fmt: skip
+    return RetrievalIndex.build(task.items, similarity, popularity, seen)
+
+
+def _popularity(task, params: dict) -> np.ndarray:
+    """The tuned popularity of each item over the task's history (one user's row of `popularity_scores`)."""
+    from deepfm_model import topn
+
+    probe = topn.RankingTask(np.array(["?"], dtype=object), task.items, task.history,
+                             np.zeros((1, len(task.items)), dtype=bool), np.zeros((1, len(task.items)), dtype=bool),
+                             task.start, task.end, 1)  # fmt: skip
+    return topn.popularity_scores(probe, **params)[0]
+
+
+def _history_task(events: pd.DataFrame, catalogue: pd.Series, cutoff: pd.Timestamp):
+    """A task with no users whose history is every event before `cutoff`: what the served index is fitted on."""
+    from deepfm_model import topn
+
+    items = catalogue.to_numpy()
+    history = events[pd.to_datetime(events[EVENT_TIMESTAMP], utc=True) < cutoff]
+    history = history[history[MOVIE_KEY].isin(set(items))].reset_index(drop=True)
+    empty = np.zeros((0, len(items)), dtype=bool)
+    return topn.RankingTask(np.array([], dtype=object), items, history, empty, empty, cutoff,
+                            cutoff + pd.Timedelta(days=1), 0)  # fmt: skip
+
+
+def _candidate_pairs(task) -> pd.DataFrame:
+    rows, columns = np.nonzero(~task.exclude)
+    return pd.DataFrame({USER_KEY: task.users[rows].astype(str), MOVIE_KEY: task.items[columns].astype(str),
+                         "row": rows, "column": columns})  # fmt: skip
+
+
+def _summary(scores: np.ndarray, task) -> dict:
+    from deepfm_model import topn
+
+    return topn.summarize(topn.per_user_metrics(np.where(np.isfinite(scores), scores, -1e30), task))
+
+
+def _versus_best(served: np.ndarray, baseline_scores: dict[str, np.ndarray], task) -> dict:
+    """Paired bootstrap of `recommend`'s NDCG@10 against the best baseline's, on the same users."""
+    from deepfm_model import topn
+
+    def ndcg(scores):
+        return topn.per_user_metrics(np.where(np.isfinite(scores), scores, -1e30), task)["ndcg_at_10"]
+
+    per_baseline = {name: ndcg(scores) for name, scores in baseline_scores.items()}
+    best = max(per_baseline, key=lambda name: per_baseline[name].mean())
+    return {"baseline": best, **topn.paired_bootstrap(ndcg(served), per_baseline[best])}
+
+
+def _movies(value) -> list[str]:
+    from deepfm_model.spec.features import MULTI_VALUE_SEPARATOR
+
+    return [m for m in str(value or "").split(MULTI_VALUE_SEPARATOR) if m]
+
+
+def _staged(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.partial")
+
+
+def ndcg_of_scores(candidates: pd.DataFrame, scores: np.ndarray) -> float:
+    """Mean NDCG@10 over the users of a run's ranking candidates (`RunDir.ranking_candidates`) scored `scores`."""
+    from deepfm_model import topn
+
+    users, rows = np.unique(candidates[USER_KEY].to_numpy(dtype=str), return_inverse=True)
+    items, columns = np.unique(candidates[MOVIE_KEY].to_numpy(dtype=str), return_inverse=True)
+    exclude = np.ones((len(users), len(items)), dtype=bool)
+    exclude[rows, columns] = False
+    relevant = np.zeros_like(exclude)
+    relevant[rows, columns] = candidates[RELEVANT].to_numpy(dtype=bool)
+    matrix = np.full(exclude.shape, -1e30)
+    matrix[rows, columns] = scores
+    task = topn.RankingTask(users, items, candidates.iloc[:0], exclude, relevant, pd.Timestamp(0, tz="UTC"),
+                            pd.Timestamp(1, tz="UTC"), len(users))  # fmt: skip
+    return float(topn.per_user_metrics(matrix, task)["ndcg_at_10"].mean())
