@@ -226,6 +226,8 @@ def write_report(
 def evaluate_model(model_dir: str | Path, data_path: str | Path, out_dir: str | Path, split: str = "test") -> dict:
     """Score a labelled parquet file with a trained run's model; write `metrics.json` and the report.
 
+    The metrics are `run_training`'s `<split>_*`: "liked" among the rated rows, by the like signal.
+
     Args:
         model_dir: folder holding `model.keras` and `preprocessing.json` (a run directory).
         data_path: parquet with every feature and `label`.
@@ -235,13 +237,12 @@ def evaluate_model(model_dir: str | Path, data_path: str | Path, out_dir: str | 
     Returns:
         The flat metrics.
     """
-    from deepfm_model.predict import load_trained, predict_frame
+    from deepfm_model.objectives import like_signal, training_target
+    from deepfm_model.predict import load_trained, predict_outputs
     from deepfm_model.preprocessing import load_split
-    from deepfm_model.spec.features import LABEL
 
     frame = load_split(data_path)
-    probabilities = predict_frame(load_trained(model_dir), frame)
-    labels = frame[LABEL].to_numpy(dtype=np.float32)
+    labels, probabilities, _ = like_signal(training_target(frame), predict_outputs(load_trained(model_dir), frame))
     metrics = flatten_metrics({split: compute_metrics(labels, probabilities)})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

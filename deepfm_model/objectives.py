@@ -48,6 +48,17 @@ def liked(target: np.ndarray) -> np.ndarray:
     return (np.asarray(target) == 1).astype(np.float32)
 
 
+def like_signal(target: np.ndarray, outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, str]:
+    """What `<split>_auc` measures: "liked" among the rated rows, scored by the like head (or the one head).
+
+    Returns:
+        (0/1 labels of the rated rows, their scores, the output's name).
+    """
+    signal = "like" if "like" in outputs else OUTPUT_COLUMNS[False][0]
+    rated = np.asarray(target) >= 0
+    return liked(np.asarray(target)[rated]), np.asarray(outputs[signal])[rated], signal
+
+
 @keras.saving.register_keras_serializable(package="deepfm")
 class PickLikeLoss(keras.losses.Loss):
     """Binary cross-entropy of the heads against a `training_target` (see the module docstring).

@@ -34,8 +34,8 @@ from deepfm_model.evaluate import (
     write_report,
 )
 from deepfm_model.layout import CONFIG_FILE, EXPORT_DIR, HISTORY_FILE, METRICS_FILE, SPLITS
-from deepfm_model.model import LIKE_OUTPUT, OUTPUT_NAME, PICK_OUTPUT, build_model
-from deepfm_model.objectives import PickLikeLoss, has_pick_head, liked, tracked_metrics, training_target
+from deepfm_model.model import OUTPUT_NAME, PICK_OUTPUT, build_model
+from deepfm_model.objectives import PickLikeLoss, has_pick_head, like_signal, tracked_metrics, training_target
 from deepfm_model.sparse_adam import SparseAdam
 from deepfm_model.spec import features as spec
 from deepfm_model.spec.files import write_json
@@ -304,10 +304,11 @@ def run_training(
     else:
         targets = {name: training_target(f) for name, f in frames.items()}
         outputs = {name: predict_outputs(trained, f, train_config.predict_batch_size) for name, f in frames.items()}
-    signal = LIKE_OUTPUT if LIKE_OUTPUT in outputs["test"] else OUTPUT_NAME
     rated = {name: targets[name] >= 0 for name in SPLITS}
-    labels = {name: liked(targets[name][rated[name]]) for name in SPLITS}
-    probabilities = {name: outputs[name][signal][rated[name]] for name in SPLITS}
+    signals = {name: like_signal(targets[name], outputs[name]) for name in SPLITS}
+    labels = {name: label for name, (label, _, _) in signals.items()}
+    probabilities = {name: scores for name, (_, scores, _) in signals.items()}
+    signal = signals["test"][2]
     per_split = {name: compute_metrics(labels[name], probabilities[name]) for name in SPLITS}
     for name in SPLITS:
         if PICK_OUTPUT in outputs[name] and not rated[name].all():

@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 AGGREGATES_DIR = "aggregates"
 MANIFEST_FILE = "manifest.json"
 TOTALS_FILE = "totals.parquet"
-LAYOUT = 4  # bump when the files' meaning changes: every day is then recomputed
+LAYOUT = 5  # bump when the files' meaning changes: every day is then recomputed
 # Smoothing of the stats: `PSEUDO_COUNT` imaginary ratings at fixed prior values. The priors are constants,
 # not estimated from the data, so that no row depends on events after its day.
 PSEUDO_COUNT = 5.0
@@ -77,8 +77,9 @@ class StatsView:
         by_genre: the sums need the movie's genres (so they change when the movies' genres do).
         every_day: every entity gets a row on every day with events (not only on its own days), so that any
             (entity, instant) finds a row within the one-day TTL: the movies that training samples as not picked.
-        recent_days: when positive, the features may also use `recent_n`: the entity's events in the
-            `recent_days` days before the row's day (what is popular now, not over the whole history).
+        recent_days: when positive, the features may also use `recent_n` and `recent_pos`: the entity's events
+            and positive events in the `recent_days` days before the row's day (what is popular now, not over the
+            whole history).
     """
 
     view: str
@@ -95,7 +96,8 @@ def _rating_view(
     view: str, key: str, table: str, prefix: str, recent_days: int = 0, every_day: bool = False
 ) -> StatsView:
     n = "CAST(n AS DOUBLE)"
-    recent = {f"{prefix}_recent_count": "CAST(coalesce(recent_n, 0) AS DOUBLE)"} if recent_days else {}
+    recent = {f"{prefix}_recent_count": "CAST(coalesce(recent_n, 0) AS DOUBLE)",
+              f"{prefix}_recent_positives": "CAST(coalesce(recent_pos, 0) AS DOUBLE)"} if recent_days else {}  # fmt: skip
     return StatsView(
         view=view,
         key=key,
@@ -306,14 +308,15 @@ def _with_recent(spec: StatsView, rows: str, days: list[str], first: str, sums_d
     since = (pd.Timestamp(first) - pd.Timedelta(days=spec.recent_days)).strftime("%Y-%m-%d")
     files = [sums_dir / f"{day}.parquet" for day in days if day >= since]
     if not files:
-        return f"(SELECT *, CAST(0 AS BIGINT) AS recent_n FROM {rows})"
+        return f"(SELECT *, CAST(0 AS BIGINT) AS recent_n, CAST(0 AS BIGINT) AS recent_pos FROM {rows})"
     window = f"INTERVAL {int(spec.recent_days)} DAY"
     recent = (
-        f"SELECT r.{spec.key}, r.stamp, CAST(sum(d.n) AS BIGINT) AS recent_n FROM {rows} r "
+        f"SELECT r.{spec.key}, r.stamp, CAST(sum(d.n) AS BIGINT) AS recent_n, CAST(sum(d.pos) AS BIGINT) AS recent_pos "
+        f"FROM {rows} r "
         f"JOIN read_parquet({_files(files)}) d ON d.{spec.key} = r.{spec.key} AND d.day < r.stamp "
         f"AND d.day >= r.stamp - {window} GROUP BY ALL"
     )
-    return f"(SELECT r.*, t.recent_n FROM {rows} r LEFT JOIN ({recent}) t USING ({spec.key}, stamp))"
+    return f"(SELECT r.*, t.recent_n, t.recent_pos FROM {rows} r LEFT JOIN ({recent}) t USING ({spec.key}, stamp))"
 
 
 def _write_partitions(con: duckdb.DuckDBPyConnection, query: str, target: Path, data_dir: Path) -> set[str]:

@@ -324,7 +324,7 @@ def write_training_set(store: FeatureStore, events_path: Path, split_paths: tupl
     events = pq.ParquetFile(events_path)
     sizes = split_sizes(events.metadata.num_rows)
     ends = np.cumsum(sizes)
-    sampled = _sampled_by_range(sampled_path, chunk_rows)
+    sampled = _sampled_by_range(sampled_path, chunk_rows) if sampled_path is not None else None
     if sampled is not None:
         next(sampled)
     schema = training_schema()
@@ -337,7 +337,7 @@ def write_training_set(store: FeatureStore, events_path: Path, split_paths: tupl
             chunk = batch.to_pandas()
             chunk[EVENT_POSITION] = np.arange(position, position + len(chunk), dtype=np.int64)
             chunk[PICKED] = 1
-            extra = sampled.send(position + len(chunk)) if sampled_path is not None else None
+            extra = sampled.send(position + len(chunk)) if sampled is not None else None
             if extra is not None and len(extra):
                 chunk = pd.concat([chunk, extra], ignore_index=True)
             frame = training_frame(store, chunk)
@@ -351,14 +351,12 @@ def write_training_set(store: FeatureStore, events_path: Path, split_paths: tupl
     return tuple(written)
 
 
-def _sampled_by_range(path: Path | None, batch_rows: int):
+def _sampled_by_range(path: Path, batch_rows: int):
     """A generator: sent an event position, it returns the sampled rows of the events before it (not yet given)."""
     import pyarrow.parquet as pq
 
     from feature_repo.negatives import EVENT_POSITION
 
-    if path is None:
-        return None
     held = pd.DataFrame()
     batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows)
     end = yield None

@@ -510,9 +510,20 @@ def _reading_order(outcome: Any, frame: pd.DataFrame) -> tuple[int, int, str]:
 
 def _describe(outcome: Any, columns: pd.Index) -> str:
     config = outcome.expectation_config
-    kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "value_set", "regex")}
+    skipped = ("batch_id", "value_set", "regex", "row_condition", "condition_parser")
+    kwargs = {k: v for k, v in config.kwargs.items() if k not in skipped}
     arguments = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     text = f"{config.type}({arguments})"
+    condition = config.kwargs.get("row_condition")
+    if condition:  # the sampled rows' own rules, or the events' ones: said after the outcome
+        where = condition.get("pass_through_filter") if isinstance(condition, dict) else str(condition)
+        return f"{_outcome(text, outcome, columns)} (rows where {where})"
+    return _outcome(text, outcome, columns)
+
+
+def _outcome(text: str, outcome: Any, columns: pd.Index) -> str:
+    """`text`, then what the outcome of its expectation was."""
+    config = outcome.expectation_config
     column = config.kwargs.get("column")
     if column is not None and column not in columns:
         return f"{text}: column {column!r} is missing"

@@ -28,7 +28,8 @@ def sample_columns(rows: int, seed: int = 0) -> dict[str, np.ndarray]:
             high = feature.max_value if feature.max_value is not None else 500.0
             columns[feature.name] = rng.uniform(low, high, rows).astype(np.float32)
         elif feature.kind is fs.Kind.MULTI_CATEGORICAL:
-            picks = [rng.choice(feature.allowed, size=rng.integers(0, 3), replace=False) for _ in range(rows)]
+            values = feature.allowed or tuple(str(v) for v in range(1, 1000))  # open domain: ids, as below
+            picks = [rng.choice(values, size=rng.integers(0, 3), replace=False) for _ in range(rows)]
             columns[feature.name] = np.array([fs.MULTI_VALUE_SEPARATOR.join(p) for p in picks], dtype=object)
         elif feature.allowed:
             columns[feature.name] = np.array(rng.choice(feature.allowed, rows), dtype=object)

@@ -80,7 +80,7 @@ USER_EVENTS_PUSH = "user_events_push"
 FEATURE_SERVICE = "deepfm_v3"  # v3 adds the fresh per-user features; deepfm_v1 and v2 stay registered
 RECENT_EVENTS = 10  # the user's last rated movies that the `user_recent_*` features look at
 RECENT_MOVIES = "user_recent_movie_ids"  # a model input and the fold's state: the last `RECENT_EVENTS` movies
-RECENT_DAYS = 14  # the window of `movie_recent_count`: what is popular now
+RECENT_DAYS = 30  # the window of `movie_recent_count` and `movie_recent_positives`: what is popular now
 RECENT_GENRES = 6  # genres kept in `user_recent_genres`, most frequent first
 
 GENDERS = ("F", "M")
@@ -170,6 +170,14 @@ FEATURES: tuple[Feature, ...] = (
         Kind.NUMERIC,
         MOVIE_STATS_VIEW,
         f"Ratings the movie received in the {RECENT_DAYS} days before the day.",
+        min_value=0,
+        log_scale=True,
+    ),  # fmt: skip
+    Feature(
+        "movie_recent_positives",
+        Kind.NUMERIC,
+        MOVIE_STATS_VIEW,
+        f"Positive ratings the movie received in the {RECENT_DAYS} days before the day.",
         min_value=0,
         log_scale=True,
     ),  # fmt: skip

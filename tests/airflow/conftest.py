@@ -22,7 +22,7 @@ RUN_TIMEOUT_S = 15 * 60
 TASKS = {
     "features.ingest", "features.update_feature_store", "features.check_skew",
     "training.build_training_set", "training.validate",
-    "training.train", "release.bless", "release.push", "release.verify_serving",
+    "training.train", "training.evaluate", "release.bless", "release.push", "release.verify_serving",
 }  # fmt: skip
 
 

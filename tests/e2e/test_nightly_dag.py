@@ -15,6 +15,7 @@ import pytest
 from dags.pipeline.run_dir import RunDir
 from deepfm_model.spec.features import MOVIE_KEY, RATING, USER_KEY
 from deepfm_model.synthetic import EVENTS_FILE
+from serving.retrieval import INDEX_FILE, RetrievalIndex
 from tests.e2e.conftest import SOURCE_FOLDER, SYNTHETIC_DS, airflow_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 TASKS = {
     "features.ingest", "features.update_feature_store", "features.check_skew",
     "training.build_training_set", "training.validate",
-    "training.train", "release.bless", "release.push", "release.verify_serving",
+    "training.train", "training.evaluate", "release.bless", "release.push", "release.verify_serving",
 }  # fmt: skip
 
 
@@ -67,6 +68,13 @@ def test_nightly_run_trains_pushes_and_serves(project_home: Path) -> None:
     assert 0.6 < metrics["test_auc"] <= 1.0
     assert metrics["test_logloss"] > 0
     assert (project_home / "models" / "deepfm" / "1" / "saved_model.pb").is_file()
+    ranking = metrics["full_ranking"]
+    assert set(ranking["models"]) == {"recommend", "deepfm", "popularity", "item_knn", "ease"}
+    assert ranking["users"] > 0 and ranking["window_start"] < ranking["window_end"]
+    for model in ranking["models"].values():
+        assert model["ndcg_at_10_ci"][0] <= model["ndcg_at_10"] <= model["ndcg_at_10_ci"][1]
+    index = RetrievalIndex.load(project_home / "models" / "deepfm" / "1" / INDEX_FILE)  # pushed with the version
+    assert len(index.candidates("no-such-user", [], 10)) == 10
     assert (project_home / "artifacts" / "latest").resolve() == run_dir.resolve()
     verify = json.loads((run_dir / "verify.json").read_text())
     assert verify["verified"] is True and verify["max_abs_diff"] <= 1e-5

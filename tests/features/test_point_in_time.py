@@ -101,7 +101,7 @@ def test_no_event_sees_itself_or_a_later_event(training, events):
 
 
 def test_training_frame_contract(training):
-    assert list(training.columns) == [*FEATURE_NAMES, "event_timestamp", "rating", "label"]
+    assert list(training.columns) == [*FEATURE_NAMES, "event_timestamp", "rating", "label", "picked"]
     assert training["event_timestamp"].is_monotonic_increasing
     assert training["label"].isin([0, 1]).all()
     assert (training["label"] == (training["rating"] >= 4)).all()

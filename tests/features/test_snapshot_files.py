@@ -7,11 +7,13 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from deepfm_model.layout import SPLITS
 from feature_repo import snapshot_validation, store
+from feature_repo.negatives import write_sampled
 from feature_repo.validation import validate_snapshot
 
 SAMPLE = 1500  # rows validated in memory here: the synthetic snapshot (~4,000 rows) takes the large path
@@ -99,3 +101,30 @@ def test_a_large_snapshot_far_below_the_reference_fails_the_row_band(snapshot, t
     report = snapshot_validation.validate_snapshot_files(shrunk, tmp_path / "docs", reference=reference,
                                                          sample_rows=SAMPLE // 2)  # fmt: skip
     assert re.search(r"exact: expect_column_values_to_be_between\(column='rows', min_value=\d+", report.summary)
+
+
+def test_sampled_rows_go_to_their_events_split_in_any_chunking(feature_store, events, tmp_path):
+    events_path = tmp_path / "events.parquet"
+    events.sort_values(["event_timestamp", "user_id", "movie_id"]).to_parquet(events_path, index=False)
+    catalogue = np.array(sorted(events["movie_id"].astype(str).unique()))
+    record = write_sampled(events_path, catalogue, 2, 0, tmp_path / "sampled.parquet")
+    outputs = {}
+    for chunk_rows in (700, 1_000_000):
+        paths = tuple(tmp_path / f"{chunk_rows}-{name}.parquet" for name in SPLITS)
+        written = store.write_training_set(feature_store, events_path, paths, chunk_rows=chunk_rows,
+                                           sampled_path=tmp_path / "sampled.parquet")  # fmt: skip
+        outputs[chunk_rows] = [pd.read_parquet(path) for path in paths]
+        assert sum(written) == len(events) + record.rows
+    for small, whole in zip(outputs[700], outputs[1_000_000], strict=True):
+        key = ["event_timestamp", "user_id", "movie_id", "picked"]
+        pd.testing.assert_frame_equal(small.sort_values(key, kind="stable").reset_index(drop=True),
+                                      whole.sort_values(key, kind="stable").reset_index(drop=True))  # fmt: skip
+    splits = outputs[700]
+    rated = [split[split["picked"] == 1] for split in splits]
+    assert [len(r) for r in rated] == list(store.split_sizes(len(events)))
+    for earlier, later in zip(splits, splits[1:], strict=False):  # a sampled row keeps its event's instant, so splits stay ordered
+        assert earlier["event_timestamp"].max() <= later["event_timestamp"].min()
+    sampled = pd.concat(splits)
+    sampled = sampled[sampled["picked"] == 0]
+    assert len(sampled) == record.rows and (sampled[["rating", "label"]] == 0).all().all()
+    assert sampled["movie_rating_count"].notna().all()  # every movie has a stats row on every day with events

@@ -70,7 +70,7 @@ def test_package_training_path_runs_under_jax_without_tensorflow(tmp_path):
         categorical, numeric, labels = bench_train.make_criteo_like(64)
         config = bench_train.package_train_config(mixed_precision=True, jit_compile=None, steps_per_execution=2)
         with precision_policy(config.mixed_precision):
-            model = build_model(ModelConfig(embedding_dim=4, mlp_units=(8,)), [100_000] * 26, [], 13)
+            model = build_model(ModelConfig(embedding_dim=4, mlp_units=(8,), pick_head=False), [100_000] * 26, [], 13)
             compile_model(model, config, metrics=False)
         assert keras.config.dtype_policy().name == "float32"
         assert model.get_layer("mlp").dtype_policy.compute_dtype == "bfloat16"

@@ -12,7 +12,7 @@ from deepfm_model.config import ModelConfig, TrainConfig
 def test_defaults_match_the_documented_recipe():
     model, train = ModelConfig(), TrainConfig()
     assert (model.embedding_dim, model.mlp_units, model.dropout) == (8, (256, 128), 0.3)
-    assert (train.batch_size, train.epochs, train.learning_rate, train.seed) == (1024, 10, 3e-4, 42)
+    assert (train.batch_size, train.epochs, train.learning_rate, train.seed) == (1024, 10, 1e-3, 42)
 
 
 def test_configs_are_frozen():

@@ -49,7 +49,7 @@ SCRIPT = textwrap.dedent(
 
     train_path, valid_path, test_path = sys.argv[1:4]
     train, valid, test = (load_split(p) for p in (train_path, valid_path, test_path))
-    model_config = ModelConfig(embedding_dim=4, mlp_units=(16,), dropout=0.0)
+    model_config = ModelConfig(embedding_dim=4, mlp_units=(16,), dropout=0.0, pick_head=False)
     results = {"logical_cpus": [d.name for d in tf.config.list_logical_devices("CPU")]}
     probabilities = {}
     for name, devices, distribute in (("mirrored", ["/cpu:0", "/cpu:1"], True), ("default", None, False)):

@@ -116,7 +116,7 @@ def _op_types(model, inputs, training):
 
 
 def test_training_steps_use_the_kernels_and_inference_does_not(rng):
-    model = build_model(ModelConfig(embedding_dim=DIM, mlp_units=(8,)), [7, 3], [6], 2)
+    model = build_model(ModelConfig(embedding_dim=DIM, mlp_units=(8,), multi_value_max_len=6, pick_head=False), [7, 3], [6], 2)
     inputs = {
         "categorical": np.zeros((4, 2), "int32"),
         "multi_categorical": np.zeros((4, 1, 6), "int32"),
@@ -126,14 +126,16 @@ def test_training_steps_use_the_kernels_and_inference_does_not(rng):
     assert not any(t.startswith("Deepfm") for t in _op_types(model, inputs, training=False))
 
 
-def test_training_with_and_without_the_kernels_gives_the_same_model(rng, monkeypatch):
+@pytest.mark.parametrize("shared", [False, True], ids=["own-rows", "shared-rows"])
+def test_training_with_and_without_the_kernels_gives_the_same_model(rng, monkeypatch, shared):
     from deepfm_model.kernels import layer_ops
 
-    sizes, multi_sizes, num_numeric = [50, 20], [12], 3
+    # Shared: the multi-valued field uses field 1's rows (as the recent movie ids use `movie_id`'s).
+    sizes, multi_sizes, num_numeric = [50, 20], [21 if shared else 12], 3
     n = 512
     inputs = {
         "categorical": np.stack([rng.integers(0, s, n) for s in sizes], 1).astype("int32"),
-        "multi_categorical": rng.integers(0, 12, (n, 1, 6)).astype("int32"),
+        "multi_categorical": rng.integers(0, multi_sizes[0], (n, 1, 6)).astype("int32"),
         "numeric": rng.normal(size=(n, num_numeric)).astype("float32"),
     }
     labels = (rng.random((n, 1)) < 0.3).astype("float32")
@@ -143,8 +145,9 @@ def test_training_with_and_without_the_kernels_gives_the_same_model(rng, monkeyp
             monkeypatch.setattr(layer_ops, "training_kernel", lambda name, training: None)
         keras.utils.set_random_seed(3)
         model = build_model(
-            ModelConfig(embedding_dim=DIM, mlp_units=(16,), dropout=0.0), sizes, multi_sizes, num_numeric
-        )
+            ModelConfig(embedding_dim=DIM, mlp_units=(16,), dropout=0.0, multi_value_max_len=6, pick_head=False),
+            sizes, multi_sizes, num_numeric, [1] if shared else [],
+        )  # fmt: skip
         compile_model(model, TrainConfig(learning_rate=1e-2), metrics=False)
         model.fit(inputs, labels, batch_size=128, epochs=2, shuffle=False, verbose=0)
         assert (_op_types(model, inputs, training=True) >= {"DeepfmFieldEmbedding"}) == use_kernels

@@ -15,7 +15,7 @@ import pytest
 from deepfm_model.config import ModelConfig
 from deepfm_model.model import build_model
 
-CONFIG = ModelConfig(embedding_dim=4, mlp_units=(8,), multi_value_max_len=3)
+CONFIG = ModelConfig(embedding_dim=4, mlp_units=(8,), multi_value_max_len=3, pick_head=False)
 
 
 def _inputs(rng, batch=6):
@@ -83,7 +83,7 @@ def test_core_model_runs_and_trains_under_jax():
         from deepfm_model.config import ModelConfig
         from deepfm_model.model import build_model
         assert keras.backend.backend() == "jax"
-        model = build_model(ModelConfig(embedding_dim=4, mlp_units=(8,), multi_value_max_len=3), [5, 5], [6], 3)
+        model = build_model(ModelConfig(embedding_dim=4, mlp_units=(8,), multi_value_max_len=3, pick_head=False), [5, 5], [6], 3)
         rng = np.random.default_rng(0)
         x = {"categorical": rng.integers(0, 5, (32, 2)).astype("int32"),
              "multi_categorical": rng.integers(0, 6, (32, 1, 3)).astype("int32"),

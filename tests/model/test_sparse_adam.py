@@ -65,7 +65,7 @@ def test_xla_train_step_trains_with_dense_updates(jit_compile, caplog):
     from deepfm_model.train import compile_model
 
     keras.utils.set_random_seed(0)
-    model = build_model(ModelConfig(embedding_dim=4, mlp_units=(8,)), [50, 30], [], 2)
+    model = build_model(ModelConfig(embedding_dim=4, mlp_units=(8,), pick_head=False), [50, 30], [], 2)
     compile_model(model, TrainConfig(learning_rate=1e-2, jit_compile=jit_compile), metrics=False)
     assert type(model.optimizer) is (keras.optimizers.Adam if jit_compile else SparseAdam)
     assert ("XLA cannot compile the row-wise update" in caplog.text) is jit_compile

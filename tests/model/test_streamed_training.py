@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from deepfm_model.config import ModelConfig, TrainConfig
-from deepfm_model.predict import load_trained, predict_frame, predict_parquet
+from deepfm_model.predict import load_trained, predict_outputs, predict_parquet
 from deepfm_model.preprocessing import fit_preprocessing, fit_preprocessing_parquet, make_parquet_dataset
 from deepfm_model.train import run_training
 
@@ -48,9 +48,12 @@ def test_a_streamed_run_writes_the_artefacts_and_metrics(streamed_run, splits):
 
 def test_streamed_predictions_equal_in_memory_ones(streamed_run, splits, split_paths):
     trained = load_trained(streamed_run[0])
-    labels, probabilities = predict_parquet(trained, split_paths[2], record_batch_rows=250)
-    np.testing.assert_array_equal(labels, splits[2]["label"].to_numpy(dtype=np.float32))
-    np.testing.assert_allclose(probabilities, predict_frame(trained, splits[2]), rtol=1e-6)
+    targets, outputs = predict_parquet(trained, split_paths[2], record_batch_rows=250)
+    np.testing.assert_array_equal(targets, splits[2]["label"].to_numpy(dtype=np.float32))  # rated rows: the label
+    in_memory = predict_outputs(trained, splits[2])
+    assert set(outputs) == set(in_memory) == {"probability", "pick", "like"}
+    for name, values in outputs.items():
+        np.testing.assert_allclose(values, in_memory[name], rtol=1e-6)
 
 
 def _rows_of(dataset) -> list[np.ndarray]:

@@ -16,7 +16,7 @@ import tensorflow as tf
 from deepfm_model.cli import main
 from deepfm_model.config import ModelConfig, TrainConfig
 from deepfm_model.export import WARMUP_FILE
-from deepfm_model.predict import load_trained, predict_frame, predict_saved_model
+from deepfm_model.predict import load_trained, predict_frame, predict_outputs, predict_saved_model
 from deepfm_model.spec import features as spec
 from deepfm_model.train import run_training
 
@@ -86,7 +86,16 @@ def test_signature_takes_raw_features_by_name(run_dir):
     for feature in spec.FEATURES:
         assert inputs[feature.name].dtype == tf.as_dtype(spec.serving_dtype(feature)), feature.name
         assert inputs[feature.name].shape.as_list() == [None]
-    assert set(signature.structured_outputs) == {"probability"}
+    assert set(signature.structured_outputs) == {"probability", "pick", "like"}
+
+
+def test_served_probability_is_pick_times_like_and_equals_in_process_heads(run_dir, splits):
+    test = splits[2].head(200)
+    in_process = predict_outputs(load_trained(run_dir), test)
+    served = {name: predict_saved_model(run_dir / "export", test, output=name) for name in in_process}
+    for name, values in served.items():
+        np.testing.assert_allclose(values, in_process[name], atol=1e-5)
+    np.testing.assert_allclose(served["probability"], served["pick"] * served["like"], rtol=1e-5)
 
 
 def test_unknown_categories_score_without_error(run_dir, splits):

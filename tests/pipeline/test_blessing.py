@@ -59,3 +59,23 @@ def test_signature_change_is_a_rejection_unless_allowed() -> None:
 def test_non_finite_losses_names_the_epochs() -> None:
     assert non_finite_losses({"loss": [0.7, 0.6, math.nan, "NaN", 0.5]}) == [2, 3]
     assert non_finite_losses({}) == []
+
+
+def test_a_candidate_losing_to_popularity_at_top_n_is_rejected_naming_the_metric() -> None:
+    losing = candidate(0.76, ndcg=0.28, whole_catalogue_ndcg=0.29, popularity_ndcg=0.31)
+    blessed, reason = decide(losing, serving_version=None, serving_auc=None, signature_changed=None, **GATES)
+    assert not blessed
+    assert reason == "candidate full-catalogue NDCG@10 0.2800 (recommend) is below popularity's 0.3100 in the same run"
+    winning = candidate(0.76, ndcg=0.33, whole_catalogue_ndcg=0.32, popularity_ndcg=0.31)
+    blessed, reason = decide(winning, serving_version=None, serving_auc=None, signature_changed=None, **GATES)
+    assert blessed and "full-catalogue NDCG@10 0.3300 >= popularity's 0.3100" in reason
+
+
+@pytest.mark.parametrize(("whole", "blessed"), [(0.315, True), (0.310, True), (0.3099, False)])
+def test_top_n_tolerance_against_the_serving_model(whole: float, blessed: bool) -> None:
+    evaluated = candidate(0.76, ndcg=0.35, whole_catalogue_ndcg=whole, popularity_ndcg=0.30)
+    result, reason = decide(evaluated, serving_version=4, serving_auc=0.76, signature_changed=None, serving_ndcg=0.32,
+                            ndcg_tolerance=0.01, **GATES)  # fmt: skip
+    assert result is blessed, reason
+    if not blessed:
+        assert reason.startswith("candidate full-catalogue NDCG@10 0.3099 trails serving version 4 (0.3200) by more")

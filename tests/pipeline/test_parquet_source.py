@@ -3,6 +3,7 @@ and a bad table stops the run at ingest with nothing written downstream."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -41,11 +42,11 @@ def parquet_config(home: Path, source: Path, **env: str) -> PipelineConfig:
 
 def test_the_feature_stages_run_on_a_generated_folder(source, tmp_path):
     config = parquet_config(tmp_path, source)
-    assert stages.ingest(config, DS) == {"events": 3000, "users": 120, "movies": 60}
+    assert stages.ingest(config, DS) == {"events": 3000, "users": 120, "movies": 60, "sampled": 3000 * 4}
     stages.update_feature_store(config, DS)
     assert stages.check_skew(config, DS)["ok"]
     rows = stages.build_training_set(config, DS)
-    assert rows == {"train_rows": 2400, "valid_rows": 300, "test_rows": 300}
+    assert rows == {"train_rows": 2400 * 5, "valid_rows": 300 * 5, "test_rows": 300 * 5}  # each event and 4 sampled
     assert stages.validate(config, DS)["success"]
     snapshot = pd.read_parquet(config.run_dir(DS).split("test"))
     assert snapshot["event_timestamp"].max() < pd.Timestamp(DS, tz="UTC")
@@ -80,3 +81,27 @@ def test_training_settings_come_from_the_environment(tmp_path):
     assert (config.batch_size, config.epochs, config.early_stopping_patience) == (8192, 2, 1)
     defaults = PipelineConfig(home=tmp_path)
     assert (defaults.batch_size, defaults.early_stopping_patience) == (1024, 2)  # TrainConfig's: MovieLens unchanged
+
+
+def test_negatives_and_their_seed_reach_the_sampling(source, tmp_path):
+    sampled = {}
+    for name, env in {"two": {"DEEPFM_NEGATIVES": "2"}, "two-again": {"DEEPFM_NEGATIVES": "2"},
+                      "other-seed": {"DEEPFM_NEGATIVES": "2", "DEEPFM_SAMPLING_SEED": "7"},
+                      "none": {"DEEPFM_NEGATIVES": "0"}}.items():  # fmt: skip
+        config = parquet_config(tmp_path / name, source, **env)
+        assert stages.ingest(config, DS)["sampled"] == 3000 * int(env["DEEPFM_NEGATIVES"])
+        run = config.run_dir(DS)
+        recorded = json.loads(run.sampling.read_text())
+        assert (recorded["per_event"], recorded["seed"]) == (int(env["DEEPFM_NEGATIVES"]), config.sampling_seed)
+        sampled[name] = pd.read_parquet(run.sampled)
+    pd.testing.assert_frame_equal(sampled["two"], sampled["two-again"])
+    assert not sampled["two"]["movie_id"].equals(sampled["other-seed"]["movie_id"])
+    assert sampled["none"].empty
+
+
+def test_top_n_settings_are_read_from_the_environment():
+    config = PipelineConfig.from_env({"DEEPFM_NDCG_TOLERANCE": "0.05", "DEEPFM_RANKING_MAX_USERS": "all"})
+    assert (config.ndcg_tolerance, config.ranking_max_users) == (0.05, None)
+    assert PipelineConfig.from_env({"DEEPFM_RANKING_MAX_USERS": "300"}).ranking_max_users == 300
+    with pytest.raises(ValueError, match="negatives_per_event"):
+        PipelineConfig.from_env({"DEEPFM_NEGATIVES": "-1"})

@@ -45,3 +45,30 @@ def test_bad_arguments_are_refused():
         RetrievalIndex.build(ITEMS, np.zeros((2, 2)), np.zeros(6), {})
     with pytest.raises(ValueError, match="`n` must be positive"):
         _index().candidates("u", [], n=0)
+
+
+def test_recommend_ranks_the_retrieved_movies_and_unknown_users_get_popular_ones():
+    from deepfm_model.spec import features as fs
+    from serving.ranking import Ranker
+    from serving.recommend import Recommender
+    from serving.sample_model import sample_columns
+
+    recent = {"u": "m0|m3"}
+    asked = []
+
+    def read(user_id, movie_ids):
+        asked.append(list(movie_ids))
+        columns = sample_columns(len(movie_ids))
+        columns[fs.MOVIE_KEY] = np.array(movie_ids, dtype=object)
+        columns[fs.RECENT_MOVIES] = np.array([recent.get(user_id)] * len(movie_ids), dtype=object)
+        return columns
+
+    score = {"m1": 0.2, "m2": 0.1, "m5": 0.9, "m4": 0.5, "m3": 0.3}
+    client = type("Client", (), {"predict": staticmethod(lambda c: np.array([score[m] for m in c[fs.MOVIE_KEY]]))})
+    recommender = Recommender(Ranker(client, read), _index(), candidates=3)
+    # u: m2, m1 (neighbours of m0 and m3) and m5 (popular) are retrieved; the model puts m5 first.
+    assert recommender.recommend("u", 2) == [("m5", 0.9), ("m1", 0.2)]
+    assert sorted(asked[-1]) == ["m1", "m2", "m5"]
+    assert [m for m, _ in recommender.recommend("stranger", 3)] == ["m5", "m4", "m3"]  # popular, ranked
+    with pytest.raises(ValueError, match="`k` must be positive"):
+        recommender.recommend("u", 0)

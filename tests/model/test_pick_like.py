@@ -1,0 +1,102 @@
+"""The two-head DeepFM: probability = pick * like, what each head learns from, the shared movie embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepfm_model.config import ModelConfig, TrainConfig
+from deepfm_model.layers import FieldEmbedding
+from deepfm_model.model import build_model
+from deepfm_model.objectives import NOT_PICKED, HeadAUC, PickLikeLoss, training_target
+from deepfm_model.spec.features import LABEL, PICKED
+
+CONFIG = ModelConfig(embedding_dim=4, mlp_units=(8,), multi_value_max_len=3)
+
+
+def _inputs(rng, batch=6):
+    return {
+        "categorical": rng.integers(0, 5, (batch, 2)).astype("int32"),
+        "multi_categorical": rng.integers(0, 6, (batch, 1, 3)).astype("int32"),
+        "numeric": rng.normal(size=(batch, 3)).astype("float32"),
+    }
+
+
+def test_probability_is_pick_times_like(rng):
+    model = build_model(CONFIG, [5, 5], [6], 3)
+    out = model.predict(_inputs(rng), verbose=0)
+    assert out.shape == (6, 3)
+    np.testing.assert_allclose(out[:, 0], out[:, 1] * out[:, 2], rtol=1e-6)
+    assert ((out > 0) & (out < 1)).all()
+
+
+def test_target_is_the_label_on_rated_rows_and_not_picked_on_sampled_ones():
+    frame = pd.DataFrame({LABEL: [1, 0, 0, 0], PICKED: [1, 1, 0, 0]})
+    np.testing.assert_array_equal(training_target(frame), [1, 0, NOT_PICKED, NOT_PICKED])
+    np.testing.assert_array_equal(training_target(frame.drop(columns=PICKED)), [1, 0, 0, 0])
+
+
+def _bce(y, p):
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def test_the_like_loss_ignores_sampled_rows_and_is_a_mean_over_rated_ones():
+    y = np.array([[1.0], [0.0], [NOT_PICKED], [NOT_PICKED]], dtype="float32")
+    pred = np.array([[0.3, 0.6, 0.5], [0.1, 0.5, 0.2], [0.2, 0.4, 0.9], [0.05, 0.1, 0.5]], dtype="float32")
+    loss = float(PickLikeLoss(pick_head=True, like_weight=2.0)(y, pred))
+    pick = _bce(np.array([1, 1, 0, 0]), pred[:, 1]).mean()
+    like = _bce(np.array([1, 0]), pred[:2, 2]).mean()  # the sampled rows' like predictions (0.9, 0.5) play no part
+    assert loss == pytest.approx(pick + 2.0 * like, rel=1e-5)
+    one_head = float(PickLikeLoss(pick_head=False)(y, pred[:, :1]))
+    assert one_head == pytest.approx(_bce(np.array([1, 0, 0, 0]), pred[:, 0]).mean(), rel=1e-5)
+
+
+def test_like_auc_is_over_rated_rows_and_pick_auc_over_all():
+    y = np.array([[1.0], [0.0], [NOT_PICKED], [NOT_PICKED]], dtype="float32")
+    # like ranks the liked row above the disliked one (AUC 1) although a sampled row has the top like score.
+    pred = np.array([[0.3, 0.9, 0.8], [0.1, 0.8, 0.2], [0.2, 0.1, 0.99], [0.05, 0.2, 0.0]], dtype="float32")
+    like, pick = HeadAUC(2), HeadAUC(1)
+    like.update_state(y, pred)
+    pick.update_state(y, pred)
+    assert float(like.result()) == pytest.approx(1.0) and float(pick.result()) == pytest.approx(1.0)
+
+
+def test_a_multi_valued_field_can_share_a_categorical_fields_rows(rng):
+    # Field 1 (movies, 4 ids + OOV) is shared by the multi-valued field: its index k + 1 is the movie's index k.
+    layer = FieldEmbedding(
+        categorical_sizes=[3, 5], multi_categorical_sizes=[6], embedding_dim=4, multi_shared_with=[1]
+    )
+    inputs = {"categorical": np.array([[0, 2]], "int32"), "multi_categorical": np.array([[[3, 0, 0]]], "int32")}
+    embeddings, first_order = layer(inputs)
+    assert layer.total_rows == 3 + 5  # no rows of its own
+    np.testing.assert_allclose(embeddings[0, 2], embeddings[0, 1])  # recent movie (local 3) is movie index 2
+    np.testing.assert_allclose(first_order[0, 2], first_order[0, 1])
+    restored = FieldEmbedding.from_config(layer.get_config())
+    assert restored.multi_shared_with == (1,)
+    with pytest.raises(ValueError, match="multi_shared_with"):
+        FieldEmbedding(categorical_sizes=[3, 5], multi_categorical_sizes=[6], embedding_dim=4, multi_shared_with=[2])
+    with pytest.raises(ValueError, match="plus one"):
+        FieldEmbedding(categorical_sizes=[3, 5], multi_categorical_sizes=[7], embedding_dim=4, multi_shared_with=[1])
+
+
+def test_two_heads_learn_picks_and_likes_from_planted_rows(rng):
+    """Rows whose numeric feature 0 is high are picked; among picked rows, feature 1 decides the like."""
+    from deepfm_model.train import compile_model
+
+    n = 4000
+    data = {
+        "categorical": rng.integers(0, 5, (n, 2)).astype("int32"),
+        "numeric": rng.normal(size=(n, 2)).astype("float32"),
+    }
+    picked = data["numeric"][:, 0] > 0
+    target = np.where(picked, (data["numeric"][:, 1] > 0).astype("float32"), NOT_PICKED).reshape(-1, 1)
+    model = build_model(ModelConfig(embedding_dim=4, mlp_units=(16,), dropout=0.0), [5, 5], [], 2)
+    compile_model(model, TrainConfig(learning_rate=1e-2, steps_per_execution=1))
+    model.fit(data, target, batch_size=128, epochs=8, verbose=0)
+    out = model.predict(data, verbose=0)
+    from deepfm_model.evaluate import roc_auc
+
+    assert roc_auc(picked, out[:, 1]) > 0.95
+    assert roc_auc(target[picked, 0] == 1, out[picked, 2]) > 0.95
+    assert roc_auc(target[:, 0] == 1, out[:, 0]) > 0.95  # liked among everything: the product
