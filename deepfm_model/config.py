@@ -33,6 +33,9 @@ class ModelConfig:
     # Two heads over the shared embeddings and FM: `pick` (rated among all) and `like` (liked given rated),
     # served as `probability = pick * like` (`model.py`, `objectives.py`); False: one head, `probability` alone.
     pick_head: bool = True
+    # The pick head's logit starts from the log of the movie's recent share of positive ratings (a fixed offset):
+    # DeepFM learns how the user's picks depart from what is popular now. False: no offset (the ablation).
+    pick_prior: bool = True
 
     def __post_init__(self) -> None:
         if self.embedding_dim <= 0:

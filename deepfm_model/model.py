@@ -9,11 +9,15 @@ with one embedding `v_i` per feature value shared by the FM and the deep part (`
 With `ModelConfig.pick_head` (the default) the model has two heads over the same embeddings and FM term, each
 with its own deep part and a learned mix of the FM logit and its deep logit:
 
-    pick = sigmoid(a_p * fm + c_p * MLP_p(v) + b_p)      the user picks (rates) the movie among all
+    pick = sigmoid(a_p * fm + c_p * MLP_p(v) + b_p + prior)   the user picks (rates) the movie among all
     like = sigmoid(a_l * fm + c_l * MLP_l(v) + b_l)      the user likes it, given they rate it
     probability = pick * like                            what ranking sorts by
 
-where `fm = bias + sum_i w_i + sum_{i<j} <v_i, v_j>`; `deepfm_model.objectives` says what each head learns.
+where `fm = bias + sum_i w_i + sum_{i<j} <v_i, v_j>` and `prior` (with `ModelConfig.pick_prior`) the log of
+the movie's recent share of positive ratings, a fixed offset: with negatives drawn uniformly, the pick logit
+estimates log P(movie | user, now) up to a constant, so the model learns the user's departure from what is
+popular now, and where it knows nothing (a new user) its ranking is that chart; `deepfm_model.objectives` says
+what each head learns.
 Numeric fields enter as their normalised value `x` times a learned vector (and first-order weight), see
 `FieldEmbedding`. Under a mixed-precision policy only the MLP computes in 16 bits: the lookups, the first-order
 term and the FM (whose two sums nearly cancel) stay float32. The core model is backend-agnostic; turning raw strings and floats into its inputs is
@@ -32,6 +36,7 @@ from deepfm_model.layers import MLP, FieldEmbedding, FirstOrder, FMInteraction
 CATEGORICAL_INPUT = "categorical"
 MULTI_CATEGORICAL_INPUT = "multi_categorical"
 NUMERIC_INPUT = "numeric"
+PRIOR_INPUT = "prior"  # (batch, 1): the pick head's fixed offset, `preprocessing`'s log of the recent share
 OUTPUT_NAME = "probability"
 PICK_OUTPUT = "pick"
 LIKE_OUTPUT = "like"
@@ -43,6 +48,7 @@ def build_model(
     multi_categorical_sizes: Sequence[int],
     num_numeric: int,
     multi_shared_with: Sequence[int] = (),
+    prior: bool = False,
 ) -> keras.Model:
     """Build the (uncompiled) DeepFM functional model.
 
@@ -53,6 +59,7 @@ def build_model(
         num_numeric: number of numeric fields.
         multi_shared_with: per multi-valued field, the categorical field whose embedding rows it shares, or -1
             (`FieldEmbedding`); empty: none.
+        prior: with the pick head, an input `"prior"` `(batch, 1)` added to the pick logit as it is (no weight).
 
     `config.use_fm` / `config.use_dnn` drop the FM part or the deep part (the ablations of the paper).
 
@@ -71,6 +78,9 @@ def build_model(
         )
     if num_numeric:
         inputs[NUMERIC_INPUT] = keras.Input((num_numeric,), dtype="float32", name=NUMERIC_INPUT)
+    fields = dict(inputs)
+    if prior and config.pick_head:
+        inputs[PRIOR_INPUT] = keras.Input((1,), dtype="float32", name=PRIOR_INPUT)
 
     embeddings, first_order_weights = FieldEmbedding(
         categorical_sizes=categorical_sizes,
@@ -83,7 +93,7 @@ def build_model(
         multi_shared_with=multi_shared_with,
         name="field_embedding",
         dtype="float32",
-    )(inputs)  # (batch, fields, dim), (batch, fields)
+    )(fields)  # (batch, fields, dim), (batch, fields)
     flat = keras.layers.Flatten(name="flatten")(embeddings)  # (batch, fields * dim)
     if config.pick_head:
         fm = keras.layers.Add(name="fm_logit")([
@@ -96,6 +106,8 @@ def build_model(
             mixed = keras.layers.Dense(1, dtype="float32", name=f"{head}_mix")(
                 keras.layers.Concatenate(name=f"{head}_logits", dtype="float32")([fm, deep])
             )  # (batch, 1)
+            if head == PICK_OUTPUT and PRIOR_INPUT in inputs:
+                mixed = keras.layers.Add(name="pick_with_prior", dtype="float32")([mixed, inputs[PRIOR_INPUT]])
             heads.append(keras.layers.Activation("sigmoid", dtype="float32", name=head)(mixed))
         probability = keras.layers.Multiply(name="pick_times_like", dtype="float32")(heads)  # (batch, 1)
         outputs = keras.layers.Concatenate(name=OUTPUT_NAME, dtype="float32")([probability, *heads])  # (batch, 3)

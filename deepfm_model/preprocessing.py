@@ -8,6 +8,8 @@ Per feature kind (`features.Kind`):
   whose index 0 is padding (the empty string) and 1 the OOV bucket, and padded or truncated to
   `ModelConfig.multi_value_max_len` slots; a feature with `Feature.vocabulary_of` takes that categorical
   feature's vocabulary (so index k + 1 here is index k there, and the model shares their embedding rows);
+- the pick head's prior (two-head models): `log((share + PRIOR_SMOOTHING) / 1000)` of the raw
+  `features.PICK_PRIOR`, the log of the movie's recent share of positive ratings;
 - numeric: `log1p` for `Feature.log_scale` features, then `(x - mean) / std` with the train split's
   statistics; a missing value (NaN) becomes 0, the train mean.
 
@@ -29,12 +31,13 @@ import pandas as pd
 import tensorflow as tf
 
 from deepfm_model.config import ModelConfig
-from deepfm_model.model import CATEGORICAL_INPUT, MULTI_CATEGORICAL_INPUT, NUMERIC_INPUT
+from deepfm_model.model import CATEGORICAL_INPUT, MULTI_CATEGORICAL_INPUT, NUMERIC_INPUT, PRIOR_INPUT
 from deepfm_model.objectives import training_target
 from deepfm_model.spec import features as spec
 from deepfm_model.spec.files import write_json
 
 PREPROCESSING_FILE = "preprocessing.json"
+PRIOR_SMOOTHING = 0.01  # per 1000 added to the prior's share: a movie nobody rated lately is unlikely, not impossible
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class PreprocessingState:
     multi_categorical: dict[str, list[str]]  # multi-valued feature -> vocabulary of single values
     numeric: dict[str, NumericStats]  # numeric feature -> statistics
     multi_value_max_len: int  # slots per multi-valued field
+    prior: str | None = None  # numeric feature whose log is the pick head's prior (`PRIOR_INPUT`); None: no prior
     feature_names: list[str] = field(default_factory=lambda: list(spec.FEATURE_NAMES))  # inputs, spec order
 
 
@@ -165,7 +169,8 @@ class PreprocessingFit:
                 if hash_bins.get(feature.vocabulary_of, 0) > 0:
                     raise ValueError(f"`{feature.name}` takes the vocabulary of `{feature.vocabulary_of}`, which is hashed")
                 multi[feature.name] = categorical[feature.vocabulary_of]
-        return PreprocessingState(categorical, hash_bins, multi, numeric, self.config.multi_value_max_len)
+        prior = spec.PICK_PRIOR if self.config.pick_head and self.config.pick_prior else None
+        return PreprocessingState(categorical, hash_bins, multi, numeric, self.config.multi_value_max_len, prior)
 
 
 def _summed(parts: list[pd.Series]) -> pd.Series:
@@ -270,6 +275,8 @@ class FeaturePreprocessor:
             signature[MULTI_CATEGORICAL_INPUT] = tf.TensorSpec([None, len(self.multi_names), width], tf.int32)
         if self.numeric_names:
             signature[NUMERIC_INPUT] = tf.TensorSpec([None, len(self.numeric_names)], tf.float32)
+        if self.state.prior:
+            signature[PRIOR_INPUT] = tf.TensorSpec([None, 1], tf.float32)
         return signature
 
     def __call__(self, raw: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -297,6 +304,10 @@ class FeaturePreprocessor:
                 x = (x - stats.mean) / stats.std
                 columns.append(tf.where(tf.math.is_finite(x), x, tf.zeros_like(x)))
             out[NUMERIC_INPUT] = tf.stack(columns, axis=1)  # (batch, n_numeric)
+        if self.state.prior:
+            share = tf.cast(raw[self.state.prior], tf.float32)  # per 1000, raw
+            share = tf.where(tf.math.is_finite(share), tf.maximum(share, 0.0), tf.zeros_like(share))
+            out[PRIOR_INPUT] = tf.math.log((share + PRIOR_SMOOTHING) / 1000.0)[:, None]  # (batch, 1)
         return out
 
     def tracked_layers(self) -> list:

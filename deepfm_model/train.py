@@ -223,7 +223,7 @@ def train_model(
     with distribution_scope(train_config, tf_config, devices), precision_policy(train_config.mixed_precision):
         model = build_model(
             model_config, preprocessor.categorical_sizes, preprocessor.multi_categorical_sizes,
-            preprocessor.num_numeric, preprocessor.multi_shared_with,
+            preprocessor.num_numeric, preprocessor.multi_shared_with, prior=preprocessor.state.prior is not None,
         )  # fmt: skip
         compile_model(model, train_config)
     callbacks = [

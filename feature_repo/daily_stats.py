@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 AGGREGATES_DIR = "aggregates"
 MANIFEST_FILE = "manifest.json"
 TOTALS_FILE = "totals.parquet"
-LAYOUT = 5  # bump when the files' meaning changes: every day is then recomputed
+LAYOUT = 6  # bump when the files' meaning changes: every day is then recomputed
 # Smoothing of the stats: `PSEUDO_COUNT` imaginary ratings at fixed prior values. The priors are constants,
 # not estimated from the data, so that no row depends on events after its day.
 PSEUDO_COUNT = 5.0
@@ -79,7 +79,8 @@ class StatsView:
             (entity, instant) finds a row within the one-day TTL: the movies that training samples as not picked.
         recent_days: when positive, the features may also use `recent_n` and `recent_pos`: the entity's events
             and positive events in the `recent_days` days before the row's day (what is popular now, not over the
-            whole history).
+            whole history), and `recent_total`, `recent_pos_total`: those of every entity (with `every_day`, every
+            entity has a row at each stamp, so the sum over a stamp's rows is the whole window's).
     """
 
     view: str
@@ -96,8 +97,11 @@ def _rating_view(
     view: str, key: str, table: str, prefix: str, recent_days: int = 0, every_day: bool = False
 ) -> StatsView:
     n = "CAST(n AS DOUBLE)"
-    recent = {f"{prefix}_recent_count": "CAST(coalesce(recent_n, 0) AS DOUBLE)",
-              f"{prefix}_recent_positives": "CAST(coalesce(recent_pos, 0) AS DOUBLE)"} if recent_days else {}  # fmt: skip
+    # Shares, not counts: how many ratings a window holds changes with the site's traffic, what share of them a
+    # movie gets is what a model can carry from one month to the next.
+    share = "1000.0 * coalesce({0}, 0) / greatest({1}, 1)"
+    recent = {f"{prefix}_recent_share": share.format("recent_n", "recent_total"),
+              f"{prefix}_recent_positive_share": share.format("recent_pos", "recent_pos_total")} if recent_days else {}  # fmt: skip
     return StatsView(
         view=view,
         key=key,
@@ -308,7 +312,8 @@ def _with_recent(spec: StatsView, rows: str, days: list[str], first: str, sums_d
     since = (pd.Timestamp(first) - pd.Timedelta(days=spec.recent_days)).strftime("%Y-%m-%d")
     files = [sums_dir / f"{day}.parquet" for day in days if day >= since]
     if not files:
-        return f"(SELECT *, CAST(0 AS BIGINT) AS recent_n, CAST(0 AS BIGINT) AS recent_pos FROM {rows})"
+        zero = "CAST(0 AS BIGINT)"
+        return f"(SELECT *, {zero} AS recent_n, {zero} AS recent_pos, {zero} AS recent_total, {zero} AS recent_pos_total FROM {rows})"
     window = f"INTERVAL {int(spec.recent_days)} DAY"
     recent = (
         f"SELECT r.{spec.key}, r.stamp, CAST(sum(d.n) AS BIGINT) AS recent_n, CAST(sum(d.pos) AS BIGINT) AS recent_pos "
@@ -316,7 +321,9 @@ def _with_recent(spec: StatsView, rows: str, days: list[str], first: str, sums_d
         f"JOIN read_parquet({_files(files)}) d ON d.{spec.key} = r.{spec.key} AND d.day < r.stamp "
         f"AND d.day >= r.stamp - {window} GROUP BY ALL"
     )
-    return f"(SELECT r.*, t.recent_n, t.recent_pos FROM {rows} r LEFT JOIN ({recent}) t USING ({spec.key}, stamp))"
+    totals = ("sum(coalesce(t.recent_n, 0)) OVER (PARTITION BY r.stamp) AS recent_total, "
+              "sum(coalesce(t.recent_pos, 0)) OVER (PARTITION BY r.stamp) AS recent_pos_total")  # fmt: skip
+    return f"(SELECT r.*, t.recent_n, t.recent_pos, {totals} FROM {rows} r LEFT JOIN ({recent}) t USING ({spec.key}, stamp))"
 
 
 def _write_partitions(con: duckdb.DuckDBPyConnection, query: str, target: Path, data_dir: Path) -> set[str]:

@@ -80,7 +80,9 @@ USER_EVENTS_PUSH = "user_events_push"
 FEATURE_SERVICE = "deepfm_v3"  # v3 adds the fresh per-user features; deepfm_v1 and v2 stay registered
 RECENT_EVENTS = 10  # the user's last rated movies that the `user_recent_*` features look at
 RECENT_MOVIES = "user_recent_movie_ids"  # a model input and the fold's state: the last `RECENT_EVENTS` movies
-RECENT_DAYS = 30  # the window of `movie_recent_count` and `movie_recent_positives`: what is popular now
+RECENT_DAYS = 30  # the window of the `movie_recent_*` shares: what is popular now
+# The pick head's prior: its logit starts from the log of this share (`deepfm_model.model`), popularity now.
+PICK_PRIOR = "movie_recent_positive_share"
 RECENT_GENRES = 6  # genres kept in `user_recent_genres`, most frequent first
 
 GENDERS = ("F", "M")
@@ -166,19 +168,22 @@ FEATURES: tuple[Feature, ...] = (
         max_value=5,
     ),  # fmt: skip
     Feature(
-        "movie_recent_count",
+        "movie_recent_share",
         Kind.NUMERIC,
         MOVIE_STATS_VIEW,
-        f"Ratings the movie received in the {RECENT_DAYS} days before the day.",
+        f"The movie's ratings per 1000 ratings of all movies in the {RECENT_DAYS} days before the day.",
         min_value=0,
+        max_value=1000,
         log_scale=True,
     ),  # fmt: skip
     Feature(
-        "movie_recent_positives",
+        "movie_recent_positive_share",
         Kind.NUMERIC,
         MOVIE_STATS_VIEW,
-        f"Positive ratings the movie received in the {RECENT_DAYS} days before the day.",
+        f"The movie's positive ratings per 1000 positive ratings of all movies in the {RECENT_DAYS} days before "
+        "the day.",
         min_value=0,
+        max_value=1000,
         log_scale=True,
     ),  # fmt: skip
     Feature(

@@ -34,26 +34,34 @@ def labelled_frame(raw: RawData) -> pd.DataFrame:
         frame[f"{prefix}_rating_count"] = count
         frame[f"{prefix}_pos_rate"] = ((positives + 1.0) / (count + 2.0)).astype("float32")
         frame[f"{prefix}_mean_rating"] = ((rating_sum + 3.5) / (count + 1.0)).astype("float32")
-    # Earlier ratings of the movie in the last `RECENT_DAYS` days (positive ones too), leak-free like the others.
+    # The movie's share (per 1000) of the earlier ratings in the last `RECENT_DAYS` days, leak-free like the others.
     window = pd.Timedelta(days=spec.RECENT_DAYS)
-    for name, values in (("movie_recent_count", np.ones(len(frame))), ("movie_recent_positives", frame[spec.LABEL])):
-        frame[name] = _recent_sums(frame, pd.Series(values, index=frame.index, dtype="float64"), window)
+    for name, values in (
+        ("movie_recent_share", np.ones(len(frame))),
+        ("movie_recent_positive_share", frame[spec.LABEL]),
+    ):
+        frame[name] = _recent_share(frame, pd.Series(values, index=frame.index, dtype="float64"), window)
     # The model only needs a leak-free number in [0, 1] here; the real genre affinity is Feast's (feature_repo).
     frame["user_genre_affinity"] = frame["user_pos_rate"]
     frame = _with_fresh_features(frame, raw)
     return frame[[*spec.FEATURE_NAMES, spec.EVENT_TIMESTAMP, spec.RATING, spec.LABEL]]
 
 
-def _recent_sums(frame: pd.DataFrame, values: pd.Series, window: pd.Timedelta) -> np.ndarray:
-    """Per event, the sum of `values` over the movie's earlier events no older than `window`."""
-    out = np.zeros(len(frame))
+def _recent_share(frame: pd.DataFrame, values: pd.Series, window: pd.Timedelta) -> np.ndarray:
+    """Per event, 1000 x the sum of `values` over the movie's earlier events no older than `window`, over that of
+    every movie's."""
     stamps = pd.to_datetime(frame[spec.EVENT_TIMESTAMP], utc=True).astype("int64").to_numpy()
-    for _, rows in frame.groupby(spec.MOVIE_KEY, sort=False).indices.items():
-        times = stamps[rows]
-        before = np.r_[0.0, np.cumsum(values.to_numpy()[rows])]  # sums of the events before each one
-        start = np.searchsorted(times, times - window.value, side="left")
-        out[rows] = before[np.arange(len(rows))] - before[start]
-    return out
+    weights = values.to_numpy()
+
+    def window_sums(rows: np.ndarray) -> np.ndarray:
+        before = np.r_[0.0, np.cumsum(weights[rows])]  # sums of the events before each one
+        start = np.searchsorted(stamps[rows], stamps[rows] - window.value, side="left")
+        return before[np.arange(len(rows))] - before[start]
+
+    movie = np.zeros(len(frame))
+    for rows in frame.groupby(spec.MOVIE_KEY, sort=False).indices.values():
+        movie[rows] = window_sums(rows)
+    return 1000.0 * movie / np.maximum(window_sums(np.arange(len(frame))), 1.0)
 
 
 def _with_fresh_features(frame: pd.DataFrame, raw: RawData) -> pd.DataFrame:

@@ -100,3 +100,30 @@ def test_two_heads_learn_picks_and_likes_from_planted_rows(rng):
     assert roc_auc(picked, out[:, 1]) > 0.95
     assert roc_auc(target[picked, 0] == 1, out[picked, 2]) > 0.95
     assert roc_auc(target[:, 0] == 1, out[:, 0]) > 0.95  # liked among everything: the product
+
+
+def test_the_prior_shifts_the_pick_logit_by_itself_and_leaves_like_alone(rng):
+    model = build_model(CONFIG, [5, 5], [6], 3, prior=True)
+    data = _inputs(rng)
+    base = model.predict({**data, "prior": np.zeros((6, 1), "float32")}, verbose=0)
+    shifted = model.predict({**data, "prior": np.full((6, 1), -2.5, "float32")}, verbose=0)
+
+    def logit(p):
+        return np.log(p / (1 - p))
+
+    np.testing.assert_allclose(logit(shifted[:, 1]) - logit(base[:, 1]), -2.5, atol=1e-4)
+    np.testing.assert_allclose(shifted[:, 2], base[:, 2], rtol=1e-6)
+
+
+def test_the_preprocessed_prior_is_the_log_of_the_recent_share(splits):
+    from deepfm_model.preprocessing import PRIOR_SMOOTHING, FeaturePreprocessor, fit_preprocessing, frame_to_raw
+    from deepfm_model.spec.features import PICK_PRIOR
+
+    rows = splits[0].head(5).copy()
+    rows[PICK_PRIOR] = [0.0, 1.0, 10.0, np.nan, 999.0]
+    with_prior = FeaturePreprocessor(fit_preprocessing(splits[0], ModelConfig()))
+    prior = with_prior(frame_to_raw(rows))["prior"].numpy()[:, 0]
+    expected = np.log((np.array([0.0, 1.0, 10.0, 0.0, 999.0]) + PRIOR_SMOOTHING) / 1000.0)
+    np.testing.assert_allclose(prior, expected, rtol=1e-5, atol=1e-6)
+    without = FeaturePreprocessor(fit_preprocessing(splits[0], ModelConfig(pick_prior=False)))
+    assert "prior" not in without(frame_to_raw(rows))
