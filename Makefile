@@ -16,7 +16,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/dags/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install chromium data demo test validate serve airflow backfill deploy-test scale-test bench bench-train bench-features bench-serving bench-rank bench-scale lint clean
+.PHONY: install chromium data demo test validate serve ablation airflow backfill deploy-test scale-test bench bench-train bench-features bench-serving bench-rank bench-scale lint clean
 
 install: $(VENV)/.installed $(VENV)/.kernels
 
@@ -77,6 +77,9 @@ bench-scale: SIZES ?= 100k,1M,10M
 bench-scale: NIGHTS ?= 1
 bench-scale: install  ## the whole nightly run, each stage in its own process, on generated sources: SIZES=100k,1M,10M NIGHTS=1 (artifacts/bench/scale.json)
 	$(PY) -m dags.pipeline.bench_scale --sizes $(SIZES) --nights $(NIGHTS)
+
+ablation: install  ## after `make demo`: each part of the model's training removed in turn, retrained on the run's snapshot and ranked on its candidates beside its rivals (artifacts/bench/ablation.json); VARIANTS=deepfm,no_prior
+	$(PY) -m dags.pipeline.ablation --ds $(DS) $(if $(VARIANTS),--variants $(VARIANTS))
 
 airflow: install data  ## Airflow UI on http://127.0.0.1:8080 (LocalExecutor, SQLite); prints the admin login; SCHEDULED=1 turns scheduled runs on
 	$(PY) -m dags.pipeline.airflow_stack --airflow-home $(AIRFLOW_HOME) --port 8080 $(if $(SCHEDULED),--scheduled-runs)

@@ -100,7 +100,7 @@ class TrainConfig:
     # float32 (`build_model`). On a CPU with avx512_bf16 the train step is ~1.5x faster; validation AUC ~0.001-0.002 lower
     # (MovieLens-shaped synthetic data): off by default, `make bench-train` measures both.
     mixed_precision: bool = False
-    like_weight: float = 1.0  # weight of the like head's loss beside the pick head's (two-head models)
+    like_weight: float = 3.0  # weight of the like head's loss beside the pick head's (two-head models; README)
     stream_from_parquet: bool = False  # read the train split in record batches instead of loading it whole
     parquet_batch_rows: int = 65_536  # rows per parquet record batch when streaming
 

@@ -4,8 +4,11 @@ A candidate is rejected (a result with a reason, never an exception) for: non-fi
 losses, an export without a `serving_default` signature, a signature that differs from the serving model's
 (unless a change is allowed), a test AUC below the absolute floor, or one trailing the serving model's AUC on
 the same test split by more than the tolerance; and at the job the stack serves, a full-catalogue NDCG@10 of
-what `recommend` returns below the popularity rival's in the same run, or a whole-catalogue NDCG@10 trailing the
-serving model's on the same users and candidates by more than its tolerance. The first model needs only the
+what `recommend` returns below the popularity rival's in the same run by more than the noise (the paired
+bootstrap interval of the difference over the same users lies below zero: on a few hundred users two rankers a
+hundredth apart swap places from one resample to the next, and a gate on the point estimates would block or pass
+releases by chance), or a whole-catalogue NDCG@10 trailing the serving model's on the same users and candidates
+by more than its tolerance and beyond the noise. The first model needs only the
 floors.
 """
 
@@ -29,6 +32,7 @@ class Candidate:
         ndcg: full-catalogue NDCG@10 of `recommend` (retrieval, then the candidate); `None` when not evaluated.
         whole_catalogue_ndcg: full-catalogue NDCG@10 of the candidate ranking every movie (`deepfm`).
         popularity_ndcg: the tuned popularity rival's, on the same users and candidates.
+        popularity_gap_ci: the paired bootstrap 95% interval of `ndcg - popularity_ndcg` over the same users.
     """
 
     auc: float | None
@@ -38,6 +42,7 @@ class Candidate:
     ndcg: float | None = None
     whole_catalogue_ndcg: float | None = None
     popularity_ndcg: float | None = None
+    popularity_gap_ci: tuple[float, float] | None = None
 
 
 def _finite(value) -> bool:
@@ -52,6 +57,7 @@ def decide(
     signature_changed: dict | None,
     serving_ndcg: float | None = None,
     ndcg_tolerance: float = 0.01,
+    serving_gap_ci: tuple[float, float] | None = None,
     auc_floor: float,
     auc_tolerance: float,
     allow_signature_change: bool,
@@ -65,6 +71,8 @@ def decide(
         serving_ndcg: its whole-catalogue NDCG@10 on the candidate's ranking users and candidates; `None` when not
             compared.
         ndcg_tolerance: how far the candidate's whole-catalogue NDCG@10 may trail `serving_ndcg`.
+        serving_gap_ci: the paired 95% interval of the candidate's minus the serving model's per-user NDCG@10;
+            trailing by more than the tolerance is a rejection only when it lies below zero (beyond the noise).
         signature_changed: `signature_diff(serving, candidate)` when not empty (or `{"serving": why}` when the
             serving model's signature is unreadable), else `None`.
     """
@@ -90,13 +98,16 @@ def decide(
             f"candidate AUC {auc:.4f} trails serving version {serving_version} ({serving_auc:.4f}) by more than "
             f"{auc_tolerance:.4f}"
         )
-    if _finite(candidate.ndcg) and _finite(candidate.popularity_ndcg) and candidate.ndcg < candidate.popularity_ndcg:
+    if _losing_to_popularity(candidate):
+        gap = candidate.popularity_gap_ci
+        interval = f" (paired 95% interval of the difference [{gap[0]:.4f}, {gap[1]:.4f}])" if gap else ""
         return False, (
             f"candidate full-catalogue NDCG@10 {candidate.ndcg:.4f} (recommend) is below popularity's "
-            f"{candidate.popularity_ndcg:.4f} in the same run"
+            f"{candidate.popularity_ndcg:.4f} in the same run{interval}"
         )
     whole = candidate.whole_catalogue_ndcg
-    if _finite(whole) and _finite(serving_ndcg) and whole < serving_ndcg - ndcg_tolerance:
+    beyond_noise = serving_gap_ci is None or serving_gap_ci[1] < 0
+    if _finite(whole) and _finite(serving_ndcg) and whole < serving_ndcg - ndcg_tolerance and beyond_noise:
         return False, (
             f"candidate full-catalogue NDCG@10 {whole:.4f} trails serving version {serving_version} "
             f"({serving_ndcg:.4f}) by more than {ndcg_tolerance:.4f}"
@@ -109,10 +120,24 @@ def decide(
         baseline = f"serving version {serving_version} has {serving_auc:.4f}"
     ranking = ""
     if _finite(candidate.ndcg) and _finite(candidate.popularity_ndcg):
-        ranking = f"; full-catalogue NDCG@10 {candidate.ndcg:.4f} >= popularity's {candidate.popularity_ndcg:.4f}"
+        relation = ">=" if candidate.ndcg >= candidate.popularity_ndcg else "< (within the interval)"
+        ranking = (
+            f"; full-catalogue NDCG@10 {candidate.ndcg:.4f} {relation} popularity's {candidate.popularity_ndcg:.4f}"
+        )
     if _finite(whole) and _finite(serving_ndcg):
         ranking += f"; whole-catalogue NDCG@10 {whole:.4f} vs serving {serving_ndcg:.4f}"
     return True, f"candidate AUC {auc:.4f} clears the floor {auc_floor:.4f}; {baseline}{ranking}"
+
+
+def _losing_to_popularity(candidate: Candidate) -> bool:
+    """Below popularity by more than the noise: the paired interval of the difference lies under zero (without an
+    interval, below at all)."""
+    if (
+        not (_finite(candidate.ndcg) and _finite(candidate.popularity_ndcg))
+        or candidate.ndcg >= candidate.popularity_ndcg
+    ):
+        return False
+    return candidate.popularity_gap_ci is None or candidate.popularity_gap_ci[1] < 0
 
 
 def non_finite_losses(history: dict) -> list[int]:

@@ -86,7 +86,7 @@ class PipelineConfig:
     offline_store: dict | None = None
     model_config_file: Path | None = None
     serving_addresses: tuple[str, ...] = (DEFAULT_SERVING_ADDRESS,)
-    negatives_per_event: int = 4
+    negatives_per_event: int = 8
     sampling_seed: int = 0
     ndcg_tolerance: float = 0.01
     ranking_max_users: int | None = 2000

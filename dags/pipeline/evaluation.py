@@ -97,7 +97,8 @@ def evaluate(config: PipelineConfig, ds: str) -> dict:
         reached.append(test.relevant[row, proposed].sum() / max(test.relevant[row].sum(), 1))
     models = {"recommend": {**_summary(served, test), "retrieval_recall": float(np.mean(reached)),
                             "retrieval_cut": DEFAULT_CANDIDATES}, **models}  # fmt: skip
-    models["recommend"]["vs_best_baseline"] = _versus_best(served, baseline_scores, test)
+    models["recommend"]["vs_best_baseline"] = _versus(served, baseline_scores, test)
+    models["recommend"]["vs_popularity"] = _versus(served, {"popularity": baseline_scores["popularity"]}, test)
 
     build_index(_history_task(events, catalogue, cutoff), tuning).save(run.export_dir / INDEX_FILE)
 
@@ -165,8 +166,8 @@ def _summary(scores: np.ndarray, task) -> dict:
     return topn.summarize(topn.per_user_metrics(np.where(np.isfinite(scores), scores, -1e30), task))
 
 
-def _versus_best(served: np.ndarray, baseline_scores: dict[str, np.ndarray], task) -> dict:
-    """Paired bootstrap of `recommend`'s NDCG@10 against the best baseline's, on the same users."""
+def _versus(served: np.ndarray, baseline_scores: dict[str, np.ndarray], task) -> dict:
+    """Paired bootstrap of `recommend`'s NDCG@10 against the best of `baseline_scores`, on the same users."""
     from deepfm_model import topn
 
     def ndcg(scores):
@@ -188,8 +189,9 @@ def _staged(path):
     return path.with_name(f".{path.name}.partial")
 
 
-def ndcg_of_scores(candidates: pd.DataFrame, scores: np.ndarray) -> float:
-    """Mean NDCG@10 over the users of a run's ranking candidates (`RunDir.ranking_candidates`) scored `scores`."""
+def ranking_per_user(candidates: pd.DataFrame, scores: np.ndarray) -> dict[str, np.ndarray]:
+    """`topn.per_user_metrics` of a run's ranking candidates (`RunDir.ranking_candidates`) scored `scores`: any
+    model (the serving model, an ablation) on the run's users and candidates."""
     from deepfm_model import topn
 
     users, rows = np.unique(candidates[USER_KEY].to_numpy(dtype=str), return_inverse=True)
@@ -202,4 +204,11 @@ def ndcg_of_scores(candidates: pd.DataFrame, scores: np.ndarray) -> float:
     matrix[rows, columns] = scores
     task = topn.RankingTask(users, items, candidates.iloc[:0], exclude, relevant, pd.Timestamp(0, tz="UTC"),
                             pd.Timestamp(1, tz="UTC"), len(users))  # fmt: skip
-    return float(topn.per_user_metrics(matrix, task)["ndcg_at_10"].mean())
+    return topn.per_user_metrics(matrix, task)
+
+
+def ranking_summary(candidates: pd.DataFrame, scores: np.ndarray) -> dict:
+    """`topn.summarize` of `ranking_per_user`: means and bootstrap intervals."""
+    from deepfm_model import topn
+
+    return topn.summarize(ranking_per_user(candidates, scores))

@@ -46,17 +46,21 @@ def _serving_auc(config: PipelineConfig, test: pd.DataFrame, version: int) -> fl
     return roc_auc(rated[LABEL].to_numpy(), predict_saved_model(config.version_dir(version), rated, output=LIKE_OUTPUT))
 
 
-def _serving_ndcg(config: PipelineConfig, ds: str, version: int) -> float | None:
+def _versus_serving(config: PipelineConfig, ds: str, version: int) -> tuple[float | None, tuple | None]:
     """Full-catalogue NDCG@10 of serving `version` over this run's ranking candidates (DeepFM over the whole
-    catalogue, as the candidate's `deepfm` entry); `None` when the run has no full-catalogue evaluation."""
-    from dags.pipeline.evaluation import ndcg_of_scores
+    catalogue, as the candidate's `deepfm` entry), and the paired 95% interval of candidate minus serving over
+    the same users; `(None, None)` when the run has no full-catalogue evaluation."""
+    from dags.pipeline.evaluation import ranking_per_user
     from deepfm_model.predict import predict_saved_model
+    from deepfm_model.topn import paired_bootstrap
 
     run = config.run_dir(ds)
     if not run.ranking_candidates.is_file():
-        return None
+        return None, None
     frame = pd.read_parquet(run.ranking_candidates)
-    return ndcg_of_scores(frame, predict_saved_model(config.version_dir(version), frame))
+    serving = ranking_per_user(frame, predict_saved_model(config.version_dir(version), frame))["ndcg_at_10"]
+    candidate = ranking_per_user(frame, predict_saved_model(run.export_dir, frame))["ndcg_at_10"]
+    return float(serving.mean()), tuple(paired_bootstrap(candidate, serving)["ci"])
 
 
 def bless(config: PipelineConfig, ds: str) -> dict:
@@ -75,6 +79,7 @@ def bless(config: PipelineConfig, ds: str) -> dict:
         ndcg=(ranking.get("recommend") or {}).get("ndcg_at_10"),
         whole_catalogue_ndcg=(ranking.get("deepfm") or {}).get("ndcg_at_10"),
         popularity_ndcg=(ranking.get("popularity") or {}).get("ndcg_at_10"),
+        popularity_gap_ci=tuple(((ranking.get("recommend") or {}).get("vs_popularity") or {}).get("ci") or ()) or None,
         auc=metrics.get("test_auc"),
         logloss=metrics.get("test_logloss"),
         non_finite_epochs=non_finite_losses(read_json(run.history) or {}),
@@ -90,12 +95,13 @@ def bless(config: PipelineConfig, ds: str) -> dict:
             signature_changed = signature_diff(serving_signature, candidate.signature) or None
     comparable = version is not None and candidate.signature is not None and signature_changed is None
     serving_auc = _serving_auc(config, pd.read_parquet(run.split("test")), version) if comparable else None
-    serving_ndcg = _serving_ndcg(config, ds, version) if comparable else None
+    serving_ndcg, serving_gap_ci = _versus_serving(config, ds, version) if comparable else (None, None)
     blessed, reason = decide(
         candidate,
         serving_version=version,
         serving_auc=serving_auc,
         serving_ndcg=serving_ndcg,
+        serving_gap_ci=serving_gap_ci,
         ndcg_tolerance=config.ndcg_tolerance,
         signature_changed=signature_changed,
         auc_floor=config.auc_floor,
@@ -112,6 +118,7 @@ def bless(config: PipelineConfig, ds: str) -> dict:
         "candidate_whole_catalogue_ndcg_at_10": candidate.whole_catalogue_ndcg,
         "popularity_ndcg_at_10": candidate.popularity_ndcg,
         "serving_ndcg_at_10": serving_ndcg,
+        "serving_ndcg_gap_ci": serving_gap_ci,
         "signature_changed": signature_changed,
     }
     write_json(run.blessing, blessing)

@@ -62,13 +62,28 @@ def test_non_finite_losses_names_the_epochs() -> None:
 
 
 def test_a_candidate_losing_to_popularity_at_top_n_is_rejected_naming_the_metric() -> None:
-    losing = candidate(0.76, ndcg=0.28, whole_catalogue_ndcg=0.29, popularity_ndcg=0.31)
+    losing = candidate(
+        0.76, ndcg=0.28, whole_catalogue_ndcg=0.29, popularity_ndcg=0.31, popularity_gap_ci=(-0.05, -0.01)
+    )
     blessed, reason = decide(losing, serving_version=None, serving_auc=None, signature_changed=None, **GATES)
     assert not blessed
-    assert reason == "candidate full-catalogue NDCG@10 0.2800 (recommend) is below popularity's 0.3100 in the same run"
-    winning = candidate(0.76, ndcg=0.33, whole_catalogue_ndcg=0.32, popularity_ndcg=0.31)
+    assert reason == (
+        "candidate full-catalogue NDCG@10 0.2800 (recommend) is below popularity's 0.3100 in the same run "
+        "(paired 95% interval of the difference [-0.0500, -0.0100])"
+    )
+    winning = candidate(0.76, ndcg=0.33, whole_catalogue_ndcg=0.32, popularity_ndcg=0.31, popularity_gap_ci=(0.0, 0.04))
     blessed, reason = decide(winning, serving_version=None, serving_auc=None, signature_changed=None, **GATES)
     assert blessed and "full-catalogue NDCG@10 0.3300 >= popularity's 0.3100" in reason
+
+
+def test_a_deficit_within_the_noise_is_not_a_rejection() -> None:
+    close = candidate(
+        0.76, ndcg=0.305, whole_catalogue_ndcg=0.30, popularity_ndcg=0.31, popularity_gap_ci=(-0.04, 0.03)
+    )
+    blessed, reason = decide(close, serving_version=None, serving_auc=None, signature_changed=None, **GATES)
+    assert blessed and "0.3050 < (within the interval) popularity's 0.3100" in reason
+    no_interval = candidate(0.76, ndcg=0.305, whole_catalogue_ndcg=0.30, popularity_ndcg=0.31)
+    assert not decide(no_interval, serving_version=None, serving_auc=None, signature_changed=None, **GATES)[0]
 
 
 @pytest.mark.parametrize(("whole", "blessed"), [(0.315, True), (0.310, True), (0.3099, False)])
@@ -79,3 +94,14 @@ def test_top_n_tolerance_against_the_serving_model(whole: float, blessed: bool) 
     assert result is blessed, reason
     if not blessed:
         assert reason.startswith("candidate full-catalogue NDCG@10 0.3099 trails serving version 4 (0.3200) by more")
+
+
+def test_trailing_the_serving_model_within_the_noise_is_not_a_rejection() -> None:
+    evaluated = candidate(0.76, ndcg=0.35, whole_catalogue_ndcg=0.30, popularity_ndcg=0.29)
+    gates = {**GATES, "serving_ndcg": 0.32, "ndcg_tolerance": 0.01}
+    noisy = decide(evaluated, serving_version=4, serving_auc=0.76, signature_changed=None, serving_gap_ci=(-0.05, 0.01),
+                   **gates)  # fmt: skip
+    assert noisy[0], noisy[1]
+    real = decide(evaluated, serving_version=4, serving_auc=0.76, signature_changed=None, serving_gap_ci=(-0.04, -0.001),
+                  **gates)  # fmt: skip
+    assert not real[0] and "trails serving version 4 (0.3200)" in real[1]

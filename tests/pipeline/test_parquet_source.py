@@ -42,11 +42,17 @@ def parquet_config(home: Path, source: Path, **env: str) -> PipelineConfig:
 
 def test_the_feature_stages_run_on_a_generated_folder(source, tmp_path):
     config = parquet_config(tmp_path, source)
-    assert stages.ingest(config, DS) == {"events": 3000, "users": 120, "movies": 60, "sampled": 3000 * 4}
+    assert stages.ingest(config, DS) == {
+        "events": 3000,
+        "users": 120,
+        "movies": 60,
+        "sampled": 3000 * config.negatives_per_event,
+    }
     stages.update_feature_store(config, DS)
     assert stages.check_skew(config, DS)["ok"]
     rows = stages.build_training_set(config, DS)
-    assert rows == {"train_rows": 2400 * 5, "valid_rows": 300 * 5, "test_rows": 300 * 5}  # each event and 4 sampled
+    per_event = 1 + config.negatives_per_event  # each event and its sampled rows
+    assert rows == {"train_rows": 2400 * per_event, "valid_rows": 300 * per_event, "test_rows": 300 * per_event}
     assert stages.validate(config, DS)["success"]
     snapshot = pd.read_parquet(config.run_dir(DS).split("test"))
     assert snapshot["event_timestamp"].max() < pd.Timestamp(DS, tz="UTC")
