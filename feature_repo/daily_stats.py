@@ -3,8 +3,10 @@
 Each stats view (`user_stats`, `movie_stats`, `user_genre_stats`) reads a folder of parquet files, one per stamp
 (`sources.py`): `data/<view>/<YYYY-MM-DD>.parquet` holds the rows stamped 00:00 UTC of that day. The rule is
 `ingest`'s: the row of day D counts the entity's events strictly before D. A past day's file has a row for each
-entity with events on that day (the rows training joins to); the file of the run's cutoff (`ds` 00:00 UTC) has a
-row for every entity (the "now" rows materialized online).
+entity with events on that day (the rows training joins to), and the movie stats a row for every movie (the
+movies sampled as "not picked", `negatives`, find one too); the file of the run's cutoff (`ds` 00:00 UTC) has a
+row for every entity (the "now" rows materialized online). The movie stats also hold the movie's share of the
+ratings, and of the positive ratings, of the last `RECENT_DAYS` days.
 
 Under them lie the integer sums the rows are made of:
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfm_model.spec.files import staged_path
+
 INDEX_FILE = Path("assets.extra") / "retrieval.npz"  # inside a SavedModel export; pushed with it
 DEFAULT_CANDIDATES = 300  # the retrieval cut: movies proposed to the ranker per request
 
@@ -103,14 +105,12 @@ class RetrievalIndex:
         return self.items[chosen].tolist()
 
     def save(self, path: Path) -> Path:
-        """Write the arrays to `path` (npz), creating its folder."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as out:
+        """Write the arrays to `path` (npz, staged and renamed), creating its folder."""
+        with staged_path(path) as staged, staged.open("wb") as out:
             np.savez_compressed(out, items=self.items, neighbours=self.neighbours, weights=self.weights,
                                 popular=self.popular, users=self.users, seen_start=self.seen_start,
                                 seen=self.seen)  # fmt: skip
-        return path
+        return Path(path)
 
     @classmethod
     def load(cls, path: Path) -> RetrievalIndex:

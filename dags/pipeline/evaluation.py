@@ -26,7 +26,7 @@ import pandas as pd
 from dags.pipeline.config import PipelineConfig
 from deepfm_model.spec.dates import data_cutoff
 from deepfm_model.spec.features import EVENT_TIMESTAMP, MOVIE_KEY, RATING, RECENT_MOVIES, USER_KEY
-from deepfm_model.spec.files import write_json
+from deepfm_model.spec.files import staged_path, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +65,15 @@ def evaluate(config: PipelineConfig, ds: str) -> dict:
         raw_source.check(con)
         catalogue = con.execute(f"SELECT {MOVIE_KEY} FROM movies ORDER BY {MOVIE_KEY}").df()[MOVIE_KEY].astype(str)
         test = topn.ranking_task(events, catalogue, test_day, cutoff, config.ranking_max_users, config.sampling_seed)
+        if not len(test.users):  # nothing to rank: recorded, and the blessing's top-N rules have nothing to read
+            update_metrics(config, ds, full_ranking={"users": 0, "window_start": test.start.isoformat(), "models": {}})
+            logger.warning("No user has a positive in the window from %s: no full-catalogue evaluation", test_day)
+            return {}
         pairs = _candidate_pairs(test)
         frame = AsOfRepo(config.feature_repo / "data" / "as_of").frame(con, test_day, pairs)
     frame[RELEVANT] = test.relevant[pairs["row"].to_numpy(), pairs["column"].to_numpy()]
-    frame.to_parquet(_staged(run.ranking_candidates), index=False)
-    _staged(run.ranking_candidates).replace(run.ranking_candidates)
+    with staged_path(run.ranking_candidates) as staged:
+        frame.to_parquet(staged, index=False)
 
     valid = topn.ranking_task(events, catalogue, valid_day, test_day, config.ranking_max_users, config.sampling_seed) \
         if valid_day < test_day else None  # fmt: skip
@@ -182,11 +186,6 @@ def _movies(value) -> list[str]:
     from deepfm_model.spec.features import MULTI_VALUE_SEPARATOR
 
     return [m for m in str(value or "").split(MULTI_VALUE_SEPARATOR) if m]
-
-
-def _staged(path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.partial")
 
 
 def ranking_per_user(candidates: pd.DataFrame, scores: np.ndarray) -> dict[str, np.ndarray]:

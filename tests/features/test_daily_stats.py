@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deepfm_model.spec.features import USER_GENRE_STATS_VIEW, VIEWS
+from deepfm_model.spec.features import RECENT_DAYS, USER_GENRE_STATS_VIEW, VIEWS
 from deepfm_model.spec.raw_data import RawData
 from deepfm_model.synthetic import generate
 from feature_repo import daily_stats, ingest, raw_source
@@ -102,3 +102,26 @@ def test_every_stats_file_has_the_views_columns(raw, tmp_path):
         expected = USER_GENRE_STAT_COLUMNS if spec.by_genre else tuple(f.name for f in view_features(spec.view))
         columns = list(ingest.read_source(tmp_path, spec.view).columns)
         assert columns == [spec.key, *expected, "event_timestamp"], spec.view
+
+
+def test_movie_rows_every_day_and_recent_shares_equal_a_brute_force_count(tmp_path):
+    long = generate(n_users=60, n_movies=40, n_events=3000, days=50, seed=5)  # longer than the 30-day window
+    ds = "1998-02-15"
+    nightly(long, ds, tmp_path)
+    movies = ingest.read_source(tmp_path, "movie_stats")
+    events = long.events.assign(movie_id=long.events["movie_id"].astype(str))
+    events["event_timestamp"] = pd.to_datetime(events["event_timestamp"], utc=True)
+    events = events[events["event_timestamp"] < pd.Timestamp(ds, tz="UTC")]
+    event_days = set(events["event_timestamp"].dt.floor("D")) | {pd.Timestamp(ds, tz="UTC")}
+    stamps = pd.to_datetime(movies["event_timestamp"], utc=True)
+    assert set(stamps) == event_days
+    assert movies.groupby(stamps)["movie_id"].nunique().eq(len(long.movies)).all()  # every movie, every day
+    window = pd.Timedelta(days=RECENT_DAYS)
+    for stamp in sorted(event_days)[::7]:
+        recent = events[(events["event_timestamp"] >= stamp - window) & (events["event_timestamp"] < stamp)]
+        liked = recent[recent["rating"] >= 4]
+        rows = movies[stamps == stamp].set_index("movie_id")
+        share = 1000 * recent["movie_id"].value_counts().reindex(rows.index, fill_value=0) / max(len(recent), 1)
+        positive = 1000 * liked["movie_id"].value_counts().reindex(rows.index, fill_value=0) / max(len(liked), 1)
+        pd.testing.assert_series_equal(rows["movie_recent_share"], share.astype(float), check_names=False)
+        pd.testing.assert_series_equal(rows["movie_recent_positive_share"], positive.astype(float), check_names=False)

@@ -75,6 +75,22 @@ def _one_unknown_genre(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _sampled_like(frame: pd.DataFrame, rows: int, **values) -> pd.DataFrame:
+    """`frame` with `rows` of its last events repeated as sampled rows (picked 0) set to `values`."""
+    sampled = frame.tail(rows).assign(picked=0, rating=0, label=0)
+    return pd.concat([frame, sampled.assign(**values)], ignore_index=True)
+
+
+def _sampled_rated_movie(frame: pd.DataFrame) -> pd.DataFrame:
+    """Two sampled rows naming a movie the user rated at that very instant: the sampling promises none."""
+    return _sampled_like(frame, 2)
+
+
+def _sampled_with_a_rating(frame: pd.DataFrame) -> pd.DataFrame:
+    """A sampled row (of a movie the user never rated) that carries a rating: sampled rows have none."""
+    return _sampled_like(frame, 1, movie_id="never-rated", rating=4)
+
+
 LARGE_BAD = {
     "null key anywhere": (_one_null_key, r"exact: expect_column_values_to_be_between\(column='null_movie_id', "
                           r"min_value=0\.0, max_value=0\.0\): 1 of 1 values unexpected, e\.g\. \[1\.0\]"),
@@ -83,6 +99,8 @@ LARGE_BAD = {
     "repeated events": (lambda f: pd.concat([f, f.tail(3)]), r"exact: .*column='repeated_events'.*e\.g\. \[6\.0\]"),
     "collapsed label rate": (lambda f: f.assign(label=0), r"exact: .*column='label_rate', min_value=0\.2.*e\.g\. \[0\.0\]"),
     "missing column": (lambda f: f.drop(columns=["age"]), r"expect_column_to_exist\(column='age'\)"),
+    "sampled movie rated before": (_sampled_rated_movie, r"exact: .*column='sampled_rated_before'.*e\.g\. \[2\.0\]"),
+    "sampled row with a rating": (_sampled_with_a_rating, r"exact: .*column='out_of_range_rating'.*e\.g\. \[1\.0\]"),
 }  # fmt: skip
 
 
