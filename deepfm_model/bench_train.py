@@ -138,7 +138,9 @@ def build_package_deepfm(train_config):
     from deepfm_model.train import compile_model, precision_policy
 
     # One head: the benchmark compares the CTR-shaped DeepFM with a plain Keras one, like for like.
-    config = ModelConfig(embedding_dim=EMBEDDING_DIM, mlp_units=MLP_UNITS, dropout=0.0, l2_embedding=0.0, pick_head=False)
+    config = ModelConfig(
+        embedding_dim=EMBEDDING_DIM, mlp_units=MLP_UNITS, dropout=0.0, l2_embedding=0.0, pick_head=False
+    )
     with precision_policy(train_config.mixed_precision):
         model = build_model(config, [VOCABULARY] * NUM_CATEGORICAL, [], NUM_NUMERIC)
         compile_model(model, train_config, metrics=False)

@@ -96,10 +96,12 @@ def build_model(
     )(fields)  # (batch, fields, dim), (batch, fields)
     flat = keras.layers.Flatten(name="flatten")(embeddings)  # (batch, fields * dim)
     if config.pick_head:
-        fm = keras.layers.Add(name="fm_logit")([
-            FirstOrder(name="first_order", dtype="float32")(first_order_weights),
-            FMInteraction(name="fm_interaction", dtype="float32")(embeddings),
-        ])  # (batch, 1)
+        fm = keras.layers.Add(name="fm_logit")(
+            [
+                FirstOrder(name="first_order", dtype="float32")(first_order_weights),
+                FMInteraction(name="fm_interaction", dtype="float32")(embeddings),
+            ]
+        )  # (batch, 1)
         heads = []
         for head in (PICK_OUTPUT, LIKE_OUTPUT):
             deep = _mlp(config, f"{head}_mlp")(flat)  # (batch, 1)

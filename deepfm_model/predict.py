@@ -90,7 +90,10 @@ def predict_parquet(
 
     names = pq.read_schema(path).names
     columns = [*spec.FEATURE_NAMES, spec.LABEL, *([spec.PICKED] if spec.PICKED in names else [])]
-    targets, outputs = [np.zeros((0,), np.float32)], {name: [np.zeros((0,), np.float32)] for name in output_names(trained)}
+    targets, outputs = (
+        [np.zeros((0,), np.float32)],
+        {name: [np.zeros((0,), np.float32)] for name in output_names(trained)},
+    )
     for batch in pq.ParquetFile(path).iter_batches(batch_size=record_batch_rows, columns=columns):
         frame = batch.to_pandas()
         targets.append(training_target(frame))

@@ -167,7 +167,9 @@ class PreprocessingFit:
         for feature in spec.FEATURES:
             if feature.vocabulary_of is not None:
                 if hash_bins.get(feature.vocabulary_of, 0) > 0:
-                    raise ValueError(f"`{feature.name}` takes the vocabulary of `{feature.vocabulary_of}`, which is hashed")
+                    raise ValueError(
+                        f"`{feature.name}` takes the vocabulary of `{feature.vocabulary_of}`, which is hashed"
+                    )
                 multi[feature.name] = categorical[feature.vocabulary_of]
         prior = spec.PICK_PRIOR if self.config.pick_head and self.config.pick_prior else None
         return PreprocessingState(categorical, hash_bins, multi, numeric, self.config.multi_value_max_len, prior)

@@ -157,15 +157,18 @@ def build_expectations(
         min_rows, max_rows = row_band(config, reference)
         expectations.append(gxe.ExpectTableRowCountToBeBetween(min_value=min_rows, max_value=max_rows))
         expectations.append(
-            gxe.ExpectCompoundColumnsToBeUnique(column_list=list(EVENT_KEY), row_condition=RATED, condition_parser="pandas")
+            gxe.ExpectCompoundColumnsToBeUnique(
+                column_list=list(EVENT_KEY), row_condition=RATED, condition_parser="pandas"
+            )
         )
     for feature in FEATURES:
         expectations.extend(_feature_expectations(feature))
     expectations += [
         gxe.ExpectColumnValuesToNotBeNull(column=EVENT_TIMESTAMP),
         gxe.ExpectColumnValuesToNotBeNull(column=RATING),
-        gxe.ExpectColumnValuesToBeBetween(column=RATING, min_value=1, max_value=5, row_condition=RATED,
-                                          condition_parser="pandas"),  # fmt: skip
+        gxe.ExpectColumnValuesToBeBetween(
+            column=RATING, min_value=1, max_value=5, row_condition=RATED, condition_parser="pandas"
+        ),  # fmt: skip
         gxe.ExpectColumnValuesToNotBeNull(column=LABEL),
         gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=[0, 1]),
         gxe.ExpectColumnValuesToBeInSet(column=PICKED, value_set=[0, 1]),
@@ -174,8 +177,9 @@ def build_expectations(
     ]
     if whole:
         expectations += [
-            gxe.ExpectColumnMeanToBeBetween(column=LABEL, min_value=low, max_value=high, row_condition=RATED,
-                                            condition_parser="pandas")  # fmt: skip
+            gxe.ExpectColumnMeanToBeBetween(
+                column=LABEL, min_value=low, max_value=high, row_condition=RATED, condition_parser="pandas"
+            )  # fmt: skip
             for low, high in label_rate_bands(config, reference)
         ]
     return expectations

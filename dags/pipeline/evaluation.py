@@ -41,7 +41,9 @@ def window_days(events: pd.DataFrame) -> tuple[str, str]:
 
     n_train, n_valid, _ = split_sizes(len(events))
     stamps = pd.to_datetime(events[EVENT_TIMESTAMP], utc=True)
-    first = [stamps.iloc[min(position, len(events) - 1)].strftime("%Y-%m-%d") for position in (n_train, n_train + n_valid)]
+    first = [
+        stamps.iloc[min(position, len(events) - 1)].strftime("%Y-%m-%d") for position in (n_train, n_train + n_valid)
+    ]
     return first[0], first[1]
 
 

@@ -106,7 +106,9 @@ class FieldEmbedding(keras.layers.Layer):
                     f"its size must be that field's plus one. Received: `categorical_sizes={list(self.categorical_sizes)}`, "
                     f"`multi_categorical_sizes={list(self.multi_categorical_sizes)}`"
                 )
-        own = [0 if i >= 0 else size for i, size in zip(self.multi_shared_with, self.multi_categorical_sizes, strict=True)]
+        own = [
+            0 if i >= 0 else size for i, size in zip(self.multi_shared_with, self.multi_categorical_sizes, strict=True)
+        ]
         sizes = self.categorical_sizes + tuple(own) + (1,) * num_numeric
         offsets = [0]
         for size in sizes[:-1]:

@@ -140,7 +140,9 @@ def test_sampled_rows_go_to_their_events_split_in_any_chunking(feature_store, ev
     splits = outputs[700]
     rated = [split[split["picked"] == 1] for split in splits]
     assert [len(r) for r in rated] == list(store.split_sizes(len(events)))
-    for earlier, later in zip(splits, splits[1:], strict=False):  # a sampled row keeps its event's instant, so splits stay ordered
+    for earlier, later in zip(
+        splits, splits[1:], strict=False
+    ):  # a sampled row keeps its event's instant, so splits stay ordered
         assert earlier["event_timestamp"].max() <= later["event_timestamp"].min()
     sampled = pd.concat(splits)
     sampled = sampled[sampled["picked"] == 0]

@@ -116,7 +116,9 @@ def _op_types(model, inputs, training):
 
 
 def test_training_steps_use_the_kernels_and_inference_does_not(rng):
-    model = build_model(ModelConfig(embedding_dim=DIM, mlp_units=(8,), multi_value_max_len=6, pick_head=False), [7, 3], [6], 2)
+    model = build_model(
+        ModelConfig(embedding_dim=DIM, mlp_units=(8,), multi_value_max_len=6, pick_head=False), [7, 3], [6], 2
+    )
     inputs = {
         "categorical": np.zeros((4, 2), "int32"),
         "multi_categorical": np.zeros((4, 1, 6), "int32"),
