@@ -20,11 +20,11 @@ def _config():
 
 
 def log_failure_reason(context) -> None:
-    """Failure callback: one line naming the task and why it failed, easy to find in the task log."""
+    """Failure callback: a record naming the task and its whole reason, easy to find in the task log (`failures`)."""
+    from dags.pipeline.failures import failure_line
+
     ti = context.get("ti") or context.get("task_instance")
-    error = context.get("exception")
-    reason = str(error).strip().splitlines()[0] if error else "unknown"
-    log.error("deepfm_nightly %s failed for %s: %s", getattr(ti, "task_id", "?"), context.get("ds"), reason)
+    log.error("%s", failure_line(getattr(ti, "task_id", "?"), context.get("ds"), context.get("exception")))
 
 
 TRANSIENT_RETRIES = {"retries": 2, "retry_delay": dt.timedelta(seconds=20), "retry_exponential_backoff": True}

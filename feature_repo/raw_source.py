@@ -154,6 +154,12 @@ def connect(raw: RawData | RawSource, temp_dir: Path | None = None) -> Iterator[
         con.close()
 
 
+def read_movies(raw: RawData | RawSource) -> pd.DataFrame:
+    """The `movies` table as delivered, its `movie_id` as a string (as the features name it): for display."""
+    with connect(raw) as con:
+        return con.sql(f"SELECT CAST({MOVIE_KEY} AS VARCHAR) AS {MOVIE_KEY}, title, release_year FROM raw_movies").df()
+
+
 def check(con: duckdb.DuckDBPyConnection, now: dt.datetime | pd.Timestamp | None = None) -> dict[str, int]:
     """Check the raw tables of `connect` exactly, then create the typed views `events`, `users`, `movies`.
 

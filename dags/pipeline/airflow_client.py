@@ -71,7 +71,7 @@ class AirflowClient:
         """Call the REST API as the user; raises on an error status unless `check=False`."""
         import httpx
 
-        headers = {"Authorization": f"Bearer {self.token()}"}
+        headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
         response = httpx.request(method, f"{self.url}{path}", headers=headers, timeout=60, **kwargs)
         if check and response.is_error:
             raise StackError(f"{method} {path} -> {response.status_code}: {response.text}")
@@ -133,6 +133,13 @@ class AirflowClient:
             return run if run["state"] in TERMINAL_RUN_STATES else None
 
         return self._wait(f"DagRun {dag_id}/{run_id} to finish", finished, deadline, interval)
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[str]:
+        """The messages of one try's task log (`GET .../taskInstances/{task_id}/logs/{try_number}`), in order."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+        content = self.request("GET", path, params={"full_content": "true"},
+                               headers={"Accept": "application/json"}).json()["content"]  # fmt: skip
+        return [line.get("event", "") if isinstance(line, dict) else str(line) for line in content]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances"

@@ -20,6 +20,8 @@ import logging
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from dags.pipeline.config import PipelineConfig
 from dags.pipeline.release import STABLE_LABEL, serving_version
 from dags.pipeline.serving_tier import wait_available
@@ -49,13 +51,25 @@ def run_nightly(ds: str, serving_addresses: list[str], airflow_home: Path, timeo
         logger.info("Running %s; follow it at %s/dags/%s", run["dag_run_id"], stack.url, DAG_ID)
         try:
             finished = stack.wait_for_run(DAG_ID, run["dag_run_id"], timeout=timeout_s)
-            states = {ti["task_id"]: ti["state"] for ti in stack.task_instances(DAG_ID, run["dag_run_id"])}
+            if finished["state"] != "success":
+                raise RuntimeError(_why_failed(stack, finished, config.log_dir))
         finally:
             stack.request("PATCH", f"/api/v2/dags/{DAG_ID}", json={"is_paused": True}, check=False)
-    if finished["state"] != "success":
-        failed = {task: state for task, state in states.items() if state not in ("success", "skipped")}
-        raise RuntimeError(f"Run {run['dag_run_id']} {finished['state']}: {failed}; task logs in {config.log_dir}")
     return finished
+
+
+def _why_failed(stack, run: dict, log_dir: Path) -> str:
+    """The run's unfinished tasks, and each failed task's whole reason as its log's failure line has it."""
+    from dags.pipeline.failures import failure_reason
+
+    instances = stack.task_instances(DAG_ID, run["dag_run_id"])
+    states = {ti["task_id"]: ti["state"] for ti in instances if ti["state"] not in ("success", "skipped")}
+    lines = [f"Run {run['dag_run_id']} {run['state']}: {states}"]
+    for ti in instances:
+        if ti["state"] == "failed":
+            events = stack.task_log(DAG_ID, run["dag_run_id"], ti["task_id"], ti["try_number"])
+            lines.append(failure_reason(events, ti["task_id"]) or f"{ti['task_id']}: no failure line in its log")
+    return "\n".join([*lines, f"Task logs in {stack.url}/dags/{DAG_ID} and components' logs in {log_dir}"])
 
 
 def _start_run(stack, ds: str) -> dict:
@@ -76,14 +90,13 @@ def recommend(config: PipelineConfig, ds: str, user_id: str, address: str, top_k
     """Print the run's full-catalogue table, then `recommend(user_id, top_k)` through `stable` at `address`:
     retrieval with the index pushed with the version, then DeepFM over gRPC."""
     from feature_repo.online_reader import OnlineFeatureReader
+    from feature_repo.raw_source import read_movies
     from serving.client import ServingClient
     from serving.ranking import Ranker
     from serving.recommend import Recommender
     from serving.retrieval import INDEX_FILE, RetrievalIndex
 
-    raw = config.load_raw()
-    titles = dict(zip(raw.movies["movie_id"], raw.movies["title"], strict=False))
-    years = dict(zip(raw.movies["movie_id"], raw.movies["release_year"], strict=False))
+    movies = read_movies(config.load_raw()).set_index("movie_id")
     with ServingClient(address, model_name=config.model_name, version_label=STABLE_LABEL) as client:
         version = wait_available(client, serving_version(config), deadline_s=180)
         index = RetrievalIndex.load(config.version_dir(version) / INDEX_FILE)
@@ -97,8 +110,10 @@ def recommend(config: PipelineConfig, ds: str, user_id: str, address: str, top_k
     print(full_ranking_table(metrics.get("full_ranking")))
     print(f"recommend({user_id!r}, {top_k}) (model {config.model_name!r} version {version}, gRPC {address}):")
     for rank, (movie_id, score) in enumerate(ranked, start=1):
-        year = f" ({int(years[movie_id])})" if years.get(movie_id) == years.get(movie_id) else ""
-        print(f"{rank:>3}. {score:.3f}  {titles[movie_id]}{year}")
+        year = movies.release_year.get(movie_id)
+        print(
+            f"{rank:>3}. {score:.3f}  {movies.title.get(movie_id, movie_id)}{'' if pd.isna(year) else f' ({int(year)})'}"
+        )
     return ranked
 
 
