@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from deepfm_model.spec.features import EVENT_TIMESTAMP, MOVIE_KEY, POSITIVE_RATING, RATING, USER_KEY
 
@@ -38,6 +39,12 @@ NDCG_AT = (10,)
 RECALL_AT = (10, 50)
 METRICS = ("ndcg_at_10", "recall_at_10", "recall_at_50", "mrr")
 TIE_BREAK = 1e-9  # popularity weight added to every baseline score; scores are float64
+# EASE inverts a dense (items x items) Gram matrix: O(items^2) memory, O(items^3) time, once per grid point.
+EASE_MAX_ITEMS = 5_000
+
+
+class CatalogueTooLarge(ValueError):
+    """A baseline that cannot be fitted on this many items within the night's budget (EASE above `EASE_MAX_ITEMS`)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -272,10 +279,17 @@ def _user_matrix(task: RankingTask, positives_only: bool) -> np.ndarray:
     return _binary_matrix(_positives(task.history, positives_only), task.users, task.items)
 
 
-def _fit_matrix(task: RankingTask, positives_only: bool) -> np.ndarray:
-    """X of every user of the history: (n_history_users, n_items) binary, the data the item models fit."""
+def _fit_matrix(task: RankingTask, positives_only: bool) -> sparse.csr_array:
+    """X of every user of the history: (n_history_users, n_items) binary, sparse, the data the item models fit."""
     frame = _positives(task.history, positives_only)
-    return _binary_matrix(frame, frame[USER_KEY].unique(), task.items)
+    rows = pd.Index(frame[USER_KEY].unique()).get_indexer(frame[USER_KEY])
+    cols = pd.Index(task.items).get_indexer(frame[MOVIE_KEY])
+    known = cols >= 0
+    shape = (len(frame[USER_KEY].unique()), len(task.items))
+    matrix = sparse.csr_array((np.ones(int(known.sum())), (rows[known], cols[known])), shape=shape)
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0  # a user who rated an item twice counts once
+    return matrix
 
 
 def popularity_scores(task: RankingTask, days: float | None = None, positives_only: bool = True) -> np.ndarray:
@@ -298,27 +312,36 @@ def popularity_scores(task: RankingTask, days: float | None = None, positives_on
     return np.broadcast_to(row, task.exclude.shape).copy()
 
 
-def _keep_top(weights: np.ndarray, neighbours: int) -> np.ndarray:
-    """Zero all but the `neighbours` largest positive weights of each row (in place); returns `weights`."""
+def _keep_top(weights: sparse.csr_array, neighbours: int) -> sparse.csr_array:
+    """Each row's `neighbours` largest positive weights; the rest dropped."""
     if neighbours <= 0:
         raise ValueError(f"`neighbours` must be positive. Received: `neighbours={neighbours}`")
-    if neighbours < weights.shape[1]:
-        dropped = np.argpartition(-weights, neighbours, axis=1)[:, neighbours:]
-        np.put_along_axis(weights, dropped, 0.0, axis=1)
-    return np.maximum(weights, 0.0, out=weights)
+    weights = weights.tocsr()
+    weights.data[weights.data < 0] = 0.0
+    weights.eliminate_zeros()
+    rows, cols, data = [], [], []
+    for i in range(weights.shape[0]):
+        start, end = weights.indptr[i], weights.indptr[i + 1]
+        row = weights.data[start:end]
+        kept = np.argpartition(-row, neighbours)[:neighbours] if len(row) > neighbours else np.arange(len(row))
+        rows.append(np.full(len(kept), i))
+        cols.append(weights.indices[start:end][kept])
+        data.append(row[kept])
+    stacked = [np.concatenate(parts) if parts else np.zeros(0) for parts in (data, rows, cols)]
+    return sparse.csr_array((stacked[0], (stacked[1], stacked[2])), shape=weights.shape)
 
 
-def _item_knn_weights(x: np.ndarray, neighbours: int, shrink: float = 0.0) -> np.ndarray:
+def _item_knn_weights(x: sparse.csr_array, neighbours: int, shrink: float = 0.0) -> sparse.csr_array:
     """Cosine item-item similarity sim(i, j) = |U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink), self excluded,
-    each item i keeping its `neighbours` most similar items j."""
+    each item i keeping its `neighbours` most similar items j. Sparse: only co-rated pairs are formed."""
     if shrink < 0:
         raise ValueError(f"`shrink` must be non-negative. Received: `shrink={shrink}`")
-    gram = x.T @ x
-    norms = np.sqrt(np.diag(gram))
-    denominator = np.outer(norms, norms) + shrink
-    weights = np.divide(gram, denominator, out=np.zeros_like(gram), where=denominator > 0)
-    np.fill_diagonal(weights, 0.0)
-    return _keep_top(weights, neighbours)
+    gram = (x.T @ x).tocoo()
+    norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())  # |U_i|: x is binary
+    off_diagonal = gram.row != gram.col
+    row, col = gram.row[off_diagonal], gram.col[off_diagonal]
+    cosine = gram.data[off_diagonal] / (norms[row] * norms[col] + shrink)
+    return _keep_top(sparse.csr_array((cosine, (row, col)), shape=gram.shape), neighbours)
 
 
 def _ease_weights(x: np.ndarray, l2: float) -> np.ndarray:
@@ -328,8 +351,14 @@ def _ease_weights(x: np.ndarray, l2: float) -> np.ndarray:
     """
     if l2 <= 0:
         raise ValueError(f"`l2` must be positive. Received: `l2={l2}`")
-    active = np.flatnonzero(x.any(axis=0))  # an item nobody rated is its own block of G: B's row and column are 0
-    gram = x[:, active].T @ x[:, active]
+    active = np.flatnonzero(
+        np.asarray(x.sum(axis=0)).ravel()
+    )  # an unrated item is its own block of G: B's row and column are 0
+    if len(active) > EASE_MAX_ITEMS:
+        raise CatalogueTooLarge(f"EASE needs a dense Gram matrix of the rated items: {len(active):,} items is over "
+                                f"EASE_MAX_ITEMS={EASE_MAX_ITEMS:,} ({len(active) ** 2 * 8 / 2**30:.1f} GiB, inverted "
+                                "once per grid point)")  # fmt: skip
+    gram = (x[:, active].T @ x[:, active]).toarray()
     gram[np.diag_indices_from(gram)] += l2
     precision = np.linalg.inv(gram)
     block = -precision / np.diag(precision)
@@ -345,8 +374,10 @@ SIMILARITIES: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def item_similarity(task: RankingTask, method: str, **params: Any) -> np.ndarray:
+def item_similarity(task: RankingTask, method: str, **params: Any) -> np.ndarray | sparse.csr_array:
     """(n_items, n_items) item-to-item weights W of a model fitted on `task.history`; scores are X @ W.
+
+    Item-kNN's W is sparse (`neighbours` per row), EASE's dense.
 
     Row i holds the weights item i gives its neighbours: the nightly retrieval index takes the user's recent
     items' rows.
@@ -364,7 +395,9 @@ def item_similarity(task: RankingTask, method: str, **params: Any) -> np.ndarray
 
 def _similarity_scores(task: RankingTask, method: str, positives_only: bool, **params: Any) -> np.ndarray:
     weights = item_similarity(task, method, positives_only=positives_only, **params)
-    return _user_matrix(task, positives_only) @ weights + _tie_break(task)
+    x = _user_matrix(task, positives_only)
+    scores = (weights.T @ x.T).T if sparse.issparse(weights) else x @ weights
+    return np.asarray(scores) + _tie_break(task)
 
 
 def item_knn_scores(task: RankingTask, neighbours: int, positives_only: bool = True, shrink: float = 0.0) -> np.ndarray:

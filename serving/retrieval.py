@@ -50,8 +50,8 @@ class RetrievalIndex:
 
         Args:
             items: the catalogue's movie ids.
-            similarity: `similarity[i, j]`: how much liking i says about j; each row keeps its `neighbours` largest
-                positive entries.
+            similarity: `similarity[i, j]`: how much liking i says about j (a dense array or a scipy sparse one);
+                each row keeps its `neighbours` largest positive entries.
             popularity: a score per item; the `popular` best are kept.
             seen: user id -> positions (in `items`) of the movies the user rated.
         """
@@ -60,12 +60,7 @@ class RetrievalIndex:
             raise ValueError(f"`similarity` must be {(len(items),) * 2} and `popularity` ({len(items)},). "
                              f"Received: {similarity.shape}, {popularity.shape}")  # fmt: skip
         k = min(neighbours, len(items))
-        weights = np.where(np.isfinite(similarity), similarity, 0.0).astype(np.float32)
-        np.fill_diagonal(weights, 0.0)
-        top = np.argsort(-weights, axis=1, kind="stable")[:, :k]
-        top_weights = np.take_along_axis(weights, top, axis=1)
-        top = np.where(top_weights > 0, top, -1).astype(np.int32)
-        top_weights = np.where(top >= 0, top_weights, 0.0).astype(np.float32)
+        top, top_weights = _top_neighbours(similarity, k)
         order = np.argsort(-np.asarray(popularity, dtype=np.float64), kind="stable")[:popular].astype(np.int32)
         users = np.array(sorted(seen), dtype=str)
         lists = [np.unique(np.asarray(seen[u], dtype=np.int32)) for u in users]
@@ -117,3 +112,26 @@ class RetrievalIndex:
         """Read what `save` wrote."""
         with np.load(Path(path), allow_pickle=False) as arrays:
             return cls(**{name: arrays[name] for name in arrays.files})
+
+
+def _top_neighbours(similarity, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n_items, k) int32 positions of each row's `k` largest positive entries, best first (-1 pads; the diagonal
+    and non-finite entries never count), and their float32 weights (0 pads)."""
+    n = similarity.shape[0]
+    if hasattr(similarity, "tocsr"):  # scipy sparse: rows one at a time, never densified
+        matrix = similarity.tocsr()
+        top, top_weights = np.full((n, k), -1, dtype=np.int32), np.zeros((n, k), dtype=np.float32)
+        for i in range(n):
+            columns = matrix.indices[matrix.indptr[i] : matrix.indptr[i + 1]]
+            values = matrix.data[matrix.indptr[i] : matrix.indptr[i + 1]]
+            keep = (columns != i) & np.isfinite(values) & (values > 0)
+            columns, values = columns[keep], values[keep]
+            order = np.lexsort((columns, -values))[:k]  # ties by position, as the dense path's stable sort
+            top[i, : len(order)], top_weights[i, : len(order)] = columns[order], values[order]
+        return top, top_weights
+    weights = np.where(np.isfinite(similarity), similarity, 0.0).astype(np.float32)
+    np.fill_diagonal(weights, 0.0)
+    top = np.argsort(-weights, axis=1, kind="stable")[:, :k]
+    top_weights = np.take_along_axis(weights, top, axis=1)
+    top = np.where(top_weights > 0, top, -1).astype(np.int32)
+    return top, np.where(top >= 0, top_weights, 0.0).astype(np.float32)

@@ -1,7 +1,7 @@
 """Scale benchmark, `make bench-scale`: the whole nightly run, stage by stage, on generated sources of growing size.
 
 For each size a source folder is generated (`python -m deepfm_model.synthetic`: 30 days, users = events / 20,
-movies = max(2,000, events / 100)) and the nine stages run in DAG order, each in its own process as on a worker
+movies = max(2,000, events / 100)) and the ten stages run in DAG order, each in its own process as on a worker
 (`python -m dags.pipeline.bench_scale --stage NAME`), against a fresh home: Feast repo, artifacts, model base path
 and a serving tier (a `serving.server` process, started before the run as `docker/` starts TF Serving). Stages are
 configured by the environment only, through `PipelineConfig.from_env`, so the training settings are the DAG's own
@@ -45,8 +45,8 @@ from deepfm_model.spec.files import write_json
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("ingest", "update_feature_store", "check_skew", "build_training_set", "validate", "train", "bless",
-          "push", "verify_serving")  # fmt: skip
+STAGES = ("ingest", "update_feature_store", "check_skew", "build_training_set", "validate", "train", "evaluate",
+          "bless", "push", "verify_serving")  # fmt: skip
 START, DAYS = "1998-01-01", 30
 # Training settings of large data, used where the environment does not set the DAG's variables.
 DEFAULT_TRAINING = {"DEEPFM_BATCH_SIZE": "8192", "DEEPFM_EPOCHS": "2", "DEEPFM_EARLY_STOPPING_PATIENCE": "1"}

@@ -63,6 +63,9 @@ class PipelineConfig:
         ndcg_tolerance: a candidate may trail the serving model's full-catalogue NDCG@10 by at most this much.
         ranking_max_users: the full-catalogue evaluation ranks for at most this many users of the test window
             (a seeded sample, recorded); `None`: every user.
+        ranking_max_pairs: and at most this many (user, candidate movie) pairs: on a catalogue of n movies, at
+            most `ranking_max_pairs // n` users (every user ranks the whole catalogue; its features and scores are
+            held for each pair).
         settings: the variable each setting came from, for error messages (`from_env` fills it).
     """
 
@@ -90,6 +93,7 @@ class PipelineConfig:
     sampling_seed: int = 0
     ndcg_tolerance: float = 0.01
     ranking_max_users: int | None = 2000
+    ranking_max_pairs: int = 4_000_000
     settings: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -113,6 +117,10 @@ class PipelineConfig:
         if self.ranking_max_users is not None and self.ranking_max_users < 1:
             raise ValueError(
                 f"`ranking_max_users` must be positive. Received: `ranking_max_users={self.ranking_max_users}`"
+            )
+        if self.ranking_max_pairs < 1:
+            raise ValueError(
+                f"`ranking_max_pairs` must be positive. Received: `ranking_max_pairs={self.ranking_max_pairs}`"
             )
         if not self.serving_addresses:
             raise ValueError("`serving_addresses` must name at least one TF Serving endpoint. Received: `()`")
@@ -180,8 +188,14 @@ class PipelineConfig:
             sampling_seed=int(env.get("DEEPFM_SAMPLING_SEED", cls.sampling_seed)),
             ndcg_tolerance=float(env.get("DEEPFM_NDCG_TOLERANCE", cls.ndcg_tolerance)),
             ranking_max_users=_optional_int(env.get("DEEPFM_RANKING_MAX_USERS", str(cls.ranking_max_users))),
+            ranking_max_pairs=int(env.get("DEEPFM_RANKING_MAX_PAIRS", cls.ranking_max_pairs)),
             settings=settings,
         )
+
+    def ranking_users(self, catalogue_size: int) -> int:
+        """How many test-window users the full-catalogue evaluation ranks at most, on a catalogue of this size."""
+        by_pairs = max(1, self.ranking_max_pairs // max(catalogue_size, 1))
+        return by_pairs if self.ranking_max_users is None else min(self.ranking_max_users, by_pairs)
 
     def run_dir(self, ds: str) -> RunDir:
         """The run directory of logical date `ds` (YYYY-MM-DD)."""

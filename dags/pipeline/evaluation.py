@@ -3,12 +3,14 @@ simple rivals tuned as well, in the same run; and the retrieval index `recommend
 
 Protocol (DESIGN.md): the run's labelled events split by time as the snapshot is (80/10/10). The full-ranking
 window runs from 00:00 UTC of the day the test split starts to the run's cutoff; its users are those with a
-positive there (a seeded sample of `ranking_max_users` when more, recorded); each ranks every catalogue movie
+positive there (a seeded sample when more than `PipelineConfig.ranking_users` of the catalogue's size, recorded:
+never a sample of candidates); each ranks every catalogue movie
 they had not rated before the window; relevant are their positives in it. DeepFM scores every such pair with the
 features the night of the window's first day put online (`feature_repo.as_of`), read through the same
 point-in-time path as training. The rivals (`deepfm_model.topn`: popularity, item-kNN, EASE) are tuned on the
 validation window (from 00:00 of the day the validation split starts to the test window) on the events before
-it, then refitted on the events before the test window. `recommend` is what the served call returns: the
+it, then refitted on the events before the test window; one that cannot be fitted on the catalogue within the
+night (EASE above `topn.EASE_MAX_ITEMS` items) is left out and named under `skipped`. `recommend` is what the served call returns: the
 retrieval index (built from the events before the window, with the tuned item-kNN neighbours and the tuned
 popularity) proposes `DEFAULT_CANDIDATES` movies, DeepFM ranks them, the rest never reach the list.
 
@@ -66,7 +68,8 @@ def evaluate(config: PipelineConfig, ds: str) -> dict:
     with raw_source.connect(config.load_raw()) as con:
         raw_source.check(con)
         catalogue = con.execute(f"SELECT {MOVIE_KEY} FROM movies ORDER BY {MOVIE_KEY}").df()[MOVIE_KEY].astype(str)
-        test = topn.ranking_task(events, catalogue, test_day, cutoff, config.ranking_max_users, config.sampling_seed)
+        max_users = config.ranking_users(len(catalogue))
+        test = topn.ranking_task(events, catalogue, test_day, cutoff, max_users, config.sampling_seed)
         if not len(test.users):  # nothing to rank: recorded, and the blessing's top-N rules have nothing to read
             update_metrics(config, ds, full_ranking={"users": 0, "window_start": test.start.isoformat(), "models": {}})
             logger.warning("No user has a positive in the window from %s: no full-catalogue evaluation", test_day)
@@ -77,14 +80,19 @@ def evaluate(config: PipelineConfig, ds: str) -> dict:
     with staged_path(run.ranking_candidates) as staged:
         frame.to_parquet(staged, index=False)
 
-    valid = topn.ranking_task(events, catalogue, valid_day, test_day, config.ranking_max_users, config.sampling_seed) \
+    valid = topn.ranking_task(events, catalogue, valid_day, test_day, max_users, config.sampling_seed) \
         if valid_day < test_day else None  # fmt: skip
-    models, tuning, baseline_scores = {}, {}, {}
+    models, tuning, baseline_scores, skipped = {}, {}, {}, {}
     for name in BASELINE_NAMES:
-        params, best, trials = topn.tune(name, valid) if valid is not None and len(valid.users) else \
-            (topn.GRIDS[name][0], None, [])  # fmt: skip
+        try:
+            params, best, trials = topn.tune(name, valid) if valid is not None and len(valid.users) else \
+                (topn.GRIDS[name][0], None, [])  # fmt: skip
+            baseline_scores[name] = topn.BASELINES[name](test, **params)
+        except topn.CatalogueTooLarge as error:  # recorded beside the models, never a silent gap
+            skipped[name] = str(error)
+            logger.warning("Baseline %s skipped: %s", name, error)
+            continue
         tuning[name] = {"params": params, "valid_ndcg_at_10": best, "trials": trials}
-        baseline_scores[name] = topn.BASELINES[name](test, **params)
         models[name] = {**_summary(baseline_scores[name], test), "params": params}
 
     scores = np.full(test.exclude.shape, -np.inf)
@@ -111,11 +119,13 @@ def evaluate(config: PipelineConfig, ds: str) -> dict:
     full_ranking = {
         "users": int(len(test.users)),
         "sampled_from": int(test.sampled_from),
+        "max_users": max_users,
         "candidates": "every catalogue movie the user had not rated before the window",
         "window_start": test.start.isoformat(),
         "window_end": test.end.isoformat(),
         "validation_start": pd.Timestamp(valid_day, tz="UTC").isoformat(),
         "models": models,
+        **({"skipped": skipped} if skipped else {}),
     }
     write_json(run.ranking_tuning, tuning)
     update_metrics(config, ds, full_ranking=full_ranking)

@@ -15,6 +15,7 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SYNTHETIC_DS = "1998-01-31"  # the day after the synthetic generator's 30 days of events
 SERVING_ADDRESS_FILE = "serving-addresses"  # in a home: the serving tier its Airflow processes verify against
+RANKING_MAX_PAIRS = 150 * 25  # 150 movies: the full-catalogue evaluation ranks at most 25 users
 SOURCE_FOLDER = "source"  # in a home: a source folder made by the generator command, read as `DEEPFM_SOURCE=parquet`
 
 
@@ -55,6 +56,7 @@ def airflow_env(home: Path) -> dict[str, str]:
         "DEEPFM_ARTIFACTS": str(home / "artifacts"),
         "DEEPFM_MODEL_BASE_PATH": str(home / "models"),
         "DEEPFM_EPOCHS": "3",
+        "DEEPFM_RANKING_MAX_PAIRS": str(RANKING_MAX_PAIRS),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         **source,
         **serving_env(home),

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import sparse
 
 from deepfm_model import topn
 from deepfm_model.spec.features import EVENT_TIMESTAMP, MOVIE_KEY, RATING, USER_KEY
@@ -215,6 +216,7 @@ def test_scores_are_the_history_times_the_item_similarity() -> None:
         ("item_knn", topn.item_knn_scores, {"neighbours": 3, "shrink": 2.0}),
     ):
         weights = topn.item_similarity(task, method, **params)
+        weights = weights.toarray() if sparse.issparse(weights) else weights
         difference = scorer(task, **params) - x @ weights
         np.testing.assert_allclose(difference, difference[:1].repeat(len(x), axis=0), atol=1e-13)  # the tie-break
         assert -1e-13 <= difference.min() and difference.max() < 1e-8
@@ -222,9 +224,17 @@ def test_scores_are_the_history_times_the_item_similarity() -> None:
         topn.item_similarity(task, "svd")
 
 
+def test_ease_on_a_catalogue_over_its_limit_is_refused_naming_the_limit(monkeypatch) -> None:
+    task, _ = random_task(seed=3)
+    monkeypatch.setattr(topn, "EASE_MAX_ITEMS", 5)
+    with pytest.raises(topn.CatalogueTooLarge, match="over EASE_MAX_ITEMS=5"):
+        topn.ease_scores(task, 10.0)
+    assert topn.item_knn_scores(task, neighbours=3).shape == task.exclude.shape  # item-kNN stays sparse: no limit
+
+
 def test_item_knn_is_the_shrunk_cosine_keeping_each_items_nearest_neighbours() -> None:
     task, x = random_task(seed=2)
-    weights = topn.item_similarity(task, "item_knn", neighbours=4, shrink=1.5)
+    weights = topn.item_similarity(task, "item_knn", neighbours=4, shrink=1.5).toarray()  # sparse: k per row
     counts = x.T @ x
     norms = np.sqrt(np.diag(counts))
     cosine = np.divide(counts, np.outer(norms, norms) + 1.5, out=np.zeros_like(counts), where=counts > 0)

@@ -109,5 +109,11 @@ def test_top_n_settings_are_read_from_the_environment():
     config = PipelineConfig.from_env({"DEEPFM_NDCG_TOLERANCE": "0.05", "DEEPFM_RANKING_MAX_USERS": "all"})
     assert (config.ndcg_tolerance, config.ranking_max_users) == (0.05, None)
     assert PipelineConfig.from_env({"DEEPFM_RANKING_MAX_USERS": "300"}).ranking_max_users == 300
+    # Users ranked: the cap, and within the pair budget on large catalogues (every user ranks every movie).
+    capped = PipelineConfig.from_env({"DEEPFM_RANKING_MAX_USERS": "300", "DEEPFM_RANKING_MAX_PAIRS": "1000000"})
+    assert (capped.ranking_users(1_682), capped.ranking_users(10_000), capped.ranking_users(100_000)) == (300, 100, 10)
+    assert config.ranking_users(100_000) == PipelineConfig.ranking_max_pairs // 100_000  # `all` users: pairs bound
+    with pytest.raises(ValueError, match="ranking_max_pairs"):
+        PipelineConfig.from_env({"DEEPFM_RANKING_MAX_PAIRS": "0"})
     with pytest.raises(ValueError, match="negatives_per_event"):
         PipelineConfig.from_env({"DEEPFM_NEGATIVES": "-1"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import sparse
 
 from serving.retrieval import RetrievalIndex
 
@@ -38,6 +39,21 @@ def test_save_load_round_trip(tmp_path):
     for name in ("items", "neighbours", "weights", "popular", "users", "seen_start", "seen"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(index, name))
     assert loaded.candidates("u", ["m0"], n=3) == index.candidates("u", ["m0"], n=3)
+
+
+def test_a_sparse_similarity_builds_the_index_a_dense_one_does():
+    rng = np.random.default_rng(0)
+    dense = np.where(rng.random((40, 40)) < 0.3, rng.integers(1, 5, (40, 40)) / 4.0, 0.0)  # ties included
+    dense[3, 7] = -0.5  # negative weights are never neighbours
+    np.fill_diagonal(dense, 0.7)  # nor is the movie itself
+    items, popularity = [f"m{i}" for i in range(40)], rng.random(40)
+    seen = {"u": np.array([1, 2])}
+    for k in (3, 100):
+        built = [
+            RetrievalIndex.build(items, s, popularity, seen, neighbours=k) for s in (dense, sparse.csr_array(dense))
+        ]
+        np.testing.assert_array_equal(built[0].neighbours, built[1].neighbours)
+        np.testing.assert_array_equal(built[0].weights, built[1].weights)
 
 
 def test_bad_arguments_are_refused():
