@@ -13,6 +13,11 @@ mostly have none within the one-day TTL, and a model would learn "no movie stats
 
 Draws are seeded per run (`seed`), rejected draws are drawn again (`MAX_ROUNDS` times), and a draw still
 rejected (a user who rated almost the whole catalogue) is dropped and counted.
+
+At scale the sampled rows, not the events, would set the night's length: each is an entity row of Feast's
+point-in-time join and a training row. With `max_rows`, when `events * per_event` draws would be more, a seeded
+uniform subset of `max_rows` draws is kept (each event keeps each of its draws with the same chance), so the rate
+falls to `max_rows / events` per event; the record says so (`rate`).
 """
 
 from __future__ import annotations
@@ -35,12 +40,14 @@ class SamplingRecord:
     """What a run's sampling did; written beside the run's events (`RunDir.sampling`).
 
     Attributes:
-        per_event: sampled movies per rated event.
+        per_event: sampled movies per rated event, as configured.
         seed: the generator's seed.
         events: rated events sampled for.
-        rows: sampled rows written (`events * per_event - dropped`).
+        rows: sampled rows written (`draws - dropped`).
         dropped: draws rejected `MAX_ROUNDS` times (the user had rated nearly every movie).
         catalogue: movies drawn from.
+        max_rows: the cap on draws (`None`: none).
+        rate: draws per event after the cap (`per_event` when it did not bind).
     """
 
     per_event: int
@@ -49,10 +56,12 @@ class SamplingRecord:
     rows: int
     dropped: int
     catalogue: int
+    max_rows: int | None = None
+    rate: float = 0.0
 
 
 def sample_unrated(
-    events: pd.DataFrame, catalogue: np.ndarray, per_event: int, seed: int
+    events: pd.DataFrame, catalogue: np.ndarray, per_event: int, seed: int, max_rows: int | None = None
 ) -> tuple[pd.DataFrame, SamplingRecord]:
     """Movies each event's user had not rated at or before the event, `per_event` per event, uniformly.
 
@@ -62,6 +71,7 @@ def sample_unrated(
         catalogue: movie ids of the catalogue (str); events of other movies are neither sampled for nor drawn.
         per_event: draws per event; 0 gives no rows.
         seed: seeds the generator: the same events, catalogue and seed give the same rows.
+        max_rows: at most this many draws: a seeded uniform subset when `events * per_event` is more.
 
     Returns:
         The sampled rows (user_id, movie_id, event_timestamp of their event, rating 0, label 0, picked 0, and
@@ -69,6 +79,8 @@ def sample_unrated(
     """
     if per_event < 0:
         raise ValueError(f"`per_event` must not be negative. Received: `per_event={per_event}`")
+    if max_rows is not None and max_rows < 0:
+        raise ValueError(f"`max_rows` must not be negative. Received: `max_rows={max_rows}`")
     catalogue = np.asarray(catalogue).astype(str)
     if per_event and not len(catalogue):
         raise ValueError("`catalogue` is empty: there is nothing to sample from")
@@ -87,6 +99,8 @@ def sample_unrated(
     )
     keys, first_times = first.index.to_numpy(np.int64), first.to_numpy(np.int64)
     position = np.repeat(np.flatnonzero(known), per_event)
+    if max_rows is not None and len(position) > max_rows:
+        position = position[np.sort(rng.choice(len(position), size=max_rows, replace=False))]
     draw_users = users[position].astype(np.int64)
     draw_times = times[position]
 
@@ -117,7 +131,8 @@ def sample_unrated(
         }
     )
     rows[EVENT_TIMESTAMP] = pd.to_datetime(rows[EVENT_TIMESTAMP], utc=True)
-    record = SamplingRecord(per_event, seed, len(events), len(rows), int(len(pending)), n_movies)
+    rate = len(position) / max(int(known.sum()), 1)
+    record = SamplingRecord(per_event, seed, len(events), len(rows), int(len(pending)), n_movies, max_rows, rate)
     return rows, record
 
 
@@ -131,10 +146,12 @@ def _rated_by(keys: np.ndarray, times: np.ndarray, known_keys: np.ndarray, first
     return rated
 
 
-def write_sampled(events_path: Path, catalogue: np.ndarray, per_event: int, seed: int, path: Path) -> SamplingRecord:
+def write_sampled(
+    events_path: Path, catalogue: np.ndarray, per_event: int, seed: int, path: Path, max_rows: int | None = None
+) -> SamplingRecord:
     """`sample_unrated` over the labelled events in `events_path`; the rows written to `path` (parquet, staged)."""
     events = pd.read_parquet(events_path, columns=[USER_KEY, MOVIE_KEY, EVENT_TIMESTAMP])
-    rows, record = sample_unrated(events, catalogue, per_event, seed)
+    rows, record = sample_unrated(events, catalogue, per_event, seed, max_rows)
     rows[EVENT_TIMESTAMP] = rows[EVENT_TIMESTAMP].astype("datetime64[us, UTC]")
     with staged_path(path) as staged:
         rows.to_parquet(staged, index=False)

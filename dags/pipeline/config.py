@@ -60,6 +60,9 @@ class PipelineConfig:
         negatives_per_event: movies sampled per rated event as "not picked" rows (`feature_repo.negatives`);
             0 trains on rated events only.
         sampling_seed: seed of that sampling (recorded in the run).
+        max_sampled_rows: at most this many sampled rows a night (a seeded subset of the draws beyond it, the
+            rate recorded); the sampled rows are entity rows of the training set and training rows, so at 10M
+            events 8 per event would set the night's length. `None`: no cap.
         ndcg_tolerance: a candidate may trail the serving model's full-catalogue NDCG@10 by at most this much.
         ranking_max_users: the full-catalogue evaluation ranks for at most this many users of the test window
             (a seeded sample, recorded); `None`: every user.
@@ -91,6 +94,7 @@ class PipelineConfig:
     serving_addresses: tuple[str, ...] = (DEFAULT_SERVING_ADDRESS,)
     negatives_per_event: int = 8
     sampling_seed: int = 0
+    max_sampled_rows: int | None = 4_000_000
     ndcg_tolerance: float = 0.01
     ranking_max_users: int | None = 2000
     ranking_max_pairs: int = 4_000_000
@@ -117,6 +121,10 @@ class PipelineConfig:
         if self.ranking_max_users is not None and self.ranking_max_users < 1:
             raise ValueError(
                 f"`ranking_max_users` must be positive. Received: `ranking_max_users={self.ranking_max_users}`"
+            )
+        if self.max_sampled_rows is not None and self.max_sampled_rows < 0:
+            raise ValueError(
+                f"`max_sampled_rows` must not be negative. Received: `max_sampled_rows={self.max_sampled_rows}`"
             )
         if self.ranking_max_pairs < 1:
             raise ValueError(
@@ -186,6 +194,7 @@ class PipelineConfig:
             serving_addresses=addresses,
             negatives_per_event=int(env.get("DEEPFM_NEGATIVES", cls.negatives_per_event)),
             sampling_seed=int(env.get("DEEPFM_SAMPLING_SEED", cls.sampling_seed)),
+            max_sampled_rows=_optional_int(env.get("DEEPFM_MAX_SAMPLED_ROWS", str(cls.max_sampled_rows))),
             ndcg_tolerance=float(env.get("DEEPFM_NDCG_TOLERANCE", cls.ndcg_tolerance)),
             ranking_max_users=_optional_int(env.get("DEEPFM_RANKING_MAX_USERS", str(cls.ranking_max_users))),
             ranking_max_pairs=int(env.get("DEEPFM_RANKING_MAX_PAIRS", cls.ranking_max_pairs)),

@@ -69,7 +69,7 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
         events = feature_ingest.write_labelled_events(con, ds, run.events)
         catalogue = con.execute(f"SELECT {MOVIE_KEY} FROM movies ORDER BY {MOVIE_KEY}").df()[MOVIE_KEY].to_numpy()
     record = negatives.write_sampled(run.events, catalogue, config.negatives_per_event, config.sampling_seed,
-                                     run.sampled)  # fmt: skip
+                                     run.sampled, config.max_sampled_rows)  # fmt: skip
     write_json(run.sampling, dataclasses.asdict(record))
     summary = {"events": events, "users": counts["users"], "movies": counts["movies"], "sampled": record.rows}
     logger.info("Ingested %s; sources: %s", summary, {view: str(path) for view, path in paths.items()})

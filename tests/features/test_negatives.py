@@ -46,6 +46,22 @@ def test_uniform_over_the_unrated_catalogue_and_seeded():
     assert not rows[MOVIE_KEY].equals(other[MOVIE_KEY])
 
 
+def test_a_cap_keeps_a_seeded_uniform_subset_of_the_draws_and_records_the_rate():
+    catalogue = np.array([str(i) for i in range(1000)])
+    events = _events([(f"u{i % 40}", str(i % 50), f"1998-01-{1 + i % 28:02d}") for i in range(400)])
+    full, _ = sample_unrated(events, catalogue, per_event=4, seed=3)
+    capped, record = sample_unrated(events, catalogue, per_event=4, seed=3, max_rows=600)
+    assert len(capped) == record.rows == 600 and record.rate == 1.5 and record.max_rows == 600
+    per_event = capped[EVENT_POSITION].value_counts().reindex(range(400), fill_value=0)
+    assert per_event.max() <= 4 and 1.2 < per_event.mean() < 1.8  # each event keeps its draws with one chance
+    assert abs(per_event[:200].sum() - per_event[200:].sum()) < 120  # not the first events' draws: uniform
+    again, _ = sample_unrated(events, catalogue, per_event=4, seed=3, max_rows=600)
+    pd.testing.assert_frame_equal(capped, again)
+    uncapped, record = sample_unrated(events, catalogue, per_event=4, seed=3, max_rows=1600)  # does not bind
+    pd.testing.assert_frame_equal(uncapped, full)
+    assert record.rate == 4.0
+
+
 def test_a_user_who_rated_everything_gets_no_rows_and_the_drop_is_counted():
     catalogue = np.array(["a", "b"])
     events = _events([("u", "a", "1998-01-01"), ("u", "b", "1998-01-01")])

@@ -93,12 +93,15 @@ def test_negatives_and_their_seed_reach_the_sampling(source, tmp_path):
     sampled = {}
     for name, env in {"two": {"DEEPFM_NEGATIVES": "2"}, "two-again": {"DEEPFM_NEGATIVES": "2"},
                       "other-seed": {"DEEPFM_NEGATIVES": "2", "DEEPFM_SAMPLING_SEED": "7"},
-                      "none": {"DEEPFM_NEGATIVES": "0"}}.items():  # fmt: skip
+                      "none": {"DEEPFM_NEGATIVES": "0"},
+                      "capped": {"DEEPFM_NEGATIVES": "2", "DEEPFM_MAX_SAMPLED_ROWS": "1500"}}.items():  # fmt: skip
         config = parquet_config(tmp_path / name, source, **env)
-        assert stages.ingest(config, DS)["sampled"] == 3000 * int(env["DEEPFM_NEGATIVES"])
+        expected = min(3000 * int(env["DEEPFM_NEGATIVES"]), int(env.get("DEEPFM_MAX_SAMPLED_ROWS", 10**9)))
+        assert stages.ingest(config, DS)["sampled"] == expected
         run = config.run_dir(DS)
         recorded = json.loads(run.sampling.read_text())
         assert (recorded["per_event"], recorded["seed"]) == (int(env["DEEPFM_NEGATIVES"]), config.sampling_seed)
+        assert recorded["rate"] == expected / 3000
         sampled[name] = pd.read_parquet(run.sampled)
     pd.testing.assert_frame_equal(sampled["two"], sampled["two-again"])
     assert not sampled["two"]["movie_id"].equals(sampled["other-seed"]["movie_id"])
