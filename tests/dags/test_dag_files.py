@@ -1,4 +1,4 @@
-"""DAG files parse cleanly, fast, and keep heavy imports out of the top level."""
+"""DAG files parse cleanly and import nothing heavy while they are parsed (top level or not)."""
 
 from __future__ import annotations
 
@@ -34,26 +34,35 @@ def test_top_level_imports_are_light(dag_file: Path) -> None:
                 )
 
 
+# What a DAG file must not import while the scheduler and DAG processor parse it (every few seconds, in every
+# process): the ML stack, the data stack, clients of the serving tier and the stores, and the project's own
+# packages (the tasks import those when they run). By top-level package.
+HEAVY_MODULES = (
+    "tensorflow", "keras", "jax", "feast", "great_expectations", "pandas", "numpy", "pyarrow", "sklearn", "grpc",
+    "redis", "deepfm_model", "feature_repo", "serving", "pipeline",
+)  # fmt: skip
+
+
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
-def test_parses_without_errors_under_one_second(dag_file: Path) -> None:
-    # A fresh interpreter, so that nothing imported by other tests makes parsing look cheap.
+def test_parses_without_errors_or_heavy_imports(dag_file: Path) -> None:
+    # A fresh interpreter, so that nothing imported by other tests hides what parsing imports. How long parsing
+    # takes is measured by no test (it depends on the machine's load); what makes it slow is what it imports.
     code = (
-        "import time, sys\n"
+        "import json, sys\n"
         "import airflow.sdk\n"
         "from airflow.dag_processing.dagbag import DagBag\n"
-        "start = time.perf_counter()\n"
         f"bag = DagBag(dag_folder={str(dag_file)!r})\n"
-        "elapsed = time.perf_counter() - start\n"
         "assert not bag.import_errors, bag.import_errors\n"
         "assert bag.dags, 'no DAG found'\n"
-        "heavy = [m for m in ('tensorflow', 'feast', 'great_expectations', 'pandas', 'grpc') if m in sys.modules]\n"
-        "assert not heavy, f'parsing imported {heavy}'\n"
-        "print(elapsed)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    elapsed = float(result.stdout.strip().splitlines()[-1])
-    assert elapsed < 1.0, f"parsing {dag_file.name} took {elapsed:.2f} s"
+    imported = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "airflow.sdk" in imported  # the check below looks at the parsing process's modules
+    packages = {name.split(".")[0] for name in imported}
+    heavy = sorted((packages & set(HEAVY_MODULES)) | {name for name in imported if name.startswith("dags.")})
+    assert not heavy, f"parsing {dag_file.name} imported {heavy}"
 
 
 def test_ruff_airflow3_rules_are_clean() -> None:

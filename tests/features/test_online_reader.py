@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-import time
+import threading
 
 import numpy as np
 import pandas as pd
@@ -101,22 +101,59 @@ def _refusing_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.parametrize("answers", [False, True], ids=["refused", "never_answers"])
-def test_unreachable_redis_fails_fast_naming_the_store(feature_store, answers):
+def _queued_connections(listening: socket.socket) -> int:
+    """How many connections reached `listening` (the kernel accepted them; nobody answered): drains its backlog."""
+    listening.setblocking(False)
+    count = 0
+    while True:
+        try:
+            connection, _ = listening.accept()
+        except BlockingIOError:
+            return count
+        connection.close()
+        count += 1
+
+
+HANG_DEADLINE_S = 30.0  # only a read with no socket timeout gets near it: the test then fails instead of hanging
+
+
+@pytest.mark.parametrize(("answers", "cause"), [(False, "ConnectionError"), (True, "TimeoutError")],
+                         ids=["refused", "never_answers"])  # fmt: skip
+def test_unreachable_redis_fails_fast_naming_the_store(feature_store, answers, cause):
+    """One attempt, no retry: a refused connection fails at once, a server that never answers fails when the
+    socket timeout of `timeout_s` fires (not on the blocking read's default of forever)."""
+    import redis
+
     silent = socket.socket()  # accepts connections (the kernel does) and never answers
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     port = silent.getsockname()[1] if answers else _refusing_port()
+    failures: list[BaseException] = []
+    reading = None
     try:
         online_store = {"type": "redis", "connection_string": f"127.0.0.1:{port}"}
         redis_store = store.open_store(feature_store.repo_path, online_store=online_store)
         reader = OnlineFeatureReader(redis_store, timeout_s=0.3)
-        started = time.monotonic()
-        with pytest.raises(OnlineStoreError, match=f"redis online store 127.0.0.1:{port} "):
-            reader("1", ["1", "2"])
-        assert time.monotonic() - started < 1.5
+
+        def read() -> None:
+            try:
+                reader("1", ["1", "2"])
+            except BaseException as error:  # noqa: BLE001  (handed to the test thread)
+                failures.append(error)
+
+        reading = threading.Thread(target=read, name="unreachable-read", daemon=True)
+        reading.start()
+        reading.join(HANG_DEADLINE_S)
+        assert not reading.is_alive(), f"the read of an unreachable store still runs after {HANG_DEADLINE_S:.0f} s"
+        assert len(failures) == 1 and isinstance(failures[0], OnlineStoreError), failures
+        assert f"redis online store 127.0.0.1:{port} " in str(failures[0])
+        assert type(failures[0].__cause__) is getattr(redis.exceptions, cause), repr(failures[0].__cause__)
+        if answers:
+            assert _queued_connections(silent) == 1  # one connection, no retry
     finally:
         silent.close()
+        if reading is not None:
+            reading.join(HANG_DEADLINE_S)  # after a failure above: closing the socket ends a read left waiting on it
 
 
 def test_bad_arguments_raise(feature_store):

@@ -101,3 +101,62 @@ def test_core_model_runs_and_trains_under_jax():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+# No dropout: a training-mode call is then deterministic, and runs the package's compiled kernels under TensorFlow.
+PARITY_CONFIG = {"embedding_dim": 4, "mlp_units": (8,), "multi_value_max_len": 3, "dropout": 0.0}
+PARITY_SIZES = ([5, 5], [6], 3)
+
+
+@pytest.mark.slow
+def test_jax_predicts_as_tensorflow_with_the_same_weights(tmp_path):
+    """The model built under JAX, with the weights of a TensorFlow model (its `.keras` file, or `load_weights` into
+    a model built from the same config), answers as the TensorFlow model does, in inference and training mode."""
+    pytest.importorskip("jax")
+    assert keras.backend.backend() == "tensorflow"
+    rng = np.random.default_rng(7)
+    model = build_model(ModelConfig(**PARITY_CONFIG), *PARITY_SIZES, prior=True)  # all three heads, the prior
+    for weight in model.weights:  # away from the initial values (zero biases): every weight shows in the outputs
+        weight.assign(rng.normal(scale=0.5, size=weight.shape).astype("float32"))
+    data = {**_inputs(rng, batch=64), "prior": rng.normal(size=(64, 1)).astype("float32")}
+    np.savez(tmp_path / "inputs.npz", **data)
+    model.save(tmp_path / "model.keras")
+    model.save_weights(tmp_path / "model.weights.h5")
+    tensorflow = {
+        "inference": keras.ops.convert_to_numpy(model(data, training=False)),
+        "training": keras.ops.convert_to_numpy(model(data, training=True)),
+    }
+    assert tensorflow["inference"].shape == (64, 3) and np.ptp(tensorflow["inference"][:, 0]) > 0.1
+
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        import numpy as np, keras
+        from deepfm_model.config import ModelConfig
+        from deepfm_model.model import build_model
+
+        assert keras.backend.backend() == "jax"
+        folder = Path(sys.argv[1])
+        data = dict(np.load(folder / "inputs.npz"))
+        loaded = keras.saving.load_model(folder / "model.keras")
+        built = build_model(ModelConfig(**{PARITY_CONFIG!r}), *{PARITY_SIZES!r}, prior=True)
+        built.load_weights(folder / "model.weights.h5")
+        outputs = {{}}
+        for name, model in (("loaded", loaded), ("built", built)):
+            for mode in ("inference", "training"):
+                outputs[f"{{name}}_{{mode}}"] = keras.ops.convert_to_numpy(model(data, training=mode == "training"))
+        np.savez(folder / "jax.npz", **outputs)
+        print("ok")
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(root), "JAX_PLATFORMS": "cpu"}
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], check=False, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jax = dict(np.load(tmp_path / "jax.npz"))
+    assert set(jax) == {f"{name}_{mode}" for name in ("loaded", "built") for mode in tensorflow}
+    for key, values in jax.items():
+        np.testing.assert_allclose(values, tensorflow[key.split("_")[1]], rtol=0, atol=1e-5, err_msg=key)

@@ -41,7 +41,7 @@ def test_a_streamed_run_writes_the_artefacts_and_metrics(streamed_run, splits):
     out, metrics = streamed_run
     assert (out / "export" / "saved_model.pb").is_file() and (out / "report" / "index.html").is_file()
     assert [metrics[f"{s}_rows"] for s in ("train", "valid", "test")] == [len(s) for s in splits]
-    assert metrics["test_auc"] > 0.6
+    assert metrics["test_auc"] > 0.84, metrics["test_auc"]  # this seeded run reaches 0.863 (0.5 is chance)
     assert 0.0 <= metrics["popularity_test_ndcg_at_10"] <= 1.0
     assert json.loads((out / "config.json").read_text())["train"]["stream_from_parquet"] is True
 

@@ -50,7 +50,8 @@ def test_run_writes_artefacts_and_metrics(run_dir, splits):
     for key in ("test_auc", "test_logloss", "valid_auc", "test_mean_prediction", "test_positive_rate"):
         assert isinstance(metrics[key], float), key
     assert [metrics[f"{s}_rows"] for s in ("train", "valid", "test")] == [len(s) for s in splits]
-    assert metrics["test_auc"] > 0.6  # planted structure is learnable
+    # The planted structure is learnt: this seeded run reaches a test AUC of 0.866 (0.5 is chance).
+    assert metrics["test_auc"] > 0.84, metrics["test_auc"]
     for key in ("test_ndcg_at_10", "test_recall_at_10", "popularity_test_ndcg_at_10", "popularity_test_recall_at_10"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["test_ranking_users"] > 0
@@ -166,11 +167,14 @@ def test_cli_export(run_dir, split_paths, tmp_path, splits):
     )
 
 
-def test_training_is_seeded(split_paths, run_dir, tmp_path):
+def test_training_is_seeded(split_paths, splits, run_dir, tmp_path):
     metrics = run_training(*split_paths, tmp_path, model_config=SMALL_MODEL, train_config=SHORT_TRAINING)
     first = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test_auc"] == pytest.approx(first["test_auc"], abs=1e-6)
-    assert isinstance(pd.read_parquet(split_paths[0]), pd.DataFrame)
+    # Both runs read the same data: training only reads its split files, which still hold, row for row and column
+    # for column, the splits the fixture wrote.
+    for path, split in zip(split_paths, splits, strict=True):
+        pd.testing.assert_frame_equal(pd.read_parquet(path), split.reset_index(drop=True), check_exact=True)
 
 
 def test_a_fresh_process_loads_the_trained_model(run_dir, splits):

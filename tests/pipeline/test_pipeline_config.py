@@ -22,7 +22,12 @@ from tests.services import postgres_database, redis_address
 
 COMPOSE = PROJECT_ROOT / "docker" / "compose.yaml"
 DS = "1998-01-31"
-OTHER_VALUES = {"DEEPFM_SOURCE": "synthetic"}
+# A valid value other than compose.yaml's, for the variables where appending "-other" is not one.
+OTHER_VALUES = {
+    "DEEPFM_SOURCE": "synthetic",
+    "DEEPFM_FEAST_ONLINE_STORE": "sqlite",
+    "DEEPFM_FEAST_REGISTRY": "file",
+}
 
 
 def compose_environment() -> dict[str, str]:
@@ -39,23 +44,38 @@ def compose_environment() -> dict[str, str]:
     return {name: re.sub(r"\$\{(\w+)(?::-([^}]*))?[^}]*\}", default, value) for name, value in env.items()}
 
 
-def config_or_error(env: dict[str, str]) -> PipelineConfig | str:
-    try:
-        return PipelineConfig.from_env(env)
-    except ConfigurationError as error:
-        return f"error: {error}"
+def compose_deepfm_environment() -> dict[str, str]:
+    return {k: v for k, v in compose_environment().items() if k.startswith("DEEPFM_")}
 
 
 def test_every_deepfm_variable_of_compose_changes_the_config() -> None:
-    env = {k: v for k, v in compose_environment().items() if k.startswith("DEEPFM_")}
+    env = compose_deepfm_environment()
     assert {"DEEPFM_FEAST_ONLINE_STORE", "DEEPFM_FEAST_REGISTRY", "DEEPFM_SERVING_ADDRESSES"} <= set(env)
-    full = config_or_error(env)
-    assert isinstance(full, PipelineConfig), full
+    full = PipelineConfig.from_env(env)
     for name in env:
-        without = config_or_error({k: v for k, v in env.items() if k != name})
-        # A variable whose compose value is the default shows its effect with another value.
-        other = config_or_error({**env, name: OTHER_VALUES.get(name, env[name] + "-other")})
-        assert without != full or other != full, f"{name} is set by compose.yaml but changes nothing"
+        other = OTHER_VALUES.get(name, env[name] + "-other")
+        assert other != env[name]
+        # Another valid value: it must be taken (no error) and give another config.
+        changed = PipelineConfig.from_env({**env, name: other})
+        assert changed != full, f"{name} is set by compose.yaml but changes nothing ({name}={other!r})"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"DEEPFM_FEAST_ONLINE_STORE": "redis-other"}, "DEEPFM_FEAST_ONLINE_STORE"),
+        ({"DEEPFM_FEAST_REGISTRY": "sql-other"}, "DEEPFM_FEAST_REGISTRY"),
+        ({"DEEPFM_REGISTRY_URL": None}, "DEEPFM_REGISTRY_URL"),  # the sql registry without its URL
+        ({"DEEPFM_REGISTRY_URL": ""}, "DEEPFM_REGISTRY_URL"),
+        ({"DEEPFM_SERVING_ADDRESSES": "tf-serving:8500,"}, "DEEPFM_SERVING_ADDRESSES"),
+        ({"DEEPFM_SOURCE": "movielens-other"}, "`source` must be one of"),
+    ],
+)
+def test_a_refused_value_of_a_compose_variable_raises_naming_the_setting(change: dict, message: str) -> None:
+    env = {**compose_deepfm_environment(), **change}
+    env = {name: value for name, value in env.items() if value is not None}
+    with pytest.raises(ValueError, match=message):
+        PipelineConfig.from_env(env)
 
 
 def test_compose_sets_no_variable_only_tests_read() -> None:
@@ -63,7 +83,7 @@ def test_compose_sets_no_variable_only_tests_read() -> None:
 
 
 def test_compose_deploys_redis_an_sql_registry_and_its_serving_tier() -> None:
-    config = PipelineConfig.from_env({k: v for k, v in compose_environment().items() if k.startswith("DEEPFM_")})
+    config = PipelineConfig.from_env(compose_deepfm_environment())
     assert config.online_store == {"type": "redis", "connection_string": "redis:6379"}
     assert config.registry["registry_type"] == "sql" and config.registry["path"].startswith("postgresql")
     assert config.serving_addresses == ("tf-serving:8500",)

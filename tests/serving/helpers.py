@@ -128,3 +128,54 @@ def request_streams(
         stop.set()
         for thread in running:
             thread.join()
+
+
+class PollCounter:
+    """Counts the polling passes of a running `ModelServer`, to wait for passes that began after some moment.
+
+    Installed on the server's `ModelManager` (its polling thread calls `manager.poll` once a pass), so a test that
+    asserts something did *not* happen can first wait until the server had the chance to make it happen:
+
+        polls = PollCounter(server)
+        moment = polls.started    # before the change the server must not act on
+        ...                       # the change
+        polls.wait(after=moment, passes=2)
+        assert ...                # what must not have happened
+    """
+
+    def __init__(self, server: ModelServer):
+        self._changed = threading.Condition()
+        self._started = 0
+        self._finished: list[tuple[int, bool]] = []  # (number of the pass, whether it read the model config file)
+        poll = server.manager.poll
+
+        def counted_poll(read_config: bool = True) -> None:
+            with self._changed:
+                self._started += 1
+                number = self._started
+            try:
+                poll(read_config=read_config)
+            finally:
+                with self._changed:
+                    self._finished.append((number, read_config))
+                    self._changed.notify_all()
+
+        server.manager.poll = counted_poll
+
+    @property
+    def started(self) -> int:
+        """Passes begun so far; a pass numbered above this began after now."""
+        with self._changed:
+            return self._started
+
+    def wait(self, after: int, passes: int = 1, config_reads: bool = False, timeout_s: float = 30.0) -> None:
+        """Block until `passes` passes numbered above `after` (with `config_reads`: passes that re-read the model
+        config file) have finished; fail the test after `timeout_s`."""
+
+        def counted() -> int:
+            return sum(1 for number, read in self._finished if number > after and (read or not config_reads))
+
+        with self._changed:
+            if not self._changed.wait_for(lambda: counted() >= passes, timeout=timeout_s):
+                kind = "config re-reads" if config_reads else "polls"
+                raise AssertionError(f"{timeout_s:.0f} s passed with {counted()} of {passes} {kind} done")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import socket
-import time
 
 import numpy as np
 import pytest
@@ -59,17 +58,39 @@ def test_fast_path_scores_exactly_as_the_plain_path(client, feature_store, raw):
             assert np.isfinite([s for _, s in ranked]).all()
 
 
+class NoPredictClient:
+    """A client that records the Predict calls sent through it (and answers none)."""
+
+    def __init__(self) -> None:
+        self.predicts: list[dict] = []
+
+    def predict(self, columns: dict, *args, **kwargs):
+        self.predicts.append(columns)
+        raise AssertionError("Predict sent although the features could not be read")
+
+
 def test_rank_fails_fast_when_the_online_store_is_down(feature_store):
+    """The store's error reaches the caller at once: the ranker reads once (no retry), the read fails on the
+    refused connection (no timeout waited out), and no Predict is sent."""
+    import redis
+
     with socket.socket() as probe:  # bound, then closed: nothing listens there
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     redis_store = store.open_store(
         feature_store.repo_path, online_store={"type": "redis", "connection_string": f"127.0.0.1:{port}"}
     )
-    # Nothing listens on port 9 either: had a Predict been sent, it would fail with UNAVAILABLE instead.
-    with ServingClient("127.0.0.1:9", max_retries=0, timeout=1.0) as client:
-        ranker = Ranker(client, OnlineFeatureReader(redis_store, timeout_s=0.5))
-        started = time.monotonic()
-        with pytest.raises(OnlineStoreError, match=f"redis online store 127.0.0.1:{port} "):
-            ranker.rank("1", ["1", "2", "3"])
-    assert time.monotonic() - started < 1.0
+    reader = OnlineFeatureReader(redis_store, timeout_s=0.5)
+    reads: list[tuple[str, list[str]]] = []
+
+    def counted_reader(user_id: str, movie_ids: list[str]):
+        reads.append((user_id, movie_ids))
+        return reader(user_id, movie_ids)
+
+    client = NoPredictClient()
+    with pytest.raises(OnlineStoreError, match=f"redis online store 127.0.0.1:{port} ") as failure:
+        Ranker(client, counted_reader).rank("1", ["1", "2", "3"])
+    assert reads == [("1", ["1", "2", "3"])]
+    assert client.predicts == []
+    assert isinstance(failure.value.__cause__, redis.exceptions.ConnectionError)
+    assert not isinstance(failure.value.__cause__, redis.exceptions.TimeoutError)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import numpy as np
 
 from serving.client import ServingClient
 from serving.push import push
 from serving.sample_model import sample_columns
-from tests.serving.helpers import MODEL_NAME, local_only
+from tests.serving.helpers import MODEL_NAME, PollCounter, local_only
 from tests.serving.test_serving_server import states, wait_for
 
 pytestmark = local_only
@@ -99,10 +97,13 @@ def test_refused_labels_change_nothing(tmp_path, exports, start_server):
         assert {v: s for v, s in states(client).items() if v in (1, 2)} == {1: "AVAILABLE", 2: "AVAILABLE"}
         with ServingClient(address, MODEL_NAME, version_label="stable") as stable:
             assert stable.predict_versioned(columns)[1] == 1
-        # The policy still in force is specific [1, 2]: a new push is not loaded.
+        # The policy still in force is specific [1, 2]: a new push is not loaded, not by any poll after it.
+        polls = PollCounter(server)
+        pushed_at = polls.started
         push(exports.good[2.0], base)
-        time.sleep(0.5)
+        polls.wait(after=pushed_at, passes=3)  # passes that began after the push, and so listed version 3
         assert 3 not in server.manager.available_versions()
+        assert 3 not in states(client)  # not even tried: nothing LOADING or END
 
 
 def test_missing_versions_are_awaited_on_any_base_path(tmp_path, exports, start_server):
