@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dags.pipeline.run_dir import RunDir
 from deepfm_model.config import TrainConfig
@@ -172,34 +173,31 @@ class PipelineConfig:
             raise ConfigurationError(
                 f"`DEEPFM_SERVING_ADDRESSES` has an empty entry: {env['DEEPFM_SERVING_ADDRESSES']!r}"
             )
-        return cls(
-            home=home,
-            source=env.get("DEEPFM_SOURCE", "movielens"),
-            source_dir=path("DEEPFM_SOURCE_DIR"),
-            feature_repo=path("DEEPFM_FEATURE_REPO"),
-            data_cache=path("DEEPFM_DATA_CACHE"),
-            artifacts=path("DEEPFM_ARTIFACTS"),
-            model_base_path=path("DEEPFM_MODEL_BASE_PATH"),
-            auc_floor=float(env.get("DEEPFM_AUC_FLOOR", cls.auc_floor)),
-            auc_tolerance=float(env.get("DEEPFM_AUC_TOLERANCE", cls.auc_tolerance)),
-            epochs=int(env.get("DEEPFM_EPOCHS", cls.epochs)),
-            batch_size=int(env.get("DEEPFM_BATCH_SIZE", cls.batch_size)),
-            early_stopping_patience=int(env.get("DEEPFM_EARLY_STOPPING_PATIENCE", cls.early_stopping_patience)),
-            allow_signature_change=env.get("DEEPFM_ALLOW_SIGNATURE_CHANGE", "").lower() in ("1", "true", "yes"),
-            feast_project=env.get("DEEPFM_FEAST_PROJECT") or None,
-            online_store=online_store,
-            registry=registry,
-            offline_store=offline_store,
-            model_config_file=path("DEEPFM_MODEL_CONFIG_FILE"),
-            serving_addresses=addresses,
-            negatives_per_event=int(env.get("DEEPFM_NEGATIVES", cls.negatives_per_event)),
-            sampling_seed=int(env.get("DEEPFM_SAMPLING_SEED", cls.sampling_seed)),
-            max_sampled_rows=_optional_int(env.get("DEEPFM_MAX_SAMPLED_ROWS", str(cls.max_sampled_rows))),
-            ndcg_tolerance=float(env.get("DEEPFM_NDCG_TOLERANCE", cls.ndcg_tolerance)),
-            ranking_max_users=_optional_int(env.get("DEEPFM_RANKING_MAX_USERS", str(cls.ranking_max_users))),
-            ranking_max_pairs=int(env.get("DEEPFM_RANKING_MAX_PAIRS", cls.ranking_max_pairs)),
-            settings=settings,
-        )
+        numbers = _numbers(env)
+        try:
+            return cls(
+                home=home,
+                source=choice("DEEPFM_SOURCE", SOURCES),
+                source_dir=path("DEEPFM_SOURCE_DIR"),
+                feature_repo=path("DEEPFM_FEATURE_REPO"),
+                data_cache=path("DEEPFM_DATA_CACHE"),
+                artifacts=path("DEEPFM_ARTIFACTS"),
+                model_base_path=path("DEEPFM_MODEL_BASE_PATH"),
+                allow_signature_change=env.get("DEEPFM_ALLOW_SIGNATURE_CHANGE", "").lower() in ("1", "true", "yes"),
+                feast_project=env.get("DEEPFM_FEAST_PROJECT") or None,
+                online_store=online_store,
+                registry=registry,
+                offline_store=offline_store,
+                model_config_file=path("DEEPFM_MODEL_CONFIG_FILE"),
+                serving_addresses=addresses,
+                settings=settings,
+                **numbers,
+            )
+        except ConfigurationError:
+            raise
+        except ValueError as error:  # a number the config refuses: name the variable it came from
+            named = [f"`{variable}`" for variable, (name, _) in NUMBER_VARIABLES.items() if f"`{name}" in str(error)]
+            raise ConfigurationError(f"{error} (from {', '.join(named) or 'the environment'})") from error
 
     def ranking_users(self, catalogue_size: int) -> int:
         """How many test-window users the full-catalogue evaluation ranks at most, on a catalogue of this size."""
@@ -245,6 +243,40 @@ class PipelineConfig:
         from feature_repo import movielens
 
         return movielens.load(self.data_cache)
+
+
+# Numeric settings: variable -> (field, how its value is read). `from_env` reads them; an error names the variable.
+NUMBER_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "DEEPFM_AUC_FLOOR": ("auc_floor", float),
+    "DEEPFM_AUC_TOLERANCE": ("auc_tolerance", float),
+    "DEEPFM_EPOCHS": ("epochs", int),
+    "DEEPFM_BATCH_SIZE": ("batch_size", int),
+    "DEEPFM_EARLY_STOPPING_PATIENCE": ("early_stopping_patience", int),
+    "DEEPFM_NEGATIVES": ("negatives_per_event", int),
+    "DEEPFM_SAMPLING_SEED": ("sampling_seed", int),
+    "DEEPFM_MAX_SAMPLED_ROWS": ("max_sampled_rows", lambda value: _optional_int(value)),  # `none`: no cap
+    "DEEPFM_NDCG_TOLERANCE": ("ndcg_tolerance", float),
+    "DEEPFM_RANKING_MAX_USERS": ("ranking_max_users", lambda value: _optional_int(value)),
+    "DEEPFM_RANKING_MAX_PAIRS": ("ranking_max_pairs", int),
+}
+
+
+def _numbers(env: Mapping[str, str]) -> dict[str, Any]:
+    """The numeric fields set in `env` (`NUMBER_VARIABLES`); unset ones keep the dataclass default.
+
+    Raises:
+        ConfigurationError: a value that is not a number; the message names the variable.
+    """
+    numbers = {}
+    for variable, (name, convert) in NUMBER_VARIABLES.items():
+        if variable in env:
+            try:
+                numbers[name] = convert(env[variable])
+            except ValueError:
+                raise ConfigurationError(
+                    f"`{variable}` must be a number. Received: `{variable}={env[variable]!r}`"
+                ) from None
+    return numbers
 
 
 def _optional_int(value: str) -> int | None:

@@ -68,7 +68,7 @@ def test_every_deepfm_variable_of_compose_changes_the_config() -> None:
         ({"DEEPFM_REGISTRY_URL": None}, "DEEPFM_REGISTRY_URL"),  # the sql registry without its URL
         ({"DEEPFM_REGISTRY_URL": ""}, "DEEPFM_REGISTRY_URL"),
         ({"DEEPFM_SERVING_ADDRESSES": "tf-serving:8500,"}, "DEEPFM_SERVING_ADDRESSES"),
-        ({"DEEPFM_SOURCE": "movielens-other"}, "`source` must be one of"),
+        ({"DEEPFM_SOURCE": "movielens-other"}, "`DEEPFM_SOURCE` must be one of"),
     ],
 )
 def test_a_refused_value_of_a_compose_variable_raises_naming_the_setting(change: dict, message: str) -> None:
@@ -107,7 +107,11 @@ def test_defaults_are_the_embedded_deployment() -> None:
         ({"DEEPFM_FEAST_REGISTRY": "etcd"}, "DEEPFM_FEAST_REGISTRY"),
         ({"DEEPFM_FEAST_OFFLINE_STORE": "{not json"}, "DEEPFM_FEAST_OFFLINE_STORE"),
         ({"DEEPFM_SERVING_ADDRESSES": "a:1,,b:2"}, "DEEPFM_SERVING_ADDRESSES"),
-        ({"DEEPFM_SOURCE": "kafka"}, "source"),
+        ({"DEEPFM_SOURCE": "kafka"}, "`DEEPFM_SOURCE` must be one of"),
+        ({"DEEPFM_NEGATIVES": "eight"}, "`DEEPFM_NEGATIVES` must be a number"),
+        ({"DEEPFM_NEGATIVES": "-1"}, "negatives_per_event` must not be negative.*from `DEEPFM_NEGATIVES`"),
+        ({"DEEPFM_RANKING_MAX_PAIRS": "0"}, "from `DEEPFM_RANKING_MAX_PAIRS`"),
+        ({"DEEPFM_AUC_FLOOR": "high"}, "`DEEPFM_AUC_FLOOR` must be a number"),
     ],
 )
 def test_a_bad_setting_is_refused_by_name(env: dict, message: str) -> None:
