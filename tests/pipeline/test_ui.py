@@ -340,3 +340,17 @@ def test_every_make_target_and_the_tests_use_the_plugins_folder() -> None:
         "AIRFLOW__CORE__PLUGINS_FOLDER: /opt/deepfm/dags/plugins"
         in (PROJECT_ROOT / "docker" / "compose.yaml").read_text()
     )
+
+
+def test_the_dashboard_says_how_to_start_a_serving_tier_when_no_replica_answers(config, client) -> None:
+    def nothing_serves() -> dict:
+        status = ui_runs.serving()
+        status["replicas"] = [replica for replica in status["replicas"] if not replica["reachable"]]
+        return status
+
+    app = ui.create_app(require_login=lambda: None)
+    app.dependency_overrides |= {ui.get_config: lambda: config, ui.get_dag_runs: ui_runs.dag_runs,
+                                 ui.get_serving: nothing_serves, ui.get_run_ds: lambda: None}  # fmt: skip
+    page = TestClient(app).get("/").text
+    assert 'data-testid="start-serving"' in page and "make serve" in page
+    assert 'data-testid="start-serving"' not in client.get("/").text  # one replica answers: no hint
