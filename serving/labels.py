@@ -283,10 +283,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "set" and args.version is None:
         parser.error("set needs a LABEL and a VERSION")
     path = ensure_model_config(args.base_path, args.model_name, args.config_file)
-    if args.command == "set":
-        set_label(args.base_path, args.model_name, args.label, args.version, args.config_file)
-    elif args.command == "rollback":
-        rollback(args.base_path, args.model_name, args.label, args.version, config_path=args.config_file)
+    try:
+        if args.command == "set":
+            set_label(args.base_path, args.model_name, args.label, args.version, args.config_file)
+        elif args.command == "rollback":
+            rollback(args.base_path, args.model_name, args.label, args.version, config_path=args.config_file)
+    except ValueError as error:  # a version not on disk, nothing to roll back to: said, the config unchanged
+        parser.exit(1, f"{parser.prog} {args.command}: {error}\n")
     policy = read_version_config(args.base_path, args.model_name, args.config_file)
     print(f"{path}: {policy}")
 
