@@ -121,7 +121,13 @@ def test_changed_serving_signature_is_rejected(prepared: pipeline.PipelineConfig
     assert pipeline.push(permissive, other_ds)["model_version"] is None
     assert pipeline.serving_version(permissive) == version
 
-    deliberate = dataclasses.replace(permissive, allow_signature_change=True)
+    # The switch as a deployment sets it: from the environment, the rest of the run's settings alike.
+    env = {"DEEPFM_HOME": str(permissive.home), "DEEPFM_SOURCE": "synthetic", "DEEPFM_AUC_FLOOR": "0",
+           "DEEPFM_FEATURE_REPO": str(permissive.feature_repo), "DEEPFM_EPOCHS": "1", "DEEPFM_BATCH_SIZE": "512"}  # fmt: skip
+    assert pipeline.PipelineConfig.from_env(env) == permissive
+    assert pipeline.bless(pipeline.PipelineConfig.from_env({**env, "DEEPFM_ALLOW_SIGNATURE_CHANGE": "no"}),
+                          other_ds)["blessed"] is False  # fmt: skip
+    deliberate = pipeline.PipelineConfig.from_env({**env, "DEEPFM_ALLOW_SIGNATURE_CHANGE": "1"})
     allowed = pipeline.bless(deliberate, other_ds)
     assert allowed["blessed"] is True and "not compared" in allowed["reason"], allowed
     assert allowed["signature_changed"] == blessing["signature_changed"] and allowed["serving_auc"] is None
