@@ -28,6 +28,8 @@ RECBOLE_WHEEL = "recbole-1.2.1-py3-none-any.whl"
 RECBOLE_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
 RECBOLE_PREFIX = "recbole/dataset_example/ml-100k/ml-100k"
 PYPI_SIMPLE = "https://pypi.org/simple"
+# Each archive the cache may hold: file name -> (hash algorithm, expected digest).
+CHECKSUMS = {"ml-100k.zip": ("md5", GROUPLENS_MD5), RECBOLE_WHEEL: ("sha256", RECBOLE_SHA256)}
 GENRE_NAMES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
@@ -49,37 +51,46 @@ def _recbole_wheel_url(index: str, timeout: float) -> str:
     raise RuntimeError(f"{RECBOLE_WHEEL} is not listed on {index}")
 
 
-def fetch(cache_dir: Path, index: str = PYPI_SIMPLE, timeout: float = 60.0) -> Path:
+def fetch(
+    cache_dir: Path,
+    index: str = PYPI_SIMPLE,
+    timeout: float = 60.0,
+    grouplens_url: str = GROUPLENS_URL,
+    checksums: dict[str, tuple[str, str]] = CHECKSUMS,
+) -> Path:
     """Download MovieLens-100K into `cache_dir` unless a verified copy is there; return the archive path.
 
     Args:
         cache_dir: ignored folder that keeps the verified archive.
-        index: PyPI simple index used when GroupLens is unreachable.
+        index: PyPI simple index used when GroupLens is unreachable or its file fails its checksum.
         timeout: seconds per network request.
+        grouplens_url: where GroupLens serves `ml-100k.zip`.
+        checksums: the digest each archive must have (`CHECKSUMS`); a mirror's tests pass their own.
 
     Returns:
         Path of the cached archive: `ml-100k.zip` (GroupLens) or the recbole wheel.
+
+    Raises:
+        RuntimeError: neither source gave a file with its checksum; nothing is cached.
     """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    for name, digest, algorithm in (
-        ("ml-100k.zip", GROUPLENS_MD5, "md5"),
-        (RECBOLE_WHEEL, RECBOLE_SHA256, "sha256"),
-    ):
+    for name, (algorithm, digest) in checksums.items():
         cached = cache_dir / name
         if cached.exists() and hashlib.new(algorithm, cached.read_bytes()).hexdigest() == digest:
             return cached
     try:
-        payload = _download(GROUPLENS_URL, timeout)
-        name, digest, algorithm = "ml-100k.zip", GROUPLENS_MD5, "md5"
-        if hashlib.md5(payload).hexdigest() != digest:
-            raise OSError(f"checksum mismatch for {GROUPLENS_URL}")
+        payload, name = _download(grouplens_url, timeout), "ml-100k.zip"
+        algorithm, digest = checksums[name]
+        if hashlib.new(algorithm, payload).hexdigest() != digest:
+            raise OSError(f"checksum mismatch for {grouplens_url}")
     except OSError as error:
         logger.info("GroupLens unusable (%s); taking MovieLens-100K from the recbole wheel on PyPI", error)
         url = _recbole_wheel_url(index, timeout)
-        payload, name, digest, algorithm = _download(url, timeout), RECBOLE_WHEEL, RECBOLE_SHA256, "sha256"
-        actual = hashlib.sha256(payload).hexdigest()
+        payload, name = _download(url, timeout), RECBOLE_WHEEL
+        algorithm, digest = checksums[name]
+        actual = hashlib.new(algorithm, payload).hexdigest()
         if actual != digest:
-            raise RuntimeError(f"Checksum mismatch for {name}: expected sha256 {digest}, got {actual}") from error
+            raise RuntimeError(f"Checksum mismatch for {name}: expected {algorithm} {digest}, got {actual}") from error
     partial = cache_dir / f"{name}.partial"
     partial.write_bytes(payload)
     partial.rename(cache_dir / name)
@@ -146,7 +157,11 @@ def _normalise(events: pd.DataFrame, users: pd.DataFrame, movies: pd.DataFrame) 
 
 def load(cache_dir: Path) -> RawData:
     """Fetch (if needed) and parse MovieLens-100K into `RawData`, events sorted by time."""
-    archive_path = fetch(cache_dir)
+    return parse(fetch(cache_dir))
+
+
+def parse(archive_path: Path) -> RawData:
+    """`RawData` of a fetched archive: GroupLens' `ml-100k.zip` or the recbole wheel (by its file name)."""
     with zipfile.ZipFile(archive_path) as archive:
         if archive_path.name == RECBOLE_WHEEL:
             return _parse_recbole(archive)
