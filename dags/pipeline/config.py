@@ -98,7 +98,7 @@ class PipelineConfig:
     max_sampled_rows: int | None = 4_000_000
     ndcg_tolerance: float = 0.01
     ranking_max_users: int | None = 2000
-    ranking_max_pairs: int = 4_000_000
+    ranking_max_pairs: int = 1_000_000
     settings: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
