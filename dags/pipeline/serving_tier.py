@@ -38,23 +38,36 @@ class ReplicaCheck:
     max_abs_diff: float
 
 
+class VersionFailedToLoad(RuntimeError):
+    """The server reports the version END with a load error: waiting longer would not change it."""
+
+
 def wait_available(client, version: int | None = None, deadline_s: float = 300.0) -> int:
-    """Poll one server until `version` (or, when `None`, any version) is AVAILABLE; return that version."""
+    """Poll one server until `version` (or, when `None`, any version) is AVAILABLE; return that version.
+
+    Raises:
+        VersionFailedToLoad: the server reports `version` END with an error (it never retries a failed load).
+        TimeoutError: not AVAILABLE by the deadline.
+    """
     from serving.client import ServingError
 
     deadline = time.monotonic() + deadline_s
     while True:
         try:
-            available = [s.version for s in client.model_status() if s.state == "AVAILABLE"]
+            statuses = client.model_status()
         except ServingError as error:
             if time.monotonic() > deadline:
                 raise
             logger.debug("%s not ready yet: %s", client.address, error)
-            available = []
+            statuses = []
+        available = [s.version for s in statuses if s.state == "AVAILABLE"]
         if version is None and available:
             return max(available)
         if version in available:
             return version
+        failed = [s for s in statuses if s.version == version and s.state == "END" and s.error_code]
+        if failed:
+            raise VersionFailedToLoad(f"version {version} failed to load: {failed[0].error_message}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"version {version} did not become AVAILABLE within {deadline_s:.0f} s")
         time.sleep(POLL_S)
@@ -87,7 +100,7 @@ def verify_replicas(
                 failures[address] = f"predictions {max_diff:.2e} away from the in-process model"
             else:
                 checks.append(ReplicaCheck(address, max_diff))
-        except (ServingError, TimeoutError) as error:
+        except (ServingError, TimeoutError, VersionFailedToLoad) as error:
             failures[address] = str(error).strip().splitlines()[0]
     if failures:
         raise ReplicaFailed(version, failures)

@@ -183,3 +183,64 @@ def test_verification_on_every_replica_moves_stable_and_a_failed_replica_retract
         assert pipeline.serving_version(config) == version
         with ServingClient(addresses[0], version_label="stable") as client:
             assert client.metadata().version == version
+
+
+def test_verification_fails_naming_the_replica_when_it_answers_differently_cannot_load_or_keeps_stable(
+    prepared: pipeline.PipelineConfig,
+) -> None:
+    """The three ways a healthy-looking replica fails verification: each retracts the version, `stable` stays, and
+    the reason names the replica and what went wrong; a version that cannot load fails as soon as it is reported."""
+    import time
+
+    from deepfm_model.predict import load_trained
+    from serving.labels import ensure_model_config
+    from serving.push import list_versions
+    from serving.server_process import server_process
+
+    permissive = dataclasses.replace(prepared, auc_floor=0.0, allow_signature_change=True)
+    with serving_tier(prepared.home, replicas=1) as addresses:
+        config = dataclasses.replace(permissive, serving_addresses=tuple(addresses))
+        _copy_run(config, "1998-02-05")
+        assert pipeline.bless(config, "1998-02-05")["blessed"] is True
+        pipeline.push(config, "1998-02-05")
+        stable = pipeline.verify_serving(config, "1998-02-05", deadline_s=120)["model_version"]
+
+        def attempt(ds: str, spoil=None, deadline_s: float = 120.0, **replace) -> tuple[ReplicaFailed, float]:
+            run = _copy_run(config, ds)
+            attempt_config = dataclasses.replace(config, **replace)
+            assert pipeline.bless(attempt_config, ds)["blessed"] is True
+            if spoil is not None:
+                spoil(run)
+            version = pipeline.push(attempt_config, ds)["model_version"]
+            began = time.monotonic()
+            with pytest.raises(ReplicaFailed) as failure:
+                pipeline.verify_serving(attempt_config, ds, deadline_s=deadline_s)
+            assert version not in list_versions(config.model_base_path, config.model_name)  # retracted
+            assert pipeline.serving_version(config) == stable  # `stable` unchanged
+            return failure.value, time.monotonic() - began
+
+        # 1. The replica answers, but not what the in-process model computes.
+        def shift_a_weight(run: Path) -> None:
+            trained = load_trained(run / "model")
+            bias = trained.model.get_layer("pick_mix").weights[-1]
+            bias.assign(bias.numpy() + 1.0)
+            trained.save(run / "model")
+
+        differs, _ = attempt("1998-02-06", shift_a_weight)
+        assert "away from the in-process model" in differs.failures[addresses[0]]
+
+        # 2. The pushed version cannot load: the server reports it END with the error; no wait for the deadline.
+        def corrupt(run: Path) -> None:
+            (run / "model" / "export" / "saved_model.pb").write_bytes(b"not a SavedModel")
+
+        unloadable, seconds = attempt("1998-02-07", corrupt, deadline_s=120)
+        assert "failed to load" in unloadable.failures[addresses[0]] and seconds < 60, (unloadable, seconds)
+
+        # 3. A replica that never re-reads the model config: `stable` does not move there in time.
+        frozen_config = ensure_model_config(config.model_base_path, config.model_name, config.model_config_file)
+        flags = ["--model-config-file", str(frozen_config), "--poll-interval-s", "0.5",
+                 "--model-config-file-poll-wait-seconds", "0"]  # fmt: skip
+        with server_process(config.model_base_path, flags=flags) as frozen:
+            stuck, _ = attempt("1998-02-08", deadline_s=10, serving_addresses=(addresses[0], frozen.address))
+        assert "label 'stable' not on version" in stuck.failures[frozen.address]
+        assert re.search(re.escape(frozen.address), str(stuck))
