@@ -305,7 +305,9 @@ def write_training_set(store: FeatureStore, events_path: Path, split_paths: tupl
                        chunk_rows: int = TRAINING_CHUNK_ROWS, sampled_path: Path | None = None) -> tuple[int, int, int]:  # fmt: skip
     """`training_frame` of every event in `events_path`, split by time into the (train, valid, test) files.
 
-    The events are read `chunk_rows` at a time, so memory holds one chunk's features however long the history.
+    Each chunk holds about `chunk_rows` entity rows, events and their sampled rows together (the events are read
+`chunk_rows / (1 + sampled rows per event)` at a time), so memory holds one chunk's features however long the
+history and however many rows are sampled per event.
     `events_path` must be sorted by event_timestamp, user_id, movie_id (`ingest.write_labelled_events`), the
     order `training_frame` gives each chunk, so the chunks follow one another and the files equal
     `split_by_time(training_frame(store, all events))`. The split sizes count events. With `sampled_path`
@@ -325,6 +327,8 @@ def write_training_set(store: FeatureStore, events_path: Path, split_paths: tupl
     sizes = split_sizes(events.metadata.num_rows)
     ends = np.cumsum(sizes)
     sampled = _sampled_by_range(sampled_path, chunk_rows) if sampled_path is not None else None
+    sampled_rows = pq.ParquetFile(sampled_path).metadata.num_rows if sampled_path is not None else 0
+    event_chunk = max(1, int(chunk_rows / (1 + sampled_rows / max(events.metadata.num_rows, 1))))
     if sampled is not None:
         next(sampled)
     schema = training_schema()
@@ -333,7 +337,7 @@ def write_training_set(store: FeatureStore, events_path: Path, split_paths: tupl
         staged = [stack.enter_context(staged_path(path)) for path in split_paths]
         writers = [stack.enter_context(pq.ParquetWriter(path, schema)) for path in staged]
         position = 0
-        for batch in events.iter_batches(batch_size=chunk_rows):
+        for batch in events.iter_batches(batch_size=event_chunk):
             chunk = batch.to_pandas()
             chunk[EVENT_POSITION] = np.arange(position, position + len(chunk), dtype=np.int64)
             chunk[PICKED] = 1

@@ -121,18 +121,23 @@ def test_a_large_snapshot_far_below_the_reference_fails_the_row_band(snapshot, t
     assert re.search(r"exact: expect_column_values_to_be_between\(column='rows', min_value=\d+", report.summary)
 
 
-def test_sampled_rows_go_to_their_events_split_in_any_chunking(feature_store, events, tmp_path):
+def test_sampled_rows_go_to_their_events_split_in_any_chunking(feature_store, events, tmp_path, monkeypatch):
     events_path = tmp_path / "events.parquet"
     events.sort_values(["event_timestamp", "user_id", "movie_id"]).to_parquet(events_path, index=False)
     catalogue = np.array(sorted(events["movie_id"].astype(str).unique()))
     record = write_sampled(events_path, catalogue, 2, 0, tmp_path / "sampled.parquet")
-    outputs = {}
+    outputs, retrieved = {}, []
+    retrieve = store.training_frame
+    monkeypatch.setattr(store, "training_frame", lambda *args: retrieved.append(len(args[1])) or retrieve(*args))
     for chunk_rows in (700, 1_000_000):
+        retrieved.clear()
         paths = tuple(tmp_path / f"{chunk_rows}-{name}.parquet" for name in SPLITS)
         written = store.write_training_set(feature_store, events_path, paths, chunk_rows=chunk_rows,
                                            sampled_path=tmp_path / "sampled.parquet")  # fmt: skip
         outputs[chunk_rows] = [pd.read_parquet(path) for path in paths]
         assert sum(written) == len(events) + record.rows
+        # A chunk holds about `chunk_rows` entity rows, its events' sampled rows counted (memory is per entity row).
+        assert max(retrieved) <= chunk_rows * 1.1 and (chunk_rows > sum(written) or len(retrieved) > 1)
     for small, whole in zip(outputs[700], outputs[1_000_000], strict=True):
         key = ["event_timestamp", "user_id", "movie_id", "picked"]
         pd.testing.assert_frame_equal(small.sort_values(key, kind="stable").reset_index(drop=True),
