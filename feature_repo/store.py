@@ -66,8 +66,9 @@ REPO_DIR = Path(__file__).resolve().parent
 CONFIG_FILE = "feature_store.yaml"
 PROFILE_VIEWS = (USER_PROFILE_VIEW, MOVIE_PROFILE_VIEW)
 TRAINING_COLUMNS = (*FEATURE_NAMES, EVENT_TIMESTAMP, RATING, LABEL, PICKED)
-# Events whose features `write_training_set` retrieves at a time. Each retrieval scans every view's source
-# (~5.7 s at 10M events), so chunks are large: a 1M-event chunk peaks ~2 GB above the process' base.
+# Entity rows (events and their sampled rows) whose features `write_training_set` retrieves at a time. Each
+# retrieval scans every view's source (~5.7 s at 10M events), so chunks are large: 1M rows peak ~2 GB above the
+# process' base.
 TRAINING_CHUNK_ROWS = 1_000_000
 PUSH_CHUNK_ROWS = 50_000  # rows per `FeatureStore.push` call
 
