@@ -1,8 +1,8 @@
 """The fast online read of ranking: one user's rows read once per call, the movies' rows kept in process.
 
 `OnlineFeatureReader(store)(user_id, movie_ids)` returns what `store.online_features(store, user_id, movie_ids)`
-returns (the read the pipeline's skew check verifies), as columns instead of a frame, and is what
-`serving.ranking.Ranker` takes as its feature reader:
+returns, as columns instead of a frame; it is what `serving.ranking.Ranker` takes as its feature reader and what the
+pipeline's skew check (`skew.skew_report`) reads and verifies against the offline join:
 
     reader = OnlineFeatureReader(open_store("feature_repo"))
     Ranker(client, reader).rank("196", ["242", "302"])
@@ -58,7 +58,7 @@ from deepfm_model.spec.features import (
     USER_KEY,
     Kind,
 )
-from feature_repo.store import _service_plan  # the service's views by join key, as training reads them
+from feature_repo.store import service_plan  # the service's views by join key, as training reads them
 from feature_repo.transformations import AFFINITY_FEATURE, affinity_values, genre_indicators, per_genre
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class OnlineFeatureReader:
         self._config = _with_timeouts(store.config, timeout_s)
         self._provider = get_provider(self._config)  # its own connection, with the deadline above
         self.store_name = describe_online_store(self._config)
-        groups, on_demand = _service_plan(store, store.get_feature_service(service_name))
+        groups, on_demand = service_plan(store, store.get_feature_service(service_name))
         unsupported = sorted({view.name for view in on_demand} - {GENRE_AFFINITY_VIEW})
         if unsupported:
             raise ValueError(f"On-demand views {unsupported} of `{service_name}` have no online-reader implementation")

@@ -2,8 +2,10 @@
 
 After materialization, the online store must serve for each (user, movie) exactly what the offline store's
 point-in-time join gives as of the same instant; on-demand features included, since both sides run the same
-transformation. `skew_report` samples pairs, reads both sides through the feature service and counts the
-differences per feature. A DAG task runs it after `update_feature_store` and fails on `ok == False`.
+transformation. `skew_report` samples pairs, reads the online side through the read ranking serves
+(`online_reader.OnlineFeatureReader`, one call per user as `rank` makes it) and the offline side through the
+feature service's point-in-time join, and counts the differences per feature. A DAG task runs it after
+`update_feature_store` and fails on `ok == False`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from deepfm_model.spec.features import (
 )
 from deepfm_model.spec.files import to_python
 from feature_repo import store as feature_store
+from feature_repo.online_reader import OnlineFeatureReader
 
 NUMERIC_TOLERANCE = 1e-9  # relative; both sides read the same float64 values, so only rounding may differ
 EXAMPLES = 5  # mismatching pairs quoted per feature
@@ -58,7 +61,7 @@ def skew_report(store: FeatureStore, sample_size: int, as_of: dt.datetime | pd.T
     pairs = pd.DataFrame(
         {USER_KEY: rng.choice(users, sample_size), MOVIE_KEY: rng.choice(movies, sample_size)}
     ).drop_duplicates(ignore_index=True)
-    online = feature_store.online_frame(store, pairs)
+    online = _served(store, pairs)
     offline_rows = pairs.assign(**{EVENT_TIMESTAMP: as_of, RATING: 0, LABEL: 0})
     offline = feature_store.training_frame(store, offline_rows)
     offline = pairs.merge(offline, on=[USER_KEY, MOVIE_KEY], how="left", validate="one_to_one")
@@ -113,3 +116,12 @@ def _plain(value: Any) -> Any:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
     return to_python(value)
+
+
+def _served(store: FeatureStore, pairs: pd.DataFrame) -> pd.DataFrame:
+    """The features ranking would send for each pair, in the pairs' order: one reader call per user."""
+    reader = OnlineFeatureReader(store, timeout_s=None)
+    parts = []
+    for user_id, group in pairs.groupby(USER_KEY, sort=False):
+        parts.append(pd.DataFrame(reader(user_id, group[MOVIE_KEY].tolist()), index=group.index))
+    return pd.concat(parts).loc[pairs.index].reset_index(drop=True)

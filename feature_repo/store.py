@@ -228,7 +228,7 @@ def training_frame(store: FeatureStore, events: pd.DataFrame) -> pd.DataFrame:
     extra = [column for column in events.columns if column not in TRAINING_COLUMNS]
     events[EVENT_TIMESTAMP] = pd.to_datetime(events[EVENT_TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
     frame = events
-    groups, on_demand = _service_plan(store, service)
+    groups, on_demand = service_plan(store, service)
     for keys, refs in groups.items():
         entity_df = events[[*keys, EVENT_TIMESTAMP]].drop_duplicates(ignore_index=True)
         with warnings.catch_warnings():
@@ -385,7 +385,7 @@ def training_schema():
     return pa.schema([(name, types[name]) for name in TRAINING_COLUMNS])
 
 
-def _service_plan(
+def service_plan(
     store: FeatureStore, service: FeatureService
 ) -> tuple[dict[tuple[str, ...], list[str]], list[OnDemandFeatureView]]:
     """What to retrieve for a service: batch references grouped by join keys, and its on-demand views.

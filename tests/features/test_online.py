@@ -85,3 +85,16 @@ def test_skew_report_names_a_planted_online_difference(raw, tmp_path):
     assert report["features"]["user_mean_rating"]["mismatches"] == report["pairs"]
     assert report["features"]["user_mean_rating"]["examples"][0]["online"] == 1.0
     assert report["features"]["movie_mean_rating"]["mismatches"] == 0
+
+
+def test_skew_report_verifies_the_read_ranking_serves(feature_store, monkeypatch):
+    """A fault in the served read's own logic (its copy of the on-demand formula) is a skew the check names."""
+    from feature_repo import online_reader
+    from feature_repo.transformations import AFFINITY_FEATURE
+
+    store.materialize(feature_store, last_data_day(DS), data_cutoff(DS))
+    formula = online_reader.affinity_values
+    monkeypatch.setattr(online_reader, "affinity_values", lambda *args: formula(*args) + 1.0)
+    report = skew_report(feature_store, sample_size=20, as_of=NOW)
+    assert not report["ok"] and report["features"][AFFINITY_FEATURE]["mismatches"] == report["pairs"]
+    assert report["features"]["user_mean_rating"]["mismatches"] == 0
