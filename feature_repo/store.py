@@ -306,18 +306,18 @@ def write_training_set(store: FeatureStore, events_path: Path, split_paths: tupl
                        chunk_rows: int = TRAINING_CHUNK_ROWS, sampled_path: Path | None = None) -> tuple[int, int, int]:  # fmt: skip
     """`training_frame` of every event in `events_path`, split by time into the (train, valid, test) files.
 
-    Each chunk holds about `chunk_rows` entity rows, events and their sampled rows together (the events are read
-`chunk_rows / (1 + sampled rows per event)` at a time), so memory holds one chunk's features however long the
-history and however many rows are sampled per event.
-    `events_path` must be sorted by event_timestamp, user_id, movie_id (`ingest.write_labelled_events`), the
-    order `training_frame` gives each chunk, so the chunks follow one another and the files equal
-    `split_by_time(training_frame(store, all events))`. The split sizes count events. With `sampled_path`
-    (`negatives.write_sampled`: rows ordered by `event_position`), each chunk's sampled rows are retrieved with
-    it and go to the split of their event, in time order among its rows. Each file is written under a temporary
-    name and renamed.
+        Each chunk holds about `chunk_rows` entity rows, events and their sampled rows together (the events are read
+    `chunk_rows / (1 + sampled rows per event)` at a time), so memory holds one chunk's features however long the
+    history and however many rows are sampled per event.
+        `events_path` must be sorted by event_timestamp, user_id, movie_id (`ingest.write_labelled_events`), the
+        order `training_frame` gives each chunk, so the chunks follow one another and the files equal
+        `split_by_time(training_frame(store, all events))`. The split sizes count events. With `sampled_path`
+        (`negatives.write_sampled`: rows ordered by `event_position`), each chunk's sampled rows are retrieved with
+        it and go to the split of their event, in time order among its rows. Each file is written under a temporary
+        name and renamed.
 
-    Returns:
-        Rows written to (train, valid, test), sampled rows included.
+        Returns:
+            Rows written to (train, valid, test), sampled rows included.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
