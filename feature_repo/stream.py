@@ -22,6 +22,7 @@ online: what pushing every event in time order leaves there. The nightly DAG doe
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     refused = written = 0
     batch: list[object] = []
     with lines:
-        for record in [*_records(lines), None]:
+        for record in itertools.chain(_records(lines), [None]):  # lazily: each batch is pushed as it fills
             if record is not None:
                 batch.append(record)
             if batch and (record is None or len(batch) >= args.batch):

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -117,3 +118,22 @@ def test_command_line_replays_then_pushes_json_lines(raw, tmp_path):
     assert "`rating` must be from 1 to 5" in outputs[0]["refused"]
     assert "not JSON" in outputs[1]["refused"]
     assert outputs[-1] == {"written": 1, "refused": 2}
+
+    # A long-running pusher on a pipe writes each event as it arrives, not at the end of its input.
+    pusher = subprocess.Popen([*command, "push", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                              text=True)  # fmt: skip
+    try:
+        events = stream.EventStream(store.open_store(repo))
+        before = events.online_state(["7"])["user_fresh_count"].item()
+        pusher.stdin.write(json.dumps(event("7", when="1998-01-20T11:00Z")) + "\n")
+        pusher.stdin.flush()
+        deadline = time.monotonic() + 120
+        while events.online_state(["7"])["user_fresh_count"].item() == before:
+            assert pusher.poll() is None and time.monotonic() < deadline, (
+                "the event was not pushed while the pipe was open"
+            )
+            time.sleep(0.2)
+    finally:
+        pusher.stdin.close()
+        assert pusher.wait(timeout=120) == 0
+    assert json.loads(pusher.stdout.read().strip().splitlines()[-1]) == {"written": 1, "refused": 0}
