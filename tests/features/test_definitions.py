@@ -100,3 +100,14 @@ def test_split_by_time_follows_the_protocol(training):
 def test_every_spec_feature_has_a_view():
     served = {f.name for fv in (*FEATURE_VIEWS, genre_affinity_odfv) for f in fv.features}
     assert {f.name for f in FEATURES if f.view is not None} == served - set(features.USER_FRESH_STATE_COLUMNS)
+
+
+def test_feast_apply_parses_the_definitions_alone():
+    """`.feastignore` lists every module but `definitions.py`: `feast apply` must not import the pipeline's code."""
+    from pathlib import Path
+
+    repo = Path(definitions.__file__).parent
+    ignored = {line.strip() for line in (repo / ".feastignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}  # fmt: skip
+    modules = {path.name for path in repo.glob("*.py")} - {"definitions.py", "__init__.py"}
+    assert modules <= ignored, f"not in feature_repo/.feastignore: {sorted(modules - ignored)}"
