@@ -83,7 +83,7 @@ class PipelineConfig:
     model_name: str = "deepfm"
     auc_floor: float = 0.6
     auc_tolerance: float = 0.01
-    epochs: int = 10
+    epochs: int = TrainConfig.epochs
     batch_size: int = TrainConfig.batch_size
     early_stopping_patience: int = TrainConfig.early_stopping_patience
     allow_signature_change: bool = False
