@@ -32,14 +32,13 @@ import keras
 
 from deepfm_model.config import ModelConfig
 from deepfm_model.layers import MLP, FieldEmbedding, FirstOrder, FMInteraction
+from deepfm_model.spec.serving import LIKE, PICK, PROBABILITY
 
 CATEGORICAL_INPUT = "categorical"
 MULTI_CATEGORICAL_INPUT = "multi_categorical"
 NUMERIC_INPUT = "numeric"
 PRIOR_INPUT = "prior"  # (batch, 1): the pick head's fixed offset, `preprocessing`'s log of the recent share
-OUTPUT_NAME = "probability"
-PICK_OUTPUT = "pick"
-LIKE_OUTPUT = "like"
+OUTPUT_NAME, PICK_OUTPUT, LIKE_OUTPUT = PROBABILITY, PICK, LIKE
 
 
 def build_model(

@@ -26,10 +26,11 @@ import pandas as pd
 from keras import ops
 
 from deepfm_model.spec import features as spec
+from deepfm_model.spec.serving import LIKE, PICK, PROBABILITY
 
 NOT_PICKED = -1.0  # the target of a sampled row
 # Columns of the model's output: `probability` alone (one head), or `probability, pick, like` (two heads).
-OUTPUT_COLUMNS = {False: ("probability",), True: ("probability", "pick", "like")}
+OUTPUT_COLUMNS = {False: (PROBABILITY,), True: (PROBABILITY, PICK, LIKE)}
 
 
 def training_target(frame: pd.DataFrame) -> np.ndarray:

@@ -17,9 +17,9 @@ from deepfm_model.model import OUTPUT_NAME
 from deepfm_model.objectives import OUTPUT_COLUMNS, training_target
 from deepfm_model.preprocessing import PREPROCESSING_FILE, FeaturePreprocessor, check_frame, frame_to_raw
 from deepfm_model.spec import features as spec
+from deepfm_model.spec.serving import SIGNATURE_KEY
 
 MODEL_FILE = "model.keras"
-SIGNATURE_KEY = "serving_default"
 PREPROCESS_ROWS = 262_144  # rows `predict_frame` preprocesses at a time: memory holds their model inputs
 
 

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from deepfm_model.spec import files
+from deepfm_model.spec.serving import SIGNATURE_KEY
 from serving.server_process import ROOT, server_process
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def measure_encoding(columns: dict[str, np.ndarray], number: int) -> dict[str, f
     from serving import wire
     from serving.client import PROBABILITY_OUTPUT, encode_predict_request, serialize_tensor, to_feature_columns
 
-    spec = wire.ModelSpec(name=MODEL_NAME, signature_name="serving_default")
+    spec = wire.ModelSpec(name=MODEL_NAME, signature_name=SIGNATURE_KEY)
     converted = to_feature_columns(columns)
 
     def ours():
@@ -122,7 +123,7 @@ def measure_encoding(columns: dict[str, np.ndarray], number: int) -> dict[str, f
 
     def theirs():
         request = predict_pb2.PredictRequest()
-        request.model_spec.name, request.model_spec.signature_name = MODEL_NAME, "serving_default"
+        request.model_spec.name, request.model_spec.signature_name = MODEL_NAME, SIGNATURE_KEY
         for name, values in converted.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(values))
         request.output_filter.append(PROBABILITY_OUTPUT)
@@ -257,7 +258,7 @@ def real_export_problem() -> str | None:
 
     from deepfm_model.spec.features import FEATURE_NAMES
 
-    signature = loader_impl.parse_saved_model(str(REAL_EXPORT)).meta_graphs[0].signature_def["serving_default"]
+    signature = loader_impl.parse_saved_model(str(REAL_EXPORT)).meta_graphs[0].signature_def[SIGNATURE_KEY]
     if set(signature.inputs) != set(FEATURE_NAMES):
         return (f"{REAL_EXPORT} predates the feature spec (its signature lacks "
                 f"{sorted(set(FEATURE_NAMES) - set(signature.inputs))}, has extra "

@@ -28,14 +28,14 @@ import grpc
 import numpy as np
 
 from deepfm_model.spec import features as fs
+from deepfm_model.spec.serving import PROBABILITY, SIGNATURE_KEY
 from serving import wire
 from serving.errors import InputError, ServingError
 from serving.inputs import to_feature_columns
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
-PROBABILITY_OUTPUT = "probability"
+DEFAULT_SIGNATURE, PROBABILITY_OUTPUT = SIGNATURE_KEY, PROBABILITY
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 _NUMPY_TO_DATA_TYPE = {

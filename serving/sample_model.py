@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from deepfm_model.spec import features as fs
+from deepfm_model.spec.serving import SIGNATURE_KEY
 
 WARMUP_RECORDS = 2  # how many times `save_sample_model` writes its warm-up request
 
@@ -84,7 +85,7 @@ def save_sample_model(
             return {"probability": tf.sigmoid(logit), "logit": logit}
 
     module = TinyRanker(bias)
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve.get_concrete_function()})
+    tf.saved_model.save(module, str(path), signatures={SIGNATURE_KEY: module.serve.get_concrete_function()})
     if warmup is not None:
         (path / WARMUP_FILE).parent.mkdir()
         request = predict_pb2.PredictRequest()

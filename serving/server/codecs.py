@@ -11,9 +11,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
+from deepfm_model.spec.serving import SIGNATURE_KEY
 from serving.server.signatures import LoadedVersion
 
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = SIGNATURE_KEY
 
 
 class RequestError(Exception):
