@@ -48,7 +48,7 @@ from deepfm_model.spec.raw_data import EVENT_COLUMNS, MOVIE_COLUMNS, USER_COLUMN
 
 TABLES = ("events", "users", "movies")
 COLUMNS = {"events": EVENT_COLUMNS, "users": USER_COLUMNS, "movies": MOVIE_COLUMNS}
-SAMPLE_ROWS = 5  # rows quoted per failed check
+QUOTED_ROWS = 5  # rows quoted per failed check
 MEMORY_LIMIT = "3GB"  # DuckDB's working memory per connection; beyond it, DuckDB spills to disk
 THREADS = 2
 
@@ -228,18 +228,18 @@ def _schema_problems(con: duckdb.DuckDBPyConnection) -> list[str]:
             if kind is None or kind in allowed or kind.split("(")[0] in allowed:
                 continue
             values = [v for (v,) in con.execute(f"SELECT DISTINCT {_name(column)} FROM raw_{table} "
-                                                f"WHERE {_name(column)} IS NOT NULL LIMIT {SAMPLE_ROWS}").fetchall()]  # fmt: skip
+                                                f"WHERE {_name(column)} IS NOT NULL LIMIT {QUOTED_ROWS}").fetchall()]  # fmt: skip
             problems.append(f"{table}.{column}: has type {kind}, must be one of {list(allowed)}; e.g. {values!r}")
     return problems
 
 
 def _rows_where(con: duckdb.DuckDBPyConnection, table: str, column: str, condition: str, what: str) -> str | None:
-    """A problem line when rows of `table` meet `condition`: their count and up to `SAMPLE_ROWS` of them."""
+    """A problem line when rows of `table` meet `condition`: their count and up to `QUOTED_ROWS` of them."""
     count = con.execute(f"SELECT count(*) FROM {table} WHERE {condition}").fetchone()[0]
     if not count:
         return None
     total = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    sample = _records(con.execute(f"SELECT * FROM {table} WHERE {condition} LIMIT {SAMPLE_ROWS}"))
+    sample = _records(con.execute(f"SELECT * FROM {table} WHERE {condition} LIMIT {QUOTED_ROWS}"))
     return f"{table}.{column}: {count} of {total} rows {what}, e.g. {sample}"
 
 
@@ -249,7 +249,7 @@ def _repeated(con: duckdb.DuckDBPyConnection, table: str, key: tuple[str, ...]) 
     count = con.execute(f"SELECT count(*), coalesce(sum(times), 0) FROM ({query})").fetchone()
     if not count[0]:
         return None
-    sample = _records(con.execute(f"{query} ORDER BY times DESC, {columns} LIMIT {SAMPLE_ROWS}"))
+    sample = _records(con.execute(f"{query} ORDER BY times DESC, {columns} LIMIT {QUOTED_ROWS}"))
     what = "rows repeat" if len(key) == 1 else "events repeat"
     return f"{table}.{', '.join(key)}: {count[0]} keys in {count[1]} {what}, e.g. {sample}"
 
