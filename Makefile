@@ -35,7 +35,7 @@ data: install  ## fetch MovieLens-100K (checksum-verified) into data/movielens/
 	$(PY) -m feature_repo.movielens data/movielens
 
 demo: install data  ## the serving tier, one nightly DagRun through Airflow's scheduler, then rank over gRPC
-	$(PY) -m dags.pipeline.demo --ds $(DS)
+	$(PY) -m dags.ops.demo --ds $(DS)
 
 test: install chromium  ## the whole pytest suite
 	$(PY) -m pytest -q
@@ -82,7 +82,7 @@ ablation: install  ## after `make demo`: each part of the model's training remov
 	$(PY) -m dags.pipeline.ablation --ds $(DS) $(if $(VARIANTS),--variants $(VARIANTS))
 
 airflow: install data  ## Airflow UI on http://127.0.0.1:8080 (LocalExecutor, SQLite); prints the admin login; SCHEDULED=1 turns scheduled runs on
-	$(PY) -m dags.pipeline.airflow_stack --airflow-home $(AIRFLOW_HOME) --port 8080 $(if $(SCHEDULED),--scheduled-runs)
+	$(PY) -m dags.ops.airflow_stack --airflow-home $(AIRFLOW_HOME) --port 8080 $(if $(SCHEDULED),--scheduled-runs)
 
 backfill: install  ## with `make airflow` running: one run per day, FROM..TO inclusive, one at a time (unpauses the DAG)
 	$(VENV)/bin/airflow backfill create --dag-id deepfm_nightly --from-date $(FROM) --to-date $(TO) --max-active-runs 1

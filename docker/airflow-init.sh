@@ -3,7 +3,7 @@
 # Idempotent: every `docker compose up` runs it again.
 #   1. give the shared named volumes to the airflow user (Docker seeds a new volume from whichever image mounts it
 #      first, so its owner is not otherwise guaranteed);
-#   2. as that user, the deployment's own set-up, `python -m dags.pipeline.deploy_init` (the deploy test,
+#   2. as that user, the deployment's own set-up, `python -m dags.ops.deploy_init` (the deploy test,
 #      `make deploy-test`, runs the same module): the UI's password file from AIRFLOW_ADMIN_PASSWORD; TF Serving's
 #      model config (MODEL_CONFIG_SOURCE) installed as DEEPFM_MODEL_CONFIG_FILE only when absent, so an `up`
 #      never resets the labels the pipeline moves there, and each model's base path created; the Feast registry's
@@ -28,4 +28,4 @@ for folder in "${writable[@]}"; do
     chown airflow:airflow "${folder}"
 done
 
-HOME=/home/airflow exec setpriv --reuid=airflow --regid=airflow --init-groups -- python -m dags.pipeline.deploy_init
+HOME=/home/airflow exec setpriv --reuid=airflow --regid=airflow --init-groups -- python -m dags.ops.deploy_init

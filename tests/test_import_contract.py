@@ -3,6 +3,7 @@
 Read from the source with `ast`, every import counted (inside functions and `TYPE_CHECKING` blocks too):
 
 ```
+dags/ops/              runners (demo, Airflow)  -> dags.pipeline and anything below; nothing imports them
 dags/deepfm_nightly.py ... DAG files            -> dags.pipeline only
 dags/pipeline/         orchestration            -> anything below
 feature_repo/ | deepfm_model/ | serving/        -> deepfm_model.spec and themselves, never each other
@@ -31,6 +32,7 @@ LAYERS = {
     "feature_repo": "features",
     "serving": "serving",
     "dags.pipeline": "orchestration",
+    "dags.ops": "operations",
     "dags": "dag_files",
 }
 MAY_IMPORT = {
@@ -40,6 +42,7 @@ MAY_IMPORT = {
     "serving": {"spec"},
     "orchestration": {"spec", "model", "features", "serving"},
     "dag_files": {"orchestration"},
+    "operations": {"spec", "model", "features", "serving", "orchestration"},
 }
 
 

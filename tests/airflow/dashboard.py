@@ -15,7 +15,7 @@ import urllib.parse
 import warnings
 from pathlib import Path
 
-from dags.pipeline.airflow_stack import ADMIN_USERNAME, AirflowStack
+from dags.ops.airflow_stack import ADMIN_USERNAME, AirflowStack
 from dags.pipeline.run_dir import RunDir
 from tests.airflow.conftest import DAG_ID, RUN_TIMEOUT_S
 

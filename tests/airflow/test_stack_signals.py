@@ -1,6 +1,6 @@
 """`make airflow` stops cleanly: signals to the runner's process group, at any moment, leave no process behind.
 
-Real processes, no mocks. Each round starts `python -m dags.pipeline.airflow_stack` (through a one-line Makefile,
+Real processes, no mocks. Each round starts `python -m dags.ops.airflow_stack` (through a one-line Makefile,
 as `make airflow` does, or directly) in a session of its own, waits for a moment in its life (interpreter start-up,
 `airflow db migrate`, a component just spawned, the stack healthy), sends a burst of TERM, INT and HUP to its
 process group (the later ones land during the clean-up), and then checks that:
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from dags.pipeline.airflow_stack import free_port
+from dags.ops.airflow_stack import free_port
 from tests.e2e.conftest import PROJECT_ROOT, airflow_env
 
 pytestmark = [
@@ -145,7 +145,7 @@ def subreaper() -> Iterator[set[int]]:
 
 def start_runner(round_: Round, home: Path, port: int, output: Path) -> subprocess.Popen:
     """The runner as `make airflow` starts it (or directly), leading a session and process group of its own."""
-    command = [sys.executable, "-m", "dags.pipeline.airflow_stack", "--airflow-home", str(home), "--port", str(port)]
+    command = [sys.executable, "-m", "dags.ops.airflow_stack", "--airflow-home", str(home), "--port", str(port)]
     if round_.via_make:
         makefile = output.with_suffix(".mk")
         makefile.write_text(f"SHELL := /bin/bash\nairflow:\n\t{' '.join(command)}\n")

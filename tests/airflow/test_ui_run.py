@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dags.pipeline.airflow_stack import AirflowStack, StackConfig
+from dags.ops.airflow_stack import AirflowStack, StackConfig
 from tests.airflow import dashboard
 from tests.airflow.conftest import (
     DAG_ID,

@@ -30,8 +30,8 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import make_url
 
+from dags.ops.processes import session_members
 from dags.pipeline.config import PipelineConfig
-from dags.pipeline.processes import session_members
 from deepfm_model.spec.features import FEATURE_NAMES, MOVIE_KEY, USER_KEY
 from deepfm_model.spec.files import read_json, write_json
 from serving.inputs import to_feature_columns

@@ -69,7 +69,7 @@ def test_each_service_runs_composes_command(topology: ComposeTopology) -> None:
     for service in ("airflow-api-server", "airflow-scheduler", "airflow-worker", "airflow-worker-gpu"):
         compose_words = cf.as_list(topology.services[service]["command"])
         assert topology.command(service)[1 : 1 + len(compose_words)] == compose_words, service
-    assert topology.command("airflow-init")[1:] == ["-m", "dags.pipeline.deploy_init"]
+    assert topology.command("airflow-init")[1:] == ["-m", "dags.ops.deploy_init"]
     serving = [topology.command("tf-serving", replica) for replica in range(2)]
     flags = [dict(w.removeprefix("--").split("=", 1) for w in command[3:]) for command in serving]
     compose_flags = dict(w.removeprefix("--").split("=", 1) for w in topology.services["tf-serving"]["command"])

@@ -9,13 +9,13 @@ in here for what a container has:
 | `postgres`, `redis` | the servers already running (`tests/services.py`); compose's databases (`airflow`, `feast`) become databases of this run's own, Celery's Redis database one of its own (with a key prefix) |
 | service hostnames (`postgres`, `redis`, `airflow-api-server`, `tf-serving`) | 127.0.0.1 and each service's local ports |
 | a container's own network | fresh ports for what it listens on: its published ports, its health check's, Airflow's defaults (8974, 8793, 8794) |
-| a container's own hostname | its service name: the Celery node `<service>@<host>`, task instances' hostname via `dags.pipeline.hostname` |
+| a container's own hostname | its service name: the Celery node `<service>@<host>`, task instances' hostname via `dags.ops.hostname` |
 | a container's file system | `<root>/containers/<service>/`; its mounts are links there to the volume folders |
 | named volumes | `<root>/volumes/<name>/` (`airflow-logs` under the kept log folder) |
 | bind mounts | their sources in the checkout; a file that names container paths, a copy with them mapped |
 | the image's `ENV` (its Dockerfile) and code | the same variables, the image's folders mapped: /opt/deepfm the checkout, /opt/venv this venv, /opt/kernels the kernels built here |
 | entrypoint `airflow` | this venv's `airflow` |
-| entrypoint `deepfm-airflow-init` (`docker/airflow-init.sh`) | its step as the airflow user, `python -m dags.pipeline.deploy_init` (the `chown` before it has no use here) |
+| entrypoint `deepfm-airflow-init` (`docker/airflow-init.sh`) | its step as the airflow user, `python -m dags.ops.deploy_init` (the `chown` before it has no use here) |
 | `tf-serving` (`tensorflow_model_server`) | `replicas` `python -m serving.server` processes, each with compose's flags |
 
 Health checks: the HTTP ones (API server, scheduler, TF Serving's REST port) are made as compose makes them; for
@@ -33,16 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dags.pipeline.airflow_client import AirflowClient
-from dags.pipeline.hostname import worker_env
-from dags.pipeline.processes import Processes, StackError, free_port
+from dags.ops.airflow_client import AirflowClient
+from dags.ops.hostname import worker_env
+from dags.ops.processes import Processes, StackError, free_port
 from tests import compose as cf
 
 PROJECT_ROOT = cf.PROJECT_ROOT
 EXTERNAL = ("postgres", "redis")  # the servers already running here
 SERVING = "tf-serving"
 INIT_SCRIPT = PROJECT_ROOT / "docker" / "airflow-init.sh"
-INIT_MODULE = "dags.pipeline.deploy_init"
+INIT_MODULE = "dags.ops.deploy_init"
 # Where this checkout has what the Airflow images hold.
 IMAGE_PATHS = {
     "/opt/deepfm": PROJECT_ROOT,

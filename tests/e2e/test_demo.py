@@ -1,6 +1,6 @@
 """`make demo` on a team's own tables (`DEEPFM_SOURCE=parquet`): the run, then the list; a failed run says why.
 
-The demo is run as `make demo` runs it (`python -m dags.pipeline.demo`): its own serving tier, Airflow's scheduler
+The demo is run as `make demo` runs it (`python -m dags.ops.demo`): its own serving tier, Airflow's scheduler
 and REST API on the home, a real DagRun.
 """
 
@@ -28,7 +28,7 @@ def run_demo(home: Path) -> subprocess.CompletedProcess:
 
     write_config(home / "feature_repo")
     env = {key: value for key, value in airflow_env(home).items() if key != "DEEPFM_SERVING_ADDRESSES"}
-    command = [sys.executable, "-m", "dags.pipeline.demo", "--ds", SYNTHETIC_DS, "--user", "1",
+    command = [sys.executable, "-m", "dags.ops.demo", "--ds", SYNTHETIC_DS, "--user", "1",
                "--top-k", str(TOP_K), "--airflow-home", str(home / "airflow")]  # fmt: skip
     return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1500)
 

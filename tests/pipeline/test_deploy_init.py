@@ -1,4 +1,4 @@
-"""The deployment's one-shot set-up (`python -m dags.pipeline.deploy_init`, what docker/airflow-init.sh runs): the
+"""The deployment's one-shot set-up (`python -m dags.ops.deploy_init`, what docker/airflow-init.sh runs): the
 model config is installed only when absent, so no `up` resets a label; secrets stay readable by their owner only.
 
 The whole set-up (with `airflow db migrate` and the Feast registry database on Postgres) runs in the deploy test.
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from dags.pipeline.config import ConfigurationError
-from dags.pipeline.deploy_init import (
+from dags.ops.deploy_init import (
     create_model_base_paths,
     init_deployment,
     install_model_config,
     write_passwords_file,
 )
+from dags.pipeline.config import ConfigurationError
 from serving.labels import ensure_model_config, read_version_config, set_label
 
 SOURCE = Path(__file__).resolve().parents[2] / "serving" / "models.config"

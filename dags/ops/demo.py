@@ -40,7 +40,7 @@ def run_nightly(ds: str, serving_addresses: list[str], airflow_home: Path, timeo
     Raises:
         RuntimeError: the run did not succeed; the message names the tasks that did not and the log folder.
     """
-    from dags.pipeline.airflow_stack import AirflowStack, StackConfig
+    from dags.ops.airflow_stack import AirflowStack, StackConfig
 
     env = {**os.environ, "DEEPFM_SERVING_ADDRESSES": ",".join(serving_addresses)}
     config = StackConfig(airflow_home=airflow_home, log_dir=airflow_home / "logs" / "components")

@@ -10,16 +10,16 @@ Two shapes, chosen by `StackConfig`, not by code:
 - CeleryExecutor on Postgres with a Redis broker and one worker per queue set (what production runs).
 
 Authentication is Airflow 3.3's default, the simple auth manager: user `admin` with the `admin` role, its
-password in a passwords file this module writes. `python -m dags.pipeline.airflow_stack` starts the
+password in a passwords file this module writes. `python -m dags.ops.airflow_stack` starts the
 LocalExecutor stack for a person to click through (`make airflow`) and runs until TERM, INT or HUP.
 
-Stopping leaves no process behind, whatever signals arrive and whenever (`dags.pipeline.processes`): every
+Stopping leaves no process behind, whatever signals arrive and whenever (`dags.ops.processes`): every
 process the stack starts (components, one-shot commands like `airflow db migrate`) leads a session of its own;
 the runner's handlers only record a signal (`StopSignals`) and the stack's waits raise `StopRequested` at the next
 poll; `AirflowStack.stop` holds TERM, INT and HUP back while it TERMs each component's group and KILLs what is
 left in its session; each component gets TERM when the runner dies, even by SIGKILL.
 
-Importing this module does nothing. Celery workers import their `hostname_callable` from `dags.pipeline.hostname`.
+Importing this module does nothing. Celery workers import their `hostname_callable` from `dags.ops.hostname`.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from dags.pipeline.airflow_client import AirflowClient
-from dags.pipeline.hostname import worker_env
-from dags.pipeline.processes import Component, Processes, StopRequested, StopSignals, free_port
+from dags.ops.airflow_client import AirflowClient
+from dags.ops.hostname import worker_env
+from dags.ops.processes import Component, Processes, StopRequested, StopSignals, free_port
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dags.pipeline.processes import StackError, wait_until
+from dags.ops.processes import StackError, wait_until
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The task-instance hostname of a Celery worker, imported by every worker process as `[core] hostname_callable`.
 
-Kept apart from `dags.pipeline.airflow_stack` so that a worker imports only the standard library for it.
+Kept apart from `dags.ops.airflow_stack` so that a worker imports only the standard library for it.
 """
 
 from __future__ import annotations

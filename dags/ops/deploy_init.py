@@ -1,7 +1,7 @@
 """A deployment's one-shot set-up before its services start: what `airflow-init` of `docker/compose.yaml` does.
 
 `docker/airflow-init.sh` (as root) hands the shared volumes to the airflow user, then runs
-`python -m dags.pipeline.deploy_init` as that user; the deploy test (`make deploy-test`) runs this same module with
+`python -m dags.ops.deploy_init` as that user; the deploy test (`make deploy-test`) runs this same module with
 compose's environment. Idempotent: every `docker compose up` runs it again. In order:
 
 1. the simple auth manager's passwords file (`AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE`, mode 0600) from
@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from dags.pipeline.airflow_stack import POOLS_FILE
+from dags.ops.airflow_stack import POOLS_FILE
 from dags.pipeline.config import PROJECT_ROOT, ConfigurationError, PipelineConfig
 
 logger = logging.getLogger(__name__)

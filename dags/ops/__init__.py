@@ -1,0 +1,10 @@
+"""Operations: the runners of the project's processes, apart from the nightly stages (`dags.pipeline`).
+
+- `demo`: `make demo`, one nightly DagRun through Airflow's scheduler, then `recommend` over gRPC;
+- `airflow_stack`, `airflow_client`: `make airflow`, Airflow's components as local processes and its REST API;
+- `processes`: supervised processes that stop under any sequence of signals;
+- `hostname`: the host name Airflow's components report;
+- `deploy_init`: the deployment's own set-up (`docker/airflow-init.sh`, the deploy test).
+
+They may import the stages and everything below; nothing of the product imports them.
+"""
