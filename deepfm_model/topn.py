@@ -19,6 +19,7 @@ back to the popularity ranking instead of an arbitrary order.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -312,36 +313,39 @@ def popularity_scores(task: RankingTask, days: float | None = None, positives_on
     return np.broadcast_to(row, task.exclude.shape).copy()
 
 
-def _keep_top(weights: sparse.csr_array, neighbours: int) -> sparse.csr_array:
-    """Each row's `neighbours` largest positive weights; the rest dropped."""
+def _keep_top(ranked: sparse.csr_array, neighbours: int) -> sparse.csr_array:
+    """Each row's `neighbours` first entries of a matrix whose rows are sorted best first (`_ranked_cosine`)."""
     if neighbours <= 0:
         raise ValueError(f"`neighbours` must be positive. Received: `neighbours={neighbours}`")
-    weights = weights.tocsr()
-    weights.data[weights.data < 0] = 0.0
-    weights.eliminate_zeros()
-    rows, cols, data = [], [], []
-    for i in range(weights.shape[0]):
-        start, end = weights.indptr[i], weights.indptr[i + 1]
-        row = weights.data[start:end]
-        kept = np.argpartition(-row, neighbours)[:neighbours] if len(row) > neighbours else np.arange(len(row))
-        rows.append(np.full(len(kept), i))
-        cols.append(weights.indices[start:end][kept])
-        data.append(row[kept])
-    stacked = [np.concatenate(parts) if parts else np.zeros(0) for parts in (data, rows, cols)]
-    return sparse.csr_array((stacked[0], (stacked[1], stacked[2])), shape=weights.shape)
+    rows = np.repeat(np.arange(ranked.shape[0]), np.diff(ranked.indptr))
+    rank_in_row = np.arange(ranked.nnz) - ranked.indptr[rows]
+    kept = rank_in_row < neighbours
+    return sparse.csr_array((ranked.data[kept], (rows[kept], ranked.indices[kept])), shape=ranked.shape)
 
 
-def _item_knn_weights(x: sparse.csr_array, neighbours: int, shrink: float = 0.0) -> sparse.csr_array:
-    """Cosine item-item similarity sim(i, j) = |U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink), self excluded,
-    each item i keeping its `neighbours` most similar items j. Sparse: only co-rated pairs are formed."""
+@functools.lru_cache(maxsize=1)  # the grid varies `neighbours` fastest: one cosine per (rows, shrink)
+def _ranked_cosine(task: RankingTask, positives_only: bool, shrink: float) -> sparse.csr_array:
+    """Cosine item-item similarity sim(i, j) = |U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink) of the co-rated pairs,
+    self and non-positive weights excluded, each row sorted best first (ties by column)."""
     if shrink < 0:
         raise ValueError(f"`shrink` must be non-negative. Received: `shrink={shrink}`")
+    x = _fit_matrix(task, positives_only)
     gram = (x.T @ x).tocoo()
     norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())  # |U_i|: x is binary
-    off_diagonal = gram.row != gram.col
-    row, col = gram.row[off_diagonal], gram.col[off_diagonal]
-    cosine = gram.data[off_diagonal] / (norms[row] * norms[col] + shrink)
-    return _keep_top(sparse.csr_array((cosine, (row, col)), shape=gram.shape), neighbours)
+    keep = gram.row != gram.col
+    row, col = gram.row[keep], gram.col[keep]
+    cosine = gram.data[keep] / (norms[row] * norms[col] + shrink)
+    keep = cosine > 0
+    row, col, cosine = row[keep], col[keep], cosine[keep]
+    order = np.lexsort((col, -cosine, row))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=gram.shape[0]))])
+    return sparse.csr_array((cosine[order], col[order], indptr), shape=gram.shape)
+
+
+def _item_knn_weights(task: RankingTask, positives_only: bool, neighbours: int, shrink: float = 0.0):
+    """Item-kNN weights: each item i keeps its `neighbours` most similar items j (`_ranked_cosine`). Sparse:
+    only co-rated pairs are formed, and the cosine is computed once for all `neighbours` of a grid."""
+    return _keep_top(_ranked_cosine(task, positives_only, float(shrink)), neighbours)
 
 
 def _ease_weights(x: np.ndarray, l2: float) -> np.ndarray:
@@ -370,7 +374,7 @@ def _ease_weights(x: np.ndarray, l2: float) -> np.ndarray:
 
 SIMILARITIES: dict[str, Callable[..., np.ndarray]] = {
     "item_knn": _item_knn_weights,
-    "ease": _ease_weights,
+    "ease": lambda task, positives_only, **params: _ease_weights(_fit_matrix(task, positives_only), **params),
 }
 
 
@@ -390,7 +394,7 @@ def item_similarity(task: RankingTask, method: str, **params: Any) -> np.ndarray
     if method not in SIMILARITIES:
         raise ValueError(f"`method` must be one of {sorted(SIMILARITIES)}. Received: `method={method!r}`")
     positives_only = params.pop("positives_only", True)
-    return SIMILARITIES[method](_fit_matrix(task, positives_only), **params)
+    return SIMILARITIES[method](task, positives_only, **params)
 
 
 def _similarity_scores(task: RankingTask, method: str, positives_only: bool, **params: Any) -> np.ndarray:
@@ -421,7 +425,7 @@ BASELINES: dict[str, Callable[..., np.ndarray]] = {
 }
 GRIDS: dict[str, list[dict]] = {
     "popularity": _grid(days=[None, 7, 14, 30, 60, 120], positives_only=[True, False]),
-    "item_knn": _grid(neighbours=[10, 20, 50, 100, 200, 400], positives_only=[True, False], shrink=[0.0, 10.0]),
+    "item_knn": _grid(positives_only=[True, False], shrink=[0.0, 10.0], neighbours=[10, 20, 50, 100, 200, 400]),
     "ease": _grid(l2=[10, 50, 100, 200, 500, 1000, 2000], positives_only=[True, False]),
 }
 
