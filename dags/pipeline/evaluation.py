@@ -4,14 +4,15 @@ simple rivals tuned as well, in the same run; and the retrieval index `recommend
 Protocol (DESIGN.md): the run's labelled events split by time as the snapshot is (80/10/10). The full-ranking
 window runs from 00:00 UTC of the day the test split starts to the run's cutoff; its users are those with a
 positive there (a seeded sample when more than `PipelineConfig.ranking_users` of the catalogue's size, recorded:
-never a sample of candidates); each ranks every catalogue movie they had not rated before the window; relevant
-are their positives in it. DeepFM scores every such pair with the features the night of the window's first day
-put online (`feature_repo.as_of`), read through the same point-in-time path as training. The rivals (`deepfm_model.topn`: popularity, item-kNN, EASE) are tuned on the
-validation window (from 00:00 of the day the validation split starts to the test window) on the events before
-it, then refitted on the events before the test window; one that cannot be fitted on the catalogue within the
-night (EASE above `topn.EASE_MAX_ITEMS` items) is left out and named under `skipped`. `recommend` is what the
-served call returns: the retrieval index (built from the events before the window, with the tuned item-kNN
-neighbours and the tuned popularity) proposes `DEFAULT_CANDIDATES` movies, DeepFM ranks them, the rest never reach the list.
+never a sample of candidates); each ranks every catalogue movie they had not rated before the window; relevant are
+their positives in it. DeepFM scores every such pair with the features the night of the window's first day put
+online (`feature_repo.as_of`), read through the same point-in-time path as training. The rivals
+(`deepfm_model.topn`: popularity, item-kNN, EASE) are tuned on the validation window (from 00:00 of the day the
+validation split starts to the test window) on the events before it, then refitted on the events before the test
+window; one that cannot be fitted on the catalogue within the night (EASE above `topn.EASE_MAX_ITEMS` items) is
+left out and named under `skipped`. `recommend` is what the served call returns: the retrieval index (built from
+the events before the window, with the tuned item-kNN neighbours and the tuned popularity) proposes
+`DEFAULT_CANDIDATES` movies, DeepFM ranks them, the rest never reach the list.
 
 The index served with the model is built the same way from every event before the cutoff and written into the
 export (`serving.retrieval.INDEX_FILE`), so it is pushed with the version it was measured with.
