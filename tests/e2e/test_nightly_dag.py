@@ -71,6 +71,8 @@ def test_nightly_run_trains_pushes_and_serves(project_home: Path) -> None:
     ranking = metrics["full_ranking"]
     assert set(ranking["models"]) == {"recommend", "deepfm", "popularity", "item_knn", "ease"}
     assert ranking["users"] > 0 and ranking["window_start"] < ranking["window_end"]
+    # DEEPFM_RANKING_MAX_PAIRS (150 movies x 25 users) reaches the evaluation: a recorded sample of 25 users.
+    assert ranking["max_users"] == 25 and ranking["users"] == 25 < ranking["sampled_from"], ranking["sampled_from"]
     for model in ranking["models"].values():
         assert model["ndcg_at_10_ci"][0] <= model["ndcg_at_10"] <= model["ndcg_at_10_ci"][1]
     index = RetrievalIndex.load(project_home / "models" / "deepfm" / "1" / INDEX_FILE)  # pushed with the version
