@@ -193,8 +193,6 @@ class PipelineConfig:
                 settings=settings,
                 **numbers,
             )
-        except ConfigurationError:
-            raise
         except ValueError as error:  # a number the config refuses: name the variable it came from
             named = [f"`{variable}`" for variable, (name, _) in NUMBER_VARIABLES.items() if f"`{name}" in str(error)]
             raise ConfigurationError(f"{error} (from {', '.join(named) or 'the environment'})") from error
@@ -245,22 +243,6 @@ class PipelineConfig:
         return movielens.load(self.data_cache)
 
 
-# Numeric settings: variable -> (field, how its value is read). `from_env` reads them; an error names the variable.
-NUMBER_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "DEEPFM_AUC_FLOOR": ("auc_floor", float),
-    "DEEPFM_AUC_TOLERANCE": ("auc_tolerance", float),
-    "DEEPFM_EPOCHS": ("epochs", int),
-    "DEEPFM_BATCH_SIZE": ("batch_size", int),
-    "DEEPFM_EARLY_STOPPING_PATIENCE": ("early_stopping_patience", int),
-    "DEEPFM_NEGATIVES": ("negatives_per_event", int),
-    "DEEPFM_SAMPLING_SEED": ("sampling_seed", int),
-    "DEEPFM_MAX_SAMPLED_ROWS": ("max_sampled_rows", lambda value: _optional_int(value)),  # `none`: no cap
-    "DEEPFM_NDCG_TOLERANCE": ("ndcg_tolerance", float),
-    "DEEPFM_RANKING_MAX_USERS": ("ranking_max_users", lambda value: _optional_int(value)),
-    "DEEPFM_RANKING_MAX_PAIRS": ("ranking_max_pairs", int),
-}
-
-
 def _numbers(env: Mapping[str, str]) -> dict[str, Any]:
     """The numeric fields set in `env` (`NUMBER_VARIABLES`); unset ones keep the dataclass default.
 
@@ -281,6 +263,22 @@ def _numbers(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _optional_int(value: str) -> int | None:
     return None if value.strip().lower() in ("", "none", "all") else int(value)
+
+
+# Numeric settings: variable -> (field, how its value is read). `from_env` reads them; an error names the variable.
+NUMBER_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "DEEPFM_AUC_FLOOR": ("auc_floor", float),
+    "DEEPFM_AUC_TOLERANCE": ("auc_tolerance", float),
+    "DEEPFM_EPOCHS": ("epochs", int),
+    "DEEPFM_BATCH_SIZE": ("batch_size", int),
+    "DEEPFM_EARLY_STOPPING_PATIENCE": ("early_stopping_patience", int),
+    "DEEPFM_NEGATIVES": ("negatives_per_event", int),
+    "DEEPFM_SAMPLING_SEED": ("sampling_seed", int),
+    "DEEPFM_MAX_SAMPLED_ROWS": ("max_sampled_rows", _optional_int),  # `none`: no cap
+    "DEEPFM_NDCG_TOLERANCE": ("ndcg_tolerance", float),
+    "DEEPFM_RANKING_MAX_USERS": ("ranking_max_users", _optional_int),
+    "DEEPFM_RANKING_MAX_PAIRS": ("ranking_max_pairs", int),
+}
 
 
 def _offline_store(value: str) -> dict:
