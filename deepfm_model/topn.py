@@ -23,7 +23,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import product
 from typing import Any
 
@@ -42,6 +42,7 @@ METRICS = ("ndcg_at_10", "recall_at_10", "recall_at_50", "mrr")
 TIE_BREAK = 1e-9  # popularity weight added to every baseline score; scores are float64
 # EASE inverts a dense (items x items) Gram matrix: O(items^2) memory, O(items^3) time, once per grid point.
 EASE_MAX_ITEMS = 5_000
+COSINE_BLOCK_ROWS = 1_000  # item-kNN's rows formed at a time: memory holds their co-rated pairs only
 
 
 class CatalogueTooLarge(ValueError):
@@ -72,6 +73,61 @@ class RankingTask:
     start: pd.Timestamp
     end: pd.Timestamp
     sampled_from: int
+    coded: CodedEvents | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        """`coded`: the history as integers, formed once (10M string rows hashed once, not at every grid point)."""
+        if self.coded is None:
+            object.__setattr__(self, "coded", CodedEvents.of(self.history, self.items))
+
+
+@dataclass(frozen=True)
+class CodedEvents:
+    """Events as integer arrays: `user` indexes `user_ids`, `item` indexes the catalogue (-1: not in it)."""
+
+    user: np.ndarray
+    user_ids: pd.Index
+    item: np.ndarray
+    positive: np.ndarray  # rating >= POSITIVE_RATING
+    time_ns: np.ndarray  # event time, nanoseconds since the epoch (UTC)
+
+    @classmethod
+    def of(cls, events: pd.DataFrame, items: Sequence[str] | pd.Index) -> CodedEvents:
+        user, user_ids = pd.factorize(events[USER_KEY])
+        return cls(user, pd.Index(user_ids), pd.Index(items).get_indexer(events[MOVIE_KEY]),
+                   events[RATING].to_numpy() >= POSITIVE_RATING, _nanoseconds(events[EVENT_TIMESTAMP]))  # fmt: skip
+
+    def take(self, mask: np.ndarray) -> CodedEvents:
+        """The events of `mask`, in order; `user_ids` unchanged."""
+        return CodedEvents(self.user[mask], self.user_ids, self.item[mask], self.positive[mask], self.time_ns[mask])
+
+    def items_by_user(self) -> dict[str, np.ndarray]:
+        """User id -> positions in the catalogue of the user's items, in event order (catalogue items only)."""
+        known = self.item >= 0
+        order = np.argsort(self.user[known], kind="stable")
+        user, item = self.user[known][order], self.item[known][order]
+        if not len(user):
+            return {}
+        starts = np.flatnonzero(np.diff(user)) + 1
+        return dict(zip(self.user_ids[user[np.r_[0, starts]]], np.split(item, starts), strict=True))
+
+    def rows_of(self, users: np.ndarray) -> np.ndarray:
+        """(len(self.user),) the position in `users` of each event's user, -1 for other users."""
+        position = self.user_ids.get_indexer(users)
+        row = np.full(len(self.user_ids), -1, dtype=np.int64)
+        row[position[position >= 0]] = np.flatnonzero(position >= 0)
+        return row[self.user]
+
+    def matrix(self, rows: np.ndarray, n_rows: int, n_items: int, mask: np.ndarray | None = None) -> np.ndarray:
+        """(n_rows, n_items) bool: True where an event (of `mask`) has that row (from `rows_of`) and item."""
+        keep = (rows >= 0) & (self.item >= 0) & (True if mask is None else mask)
+        matrix = np.zeros((n_rows, n_items), dtype=bool)
+        matrix[rows[keep], self.item[keep]] = True
+        return matrix
+
+
+def _nanoseconds(stamps: pd.Series) -> np.ndarray:
+    return pd.DatetimeIndex(pd.to_datetime(stamps, utc=True)).as_unit("ns").asi8
 
 
 def _utc(value: Any, name: str) -> pd.Timestamp:
@@ -89,23 +145,6 @@ def _catalogue(items: Sequence[str]) -> pd.Index:
         duplicated = catalogue[catalogue.duplicated()].unique().tolist()[:5]
         raise ValueError(f"`items` must be unique. Received duplicates: `{duplicated}`")
     return catalogue
-
-
-def _binary_matrix(frame: pd.DataFrame, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """(len(users), len(items)) float64 with 1 where `frame` has a (user, item) row."""
-    rows = pd.Index(users).get_indexer(frame[USER_KEY])
-    cols = pd.Index(items).get_indexer(frame[MOVIE_KEY])
-    known = (rows >= 0) & (cols >= 0)
-    matrix = np.zeros((len(users), len(items)), dtype=np.float64)
-    matrix[rows[known], cols[known]] = 1.0
-    return matrix
-
-
-def _new_positives(window: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-    """Positives of the window whose (user, item) pair is not in the history."""
-    positives = window[window[RATING] >= POSITIVE_RATING]
-    seen = pd.MultiIndex.from_frame(history[[USER_KEY, MOVIE_KEY]])
-    return positives[~pd.MultiIndex.from_frame(positives[[USER_KEY, MOVIE_KEY]]).isin(seen)]
 
 
 def ranking_task(
@@ -139,22 +178,35 @@ def ranking_task(
     if max_users is not None and max_users <= 0:
         raise ValueError(f"`max_users` must be positive. Received: `max_users={max_users}`")
     catalogue = _catalogue(items)
-    events = events.loc[events[MOVIE_KEY].isin(catalogue), EVENT_COLUMNS].sort_values(EVENT_TIMESTAMP, kind="stable")
-    when = events[EVENT_TIMESTAMP]
-    history = events[when < start].reset_index(drop=True)
-    positives = _new_positives(events[(when >= start) & (when < end)], history)
-    users = np.sort(positives[USER_KEY].unique().astype(object))
+    events = events.loc[:, EVENT_COLUMNS].sort_values(EVENT_TIMESTAMP, kind="stable")
+    coded = CodedEvents.of(events, catalogue)
+    events, coded = events[coded.item >= 0], coded.take(coded.item >= 0)
+    before = coded.time_ns < start.value
+    new_positive = ~before & (coded.time_ns < end.value) & coded.positive
+    pair = coded.user.astype(np.int64) * len(catalogue) + coded.item  # one integer per (user, item)
+    new_positive[new_positive] = ~_sorted_contains(np.sort(pair[before]), pair[new_positive])
+    users = np.sort(coded.user_ids[np.unique(coded.user[new_positive])].to_numpy(dtype=object))
     sampled_from = len(users)
     if max_users is not None and max_users < sampled_from:
         chosen = np.random.default_rng(seed).choice(sampled_from, size=max_users, replace=False)
         users = users[np.sort(chosen)]
+    rows = coded.rows_of(users)
+    exclude = coded.matrix(rows, len(users), len(catalogue), before)
+    relevant = coded.matrix(rows, len(users), len(catalogue), new_positive)
+    history = events[before].reset_index(drop=True)
     item_ids = catalogue.to_numpy()
-    exclude = _binary_matrix(history, users, item_ids).astype(bool)
-    relevant = _binary_matrix(positives, users, item_ids).astype(bool)
     logger.info(
         "Ranking task [%s, %s): %d users (of %d), %d items", start, end, len(users), sampled_from, len(item_ids)
     )
-    return RankingTask(users, item_ids, history, exclude, relevant, start, end, sampled_from)
+    return RankingTask(users, item_ids, history, exclude, relevant, start, end, sampled_from, coded.take(before))
+
+
+def _sorted_contains(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Whether each of `values` is in the sorted array `sorted_values`."""
+    if not len(sorted_values):
+        return np.zeros(len(values), dtype=bool)
+    at = np.searchsorted(sorted_values, values).clip(max=len(sorted_values) - 1)
+    return sorted_values[at] == values
 
 
 def _ranked_hits(scores: np.ndarray, task: RankingTask) -> np.ndarray:
@@ -260,34 +312,34 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_bootstrap: int = 1000, seed
 # Baselines. Each returns float64 scores (n_users, n_items) for task.users x task.items from task.history only.
 
 
-def _positives(frame: pd.DataFrame, positives_only: bool) -> pd.DataFrame:
-    return frame[frame[RATING] >= POSITIVE_RATING] if positives_only else frame
+def _mask(task: RankingTask, positives_only: bool) -> np.ndarray:
+    """History events of catalogue items, positives only or any rating."""
+    coded = task.coded
+    return (coded.item >= 0) & (coded.positive if positives_only else True)
 
 
-def _item_counts(frame: pd.DataFrame, items: np.ndarray) -> np.ndarray:
-    counts = frame[MOVIE_KEY].value_counts()
-    return counts.reindex(items, fill_value=0).to_numpy(dtype=np.float64)
+def _item_counts(task: RankingTask, mask: np.ndarray) -> np.ndarray:
+    return np.bincount(task.coded.item[mask], minlength=len(task.items)).astype(np.float64)
 
 
 def _tie_break(task: RankingTask) -> np.ndarray:
     """(n_items,) all-history positive counts scaled into [0, TIE_BREAK)."""
-    counts = _item_counts(_positives(task.history, True), task.items)
+    counts = _item_counts(task, _mask(task, True))
     return TIE_BREAK * counts / (counts.max() + 1.0)
 
 
 def _user_matrix(task: RankingTask, positives_only: bool) -> np.ndarray:
     """X of the task's users: (n_users, n_items) binary over their history (positives or any rating)."""
-    return _binary_matrix(_positives(task.history, positives_only), task.users, task.items)
+    coded = task.coded
+    rows = coded.rows_of(task.users)
+    return coded.matrix(rows, len(task.users), len(task.items), _mask(task, positives_only)).astype(np.float64)
 
 
 def _fit_matrix(task: RankingTask, positives_only: bool) -> sparse.csr_array:
     """X of every user of the history: (n_history_users, n_items) binary, sparse, the data the item models fit."""
-    frame = _positives(task.history, positives_only)
-    rows = pd.Index(frame[USER_KEY].unique()).get_indexer(frame[USER_KEY])
-    cols = pd.Index(task.items).get_indexer(frame[MOVIE_KEY])
-    known = cols >= 0
-    shape = (len(frame[USER_KEY].unique()), len(task.items))
-    matrix = sparse.csr_array((np.ones(int(known.sum())), (rows[known], cols[known])), shape=shape)
+    coded, mask = task.coded, _mask(task, positives_only)
+    shape = (len(coded.user_ids), len(task.items))
+    matrix = sparse.csr_array((np.ones(int(mask.sum())), (coded.user[mask], coded.item[mask])), shape=shape)
     matrix.sum_duplicates()
     matrix.data[:] = 1.0  # a user who rated an item twice counts once
     return matrix
@@ -304,19 +356,17 @@ def popularity_scores(task: RankingTask, days: float | None = None, positives_on
     Returns:
         (n_users, n_items): the same row for every user.
     """
-    frame = _positives(task.history, positives_only)
+    mask = _mask(task, positives_only)
     if days is not None:
         if days <= 0:
             raise ValueError(f"`days` must be positive. Received: `days={days}`")
-        frame = frame[frame[EVENT_TIMESTAMP] >= task.start - pd.Timedelta(days=days)]
-    row = _item_counts(frame, task.items) + _tie_break(task)
+        mask &= task.coded.time_ns >= (task.start - pd.Timedelta(days=days)).value
+    row = _item_counts(task, mask) + _tie_break(task)
     return np.broadcast_to(row, task.exclude.shape).copy()
 
 
 def _keep_top(ranked: sparse.csr_array, neighbours: int) -> sparse.csr_array:
     """Each row's `neighbours` first entries of a matrix whose rows are sorted best first (`_ranked_cosine`)."""
-    if neighbours <= 0:
-        raise ValueError(f"`neighbours` must be positive. Received: `neighbours={neighbours}`")
     rows = np.repeat(np.arange(ranked.shape[0]), np.diff(ranked.indptr))
     rank_in_row = np.arange(ranked.nnz) - ranked.indptr[rows]
     kept = rank_in_row < neighbours
@@ -324,28 +374,51 @@ def _keep_top(ranked: sparse.csr_array, neighbours: int) -> sparse.csr_array:
 
 
 @functools.lru_cache(maxsize=1)  # the grid varies `neighbours` fastest: one cosine per (rows, shrink)
-def _ranked_cosine(task: RankingTask, positives_only: bool, shrink: float) -> sparse.csr_array:
+def _ranked_cosine(task: RankingTask, positives_only: bool, shrink: float, depth: int) -> sparse.csr_array:
     """Cosine item-item similarity sim(i, j) = |U_i & U_j| / (sqrt(|U_i| |U_j|) + shrink) of the co-rated pairs,
-    self and non-positive weights excluded, each row sorted best first (ties by column)."""
+    self and non-positive weights excluded, each row sorted best first (ties by column) and cut to `depth`.
+
+    Only the rows a score can read are formed: those of the items a user of the task rated before the window
+    (all rows when the task has no users: the served index). They are formed `COSINE_BLOCK_ROWS` at a time, so
+    memory holds one block of co-rated pairs, never the whole (items x items) product.
+    """
     if shrink < 0:
         raise ValueError(f"`shrink` must be non-negative. Received: `shrink={shrink}`")
     x = _fit_matrix(task, positives_only)
-    gram = (x.T @ x).tocoo()
     norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())  # |U_i|: x is binary
-    keep = gram.row != gram.col
-    row, col = gram.row[keep], gram.col[keep]
+    by_item = x.T.tocsr()  # (items x users)
+    rows = np.flatnonzero(task.exclude.any(axis=0)) if len(task.users) else np.arange(x.shape[1])
+    parts = [_ranked_block(by_item[block] @ x, block, norms, shrink, depth)
+             for block in np.array_split(rows, max(1, -(-len(rows) // COSINE_BLOCK_ROWS)))]  # fmt: skip
+    row = np.concatenate([part[0] for part in parts])
+    col, cosine = np.concatenate([part[1] for part in parts]), np.concatenate([part[2] for part in parts])
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=x.shape[1]))])
+    return sparse.csr_array((cosine, col, indptr), shape=(x.shape[1], x.shape[1]))
+
+
+def _ranked_block(gram: sparse.csr_array, rows: np.ndarray, norms: np.ndarray, shrink: float, depth: int):
+    """(row, column, cosine) of one block of `_ranked_cosine`: `gram` holds |U_i & U_j| of the items `rows`."""
+    gram = gram.tocoo()
+    row, col = rows[gram.row], gram.col
+    keep = row != col
+    row, col = row[keep], col[keep]
     cosine = gram.data[keep] / (norms[row] * norms[col] + shrink)
     keep = cosine > 0
     row, col, cosine = row[keep], col[keep], cosine[keep]
     order = np.lexsort((col, -cosine, row))
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=gram.shape[0]))])
-    return sparse.csr_array((cosine[order], col[order], indptr), shape=gram.shape)
+    row, col, cosine = row[order], col[order], cosine[order]
+    first = np.searchsorted(row, row, side="left")  # row is sorted: its first entry is where the row starts
+    kept = np.arange(len(row)) - first < depth
+    return row[kept], col[kept], cosine[kept]
 
 
 def _item_knn_weights(task: RankingTask, positives_only: bool, neighbours: int, shrink: float = 0.0):
     """Item-kNN weights: each item i keeps its `neighbours` most similar items j (`_ranked_cosine`). Sparse:
     only co-rated pairs are formed, and the cosine is computed once for all `neighbours` of a grid."""
-    return _keep_top(_ranked_cosine(task, positives_only, float(shrink)), neighbours)
+    if neighbours <= 0:
+        raise ValueError(f"`neighbours` must be positive. Received: `neighbours={neighbours}`")
+    depth = max(neighbours, KNN_DEPTH)
+    return _keep_top(_ranked_cosine(task, positives_only, float(shrink), depth), neighbours)
 
 
 def _ease_weights(x: np.ndarray, l2: float) -> np.ndarray:
@@ -428,6 +501,7 @@ GRIDS: dict[str, list[dict]] = {
     "item_knn": _grid(positives_only=[True, False], shrink=[0.0, 10.0], neighbours=[10, 20, 50, 100, 200, 400]),
     "ease": _grid(l2=[10, 50, 100, 200, 500, 1000, 2000], positives_only=[True, False]),
 }
+KNN_DEPTH = max(point["neighbours"] for point in GRIDS["item_knn"])  # the cached cosine's rows serve every point
 
 
 def tune(name: str, valid: RankingTask, grid: list[dict] | None = None) -> tuple[dict, float, list[dict]]:

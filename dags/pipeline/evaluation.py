@@ -20,6 +20,7 @@ export (`serving.retrieval.INDEX_FILE`), so it is pushed with the version it was
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -142,19 +143,15 @@ def build_index(task, tuning: dict):
 
     similarity = topn.item_similarity(task, RETRIEVAL_SIMILARITY, **tuning[RETRIEVAL_SIMILARITY]["params"])
     popularity = _popularity(task, tuning["popularity"]["params"])
-    items = {item: i for i, item in enumerate(task.items)}
-    seen = {user: np.array([items[m] for m in movies if m in items], dtype=np.int64)
-            for user, movies in task.history.groupby(USER_KEY)[MOVIE_KEY]}  # fmt: skip
-    return RetrievalIndex.build(task.items, similarity, popularity, seen)
+    return RetrievalIndex.build(task.items, similarity, popularity, task.coded.items_by_user())
 
 
 def _popularity(task, params: dict) -> np.ndarray:
     """The tuned popularity of each item over the task's history (one user's row of `popularity_scores`)."""
     from deepfm_model import topn
 
-    probe = topn.RankingTask(np.array(["?"], dtype=object), task.items, task.history,
-                             np.zeros((1, len(task.items)), dtype=bool), np.zeros((1, len(task.items)), dtype=bool),
-                             task.start, task.end, 1)  # fmt: skip
+    one_row = np.zeros((1, len(task.items)), dtype=bool)
+    probe = dataclasses.replace(task, users=np.array(["?"], dtype=object), exclude=one_row, relevant=one_row)
     return topn.popularity_scores(probe, **params)[0]
 
 

@@ -246,6 +246,25 @@ def test_item_knn_is_the_shrunk_cosine_keeping_each_items_nearest_neighbours() -
         assert weight[weight > 0].min() >= np.sort(row)[-4] - 1e-12  # what is kept is the largest of the row
 
 
+def test_item_knn_forms_the_rows_a_score_reads_block_by_block(monkeypatch) -> None:
+    """At 10M events the whole (items x items) product took 9.5 GB: rows are formed in blocks, and only those of
+    items the task's users rated unless the task has no users (the served index)."""
+    task, _ = random_task(seed=5)
+    task = topn.RankingTask(task.users[:3], task.items, task.history, task.exclude[:3], task.relevant[:3], task.start,
+                            task.end, len(task.users))  # fmt: skip
+    empty = np.zeros((0, len(task.items)), dtype=bool)
+    served = topn.RankingTask(np.array([], dtype=object), task.items, task.history, empty, empty, task.start, task.end, 0)
+    whole = topn.item_similarity(served, "item_knn", neighbours=5).toarray()
+    rated = task.exclude.any(axis=0)
+    assert 0 < rated.sum() < len(task.items) and (whole[~rated] > 0).any()
+    monkeypatch.setattr(topn, "COSINE_BLOCK_ROWS", 2)
+    topn._ranked_cosine.cache_clear()
+    np.testing.assert_array_equal(topn.item_similarity(served, "item_knn", neighbours=5).toarray(), whole)
+    for_users = topn.item_similarity(task, "item_knn", neighbours=5).toarray()
+    np.testing.assert_array_equal(for_users[rated], whole[rated])
+    np.testing.assert_array_equal(for_users[~rated], 0.0)
+
+
 def test_popularity_counts_positives_or_all_ratings_over_the_last_days() -> None:
     events = events_frame(
         [("u1", "old", 0, 5), ("u2", "old", 1, 5), ("u3", "old", 1, 5), ("u1", "new", 8, 5), ("u2", "new", 9, 2),
