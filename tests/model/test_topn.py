@@ -253,7 +253,9 @@ def test_item_knn_forms_the_rows_a_score_reads_block_by_block(monkeypatch) -> No
     task = topn.RankingTask(task.users[:3], task.items, task.history, task.exclude[:3], task.relevant[:3], task.start,
                             task.end, len(task.users))  # fmt: skip
     empty = np.zeros((0, len(task.items)), dtype=bool)
-    served = topn.RankingTask(np.array([], dtype=object), task.items, task.history, empty, empty, task.start, task.end, 0)
+    served = topn.RankingTask(
+        np.array([], dtype=object), task.items, task.history, empty, empty, task.start, task.end, 0
+    )
     whole = topn.item_similarity(served, "item_knn", neighbours=5).toarray()
     rated = task.exclude.any(axis=0)
     assert 0 < rated.sum() < len(task.items) and (whole[~rated] > 0).any()
