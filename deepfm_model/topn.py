@@ -63,6 +63,7 @@ class RankingTask:
         start: window start (UTC).
         end: window end (UTC), exclusive.
         sampled_from: number of eligible users before sampling (`n_users` when not sampled).
+        coded: `history` as integer arrays (`CodedEvents`); formed from `history` when not given.
     """
 
     users: np.ndarray
