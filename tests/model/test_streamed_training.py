@@ -52,8 +52,8 @@ def test_streamed_predictions_equal_in_memory_ones(streamed_run, splits, split_p
     np.testing.assert_array_equal(targets, splits[2]["label"].to_numpy(dtype=np.float32))  # rated rows: the label
     in_memory = predict_outputs(trained, splits[2])
     assert set(outputs) == set(in_memory) == {"probability", "pick", "like"}
-    for name, values in outputs.items():
-        np.testing.assert_allclose(values, in_memory[name], rtol=1e-6)
+    for name, values in outputs.items():  # float32 over batches of other shapes: a few ulps; a misplaced row, far more
+        np.testing.assert_allclose(values, in_memory[name], rtol=1e-5)
 
 
 def _rows_of(dataset) -> list[np.ndarray]:
