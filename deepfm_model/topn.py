@@ -458,7 +458,8 @@ def item_similarity(task: RankingTask, method: str, **params: Any) -> np.ndarray
     Item-kNN's W is sparse (`neighbours` per row), EASE's dense.
 
     Row i holds the weights item i gives its neighbours: the nightly retrieval index takes the user's recent
-    items' rows.
+    items' rows. Item-kNN forms only the rows of the items the task's users rated before the window (the others
+    are empty), or every row for a task without users (the served index).
 
     Args:
         task: the task whose history and catalogue the model is fitted on.
