@@ -119,9 +119,9 @@ class CodedEvents:
         row[position[position >= 0]] = np.flatnonzero(position >= 0)
         return row[self.user]
 
-    def matrix(self, rows: np.ndarray, n_rows: int, n_items: int, mask: np.ndarray | None = None) -> np.ndarray:
-        """(n_rows, n_items) bool: True where an event (of `mask`) has that row (from `rows_of`) and item."""
-        keep = (rows >= 0) & (self.item >= 0) & (True if mask is None else mask)
+    def matrix(self, rows: np.ndarray, n_rows: int, n_items: int, mask: np.ndarray) -> np.ndarray:
+        """(n_rows, n_items) bool: True where an event of `mask` has that row (from `rows_of`) and item."""
+        keep = (rows >= 0) & (self.item >= 0) & mask
         matrix = np.zeros((n_rows, n_items), dtype=bool)
         matrix[rows[keep], self.item[keep]] = True
         return matrix
