@@ -16,7 +16,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/dags/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install chromium data demo test validate serve ablation airflow backfill deploy-test scale-test bench bench-train bench-features bench-serving bench-rank bench-scale lint clean
+.PHONY: install chromium data demo test validate serve ablation airflow backfill deploy-test chaos-test scale-test bench bench-train bench-features bench-serving bench-rank bench-scale lint clean
 
 install: $(VENV)/.installed $(VENV)/.kernels
 
@@ -37,8 +37,8 @@ data: install  ## fetch MovieLens-100K (checksum-verified) into data/movielens/
 demo: install data  ## the serving tier, one nightly DagRun through Airflow's scheduler, then rank over gRPC
 	$(PY) -m dags.ops.demo --ds $(DS)
 
-test: install chromium  ## the whole pytest suite
-	$(PY) -m pytest -q
+test: install chromium  ## the whole pytest suite but the chaos cases (`make chaos-test`)
+	$(PY) -m pytest -q -m "not chaos"
 
 # The Airflow UI and dashboard tests drive Debian's Chromium (no browser download is possible): installed here when
 # run as root, as .ci/run does; otherwise those tests fail saying so.
@@ -90,6 +90,9 @@ backfill: install  ## with `make airflow` running: one run per day, FROM..TO inc
 
 deploy-test: install  ## docker/compose.yaml's topology as local processes (Postgres, Redis, Celery gpu worker, 2 serving replicas): two nightly runs; artifacts/test-output/deploy/summary.json
 	$(PY) -m pytest tests/deploy -s -p no:cacheprovider
+
+chaos-test: install  ## the deploy topology with a part killed, restarted or starved during each of six nightly runs (root: it mounts a small file system); artifacts/test-output/chaos/summary.json
+	$(PY) -m pytest tests/chaos -s -p no:cacheprovider -m chaos
 
 scale-test: deploy-test  ## the CeleryExecutor shape (Postgres, Redis, default and gpu workers): the deploy test
 

@@ -27,6 +27,9 @@ def log_failure_reason(context) -> None:
     log.error("%s", failure_line(getattr(ti, "task_id", "?"), context.get("ds"), context.get("exception")))
 
 
+# Tasks that a lost worker, a restarting Redis or Postgres, or a serving replica coming back can fail, and that a
+# second try repeats exactly (each rewrites its own files of the run): retried. The data gates (ingest's source
+# checks, validate, check_skew) and push (a full disk stays full) fail at once.
 TRANSIENT_RETRIES = {"retries": 2, "retry_delay": dt.timedelta(seconds=20), "retry_exponential_backoff": True}
 TRAINING_POOL = "training"  # created with one slot from dags/pools.json by every deployment of this project
 GPU_QUEUE = "gpu"
@@ -75,10 +78,10 @@ def deepfm_nightly():
     | features | ingest | raw feed validated (Great Expectations), then written as the Feast sources (the fresh features' log folded) |
     | features | update_feature_store | `feast apply`; materialize the day's window and push the fresh features' state into the online store (retried) |
     | features | check_skew | online feature vectors of sampled pairs equal the offline point-in-time values |
-    | training | build_training_set | point-in-time features of the `deepfm_v3` FeatureService, split by time 80/10/10 |
+    | training | build_training_set | point-in-time features of the `deepfm_v3` FeatureService, split by time 80/10/10 (retried) |
     | training | validate | Great Expectations suite; a failure stops the run here (never retried) |
-    | training | train | the Keras DeepFM (pick and like heads), on the `gpu` queue and in the `training` pool (a GPU pod under Kubernetes); metrics, report, SavedModel export |
-    | training | evaluate | full-catalogue top-N of the model and of `recommend` beside popularity, item-kNN and EASE tuned on the validation window; the retrieval index into the export |
+    | training | train | the Keras DeepFM (pick and like heads), on the `gpu` queue and in the `training` pool (a GPU pod under Kubernetes); metrics, report, SavedModel export (retried: a worker lost mid-training) |
+    | training | evaluate | full-catalogue top-N of the model and of `recommend` beside popularity, item-kNN and EASE tuned on the validation window; the retrieval index into the export (retried) |
     | release | bless | candidate vs the serving model on the same test split: AUC floor and tolerance, full-catalogue NDCG@10 not below popularity's nor trailing the serving model's; a NaN loss or a changed serving signature is a rejection |
     | release | push | the next integer version under the model base path; skipped when not blessed |
     | release | verify_serving | the version loads and answers like the in-process model; then it is labelled `stable` (retried) |
@@ -121,7 +124,9 @@ def deepfm_nightly():
 
     with TaskGroup("training", tooltip="Point-in-time snapshot, validation gate, DeepFM training"):
 
-        @task(doc_md="Point-in-time training set from the `deepfm_v3` FeatureService, split by time.")
+        @task(
+            doc_md="Point-in-time training set from the `deepfm_v3` FeatureService, split by time.", **TRANSIENT_RETRIES
+        )
         def build_training_set(ds: str | None = None) -> dict:
             from dags.pipeline import stages
 
@@ -140,13 +145,17 @@ def deepfm_nightly():
             queue=GPU_QUEUE,
             pool=TRAINING_POOL,
             executor_config=gpu_executor_config(),
+            **TRANSIENT_RETRIES,
         )
         def train(ds: str | None = None) -> dict:
             from dags.pipeline import stages
 
             return stages.train(_config(), ds)
 
-        @task(doc_md="Full-catalogue top-N of the model and of `recommend` beside tuned rivals; the retrieval index.")
+        @task(
+            doc_md="Full-catalogue top-N of the model and of `recommend` beside tuned rivals; the retrieval index.",
+            **TRANSIENT_RETRIES,
+        )
         def evaluate(ds: str | None = None) -> dict:
             from dags.pipeline import stages
 

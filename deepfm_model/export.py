@@ -10,6 +10,8 @@ Signature `serving_default`:
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import keras
@@ -40,11 +42,13 @@ def export_saved_model(
 ) -> Path:
     """Write the SavedModel (preprocessing + DeepFM) to `export_dir`, plus warm-up requests when rows are given.
 
-    Requires the TensorFlow Keras backend (the graph mixes TensorFlow preprocessing with the model).
+    Requires the TensorFlow Keras backend (the graph mixes TensorFlow preprocessing with the model). The export
+    is written to a hidden folder beside `export_dir` and renamed to it when whole, so a process killed while
+    exporting leaves no `export_dir` that looks finished (a retried training takes an existing one as done).
 
     Args:
         trained: model and fitted preprocessing.
-        export_dir: target folder (created; must not hold another SavedModel).
+        export_dir: target folder; one that exists must be empty or hold a SavedModel, which is replaced.
         warmup_frame: a few raw rows written as TF Serving warm-up requests; `None` writes none.
         model_name: `model_spec.name` of the warm-up requests.
 
@@ -57,6 +61,10 @@ def export_saved_model(
             f"Export needs the TensorFlow Keras backend. Received: `keras.backend.backend()={backend!r}`"
         )
     export_dir = Path(export_dir)
+    if export_dir.is_dir() and any(export_dir.iterdir()) and not (export_dir / "saved_model.pb").is_file():
+        raise ValueError(
+            f"`export_dir` holds files but no SavedModel; refusing to replace it. Received: `export_dir={str(export_dir)!r}`"
+        )
     model, preprocessor = trained.model, trained.preprocessor
 
     names = output_names(trained)
@@ -70,9 +78,13 @@ def export_saved_model(
     for layer in preprocessor.tracked_layers():
         archive.track(layer)
     archive.add_endpoint(SIGNATURE_KEY, serve, input_signature=[serving_input_signature()])
-    archive.write_out(str(export_dir), verbose=False)
+    partial = export_dir.with_name(f".{export_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    archive.write_out(str(partial), verbose=False)
     if warmup_frame is not None and len(warmup_frame):
-        write_warmup_requests(export_dir, warmup_frame, model_name)
+        write_warmup_requests(partial, warmup_frame, model_name)
+    shutil.rmtree(export_dir, ignore_errors=True)
+    os.rename(partial, export_dir)
     return export_dir
 
 

@@ -239,7 +239,7 @@ class Processes:
                     time.sleep(0.05)
                 if not _exited(component.process):
                     logger.warning("%s ignored SIGTERM for %s s; killing it", component.name, grace)
-                _kill_session(component.process)
+                kill_session(component.process.pid)
                 component.process.wait()
                 component.log_file.close()
                 self._components.remove(component)
@@ -280,18 +280,20 @@ def _exited(process: subprocess.Popen) -> bool:
         return True
 
 
-def _kill_session(process: subprocess.Popen) -> None:
-    """SIGKILL the process's group and whatever is left in its session (it leads both, so its pid is their id)."""
-    _signal_group(process, signal.SIGKILL)
+def kill_session(session_id: int) -> None:
+    """SIGKILL a process group and whatever is left in the session of the same id (a process started here leads
+    both, so its pid is their id)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(session_id, signal.SIGKILL)
     for _ in range(100):  # a member may fork while the others are killed
-        members = session_members(process.pid)
+        members = session_members(session_id)
         if not members:
             return
         for pid in members:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.02)
-    logger.warning("processes %s of session %s survived SIGKILL", members, process.pid)
+    logger.warning("processes %s of session %s survived SIGKILL", members, session_id)
 
 
 @contextlib.contextmanager

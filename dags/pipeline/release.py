@@ -127,15 +127,21 @@ def bless(config: PipelineConfig, ds: str) -> dict:
 
 
 def push(config: PipelineConfig, ds: str) -> dict:
-    """Push a blessed export as the next version, once per `ds`: a re-run returns the version already pushed."""
+    """Push a blessed export as the next version, once per `ds`: a re-run returns the version already pushed.
+
+    A version that `verify_serving` retracted (a replica failed it) is no longer pushed: a re-run pushes the export
+    again, as the next version.
+    """
     from serving.labels import ensure_model_config
     from serving.push import push as push_version
 
     run = config.run_dir(ds)
     pushed = read_json(run.push)
-    if pushed is not None:
+    if pushed is not None and config.version_dir(pushed["model_version"]).is_dir():
         logger.info("Run %s already pushed version %s; not pushing again", ds, pushed["model_version"])
         return pushed
+    if pushed is not None:
+        logger.warning("Version %s of run %s was retracted; pushing the export again", pushed["model_version"], ds)
     blessing = read_json(run.blessing) or {}
     if not blessing.get("blessed"):
         logger.info("Not pushing: %s", blessing.get("reason", "no blessing"))
@@ -169,6 +175,10 @@ def verify_serving(config: PipelineConfig, ds: str, probe_rows: int = 64, deadli
     if version is None:
         logger.info("Nothing pushed for %s; nothing to verify", ds)
         return {"verified": False, "reason": "no push"}
+    if not config.version_dir(version).is_dir():
+        raise RuntimeError(
+            f"Version {version} of run {ds} was retracted by an earlier try; re-run push to push it again"
+        )
     probe = pd.read_parquet(run.split("test")).head(probe_rows)
     expected = predict_frame(load_trained(run.model_dir), probe)
     columns = {name: probe[name].to_numpy() for name in FEATURE_NAMES}

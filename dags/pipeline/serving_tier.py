@@ -84,17 +84,16 @@ def verify_replicas(
     """Every replica serves `version` and answers `probe` with `expected`; raise `ReplicaFailed` otherwise.
 
     All replicas are checked (in turn, under one shared deadline) before failing, so the error names each one
-    that failed and why.
+    that failed and why. A replica that cannot be reached (gRPC UNAVAILABLE: restarting, or not up yet) is asked
+    again until the deadline; what it answers is final.
     """
-    from serving.client import ServingClient, ServingError
+    from serving.client import ServingError
 
     deadline = time.monotonic() + deadline_s
     checks, failures = [], {}
     for address in addresses:
         try:
-            with ServingClient(address, model_name=model_name, version=version, max_retries=0) as client:
-                wait_available(client, version, max(deadline - time.monotonic(), 0.0))
-                served = client.predict(probe)
+            served = _answer(address, model_name, version, probe, deadline)
             max_diff = float(np.max(np.abs(served - expected)))
             if not max_diff <= MAX_ABS_DIFF:
                 failures[address] = f"predictions {max_diff:.2e} away from the in-process model"
@@ -105,6 +104,26 @@ def verify_replicas(
     if failures:
         raise ReplicaFailed(version, failures)
     return checks
+
+
+def _answer(
+    address: str, model_name: str, version: int, probe: Mapping[str, np.ndarray], deadline: float
+) -> np.ndarray:
+    """The replica's probabilities for `probe` from `version` once it is AVAILABLE; asked again while unreachable."""
+    import grpc
+
+    from serving.client import ServingClient, ServingError
+
+    while True:
+        try:
+            with ServingClient(address, model_name=model_name, version=version, max_retries=0) as client:
+                wait_available(client, version, max(deadline - time.monotonic(), 0.0))
+                return client.predict(probe)
+        except ServingError as error:
+            if error.code is not grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                raise
+            logger.warning("%s unreachable while verifying version %d; asking again: %s", address, version, error)
+            time.sleep(POLL_S)
 
 
 def wait_label(addresses: Sequence[str], model_name: str, label: str, version: int, deadline_s: float) -> None:

@@ -25,18 +25,27 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy.engine import make_url
 
 from dags.ops.processes import session_members
 from dags.pipeline.config import PipelineConfig
-from deepfm_model.spec.features import FEATURE_NAMES, MOVIE_KEY, USER_KEY
+from deepfm_model.spec.features import MOVIE_KEY, USER_KEY
 from deepfm_model.spec.files import read_json, write_json
-from serving.inputs import to_feature_columns
 from tests import compose as cf
-from tests.airflow.conftest import DAG_ID, TASKS, TEST_OUTPUT, assert_runnable_on_synthetic_data
+from tests.airflow.conftest import DAG_ID, TEST_OUTPUT, assert_runnable_on_synthetic_data
+from tests.deploy.nightly import (
+    RUN_SETTINGS,
+    RUN_TIMEOUT_S,
+    START_TIMEOUT_S,
+    assert_served_everywhere,
+    assert_succeeded,
+    compose_env,
+    finished_run,
+    probe_columns,
+    trigger,
+)
 from tests.deploy.topology import ComposeTopology, LocalServices
 from tests.services import (
     delete_redis_keys,
@@ -49,29 +58,15 @@ from tests.serving.helpers import request_streams
 
 OUTPUT = TEST_OUTPUT / "deploy"
 DATES = ("1998-01-30", "1998-01-31")  # consecutive, each with events on its last day (synthetic: 30 days from 01-01)
-RUN_TIMEOUT_S = 10 * 60
-START_TIMEOUT_S = 5 * 60
 GPU_TASKS = {"training.train"}
 WORKERS = {"airflow-worker": "default", "airflow-worker-gpu": "gpu"}  # service -> the queue its tasks come from
-# What the run sets beyond compose's environment: its own Feast repo and project (compose mounts the repo's data/
-# as a volume; here the repo itself is a temporary one), few epochs, only triggered runs (the synthetic data is
-# from 1998: tonight's scheduled run would find none), and a blessing tolerance that lets a 3-epoch candidate on
-# a few thousand events trail the serving one by a little (the AUC floor still applies).
-RUN_SETTINGS = {
-    "DEEPFM_EPOCHS": "3",
-    "DEEPFM_AUC_TOLERANCE": "0.05",
-    "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-}
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(START_TIMEOUT_S + 2 * RUN_TIMEOUT_S + 300)]
 
 
 @pytest.fixture
-def compose_env(tmp_path: Path) -> dict[str, str]:
-    """docker/.env as a person would fill it in (random secrets), with the synthetic data source."""
-    path = tmp_path / "docker.env"
-    cf.generate_env_file(path, {"DEEPFM_SOURCE": "synthetic"})
-    return cf.read_env_file(path)
+def env_file(tmp_path: Path) -> dict[str, str]:
+    return compose_env(tmp_path)
 
 
 @pytest.fixture
@@ -85,10 +80,10 @@ def feast_project() -> Iterator[str]:
 
 
 @pytest.fixture
-def local_services(compose_env: dict[str, str]) -> Iterator[LocalServices]:
+def local_services(env_file: dict[str, str]) -> Iterator[LocalServices]:
     """Databases of this run's own for compose's `airflow` (created, as the postgres image creates POSTGRES_DB) and
     `feast` (left to airflow-init to create), and a Redis database and key prefix for Celery; removed after."""
-    compose = cf.load_compose(compose_env)
+    compose = cf.load_compose(env_file)
     celery_db = int(make_url(compose["x-airflow-env"]["AIRFLOW__CELERY__BROKER_URL"]).database)
     with (
         postgres_database("deepfm_deploy_airflow") as airflow_url,
@@ -106,7 +101,7 @@ def local_services(compose_env: dict[str, str]) -> Iterator[LocalServices]:
 
 @pytest.fixture
 def topology(
-    tmp_path: Path, compose_env: dict[str, str], local_services: LocalServices, feast_project: str
+    tmp_path: Path, env_file: dict[str, str], local_services: LocalServices, feast_project: str
 ) -> Iterator[ComposeTopology]:
     """The compose topology, not started; stopped afterwards, and no process of it may outlive the test."""
     from feature_repo.store import write_config
@@ -121,7 +116,7 @@ def topology(
         "DEEPFM_FEAST_PROJECT": feast_project,
         "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": local_services.celery_key_prefix,
     }
-    topology = ComposeTopology(cf.load_compose(compose_env), tmp_path / "compose", OUTPUT, local_services, settings)
+    topology = ComposeTopology(cf.load_compose(env_file), tmp_path / "compose", OUTPUT, local_services, settings)
     with topology:
         yield topology
     left = {session: session_members(session) for session in topology.processes.session_ids}
@@ -129,15 +124,9 @@ def topology(
 
 
 def run_nightly(topology: ComposeTopology, ds: str) -> tuple[dict, list[dict]]:
-    """Trigger the nightly run of `ds` through the REST API and wait for it; return the run and its tasks."""
-    client = topology.client
-    run_id = client.trigger(DAG_ID, f"{ds}T00:00:00Z", run_id=f"deploy_test__{ds}")["dag_run_id"]
-    run = client.wait_for_run(DAG_ID, run_id, timeout=RUN_TIMEOUT_S)
-    instances = client.task_instances(DAG_ID, run_id)
-    (OUTPUT / f"task_instances-{ds}.json").write_text(json.dumps(instances, indent=2))
-    states = {ti["task_id"]: ti["state"] for ti in instances}
-    assert run["state"] == "success", f"{run_id}: {states}; logs in {OUTPUT}"
-    assert set(states) == TASKS and set(states.values()) == {"success"}, states
+    """Trigger the nightly run of `ds` through the REST API and wait for it to succeed; return the run and tasks."""
+    run, instances = finished_run(topology, trigger(topology.client, ds), OUTPUT, ds)
+    assert_succeeded(run, instances, OUTPUT)
     return run, instances
 
 
@@ -189,20 +178,6 @@ def assert_registry_in_postgres(registry_url: str, project: str) -> dict[str, in
     return rows
 
 
-def assert_served_everywhere(addresses: list[str], version: int, probe: dict[str, np.ndarray]) -> None:
-    """Every replica reports `version` AVAILABLE, answers it, and resolves `stable` to it."""
-    from serving.client import ServingClient
-
-    for address in addresses:
-        with ServingClient(address, version=version) as client:
-            states = {status.version: status.state for status in client.model_status()}
-            assert states.get(version) == "AVAILABLE", (address, states)
-            outputs, answered = client.predict_versioned(probe)
-            assert answered == version, (address, answered)
-        with ServingClient(address, version_label="stable") as client:
-            assert client.metadata().version == version, address
-
-
 def test_compose_topology_runs_the_nightly_dag_twice_without_dropping_a_request(
     topology: ComposeTopology, feast_project: str
 ) -> None:
@@ -229,7 +204,7 @@ def test_compose_topology_runs_the_nightly_dag_twice_without_dropping_a_request(
     first = read_json(config.run_dir(DATES[0]).verify)
     assert first["verified"] and first["verified_on"] == addresses, first
     test_rows = pd.read_parquet(config.run_dir(DATES[0]).split("test")).head(16)
-    probe = to_feature_columns({name: test_rows[name].to_numpy() for name in FEATURE_NAMES})
+    probe = probe_columns(config.run_dir(DATES[0]).split("test"))
     assert_served_everywhere(addresses, first["model_version"], probe)
 
     store = config.feature_store()

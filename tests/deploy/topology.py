@@ -35,7 +35,7 @@ from typing import Any
 
 from dags.ops.airflow_client import AirflowClient
 from dags.ops.hostname import worker_env
-from dags.ops.processes import Processes, StackError, free_port
+from dags.ops.processes import Component, Processes, StackError, free_port, kill_session
 from tests import compose as cf
 
 PROJECT_ROOT = cf.PROJECT_ROOT
@@ -96,6 +96,8 @@ class ComposeTopology:
             fewer epochs, ...).
         replicas: how many `tf-serving` processes.
         sleep: how waits pause.
+        restart_policies: start a process that exited again, as its compose `restart:` policy says (as Docker
+            would), instead of failing the wait that noticed it.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class ComposeTopology:
         overrides: Mapping[str, str] = {},  # noqa: B006 (read only)
         replicas: int = 2,
         sleep: Callable[[float], None] = time.sleep,
+        restart_policies: bool = False,
     ) -> None:
         self.services: dict[str, dict[str, Any]] = compose["services"]
         self.root = root
@@ -115,6 +118,9 @@ class ComposeTopology:
         self.overrides = dict(overrides)
         self.replicas = replicas
         self.processes = Processes(log_dir, sleep)
+        self.restart_policies = restart_policies
+        self.restarts: list[tuple[str, int]] = []
+        self._owner: dict[str, tuple[str, int]] = {}  # process name -> (service, replica)
         self._volumes = {
             name: log_dir / name if name == "airflow-logs" else root / "volumes" / name
             for name in compose.get("volumes") or {}
@@ -125,7 +131,7 @@ class ComposeTopology:
         init = self.service_env("airflow-init")  # the admin user and password it writes into the passwords file
         self.client = AirflowClient(
             self.api_url, init["AIRFLOW_ADMIN_USERNAME"], init["AIRFLOW_ADMIN_PASSWORD"], sleep=sleep,
-            check_alive=self.processes.check_alive, where=f"; logs in {log_dir}",
+            check_alive=self.check_alive, where=f"; logs in {log_dir}",
         )  # fmt: skip
 
     def __enter__(self) -> ComposeTopology:
@@ -139,6 +145,10 @@ class ComposeTopology:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self._ports[('airflow-api-server', 8080)][0]}"
+
+    def volume(self, name: str) -> Path:
+        """The folder that stands in for compose's named volume `name`."""
+        return self._volumes[name]
 
     @property
     def serving_addresses(self) -> list[str]:
@@ -307,14 +317,50 @@ class ComposeTopology:
 
     def _start(self, service: str) -> None:
         self._mount(service)
-        cwd = PROJECT_ROOT
         if str(self.services[service].get("restart", "")) == "no":  # one-shot: the others wait for it to finish
-            self.processes.run(service, self.command(service), self.service_env(service), timeout=600, cwd=cwd)
+            env = self.service_env(service)
+            self.processes.run(service, self.command(service), env, timeout=600, cwd=PROJECT_ROOT)
             return
-        count = self.replicas if service == SERVING else 1
-        for replica in range(count):
-            name = f"{service}-{replica + 1}" if count > 1 else service
-            self.processes.spawn(name, self.command(service, replica), self.service_env(service), cwd=cwd)
+        for replica in range(self.replicas if service == SERVING else 1):
+            self.start_replica(service, replica)
+
+    def process_name(self, service: str, replica: int = 0) -> str:
+        """The name `service`'s process (replica `replica` of `tf-serving`) runs and logs under."""
+        return f"{service}-{replica + 1}" if service == SERVING and self.replicas > 1 else service
+
+    def start_replica(self, service: str, replica: int = 0) -> Component:
+        """Start one process of `service` (again, after `kill`), as compose would start its container."""
+        name = self.process_name(service, replica)
+        self._owner[name] = (service, replica)
+        return self.processes.spawn(name, self.command(service, replica), self.service_env(service), cwd=PROJECT_ROOT)
+
+    def kill(self, service: str, replica: int = 0) -> None:
+        """`docker kill`: SIGKILL to every process of the service's container (its session), nothing graceful."""
+        name = self.process_name(service, replica)
+        (component,) = [c for c in self.processes.components if c.name == name]
+        kill_session(component.process.pid)
+        self.processes.stop(grace=0, components=[component])
+
+    def check_alive(self) -> None:
+        """Raise on a process that exited; under `restart_policies`, start it again as its compose `restart:` says.
+
+        Docker restarts a container that exited when its policy is `always` or `unless-stopped` (and, on a
+        failure, `on-failure`); each restart is recorded in `restarts` (process name, exit code).
+        """
+        if not self.restart_policies:
+            self.processes.check_alive()
+            return
+        for component in self.processes.components:
+            code = component.process.poll()
+            if code is None:
+                continue
+            service, replica = self._owner[component.name]
+            policy = str(self.services[service].get("restart", "no"))
+            if policy not in ("always", "unless-stopped") and not (policy.startswith("on-failure") and code):
+                self.processes.check_alive()
+            self.processes.stop(grace=0, components=[component])
+            self.restarts.append((component.name, code))
+            self.start_replica(service, replica)
 
     def _mount(self, service: str) -> None:
         """Each mount of the service as a link in its container's folder (Airflow finds its logs under its home)."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
+import logging
 import math
 import re
 import shutil
 import socket
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -153,10 +156,11 @@ def _closed_port() -> int:
 
 
 def test_verification_on_every_replica_moves_stable_and_a_failed_replica_retracts(
-    prepared: pipeline.PipelineConfig,
+    prepared: pipeline.PipelineConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     from serving.client import ServingClient
     from serving.push import list_versions
+    from serving.server_process import server_process
 
     permissive = dataclasses.replace(prepared, auc_floor=0.0, allow_signature_change=True)
     with serving_tier(prepared.home, replicas=2) as addresses:
@@ -183,6 +187,32 @@ def test_verification_on_every_replica_moves_stable_and_a_failed_replica_retract
         assert pipeline.serving_version(config) == version
         with ServingClient(addresses[0], version_label="stable") as client:
             assert client.metadata().version == version
+        # The task's next try fails at once: the version it was given is gone.
+        with pytest.raises(RuntimeError, match="retracted by an earlier try"):
+            pipeline.verify_serving(broken, "1998-02-04", deadline_s=120)
+
+        # Re-run once the replica is back: push pushes the export again, as the next version, and verification
+        # waits for a replica that comes up while it runs (as one restarted mid-verification does).
+        again = pipeline.push(broken, "1998-02-04")["model_version"]
+        assert again == retracted + 1, (retracted, again)
+        flags = ["--model-config-file", str(config.model_config_file), "--poll-interval-s", "0.5",
+                 "--port", unreachable.rpartition(":")[2]]  # fmt: skip
+        with concurrent.futures.ThreadPoolExecutor(1) as pool, caplog.at_level(logging.WARNING):
+            verifying = pool.submit(pipeline.verify_serving, broken, "1998-02-04", deadline_s=120)
+            _wait_for_record(caplog, f"{unreachable} unreachable while verifying version {again}", verifying)
+            with server_process(config.model_base_path, flags=flags):
+                result = verifying.result(timeout=150)
+                assert result["verified_on"] == [addresses[0], unreachable], result
+                with ServingClient(unreachable, version_label="stable") as client:
+                    assert client.metadata().version == again
+
+
+def _wait_for_record(caplog: pytest.LogCaptureFixture, text: str, running: concurrent.futures.Future) -> None:
+    deadline = time.monotonic() + 60
+    while not any(text in record.getMessage() for record in caplog.records):
+        assert not running.done(), running.result()
+        assert time.monotonic() < deadline, f"no log record {text!r} within 60 s"
+        time.sleep(0.1)
 
 
 def test_verification_fails_naming_the_replica_when_it_answers_differently_cannot_load_or_keeps_stable(
@@ -190,8 +220,6 @@ def test_verification_fails_naming_the_replica_when_it_answers_differently_canno
 ) -> None:
     """The three ways a healthy-looking replica fails verification: each retracts the version, `stable` stays, and
     the reason names the replica and what went wrong; a version that cannot load fails as soon as it is reported."""
-    import time
-
     from deepfm_model.predict import load_trained
     from serving.labels import ensure_model_config
     from serving.push import list_versions
