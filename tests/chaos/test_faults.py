@@ -25,6 +25,7 @@ replica that is never killed during the whole case: each is counted, and none ma
 from __future__ import annotations
 
 import datetime as dt
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -123,6 +124,14 @@ class Case:
     heal: Callable[[Deployment], object]  # at once after the strike, or only before the re-run when `fails`
     fails: bool = False  # the run is expected to fail cleanly (then healed and re-run)
     stream_replica: int = 0  # the replica requests go to: never the one struck
+    retry_within: Callable[[Deployment], float] | None = None  # the struck task's next try must begin this soon
+
+
+def _heartbeat_timeout_and_retry(deployment: Deployment) -> float:
+    """compose's heartbeat timeout (Airflow's default, 300 s, would fail this), then the scheduler's check every
+    10 s, the retry delay (20 s) and a margin for a loaded machine."""
+    env = deployment.topology.service_env("airflow-scheduler")
+    return float(env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"]) + 10 + 20 + 30
 
 
 def _kill_and_restart(service: str, replica: int = 0) -> tuple[Callable, Callable]:
@@ -175,7 +184,8 @@ def _nothing(_deployment: Deployment) -> None:
 
 CASES = [
     Case("gpu_worker_killed", "SIGKILL to the gpu Celery worker (every process), then started again",
-         "training.train", "8 s in", _after(8.0), *_kill_and_restart("airflow-worker-gpu")),
+         "training.train", "8 s in", _after(8.0), *_kill_and_restart("airflow-worker-gpu"),
+         retry_within=_heartbeat_timeout_and_retry),
     Case("redis_restarted", "Redis restarted (SIGTERM, then its command again)",
          "features.update_feature_store", "its first write to the online store", _redis_writes_begun,
          lambda d: d.redis.restart(), _nothing),
@@ -332,6 +342,8 @@ def test_a_night_survives(deployment: Deployment, case: Case) -> None:
         assert entry["rerun"] == "success", entry
     else:
         assert entry["outcome"] == "completed", entry
+    if case.retry_within is not None:
+        assert entry.get("retried_s_after_strike", math.inf) <= case.retry_within(deployment), entry
     assert_succeeded(run if not case.fails else rerun, instances, OUTPUT)
     entry["pushed_version"] = _assert_like_undisturbed(deployment, ds, versions_before)
     entry["converged"] = True

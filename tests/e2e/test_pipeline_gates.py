@@ -197,9 +197,12 @@ def test_verification_on_every_replica_moves_stable_and_a_failed_replica_retract
         assert again == retracted + 1, (retracted, again)
         flags = ["--model-config-file", str(config.model_config_file), "--poll-interval-s", "0.5",
                  "--port", unreachable.rpartition(":")[2]]  # fmt: skip
-        with concurrent.futures.ThreadPoolExecutor(1) as pool, caplog.at_level(logging.WARNING):
+        with (
+            concurrent.futures.ThreadPoolExecutor(1) as pool,
+            caplog.at_level(logging.DEBUG, logger="dags.pipeline.serving_tier"),
+        ):
             verifying = pool.submit(pipeline.verify_serving, broken, "1998-02-04", deadline_s=120)
-            _wait_for_record(caplog, f"{unreachable} unreachable while verifying version {again}", verifying)
+            _wait_for_record(caplog, f"{unreachable} not ready yet", verifying)  # it has asked the missing replica
             with server_process(config.model_base_path, flags=flags):
                 result = verifying.result(timeout=150)
                 assert result["verified_on"] == [addresses[0], unreachable], result

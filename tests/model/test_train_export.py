@@ -194,3 +194,26 @@ def test_a_fresh_process_loads_the_trained_model(run_dir, splits):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == str(len(splits[2]))
+
+
+def test_export_is_renamed_into_place_whole_and_never_replaces_other_files(run_dir, splits, tmp_path):
+    """A retried training takes an existing export as finished, so an export appears only whole: written beside
+    the target and renamed over it (a stale file inside goes with the old one); a folder of other files stays."""
+    from deepfm_model.export import export_saved_model
+
+    trained = load_trained(run_dir)
+    target = tmp_path / "export"
+    export_saved_model(trained, target)
+    first = predict_saved_model(target, splits[2])
+    (target / "stale").write_text("from an earlier export")
+    export_saved_model(trained, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no partial folder left beside it
+    assert not (target / "stale").exists()
+    np.testing.assert_allclose(predict_saved_model(target, splits[2]), first, atol=1e-6)
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "mine.txt").write_text("keep")
+    with pytest.raises(ValueError, match="no SavedModel"):
+        export_saved_model(trained, notes)
+    assert (notes / "mine.txt").read_text() == "keep"
