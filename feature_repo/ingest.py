@@ -15,7 +15,6 @@ entity, for `ds` itself (the "now" row that materialization pushes online).
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
 import duckdb
@@ -32,10 +31,8 @@ from deepfm_model.spec.features import (
     POSITIVE_RATING,
     RATING,
     USER_FRESH_VIEW,
-    USER_GENRE_STATS_VIEW,
     USER_KEY,
     USER_PROFILE_VIEW,
-    VIEWS,
     view_features,
 )
 from deepfm_model.spec.files import staged_path
@@ -182,13 +179,6 @@ def read_source(data_dir: Path, view: str) -> pd.DataFrame:
         return table
     key = USER_KEY if USER_KEY in table.columns else MOVIE_KEY
     return table.sort_values([EVENT_TIMESTAMP, key], kind="stable").reset_index(drop=True)
-
-
-def build_sources(raw: RawData | RawSource, ds: DateLike) -> dict[str, pd.DataFrame]:
-    """The source tables for logical date `ds`, keyed by feature view name (what `write_sources` writes)."""
-    with tempfile.TemporaryDirectory(prefix="sources-") as folder:
-        write_sources(raw, ds, Path(folder))
-        return {view: read_source(Path(folder), view) for view in (*VIEWS, USER_GENRE_STATS_VIEW)}
 
 
 def _check_view_columns(table: pd.DataFrame, view: str) -> None:

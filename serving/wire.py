@@ -11,8 +11,8 @@ the dtypes the client encodes and decodes (other values survive a parse as plain
 open), `TensorInfo` keeps the dense encoding. Unknown fields are kept by protobuf, so parsing a full message with
 these classes loses nothing when it is serialized again.
 
-`GetModelMetadataResponse.metadata["signature_def"]` is an `Any` whose type URL names the official message;
-`SIGNATURE_DEF_MAP_TYPE_URL` is that URL, and `unpack_signature_def_map` reads it into the class here.
+`GetModelMetadataResponse.metadata["signature_def"]` is an `Any` whose type URL names the official message
+(`tensorflow.serving.SignatureDefMap`); `unpack_signature_def_map` reads it into the class here.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from google.protobuf import any_pb2, descriptor_pool, message_factory, wrappers_
 
 PACKAGE = "deepfm_serving.wire"
 FILE_NAME = "deepfm_serving/wire.proto"
-SIGNATURE_DEF_MAP_TYPE_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"
 
 # gRPC method paths of TF Serving's services; they name the official packages, not ours.
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
@@ -296,11 +295,6 @@ def unpack_signature_def_map(packed: any_pb2.Any):
     if packed.type_url.rsplit("/", 1)[-1] != "tensorflow.serving.SignatureDefMap":
         raise ValueError(f"Expected a tensorflow.serving.SignatureDefMap. Received: `type_url={packed.type_url!r}`")
     return SignatureDefMap.FromString(packed.value)
-
-
-def pack_signature_def_map(signature_def_map) -> any_pb2.Any:
-    """Pack a `SignatureDefMap` into an `Any` under the official type URL."""
-    return any_pb2.Any(type_url=SIGNATURE_DEF_MAP_TYPE_URL, value=signature_def_map.SerializeToString())
 
 
 if __name__ == "__main__":

@@ -86,11 +86,6 @@ def copy_lineage(config: PipelineConfig, ds: str, version: int) -> Path:
     return path
 
 
-def served_lineage(config: PipelineConfig, version: int) -> dict | None:
-    """The lineage copied beside pushed `version`, `None` when it has none."""
-    return read_json(config.version_dir(version) / SERVED_LINEAGE)
-
-
 def snapshot_fingerprint(snapshot_dir: Path) -> dict:
     """sha256, size and row count of each split file, and one sha256 over all of them (split names included)."""
     import pyarrow.parquet as pq

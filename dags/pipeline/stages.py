@@ -7,14 +7,12 @@
 | release | `bless`, `push`, `verify_serving` (`release`) |
 """
 
-from dags.pipeline.config import PipelineConfig
 from dags.pipeline.evaluation import evaluate
-from dags.pipeline.features import ValidationFailed, build_training_set, check_skew, ingest, update_feature_store
-from dags.pipeline.release import bless, push, serving_version, verify_serving
-from dags.pipeline.serving_tier import wait_available
+from dags.pipeline.features import build_training_set, check_skew, ingest, update_feature_store
+from dags.pipeline.release import bless, push, verify_serving
 from dags.pipeline.training import train, validate
 
 __all__ = [
-    "PipelineConfig", "ValidationFailed", "ingest", "update_feature_store", "check_skew", "build_training_set",
-    "validate", "train", "evaluate", "bless", "push", "verify_serving", "serving_version", "wait_available",
+    "ingest", "update_feature_store", "check_skew", "build_training_set",
+    "validate", "train", "evaluate", "bless", "push", "verify_serving",
 ]  # fmt: skip

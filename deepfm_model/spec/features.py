@@ -291,11 +291,6 @@ USER_FRESH_STATE_COLUMNS: tuple[str, ...] = (
 )
 
 
-def feature_refs() -> list[str]:
-    """Feast feature references (`view:feature`) of every non-key feature, in spec order."""
-    return [f"{f.view}:{f.name}" for f in FEATURES if f.view is not None]
-
-
 def serving_dtype(feature: Feature) -> str:
     """Dtype of the feature in the serving signature: `"string"` or `"float32"`."""
     return "float32" if feature.kind is Kind.NUMERIC else "string"

@@ -17,6 +17,9 @@ import pandas as pd
 import pytest
 
 from dags.pipeline import stages as pipeline
+from dags.pipeline.config import PipelineConfig
+from dags.pipeline.features import ValidationFailed
+from dags.pipeline.release import serving_version
 from dags.pipeline.serving_tier import ReplicaFailed
 from tests.e2e.conftest import SYNTHETIC_DS, serving_tier
 
@@ -24,15 +27,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> pipeline.PipelineConfig:
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> PipelineConfig:
     """A run of synthetic data taken up to a built training snapshot."""
     from feature_repo.store import write_config
 
     home = tmp_path_factory.mktemp("gates")
     write_config(home / "feature_repo")
-    config = pipeline.PipelineConfig(
-        home=home, source="synthetic", feature_repo=home / "feature_repo", epochs=1, batch_size=512
-    )
+    config = PipelineConfig(home=home, source="synthetic", feature_repo=home / "feature_repo", epochs=1, batch_size=512)
     pipeline.ingest(config, SYNTHETIC_DS)
     pipeline.update_feature_store(config, SYNTHETIC_DS)
     rows = pipeline.build_training_set(config, SYNTHETIC_DS)
@@ -40,7 +41,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> pipeline.PipelineConfi
     return config
 
 
-def test_bad_snapshot_stops_the_run_before_training(prepared: pipeline.PipelineConfig) -> None:
+def test_bad_snapshot_stops_the_run_before_training(prepared: PipelineConfig) -> None:
     run_dir = prepared.run_dir(SYNTHETIC_DS).root
     train_path = run_dir / "snapshot" / "train.parquet"
     good = pd.read_parquet(train_path)
@@ -49,18 +50,18 @@ def test_bad_snapshot_stops_the_run_before_training(prepared: pipeline.PipelineC
     bad.loc[10:19, "age"] = 450.0
     bad.to_parquet(train_path, index=False)
     try:
-        with pytest.raises(pipeline.ValidationFailed) as failure:
+        with pytest.raises(ValidationFailed) as failure:
             pipeline.validate(prepared, SYNTHETIC_DS)
         assert "user_id" in str(failure.value) and "age" in str(failure.value)
         assert json.loads((run_dir / "validation" / "result.json").read_text())["success"] is False
-        with pytest.raises(pipeline.ValidationFailed):
+        with pytest.raises(ValidationFailed):
             pipeline.train(prepared, SYNTHETIC_DS)
         assert not (run_dir / "model").exists()
     finally:
         good.to_parquet(train_path, index=False)
 
 
-def test_candidate_below_the_floor_is_not_pushed(prepared: pipeline.PipelineConfig) -> None:
+def test_candidate_below_the_floor_is_not_pushed(prepared: PipelineConfig) -> None:
     assert pipeline.validate(prepared, SYNTHETIC_DS)["success"] is True
     pipeline.train(prepared, SYNTHETIC_DS)
     trained = json.loads((prepared.run_dir(SYNTHETIC_DS).model_dir / "config.json").read_text())["train"]
@@ -69,7 +70,7 @@ def test_candidate_below_the_floor_is_not_pushed(prepared: pipeline.PipelineConf
         prepared.early_stopping_patience,
         prepared.epochs,
     )  # the pipeline's training settings reach the training run
-    strict = pipeline.PipelineConfig(**{**prepared.__dict__, "auc_floor": 0.999})
+    strict = PipelineConfig(**{**prepared.__dict__, "auc_floor": 0.999})
     blessing = pipeline.bless(strict, SYNTHETIC_DS)
     assert blessing["blessed"] is False and "below the floor" in blessing["reason"]
     assert pipeline.push(strict, SYNTHETIC_DS)["model_version"] is None
@@ -77,7 +78,7 @@ def test_candidate_below_the_floor_is_not_pushed(prepared: pipeline.PipelineConf
     assert pipeline.verify_serving(strict, SYNTHETIC_DS)["verified"] is False
 
 
-def _copy_run(config: pipeline.PipelineConfig, ds: str) -> Path:
+def _copy_run(config: PipelineConfig, ds: str) -> Path:
     """A run directory for `ds` holding a copy of the trained run's model, snapshot and validation (what `bless` reads)."""
     source, target = config.run_dir(SYNTHETIC_DS).root, config.run_dir(ds).root
     shutil.rmtree(target, ignore_errors=True)
@@ -100,12 +101,12 @@ def _export_other_signature(export_dir: Path) -> None:
     tf.saved_model.save(module, str(export_dir), signatures={"serving_default": module.serve})
 
 
-def test_changed_serving_signature_is_rejected(prepared: pipeline.PipelineConfig) -> None:
+def test_changed_serving_signature_is_rejected(prepared: PipelineConfig) -> None:
     permissive = dataclasses.replace(prepared, auc_floor=0.0)
     first = pipeline.bless(permissive, SYNTHETIC_DS)
     assert first["blessed"] is True and first["serving_version"] is None, first
     version = pipeline.push(permissive, SYNTHETIC_DS)["model_version"]
-    assert version == pipeline.serving_version(permissive)
+    assert version == serving_version(permissive)
 
     same = pipeline.bless(permissive, SYNTHETIC_DS)  # the same export again: the signatures match
     assert same["blessed"] is True and same["signature_changed"] is None, same
@@ -122,21 +123,21 @@ def test_changed_serving_signature_is_rejected(prepared: pipeline.PipelineConfig
     assert "user_id" in blessing["signature_changed"]["inputs"]["removed"]
     assert json.loads((run_dir / "blessing.json").read_text())["signature_changed"] == blessing["signature_changed"]
     assert pipeline.push(permissive, other_ds)["model_version"] is None
-    assert pipeline.serving_version(permissive) == version
+    assert serving_version(permissive) == version
 
     # The switch as a deployment sets it: from the environment, the rest of the run's settings alike.
     env = {"DEEPFM_HOME": str(permissive.home), "DEEPFM_SOURCE": "synthetic", "DEEPFM_AUC_FLOOR": "0",
            "DEEPFM_FEATURE_REPO": str(permissive.feature_repo), "DEEPFM_EPOCHS": "1", "DEEPFM_BATCH_SIZE": "512"}  # fmt: skip
-    assert pipeline.PipelineConfig.from_env(env) == permissive
-    assert pipeline.bless(pipeline.PipelineConfig.from_env({**env, "DEEPFM_ALLOW_SIGNATURE_CHANGE": "no"}),
+    assert PipelineConfig.from_env(env) == permissive
+    assert pipeline.bless(PipelineConfig.from_env({**env, "DEEPFM_ALLOW_SIGNATURE_CHANGE": "no"}),
                           other_ds)["blessed"] is False  # fmt: skip
-    deliberate = pipeline.PipelineConfig.from_env({**env, "DEEPFM_ALLOW_SIGNATURE_CHANGE": "1"})
+    deliberate = PipelineConfig.from_env({**env, "DEEPFM_ALLOW_SIGNATURE_CHANGE": "1"})
     allowed = pipeline.bless(deliberate, other_ds)
     assert allowed["blessed"] is True and "not compared" in allowed["reason"], allowed
     assert allowed["signature_changed"] == blessing["signature_changed"] and allowed["serving_auc"] is None
 
 
-def test_nan_training_loss_is_rejected(prepared: pipeline.PipelineConfig) -> None:
+def test_nan_training_loss_is_rejected(prepared: PipelineConfig) -> None:
     permissive = dataclasses.replace(prepared, auc_floor=0.0)
     run_dir = _copy_run(permissive, "1998-02-02")
     history_path = run_dir / "model" / "history.json"
@@ -156,7 +157,7 @@ def _closed_port() -> int:
 
 
 def test_verification_on_every_replica_moves_stable_and_a_failed_replica_retracts(
-    prepared: pipeline.PipelineConfig, caplog: pytest.LogCaptureFixture
+    prepared: PipelineConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
     from serving.client import ServingClient
     from serving.push import list_versions
@@ -184,7 +185,7 @@ def test_verification_on_every_replica_moves_stable_and_a_failed_replica_retract
             pipeline.verify_serving(broken, "1998-02-04", deadline_s=5)
         assert addresses[0] not in failure.value.failures
         assert retracted not in list_versions(config.model_base_path, config.model_name)
-        assert pipeline.serving_version(config) == version
+        assert serving_version(config) == version
         with ServingClient(addresses[0], version_label="stable") as client:
             assert client.metadata().version == version
         # The task's next try fails at once: the version it was given is gone.
@@ -219,7 +220,7 @@ def _wait_for_record(caplog: pytest.LogCaptureFixture, text: str, running: concu
 
 
 def test_verification_fails_naming_the_replica_when_it_answers_differently_cannot_load_or_keeps_stable(
-    prepared: pipeline.PipelineConfig,
+    prepared: PipelineConfig,
 ) -> None:
     """The three ways a healthy-looking replica fails verification: each retracts the version, `stable` stays, and
     the reason names the replica and what went wrong; a version that cannot load fails as soon as it is reported."""
@@ -247,7 +248,7 @@ def test_verification_fails_naming_the_replica_when_it_answers_differently_canno
             with pytest.raises(ReplicaFailed) as failure:
                 pipeline.verify_serving(attempt_config, ds, deadline_s=deadline_s)
             assert version not in list_versions(config.model_base_path, config.model_name)  # retracted
-            assert pipeline.serving_version(config) == stable  # `stable` unchanged
+            assert serving_version(config) == stable  # `stable` unchanged
             return failure.value, time.monotonic() - began
 
         # 1. The replica answers, but not what the in-process model computes.

@@ -12,6 +12,7 @@ from deepfm_model.spec.features import RECENT_DAYS, USER_GENRE_STATS_VIEW, VIEWS
 from deepfm_model.spec.raw_data import RawData
 from deepfm_model.synthetic import generate
 from feature_repo import daily_stats, ingest, raw_source
+from tests.features.sources import build_sources
 
 TABLES = (*VIEWS, USER_GENRE_STATS_VIEW)
 
@@ -30,7 +31,7 @@ def nightly(raw: RawData, ds: str, data_dir: Path) -> dict[str, int]:
 
 
 def assert_equal_to_rebuild(raw: RawData, ds: str, data_dir: Path) -> None:
-    fresh = ingest.build_sources(raw, ds)
+    fresh = build_sources(raw, ds)
     for view in TABLES:
         pd.testing.assert_frame_equal(ingest.read_source(data_dir, view), fresh[view], check_exact=True, obj=view)
 

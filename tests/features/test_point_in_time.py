@@ -12,6 +12,7 @@ from deepfm_model.spec.raw_data import RawData
 from deepfm_model.synthetic import generate
 from feature_repo import ingest, store
 from feature_repo.daily_stats import PRIOR_MEAN_RATING, PRIOR_POS_RATE, PSEUDO_COUNT
+from tests.features.sources import build_sources
 
 from .conftest import events_frame, repo_with
 
@@ -81,7 +82,7 @@ def test_events_sharing_user_and_second_are_all_kept(planted):
 def test_sources_ignore_events_after_ds(planted, tmp_path):
     raw, frame = planted
     assert pd.Timestamp("1998-01-05", tz="UTC") not in set(frame["event_timestamp"])
-    tables = ingest.build_sources(raw, "1998-01-05")
+    tables = build_sources(raw, "1998-01-05")
     stats = tables["user_stats"]
     u3_now = stats[(stats["user_id"] == "u3") & (stats["event_timestamp"] == data_cutoff("1998-01-05"))]
     assert u3_now["user_rating_count"].tolist() == [0.0]

@@ -12,6 +12,7 @@ import pytest
 
 from dags.pipeline import stages
 from dags.pipeline.config import ConfigurationError, PipelineConfig
+from dags.pipeline.features import ValidationFailed
 from deepfm_model.synthetic import main as generate_folder
 from feature_repo import store
 from tests.features.test_raw_source import BAD_TABLES, generated_tables, write_tables
@@ -62,7 +63,7 @@ def test_the_feature_stages_run_on_a_generated_folder(source, tmp_path):
 def test_a_bad_table_stops_ingest_and_nothing_is_written_downstream(small_tables, tmp_path, case):
     corrupt, patterns = BAD_TABLES[case]
     config = parquet_config(tmp_path, write_tables(tmp_path / "bad", corrupt(small_tables)))
-    with pytest.raises(stages.ValidationFailed) as failure:
+    with pytest.raises(ValidationFailed) as failure:
         stages.ingest(config, DS)
     assert re.search(patterns[0], str(failure.value)), str(failure.value)
     run = config.run_dir(DS)

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from google.protobuf import any_pb2
 
 from serving import wire
 from serving.client import decode_tensor, encode_tensor, serialize_tensor
+
+SIGNATURE_DEF_MAP_TYPE_URL = "type.googleapis.com/tensorflow.serving.SignatureDefMap"  # the official message's
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,7 +107,7 @@ def test_metadata_response_both_ways(official):
     response.metadata["signature_def"].Pack(signature_map)
 
     ours = wire.GetModelMetadataResponse.FromString(response.SerializeToString())
-    assert ours.metadata["signature_def"].type_url == wire.SIGNATURE_DEF_MAP_TYPE_URL
+    assert ours.metadata["signature_def"].type_url == SIGNATURE_DEF_MAP_TYPE_URL
     our_map = wire.unpack_signature_def_map(ours.metadata["signature_def"])
     age = our_map.signature_def["serving_default"].inputs["age"]
     assert (age.name, wire.DATA_TYPE_NAMES[age.dtype], age.tensor_shape.dim[0].size) == (
@@ -113,7 +116,8 @@ def test_metadata_response_both_ways(official):
     assert our_map.signature_def["serving_default"].outputs["probability"].tensor_shape.unknown_rank
 
     back = wire.GetModelMetadataResponse(model_spec=wire.ModelSpec(name="deepfm"))
-    back.metadata["signature_def"].CopyFrom(wire.pack_signature_def_map(our_map))
+    packed = any_pb2.Any(type_url=SIGNATURE_DEF_MAP_TYPE_URL, value=our_map.SerializeToString())
+    back.metadata["signature_def"].CopyFrom(packed)
     theirs = get_model_metadata_pb2.GetModelMetadataResponse.FromString(back.SerializeToString())
     unpacked = get_model_metadata_pb2.SignatureDefMap()
     assert theirs.metadata["signature_def"].Unpack(unpacked)
