@@ -68,7 +68,7 @@ def poll(topology: ComposeTopology, ready: Callable[[], Any], what: str, timeout
 
     deadline = time.monotonic() + timeout
     while True:
-        topology.check_alive()
+        topology.processes.check_alive()
         try:
             result = ready()
         except (StackError, httpx.HTTPError, ValueError):

@@ -96,8 +96,6 @@ class ComposeTopology:
             fewer epochs, ...).
         replicas: how many `tf-serving` processes.
         sleep: how waits pause.
-        restart_policies: start a process that exited again, as its compose `restart:` policy says (as Docker
-            would), instead of failing the wait that noticed it.
     """
 
     def __init__(
@@ -109,7 +107,6 @@ class ComposeTopology:
         overrides: Mapping[str, str] = {},  # noqa: B006 (read only)
         replicas: int = 2,
         sleep: Callable[[float], None] = time.sleep,
-        restart_policies: bool = False,
     ) -> None:
         self.services: dict[str, dict[str, Any]] = compose["services"]
         self.root = root
@@ -118,9 +115,6 @@ class ComposeTopology:
         self.overrides = dict(overrides)
         self.replicas = replicas
         self.processes = Processes(log_dir, sleep)
-        self.restart_policies = restart_policies
-        self.restarts: list[tuple[str, int]] = []
-        self._owner: dict[str, tuple[str, int]] = {}  # process name -> (service, replica)
         self._volumes = {
             name: log_dir / name if name == "airflow-logs" else root / "volumes" / name
             for name in compose.get("volumes") or {}
@@ -131,7 +125,7 @@ class ComposeTopology:
         init = self.service_env("airflow-init")  # the admin user and password it writes into the passwords file
         self.client = AirflowClient(
             self.api_url, init["AIRFLOW_ADMIN_USERNAME"], init["AIRFLOW_ADMIN_PASSWORD"], sleep=sleep,
-            check_alive=self.check_alive, where=f"; logs in {log_dir}",
+            check_alive=self.processes.check_alive, where=f"; logs in {log_dir}",
         )  # fmt: skip
 
     def __enter__(self) -> ComposeTopology:
@@ -331,7 +325,6 @@ class ComposeTopology:
     def start_replica(self, service: str, replica: int = 0) -> Component:
         """Start one process of `service` (again, after `kill`), as compose would start its container."""
         name = self.process_name(service, replica)
-        self._owner[name] = (service, replica)
         return self.processes.spawn(name, self.command(service, replica), self.service_env(service), cwd=PROJECT_ROOT)
 
     def kill(self, service: str, replica: int = 0) -> None:
@@ -340,27 +333,6 @@ class ComposeTopology:
         (component,) = [c for c in self.processes.components if c.name == name]
         kill_session(component.process.pid)
         self.processes.stop(grace=0, components=[component])
-
-    def check_alive(self) -> None:
-        """Raise on a process that exited; under `restart_policies`, start it again as its compose `restart:` says.
-
-        Docker restarts a container that exited when its policy is `always` or `unless-stopped` (and, on a
-        failure, `on-failure`); each restart is recorded in `restarts` (process name, exit code).
-        """
-        if not self.restart_policies:
-            self.processes.check_alive()
-            return
-        for component in self.processes.components:
-            code = component.process.poll()
-            if code is None:
-                continue
-            service, replica = self._owner[component.name]
-            policy = str(self.services[service].get("restart", "no"))
-            if policy not in ("always", "unless-stopped") and not (policy.startswith("on-failure") and code):
-                self.processes.check_alive()
-            self.processes.stop(grace=0, components=[component])
-            self.restarts.append((component.name, code))
-            self.start_replica(service, replica)
 
     def _mount(self, service: str) -> None:
         """Each mount of the service as a link in its container's folder (Airflow finds its logs under its home)."""
