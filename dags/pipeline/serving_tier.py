@@ -52,13 +52,16 @@ def wait_available(client, version: int | None = None, deadline_s: float = 300.0
     from serving.client import ServingError
 
     deadline = time.monotonic() + deadline_s
+    unanswered = 0
     while True:
         try:
             statuses = client.model_status()
         except ServingError as error:
             if time.monotonic() > deadline:
                 raise
-            logger.debug("%s not ready yet: %s", client.address, error)
+            unanswered += 1
+            log = logger.info if unanswered == 1 else logger.debug  # once per wait: an operator sees the wait
+            log("%s not ready yet (asking again for %.0f s): %s", client.address, deadline - time.monotonic(), error)
             statuses = []
         available = [s.version for s in statuses if s.state == "AVAILABLE"]
         if version is None and available:

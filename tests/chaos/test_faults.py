@@ -10,7 +10,7 @@ system. After one undisturbed night, each case runs the next date's night and st
 | `redis_restarted` | at `update_feature_store`'s first online write | Redis restarted (SIGTERM, the same command again) |
 | `postgres_restarted` | once `build_training_set` has its Feast registry session | Postgres (Airflow's metadata DB and the Feast registry) restarted (fast shutdown) |
 | `scheduler_killed` | 2 s into `evaluate` | SIGKILL to the scheduler, then it starts again |
-| `replica_killed` | in `verify_serving`, once replica 2 has loaded the pushed version | SIGKILL to that replica, then it starts again |
+| `replica_killed` | in `verify_serving`, once replica 2 has loaded the pushed version | SIGKILL to that replica; it starts again once verification has found it unreachable |
 | `disk_full` | as `bless` starts, before the push | the model base path's file system filled to its last 16 KB |
 
 Each run must either complete as an undisturbed one does (every task succeeded, exactly one new version, the next
@@ -53,7 +53,7 @@ from tests.deploy.nightly import (
     trigger,
     wait_for_task,
 )
-from tests.deploy.topology import ComposeTopology, LocalServices
+from tests.deploy.topology import SERVING, ComposeTopology, LocalServices
 from tests.serving.helpers import request_streams
 
 OUTPUT = TEST_OUTPUT / "chaos"
@@ -86,6 +86,18 @@ class Deployment:
     models_fs: SmallFileSystem
     config: PipelineConfig
     versions_before: list[int] = field(default_factory=list)  # on the base path when the case began
+    run_id: str = ""  # of the case's run
+
+    def task_log(self, task_id: str, attempt: int = 1) -> Path:
+        """The log file of a try of the case's run, in the `airflow-logs` volume (Airflow's default file layout)."""
+        return (
+            OUTPUT
+            / "airflow-logs"
+            / f"dag_id={DAG_ID}"
+            / f"run_id={self.run_id}"
+            / f"task_id={task_id}"
+            / f"attempt={attempt}.log"
+        )
 
     @property
     def addresses(self) -> list[str]:
@@ -177,6 +189,15 @@ def _replica_serves_the_new_version(deployment: Deployment) -> Callable[[], bool
     return loaded
 
 
+def _restart_replica_once_verification_waits(deployment: Deployment) -> None:
+    """Start replica 2 again once `verify_serving` has found it unreachable: the task must wait for it."""
+    address = deployment.addresses[1]
+    log = deployment.task_log("release.verify_serving")
+    poll(deployment.topology, lambda: log.is_file() and f"{address} not ready yet" in log.read_text(),
+         f"verify_serving to find {address} unreachable", RUN_TIMEOUT_S)  # fmt: skip
+    deployment.topology.start_replica(SERVING, 1)
+
+
 def _nothing(_deployment: Deployment) -> None:
     return None
 
@@ -193,9 +214,9 @@ CASES = [
          lambda d: d.postgres.restart(), _nothing),
     Case("scheduler_killed", "SIGKILL to the scheduler, then started again",
          "training.evaluate", "2 s in", _after(2.0), *_kill_and_restart("airflow-scheduler")),
-    Case("replica_killed", "SIGKILL to serving replica 2, then started again",
+    Case("replica_killed", "SIGKILL to serving replica 2, started again once verification found it unreachable",
          "release.verify_serving", "replica 2 has loaded the pushed version", _replica_serves_the_new_version,
-         *_kill_and_restart("tf-serving", 1)),
+         _kill_and_restart(SERVING, 1)[0], _restart_replica_once_verification_waits),
     Case("disk_full", "the model base path's file system full (16 KB left) from before the push",
          "release.bless", "at once", _after(0.0), lambda d: d.models_fs.fill(), lambda d: d.models_fs.empty(),
          fails=True),
@@ -298,7 +319,7 @@ def test_a_night_survives(deployment: Deployment, case: Case) -> None:
     started = time.monotonic()
     address = deployment.addresses[case.stream_replica]
     with request_streams(address, send, version_label="stable") as stream:
-        run_id = trigger(topology.client, ds, "chaos")
+        run_id = deployment.run_id = trigger(topology.client, ds, "chaos")
         running = wait_for_task(topology, run_id, case.task, "running", RUN_TIMEOUT_S)
         poll(topology, case.arm(deployment), f"{case.moment} of {case.task}", RUN_TIMEOUT_S, interval=0.05)
         entry["struck_at_s_into_task"] = round(_seconds_since(running["start_date"]), 1)
