@@ -41,7 +41,6 @@ class RestartableServer:
         self.processes = processes
         self.folder = folder
         self.port = free_port()
-        self.restarts = 0
         self._component: Component | None = None
 
     def argv(self) -> Sequence[str]:
@@ -68,7 +67,6 @@ class RestartableServer:
     def restart(self) -> None:
         self.stop()
         self.start()
-        self.restarts += 1
 
 
 class RedisServer(RestartableServer):

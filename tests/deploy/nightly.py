@@ -38,19 +38,15 @@ def compose_env(folder: Path) -> dict[str, str]:
     return cf.read_env_file(path)
 
 
-def run_id_of(ds: str, prefix: str = "deploy_test") -> str:
-    return f"{prefix}__{ds}"
-
-
 def trigger(client: AirflowClient, ds: str, prefix: str = "deploy_test") -> str:
     """Trigger the nightly run of `ds` through the REST API; returns its run id."""
-    return client.trigger(DAG_ID, f"{ds}T00:00:00Z", run_id=run_id_of(ds, prefix))["dag_run_id"]
+    return client.trigger(DAG_ID, f"{ds}T00:00:00Z", run_id=f"{prefix}__{ds}")["dag_run_id"]
 
 
 def finished_run(topology: ComposeTopology, run_id: str, output: Path, ds: str) -> tuple[dict, list[dict]]:
     """The run and its task instances once it has finished (kept as `task_instances-<ds>.json` in `output`)."""
     client = topology.client
-    run = poll(topology, lambda: _finished(client, run_id), f"{run_id} to finish", RUN_TIMEOUT_S)
+    run = poll(topology, lambda: _finished(client, run_id), f"{run_id} to finish", RUN_TIMEOUT_S, interval=2)
     instances = client.task_instances(DAG_ID, run_id)
     (output / f"task_instances-{ds}.json").write_text(json.dumps(instances, indent=2))
     return run, instances
