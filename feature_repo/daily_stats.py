@@ -52,6 +52,7 @@ from deepfm_model.spec.features import (
     genre_stat_columns,
 )
 from deepfm_model.spec.files import fsync_dir, move_into_place, write_json
+from feature_repo import sql
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path,
 def day_fingerprints(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp) -> dict[str, list]:
     """Each day's `[count, hash]` of the events before `cutoff`; also (re)creates the temp views `labelled`
     (the labelled events before `cutoff`, with their `day`) and `genres` (each movie's genre tokens and bits)."""
-    before = f"{EVENT_TIMESTAMP} < {_timestamp(cutoff)}"
+    before = f"{EVENT_TIMESTAMP} < {sql.instant(cutoff)}"
     con.execute(
         f"CREATE OR REPLACE TEMP VIEW labelled AS SELECT {USER_KEY}, {MOVIE_KEY}, {RATING}, "
         f"CAST({RATING} >= {POSITIVE_RATING} AS BIGINT) AS {LABEL}, date_trunc('day', {EVENT_TIMESTAMP}) AS day, "
@@ -228,7 +229,7 @@ def _write_daily_sums(con: duckdb.DuckDBPyConnection, spec: StatsView, days: lis
         return
     sums = ", ".join(f"CAST(sum({value}) AS BIGINT) AS {column}" for column, value in spec.sums.items())
     join = f" LEFT JOIN genres USING ({MOVIE_KEY})" if spec.by_genre else ""
-    where = "" if every_day else f" WHERE day IN ({', '.join(_timestamp(day) for day in days)})"
+    where = "" if every_day else f" WHERE day IN ({', '.join(sql.instant(day) for day in days)})"
     query = f"SELECT {spec.key}, day, {sums}, strftime(day, '%Y-%m-%d') AS part FROM labelled{join}{where} GROUP BY ALL"
     _write_partitions(con, query, sums_dir, data_dir)
 
@@ -247,14 +248,14 @@ def _write_stats(con: duckdb.DuckDBPyConnection, spec: StatsView, days: list[str
     recent = [sums_dir / f"{day}.parquet" for day in days if day >= first]
     zero = ", ".join(f"CAST(0 AS BIGINT) AS {c}" for c in columns)
     if totals_cutoff == first and totals_path.is_file():
-        base = f"SELECT * FROM read_parquet({_quote(totals_path)})"
+        base = f"SELECT * FROM read_parquet({sql.literal(totals_path)})"
     elif earlier:
         totals = ", ".join(f"CAST(sum({c}) AS BIGINT) AS {c}" for c in columns)
-        base = f"SELECT {spec.key}, {totals} FROM read_parquet({_files(earlier)}) GROUP BY ALL"
+        base = f"SELECT {spec.key}, {totals} FROM read_parquet({sql.files(earlier)}) GROUP BY ALL"
     else:
         base = f"SELECT CAST(NULL AS VARCHAR) AS {spec.key}, {zero} WHERE false"
     since = (
-        f"SELECT * FROM read_parquet({_files(recent)})"
+        f"SELECT * FROM read_parquet({sql.files(recent)})"
         if recent
         else (f"SELECT CAST(NULL AS VARCHAR) AS {spec.key}, CAST(NULL AS TIMESTAMPTZ) AS day, {zero} WHERE false")
     )
@@ -266,7 +267,7 @@ def _write_stats(con: duckdb.DuckDBPyConnection, spec: StatsView, days: list[str
         con.execute(
             f"COPY (SELECT {spec.key}, {added} FROM ({base}) b FULL OUTER JOIN (SELECT {spec.key}, "
             f"{', '.join(f'sum({c}) AS {c}' for c in columns)} FROM ({since}) GROUP BY ALL) s USING ({spec.key})) "
-            f"TO {_quote(new_totals)} (FORMAT parquet)"
+            f"TO {sql.literal(new_totals)} (FORMAT parquet)"
         )
         # Sums of the days before each day: the running sum up to it (DuckDB streams it) less the day itself.
         running = ", ".join(
@@ -287,11 +288,11 @@ def _write_stats(con: duckdb.DuckDBPyConnection, spec: StatsView, days: list[str
             "ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
         )
         now = (
-            f"SELECT e.{spec.key}, {_timestamp(cutoff)} AS stamp, "
+            f"SELECT e.{spec.key}, {sql.instant(cutoff)} AS stamp, "
             f"{', '.join(f'coalesce(t.{c}, 0) AS {c}' for c in columns)} "
             f"FROM (SELECT DISTINCT {spec.key} FROM ({spec.entities} UNION ALL SELECT {spec.key} FROM "
-            f"read_parquet({_quote(new_totals)})) WHERE {spec.key} IS NOT NULL) e "
-            f"LEFT JOIN read_parquet({_quote(new_totals)}) t USING ({spec.key})"
+            f"read_parquet({sql.literal(new_totals)})) WHERE {spec.key} IS NOT NULL) e "
+            f"LEFT JOIN read_parquet({sql.literal(new_totals)}) t USING ({spec.key})"
         )
         features = ", ".join(f"{expression} AS {name}" for name, expression in spec.features.items())
         rows = f"({history} UNION ALL {now})"
@@ -320,7 +321,7 @@ def _with_recent(spec: StatsView, rows: str, days: list[str], first: str, sums_d
     recent = (
         f"SELECT r.{spec.key}, r.stamp, CAST(sum(d.n) AS BIGINT) AS recent_n, CAST(sum(d.pos) AS BIGINT) AS recent_pos "
         f"FROM {rows} r "
-        f"JOIN read_parquet({_files(files)}) d ON d.{spec.key} = r.{spec.key} AND d.day < r.stamp "
+        f"JOIN read_parquet({sql.files(files)}) d ON d.{spec.key} = r.{spec.key} AND d.day < r.stamp "
         f"AND d.day >= r.stamp - {window} GROUP BY ALL"
     )
     totals = ("sum(coalesce(t.recent_n, 0)) OVER (PARTITION BY r.stamp) AS recent_total, "
@@ -332,7 +333,7 @@ def _write_partitions(con: duckdb.DuckDBPyConnection, query: str, target: Path, 
     """Write the rows of `query` as `<target>/<part>.parquet`, one file per value of its `part` column."""
     staging = data_dir / f".staging-{uuid.uuid4().hex}"
     try:
-        con.execute(f"COPY ({query}) TO {_quote(staging)} (FORMAT parquet, PARTITION_BY (part))")
+        con.execute(f"COPY ({query}) TO {sql.literal(staging)} (FORMAT parquet, PARTITION_BY (part))")
         target.mkdir(parents=True, exist_ok=True)
         written = set()
         for folder in sorted(staging.glob("part=*")):
@@ -340,7 +341,9 @@ def _write_partitions(con: duckdb.DuckDBPyConnection, query: str, target: Path, 
             files = sorted(folder.glob("*.parquet"))
             if len(files) > 1:  # one file per partition is DuckDB's default; merge if it wrote several
                 merged = folder / "merged.parquet"
-                con.execute(f"COPY (SELECT * FROM read_parquet({_files(files)})) TO {_quote(merged)} (FORMAT parquet)")
+                con.execute(
+                    f"COPY (SELECT * FROM read_parquet({sql.files(files)})) TO {sql.literal(merged)} (FORMAT parquet)"
+                )
                 files = [merged]
             move_into_place(files[0], target / f"{part}.parquet", sync_dir=False)
             written.add(part)
@@ -359,16 +362,3 @@ def _read_manifest(root: Path) -> dict:
 
 def _day(stamp: pd.Timestamp) -> str:
     return stamp.strftime("%Y-%m-%d")
-
-
-def _timestamp(value: pd.Timestamp | str) -> str:
-    text = value.isoformat() if isinstance(value, pd.Timestamp) else f"{value} 00:00:00+00:00"
-    return f"TIMESTAMPTZ '{text}'"
-
-
-def _quote(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
-def _files(paths: list[Path]) -> str:
-    return "[" + ", ".join(_quote(path) for path in paths) + "]"

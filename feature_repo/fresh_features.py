@@ -62,7 +62,7 @@ from deepfm_model.spec.features import (
     view_features,
 )
 from deepfm_model.spec.files import staged_path, write_json
-from feature_repo import daily_stats
+from feature_repo import daily_stats, sql
 from feature_repo.daily_stats import AGGREGATES_DIR, PRIOR_MEAN_RATING, PRIOR_POS_RATE, PSEUDO_COUNT
 
 logger = logging.getLogger(__name__)
@@ -331,8 +331,8 @@ def _fold_days(con: duckdb.DuckDBPyConnection, folder: Path, scratch: Path, days
         # One scan of the events writes every day to fold into its own file; batches of days are then read.
         con.execute(
             f"COPY (SELECT {USER_KEY}, {MOVIE_KEY}, {RATING}, {EVENT_TIMESTAMP}, strftime(day, '%Y-%m-%d') AS d "
-            f"FROM labelled WHERE day >= TIMESTAMPTZ '{first} 00:00:00+00:00') "
-            f"TO '{parts}' (FORMAT parquet, PARTITION_BY (d))"
+            f"FROM labelled WHERE day >= {sql.instant(first)}) "
+            f"TO {sql.literal(parts)} (FORMAT parquet, PARTITION_BY (d))"
         )
         for batch in _batches(folded, {day: days[day][0] for day in folded}, FOLD_BATCH_EVENTS):
             events = pd.concat([pd.read_parquet(Path(parts) / f"d={day}", columns=list(EVENT_FIELDS)) for day in batch],
@@ -406,11 +406,10 @@ def latest_state(folder: Path, *, before_day: str | None = None, until: pd.Times
         files += sorted(folder.glob(f"{LIVE_PREFIX}*.parquet"))
     if not files:
         return empty_state()
-    where = f"WHERE {EVENT_TIMESTAMP} <= TIMESTAMPTZ '{to_utc(until).isoformat()}'" if until is not None else ""
-    listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    where = f"WHERE {EVENT_TIMESTAMP} <= {sql.instant(until)}" if until is not None else ""
     with duckdb.connect() as con:
         state = con.execute(
-            f"SELECT {', '.join(LOG_COLUMNS)} FROM read_parquet([{listing}]) {where} "
+            f"SELECT {', '.join(LOG_COLUMNS)} FROM read_parquet({sql.files(files)}) {where} "
             f"QUALIFY row_number() OVER (PARTITION BY {USER_KEY} ORDER BY {EVENT_TIMESTAMP} DESC) = 1 "
             f"ORDER BY {USER_KEY}"
         ).df()

@@ -37,7 +37,7 @@ from deepfm_model.spec.features import (
 )
 from deepfm_model.spec.files import staged_path
 from deepfm_model.spec.raw_data import EVENT_COLUMNS, MOVIE_COLUMNS, USER_COLUMNS, RawData, check_columns
-from feature_repo import daily_stats, fresh_features, raw_source
+from feature_repo import daily_stats, fresh_features, raw_source, sql
 from feature_repo.raw_source import RawSource
 from feature_repo.sources import PARTITIONED_VIEWS, source_file
 
@@ -159,14 +159,13 @@ def write_labelled_events(con: duckdb.DuckDBPyConnection, ds: DateLike, path: Pa
     DuckDB sorts them by event_timestamp, user_id, movie_id (out of core) so that a reader can take them in
     chunks in time order.
     """
-    stamp = data_cutoff(ds).isoformat()
     query = (
         f"SELECT {USER_KEY}, {MOVIE_KEY}, {EVENT_TIMESTAMP}, {RATING}, "
         f"CAST({RATING} >= {POSITIVE_RATING} AS BIGINT) AS {LABEL} FROM events "
-        f"WHERE {EVENT_TIMESTAMP} < TIMESTAMPTZ '{stamp}' ORDER BY {EVENT_TIMESTAMP}, {USER_KEY}, {MOVIE_KEY}"
+        f"WHERE {EVENT_TIMESTAMP} < {sql.instant(data_cutoff(ds))} ORDER BY {EVENT_TIMESTAMP}, {USER_KEY}, {MOVIE_KEY}"
     )
     with staged_path(path) as staged:
-        con.execute(f"COPY ({query}) TO '{staged}' (FORMAT parquet)")
+        con.execute(f"COPY ({query}) TO {sql.literal(staged)} (FORMAT parquet)")
     return pq.ParquetFile(path).metadata.num_rows
 
 

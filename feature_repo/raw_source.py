@@ -15,20 +15,20 @@ per day), `<table>.csv` or a folder `<table>/` of CSV files with a header row. C
 | events | rating | integer | never null; 1 to 5 |
 | events | event_timestamp | timestamp (without a zone: UTC) | never null; not in the future |
 | users | user_id | string or integer | never null; unique |
-| users | age | number | |
-| users | gender | string | |
-| users | occupation | string | |
+| users | age | number | never null; in the feature spec's range |
+| users | gender | string | one of the spec's codes |
+| users | occupation | string | one of the spec's codes |
 | users | zip_code | string (an integer loses leading zeros) | |
 | movies | movie_id | string or integer | never null; unique |
 | movies | title | string | |
-| movies | release_year | number | may be null (unknown) |
-| movies | genres | string, values joined by `\\|` | may be null or empty (no genre) |
+| movies | release_year | number | may be null (unknown); in the spec's range |
+| movies | genres | string, values joined by `\\|` | may be null or empty (no genre); the spec's genre names |
 
-Other columns are ignored; (user, movie, timestamp) must not repeat. `check` verifies all of this exactly, in
-SQL over every row, before anything is written; a failure raises `RawSourceError` naming the table, the column
-and sample rows. The code domains (gender, occupation, genre names), the age and year ranges and the day's
-event count are the Great Expectations source suite's (`validation.validate_sources`), run on the profile tables
-and a sample of events (`validation_sample`).
+Other columns are ignored; (user, movie, timestamp) must not repeat. The rules are `rules.SOURCE_RULES`: `check`
+renders them to SQL and verifies them exactly over every row, before anything is written; a failure raises
+`RawSourceError` naming the table, the column and sample rows. The Great Expectations source suite
+(`validation.validate_sources`) renders the same rules, adds the day's event count, and runs on the profile
+tables and a sample of events (`validation_sample`) for its Data Docs.
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ import pandas as pd
 from deepfm_model.spec.dates import to_utc
 from deepfm_model.spec.features import EVENT_TIMESTAMP, MOVIE_KEY, RATING, USER_KEY
 from deepfm_model.spec.raw_data import EVENT_COLUMNS, MOVIE_COLUMNS, USER_COLUMNS, RawData
+from feature_repo import sql
+from feature_repo.rules import SOURCE_RULES, Check, Rule
 
 TABLES = ("events", "users", "movies")
 COLUMNS = {"events": EVENT_COLUMNS, "users": USER_COLUMNS, "movies": MOVIE_COLUMNS}
@@ -112,22 +114,18 @@ def as_source(raw: RawData | RawSource) -> RawSource:
 def _reader(folder: Path, table: str) -> str:
     single_parquet, single_csv, subfolder = folder / f"{table}.parquet", folder / f"{table}.csv", folder / table
     if single_parquet.is_file():
-        return f"read_parquet({_quote(single_parquet)})"
+        return f"read_parquet({sql.literal(single_parquet)})"
     if single_csv.is_file():
-        return f"read_csv({_quote(single_csv)}, header = true)"
+        return f"read_csv({sql.literal(single_csv)}, header = true)"
     if subfolder.is_dir():
         if any(subfolder.rglob("*.parquet")):
-            return f"read_parquet({_quote(subfolder / '**' / '*.parquet')}, union_by_name = true)"
+            return f"read_parquet({sql.literal(subfolder / '**' / '*.parquet')}, union_by_name = true)"
         if any(subfolder.rglob("*.csv")):
-            return f"read_csv({_quote(subfolder / '**' / '*.csv')}, header = true, union_by_name = true)"
+            return f"read_csv({sql.literal(subfolder / '**' / '*.csv')}, header = true, union_by_name = true)"
     raise FileNotFoundError(
         f"Source folder {str(folder)!r} has no table `{table}`: expected {table}.parquet, {table}.csv or a folder "
         f"{table}/ of parquet or CSV files"
     )
-
-
-def _quote(value: object) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 @contextlib.contextmanager
@@ -142,7 +140,7 @@ def connect(raw: RawData | RawSource, temp_dir: Path | None = None) -> Iterator[
     try:
         con.execute(f"SET TimeZone = 'UTC'; SET memory_limit = '{MEMORY_LIMIT}'; SET threads = {THREADS}")
         if temp_dir is not None:
-            con.execute(f"SET temp_directory = {_quote(temp_dir)}")
+            con.execute(f"SET temp_directory = {sql.literal(temp_dir)}")
         for table in TABLES:
             if source.frames is not None:
                 con.register(f"frame_{table}", getattr(source.frames, table))
@@ -163,8 +161,9 @@ def read_movies(raw: RawData | RawSource) -> pd.DataFrame:
 def check(con: duckdb.DuckDBPyConnection, now: dt.datetime | pd.Timestamp | None = None) -> dict[str, int]:
     """Check the raw tables of `connect` exactly, then create the typed views `events`, `users`, `movies`.
 
-    Columns and types first (a table without them cannot be read further); then null keys, ratings outside
-    1..5, timestamps after `now`, events of unknown users or movies, repeated keys and repeated events.
+    Columns and types first (a table without them cannot be read further); then every rule of
+    `rules.SOURCE_RULES`: null keys, ratings outside 1..5, timestamps after `now`, events of unknown users or
+    movies, repeated keys and events, profile codes outside their domains and ranges.
 
     Args:
         con: a connection from `connect`.
@@ -181,22 +180,10 @@ def check(con: duckdb.DuckDBPyConnection, now: dt.datetime | pd.Timestamp | None
     if problems:
         raise RawSourceError(problems)
     create_views(con)
-    checks = [
-        *((table, key, f"{_name(key)} IS NULL", "null") for table, key in (("events", USER_KEY),
-          ("events", MOVIE_KEY), ("events", RATING), ("events", EVENT_TIMESTAMP), ("users", USER_KEY),
-          ("movies", MOVIE_KEY))),
-        ("events", RATING, f"{RATING} NOT BETWEEN 1 AND 5", "outside 1..5"),
-        ("events", EVENT_TIMESTAMP, f"{EVENT_TIMESTAMP} > TIMESTAMPTZ '{now.isoformat()}'",
-         f"in the future (after {now.isoformat()})"),
-        ("events", USER_KEY, f"{USER_KEY} NOT IN (SELECT {USER_KEY} FROM users WHERE {USER_KEY} IS NOT NULL)",
-         "not a user_id of `users`"),
-        ("events", MOVIE_KEY, f"{MOVIE_KEY} NOT IN (SELECT {MOVIE_KEY} FROM movies WHERE {MOVIE_KEY} IS NOT NULL)",
-         "not a movie_id of `movies`"),
-    ]  # fmt: skip
-    problems += [problem for problem in (_rows_where(con, *c) for c in checks) if problem]
-    for table, key in (("users", (USER_KEY,)), ("movies", (MOVIE_KEY,)), ("events", (USER_KEY, MOVIE_KEY,
-                                                                                      EVENT_TIMESTAMP))):  # fmt: skip
-        problems += [problem for problem in [_repeated(con, table, key)] if problem]
+    for table, rules in SOURCE_RULES.items():
+        for rule in rules:
+            problem = _repeated(con, table, rule) if rule.check is Check.UNIQUE else _rows_where(con, table, rule, now)
+            problems += [problem] if problem else []
     if problems:
         raise RawSourceError(problems)
     return {table: con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in TABLES}
@@ -208,12 +195,8 @@ def create_views(con: duckdb.DuckDBPyConnection) -> None:
     `check` creates them after its checks pass; tables known to be good (tests, benchmarks) may skip the checks.
     """
     for table, columns in TYPES.items():
-        typed = ", ".join(f"CAST({_name(c)} AS {target}) AS {_name(c)}" for c, (_, target) in columns.items())
+        typed = ", ".join(f"CAST({sql.name(c)} AS {target}) AS {sql.name(c)}" for c, (_, target) in columns.items())
         con.execute(f"CREATE OR REPLACE VIEW {table} AS SELECT {typed} FROM raw_{table}")
-
-
-def _name(column: str) -> str:
-    return '"' + column.replace('"', '""') + '"'
 
 
 def _schema_problems(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -227,31 +210,33 @@ def _schema_problems(con: duckdb.DuckDBPyConnection) -> list[str]:
             kind = types.get(column)
             if kind is None or kind in allowed or kind.split("(")[0] in allowed:
                 continue
-            values = [v for (v,) in con.execute(f"SELECT DISTINCT {_name(column)} FROM raw_{table} "
-                                                f"WHERE {_name(column)} IS NOT NULL LIMIT {QUOTED_ROWS}").fetchall()]  # fmt: skip
+            values = [v for (v,) in con.execute(f"SELECT DISTINCT {sql.name(column)} FROM raw_{table} "
+                                                f"WHERE {sql.name(column)} IS NOT NULL LIMIT {QUOTED_ROWS}").fetchall()]  # fmt: skip
             problems.append(f"{table}.{column}: has type {kind}, must be one of {list(allowed)}; e.g. {values!r}")
     return problems
 
 
-def _rows_where(con: duckdb.DuckDBPyConnection, table: str, column: str, condition: str, what: str) -> str | None:
-    """A problem line when rows of `table` meet `condition`: their count and up to `QUOTED_ROWS` of them."""
+def _rows_where(con: duckdb.DuckDBPyConnection, table: str, rule: Rule, now: pd.Timestamp) -> str | None:
+    """A problem line when rows of `table` break `rule`: their count and up to `QUOTED_ROWS` of them."""
+    condition = rule.violated(now)
     count = con.execute(f"SELECT count(*) FROM {table} WHERE {condition}").fetchone()[0]
     if not count:
         return None
     total = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     sample = _records(con.execute(f"SELECT * FROM {table} WHERE {condition} LIMIT {QUOTED_ROWS}"))
-    return f"{table}.{column}: {count} of {total} rows {what}, e.g. {sample}"
+    what = f"{rule.what} (after {now.isoformat()})" if rule.check is Check.NOT_AFTER else rule.what
+    return f"{table}.{rule.column}: {count} of {total} rows {what}, e.g. {sample}"
 
 
-def _repeated(con: duckdb.DuckDBPyConnection, table: str, key: tuple[str, ...]) -> str | None:
-    columns = ", ".join(_name(c) for c in key)
-    query = f"SELECT {columns}, count(*) AS times FROM {table} GROUP BY ALL HAVING count(*) > 1"
+def _repeated(con: duckdb.DuckDBPyConnection, table: str, rule: Rule) -> str | None:
+    query = rule.repeated_keys(table)
     count = con.execute(f"SELECT count(*), coalesce(sum(times), 0) FROM ({query})").fetchone()
     if not count[0]:
         return None
-    sample = _records(con.execute(f"{query} ORDER BY times DESC, {columns} LIMIT {QUOTED_ROWS}"))
-    what = "rows repeat" if len(key) == 1 else "events repeat"
-    return f"{table}.{', '.join(key)}: {count[0]} keys in {count[1]} {what}, e.g. {sample}"
+    keys = ", ".join(sql.name(c) for c in rule.columns)
+    sample = _records(con.execute(f"{query} ORDER BY times DESC, {keys} LIMIT {QUOTED_ROWS}"))
+    what = "rows repeat" if len(rule.columns) == 1 else "events repeat"
+    return f"{table}.{', '.join(rule.columns)}: {count[0]} keys in {count[1]} {what}, e.g. {sample}"
 
 
 def _records(result: duckdb.DuckDBPyConnection) -> list[dict]:
@@ -278,14 +263,14 @@ def validation_sample(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, day:
         rows: the most events to sample from each part.
         seed: the sample's seed.
     """
-    before = f"event_timestamp < TIMESTAMPTZ '{cutoff.isoformat()}'"
+    before = f"{EVENT_TIMESTAMP} < {sql.instant(cutoff)}"
     total = con.execute(f"SELECT count(*) FROM events WHERE {before}").fetchone()[0]
     if total <= rows:
         events = con.execute(f"SELECT * FROM events WHERE {before}").df()
     else:
-        start = f"TIMESTAMPTZ '{day.isoformat()}'"
-        new_day = f"SELECT * FROM events WHERE {before} AND event_timestamp >= {start} LIMIT {rows}"
-        earlier = (f"SELECT * FROM events WHERE event_timestamp < {start} "
+        start = sql.instant(day)
+        new_day = f"SELECT * FROM events WHERE {before} AND {EVENT_TIMESTAMP} >= {start} LIMIT {rows}"
+        earlier = (f"SELECT * FROM events WHERE {EVENT_TIMESTAMP} < {start} "
                    f"USING SAMPLE reservoir({rows} ROWS) REPEATABLE ({seed})")  # fmt: skip
         events = con.execute(f"({new_day}) UNION ALL ({earlier})").df()
     events = events.sort_values(EVENT_TIMESTAMP, kind="stable").reset_index(drop=True)

@@ -2,8 +2,8 @@
 
 A snapshot of at most `validation.SAMPLE_ROWS` rows is read whole and validated by `validation.validate_snapshot`
 (what every small run, MovieLens included, always did). A larger one is never loaded: DuckDB computes the exact
-figures over every row (row count, label rate, repeated events, and per column the nulls, the values outside
-the spec's range and outside its closed domain) into a one-row `exact` batch whose expectations require them to
+figures over every row (row count, label rate, repeated events, and per rule of `rules.SNAPSHOT_RULES` the
+rows that break it: nulls, values outside the spec's range or closed domain) into a one-row `exact` batch whose expectations require them to
 be zero or inside their bands; the column-value expectations (types, ranges, domains, with sample bad values)
 and the drift checks run on a repeatable sample of `SAMPLE_ROWS` rows. Everything goes through the same Great
 Expectations run, so the report and the Data Docs look the same in both cases.
@@ -21,10 +21,11 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
-from deepfm_model.spec.features import EVENT_TIMESTAMP, FEATURES, LABEL, MOVIE_KEY, PICKED, RATING, USER_KEY, Kind
-from feature_repo import validation
+from deepfm_model.spec.features import EVENT_TIMESTAMP, LABEL, MOVIE_KEY, PICKED, USER_KEY
+from feature_repo import sql, validation
 from feature_repo.raw_source import MEMORY_LIMIT, THREADS
-from feature_repo.validation import EVENT_KEY, SNAPSHOT_COLUMNS, SuiteConfig, ValidationReport
+from feature_repo.rules import RATED, SAMPLED, SNAPSHOT_RULES, SNAPSHOT_UNIQUE
+from feature_repo.validation import SuiteConfig, ValidationReport
 
 SAMPLE_SEED = 0
 
@@ -86,8 +87,7 @@ def _connect(paths: list[Path]) -> Iterator[duckdb.DuckDBPyConnection]:
     con = duckdb.connect()
     try:
         con.execute(f"SET TimeZone = 'UTC'; SET memory_limit = '{MEMORY_LIMIT}'; SET threads = {THREADS}")
-        files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
-        con.execute(f"CREATE VIEW snapshot AS SELECT * FROM read_parquet([{files}])")
+        con.execute(f"CREATE VIEW snapshot AS SELECT * FROM read_parquet({sql.files(paths)})")
         yield con
     finally:
         con.close()
@@ -99,44 +99,17 @@ def _sample(con: duckdb.DuckDBPyConnection, rows: int) -> pd.DataFrame:
     return sample.sort_values(EVENT_TIMESTAMP, kind="stable").reset_index(drop=True)
 
 
-def _column(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def exact_checks() -> dict[str, tuple[str, set[str]]]:
+    """Name -> (SQL aggregate over the view `snapshot`, the columns it reads) of every exact figure.
 
-
-def exact_checks() -> dict[str, str]:
-    """Name -> SQL aggregate over the view `snapshot` of every exact figure of the `exact` batch."""
-    checks: dict[str, str] = {"rows": "count(*)", "label_rate": f"avg({LABEL}) FILTER (WHERE {PICKED} = 1)"}
-    for column in SNAPSHOT_COLUMNS:
-        feature = next((f for f in FEATURES if f.name == column), None)
-        missing = f"{_column(column)} IS NULL"
-        if (feature is not None and feature.kind is Kind.NUMERIC) or column in (RATING, LABEL):
-            missing += f" OR isnan(CAST({_column(column)} AS DOUBLE))"
-        checks[f"null_{column}"] = f"count(*) FILTER (WHERE {missing})"
-        if feature is None:
-            continue
-        if feature.kind is Kind.NUMERIC and (feature.min_value is not None or feature.max_value is not None):
-            outside = " OR ".join(
-                condition
-                for condition in (
-                    f"{_column(column)} < {feature.min_value!r}" if feature.min_value is not None else "",
-                    f"{_column(column)} > {feature.max_value!r}" if feature.max_value is not None else "",
-                )
-                if condition
-            )
-            checks[f"out_of_range_{column}"] = f"count(*) FILTER (WHERE {outside})"
-        elif feature.allowed is not None and feature.kind is Kind.MULTI_CATEGORICAL:
-            pattern = validation.genres_regex(feature.allowed).replace("'", "''")
-            checks[f"unknown_{column}"] = (
-                f"count(*) FILTER (WHERE NOT regexp_full_match({_column(column)}, '{pattern}'))"
-            )
-        elif feature.allowed is not None:
-            values = ", ".join("'" + v.replace("'", "''") + "'" for v in feature.allowed)
-            checks[f"unknown_{column}"] = f"count(*) FILTER (WHERE {_column(column)} NOT IN ({values}))"
-    checks[f"out_of_range_{RATING}"] = (
-        f"count(*) FILTER (WHERE ({PICKED} = 1 AND {RATING} NOT BETWEEN 1 AND 5) OR ({PICKED} = 0 AND {RATING} <> 0))"
-    )
-    checks[f"unknown_{LABEL}"] = f"count(*) FILTER (WHERE {LABEL} NOT IN (0, 1) OR ({PICKED} = 0 AND {LABEL} <> 0))"
-    checks[f"unknown_{PICKED}"] = f"count(*) FILTER (WHERE {PICKED} NOT IN (0, 1))"
+    The row count, the rated rows' label rate, and per rule of `rules.SNAPSHOT_RULES` the count of rows that
+    break it (`null_<column>`, `out_of_range_<column>`, `unknown_<column>`, suffixed `_where_picked_<0|1>` for a
+    rule over rated or sampled rows only).
+    """
+    rated = f"{sql.name(RATED[0])} = {RATED[1]}"
+    checks = {"rows": ("count(*)", set()), "label_rate": (f"avg({LABEL}) FILTER (WHERE {rated})", {LABEL, PICKED})}
+    for rule in SNAPSHOT_RULES:
+        checks[rule.name] = (f"count(*) FILTER (WHERE {rule.violated()})", rule.reads)
     return checks
 
 
@@ -144,15 +117,12 @@ def exact_table(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """The one-row `exact` batch: every figure of `exact_checks`, and `repeated_events` (rows of repeated keys)."""
     checks = exact_checks()
     names = {row[0] for row in con.execute("DESCRIBE snapshot").fetchall()}
-    present = {name: sql for name, sql in checks.items() if _columns_of(name) <= names}
-    values = con.execute(f"SELECT {', '.join(f'{sql} AS {_column(n)}' for n, sql in present.items())} FROM snapshot")
+    present = {name: aggregate for name, (aggregate, reads) in checks.items() if reads <= names}
+    values = con.execute(f"SELECT {', '.join(f'{a} AS {sql.name(n)}' for n, a in present.items())} FROM snapshot")
     row: dict[str, Any] = dict(zip(present, values.fetchone(), strict=True))
     row |= {name: float("nan") for name in checks if name not in present}  # a missing column fails its check
-    key = ", ".join(_column(c) for c in EVENT_KEY)
-    row["repeated_events"] = con.execute(
-        f"SELECT coalesce(sum(times), 0) FROM (SELECT count(*) AS times FROM snapshot WHERE {PICKED} = 1 GROUP BY {key} "
-        "HAVING count(*) > 1)"
-    ).fetchone()[0]
+    repeated = SNAPSHOT_UNIQUE.repeated_keys("snapshot")
+    row["repeated_events"] = con.execute(f"SELECT coalesce(sum(times), 0) FROM ({repeated})").fetchone()[0]
     row["sampled_rated_before"] = sampled_rated_before(con)
     return pd.DataFrame([{name: float(value) if value is not None else float("nan") for name, value in row.items()}])
 
@@ -160,17 +130,10 @@ def exact_table(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 def sampled_rated_before(con: duckdb.DuckDBPyConnection) -> int:
     """Sampled rows whose movie the user had rated at or before the row's instant (the sampling promises none)."""
     return con.execute(
-        f"SELECT count(*) FROM snapshot s WHERE s.{PICKED} = 0 AND EXISTS (SELECT 1 FROM snapshot r WHERE "
-        f"r.{PICKED} = 1 AND r.{USER_KEY} = s.{USER_KEY} AND r.{MOVIE_KEY} = s.{MOVIE_KEY} AND "
+        f"SELECT count(*) FROM snapshot s WHERE s.{PICKED} = {SAMPLED[1]} AND EXISTS (SELECT 1 FROM snapshot r WHERE "
+        f"r.{PICKED} = {RATED[1]} AND r.{USER_KEY} = s.{USER_KEY} AND r.{MOVIE_KEY} = s.{MOVIE_KEY} AND "
         f"r.{EVENT_TIMESTAMP} <= s.{EVENT_TIMESTAMP})"
     ).fetchone()[0]
-
-
-def _columns_of(check: str) -> set[str]:
-    for prefix in ("null_", "out_of_range_", "unknown_"):
-        if check.startswith(prefix):
-            return {check.removeprefix(prefix)}
-    return {LABEL} if check == "label_rate" else set()
 
 
 def exact_expectations(config: SuiteConfig, reference: dict | None) -> list[Any]:

@@ -36,7 +36,6 @@ import datetime as dt
 import json
 import logging
 import math
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,20 +50,17 @@ from deepfm_model.spec.features import (
     FEATURE_NAMES,
     FEATURES,
     FEATURES_BY_NAME,
-    GENDERS,
-    GENRES,
     LABEL,
     MOVIE_KEY,
-    MULTI_VALUE_SEPARATOR,
-    OCCUPATIONS,
     PICKED,
     RATING,
     USER_KEY,
-    Feature,
     Kind,
 )
 from deepfm_model.spec.files import to_python, write_json
-from deepfm_model.spec.raw_data import RawData
+from deepfm_model.spec.raw_data import EVENT_COLUMNS, MOVIE_COLUMNS, USER_COLUMNS, RawData
+from feature_repo import rules
+from feature_repo.rules import SNAPSHOT_RULES, SNAPSHOT_UNIQUE, SOURCE_RULES, Check
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +71,7 @@ SAMPLE_SIZE = 5  # bad values quoted per failed expectation
 # and their exact checks run in SQL (`raw_source.check`, `snapshot_validation`).
 SAMPLE_ROWS = 200_000
 SNAPSHOT_COLUMNS = (*FEATURE_NAMES, EVENT_TIMESTAMP, RATING, LABEL, PICKED)
-# Rated rows (events) and sampled "not picked" rows (`negatives`): the event rules hold on the first, the second
-# have rating and label 0.
-RATED, SAMPLED = f"{PICKED}==1", f"{PICKED}==0"
-EVENT_KEY = (USER_KEY, MOVIE_KEY, EVENT_TIMESTAMP)  # one rating event; twice means the feed replayed it
+RATED = f"{PICKED}=={rules.RATED[1]}"  # the rated rows (events), as a pandas row condition
 # Key features watched for drift: every numeric input and every categorical with a closed domain.
 DRIFT_FEATURES = tuple(
     f.name for f in FEATURES if f.kind is Kind.NUMERIC or (f.kind is Kind.CATEGORICAL and f.allowed is not None)
@@ -132,16 +125,10 @@ class ValidationReport:
     evaluated: int
 
 
-def genres_regex(allowed: tuple[str, ...], separator: str = MULTI_VALUE_SEPARATOR) -> str:
-    """Regex of a multi-valued field: allowed tokens joined by `separator`, or the empty string (no value)."""
-    token = "(?:" + "|".join(re.escape(value) for value in allowed) + ")"
-    return rf"^(?:{token}(?:{re.escape(separator)}{token})*)?$"
-
-
 def build_expectations(
     config: SuiteConfig = SuiteConfig(), reference: dict | None = None, whole: bool = True
 ) -> list[Any]:
-    """The snapshot suite's expectations, derived from `features.FEATURES`, in reading order.
+    """The snapshot suite's expectations: the columns and their types, then `rules.SNAPSHOT_RULES`.
 
     Args:
         config: thresholds that are not in the feature spec.
@@ -156,25 +143,12 @@ def build_expectations(
     if whole:
         min_rows, max_rows = row_band(config, reference)
         expectations.append(gxe.ExpectTableRowCountToBeBetween(min_value=min_rows, max_value=max_rows))
-        expectations.append(
-            gxe.ExpectCompoundColumnsToBeUnique(
-                column_list=list(EVENT_KEY), row_condition=RATED, condition_parser="pandas"
-            )
-        )
-    for feature in FEATURES:
-        expectations.extend(_feature_expectations(feature))
+        expectations.append(SNAPSHOT_UNIQUE.expectation())
     expectations += [
-        gxe.ExpectColumnValuesToNotBeNull(column=EVENT_TIMESTAMP),
-        gxe.ExpectColumnValuesToNotBeNull(column=RATING),
-        gxe.ExpectColumnValuesToBeBetween(
-            column=RATING, min_value=1, max_value=5, row_condition=RATED, condition_parser="pandas"
-        ),  # fmt: skip
-        gxe.ExpectColumnValuesToNotBeNull(column=LABEL),
-        gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=[0, 1]),
-        gxe.ExpectColumnValuesToBeInSet(column=PICKED, value_set=[0, 1]),
-        gxe.ExpectColumnValuesToBeInSet(column=RATING, value_set=[0], row_condition=SAMPLED, condition_parser="pandas"),
-        gxe.ExpectColumnValuesToBeInSet(column=LABEL, value_set=[0], row_condition=SAMPLED, condition_parser="pandas"),
+        gxe.ExpectColumnValuesToBeOfType(column=f.name, type_="float64" if f.kind is Kind.NUMERIC else "str")
+        for f in FEATURES
     ]
+    expectations += [rule.expectation() for rule in SNAPSHOT_RULES]
     if whole:
         expectations += [
             gxe.ExpectColumnMeanToBeBetween(
@@ -216,7 +190,7 @@ def drift_expectations(reference: dict, config: SuiteConfig = SuiteConfig()) -> 
 def source_expectations(
     users: pd.DataFrame, movies: pd.DataFrame, now: pd.Timestamp, config: SourceSuiteConfig = SourceSuiteConfig()
 ) -> dict[str, list[Any]]:
-    """The raw-source suite, per table (`events`, `users`, `movies`), derived from the feature spec.
+    """The raw-source suite, per table (`events`, `users`, `movies`): `rules.SOURCE_RULES` and what only GX says.
 
     Args:
         users: the users table; its ids are the set events may reference.
@@ -226,69 +200,24 @@ def source_expectations(
     """
     import great_expectations.expectations as gxe
 
-    def exist(columns: tuple[str, ...]) -> list[Any]:
-        return [gxe.ExpectColumnToExist(column=column) for column in columns]
-
-    def key(column: str) -> list[Any]:
-        return [gxe.ExpectColumnValuesToNotBeNull(column=column), gxe.ExpectColumnValuesToBeUnique(column=column)]
-
-    events = [
-        *exist((USER_KEY, MOVIE_KEY, RATING, EVENT_TIMESTAMP)),
-        *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in (USER_KEY, MOVIE_KEY, RATING, EVENT_TIMESTAMP)),
-        gxe.ExpectCompoundColumnsToBeUnique(column_list=list(EVENT_KEY)),
-        gxe.ExpectColumnValuesToBeInTypeList(column=RATING, type_list=["int64", "int32", "Int64", "Int32"]),
-        gxe.ExpectColumnValuesToBeBetween(column=RATING, min_value=1, max_value=5),
-        gxe.ExpectColumnValuesToBeBetween(column=EVENT_TIMESTAMP, max_value=now),
-        gxe.ExpectColumnSumToBeBetween(column=RUN_DAY_COLUMN, min_value=config.min_day_events),
-    ]
-    if config.known_ids:
-        events[-2:-2] = [
-            gxe.ExpectColumnValuesToBeInSet(column=key, value_set=sorted(table[key].dropna().astype(str)))
-            for key, table in ((USER_KEY, users), (MOVIE_KEY, movies))
-        ]
-    age = FEATURES_BY_NAME["age"]
-    year = FEATURES_BY_NAME["release_year"]
-    return {
-        "events": events,
-        "users": [
-            *exist((USER_KEY, "age", "gender", "occupation", "zip_code")),
-            *key(USER_KEY),
-            gxe.ExpectColumnValuesToNotBeNull(column="age"),
-            gxe.ExpectColumnValuesToBeBetween(column="age", min_value=age.min_value, max_value=age.max_value),
-            gxe.ExpectColumnValuesToBeInSet(column="gender", value_set=list(GENDERS)),
-            gxe.ExpectColumnValuesToBeInSet(column="occupation", value_set=list(OCCUPATIONS)),
-        ],
-        "movies": [
-            *exist((MOVIE_KEY, "release_year", "genres")),
-            *key(MOVIE_KEY),
-            gxe.ExpectColumnValuesToBeBetween(
-                column="release_year", min_value=year.min_value, max_value=year.max_value
-            ),
-            gxe.ExpectColumnValuesToMatchRegex(column="genres", regex=genres_regex(GENRES)),
-        ],
+    ids = {
+        "users": sorted(users[USER_KEY].dropna().astype(str)),
+        "movies": sorted(movies[MOVIE_KEY].dropna().astype(str)),
     }
-
-
-def _feature_expectations(feature: Feature) -> list[Any]:
-    import great_expectations.expectations as gxe
-
-    column = feature.name
-    expectations: list[Any] = [gxe.ExpectColumnValuesToNotBeNull(column=column)]
-    if feature.kind is Kind.NUMERIC:
-        expectations.append(gxe.ExpectColumnValuesToBeOfType(column=column, type_="float64"))
-        if feature.min_value is not None or feature.max_value is not None:
-            expectations.append(
-                gxe.ExpectColumnValuesToBeBetween(
-                    column=column, min_value=feature.min_value, max_value=feature.max_value
-                )
-            )
-        return expectations
-    expectations.append(gxe.ExpectColumnValuesToBeOfType(column=column, type_="str"))
-    if feature.allowed is not None and feature.kind is Kind.MULTI_CATEGORICAL:
-        expectations.append(gxe.ExpectColumnValuesToMatchRegex(column=column, regex=genres_regex(feature.allowed)))
-    elif feature.allowed is not None:
-        expectations.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=list(feature.allowed)))
-    return expectations
+    present = {
+        "events": [
+            *(gxe.ExpectColumnToExist(column=c) for c in EVENT_COLUMNS),
+            gxe.ExpectColumnValuesToBeInTypeList(column=RATING, type_list=["int64", "int32", "Int64", "Int32"]),
+            gxe.ExpectColumnSumToBeBetween(column=RUN_DAY_COLUMN, min_value=config.min_day_events),
+        ],
+        "users": [gxe.ExpectColumnToExist(column=c) for c in USER_COLUMNS],
+        "movies": [gxe.ExpectColumnToExist(column=c) for c in MOVIE_COLUMNS],
+    }
+    return {
+        table: present[table]
+        + [rule.expectation(now, ids) for rule in rules if config.known_ids or rule.check is not Check.KNOWN]
+        for table, rules in SOURCE_RULES.items()
+    }
 
 
 def validate_snapshot(

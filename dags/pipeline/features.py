@@ -38,9 +38,9 @@ def report_dict(report) -> dict:
 def ingest(config: PipelineConfig, ds: str) -> dict:
     """Check the raw tables, then bring the Feast sources up to date and write the labelled events before `ds`.
 
-    The exact checks (`raw_source.check`: columns, types, null keys, ratings, future timestamps, unknown ids,
-    repeats) run in SQL over every row; the Great Expectations source suite runs on the profiles and a sample of
-    events that holds the whole last day. Either failing stops the run before anything is written downstream.
+    The exact checks (`raw_source.check`: columns, types, every rule of `rules.SOURCE_RULES`) run in SQL over
+    every row; the Great Expectations source suite (the same rules, and the day's events) runs on the profiles
+    and a sample of events that holds the whole last day. Either failing stops the run before anything is written downstream.
     """
     from feature_repo import ingest as feature_ingest
     from feature_repo import negatives, raw_source, validation

@@ -130,6 +130,18 @@ BAD_TABLES: dict[str, tuple[Callable[[dict], dict], list[str]]] = {
         _events(lambda e: pd.concat([e, e.head(2)], ignore_index=True)),
         [r"events\.user_id, movie_id, event_timestamp: 2 keys in 4 events repeat, e\.g\. \[\{'user_id'"],
     ),
+    "profile values outside the spec": (
+        lambda t: {
+            **t,
+            "users": _set(_set(t["users"].copy(), [0], "gender", "X"), [1], "age", 200),
+            "movies": _set(t["movies"].copy(), [2], "genres", "Action|Space Opera"),
+        },
+        [
+            r"users\.gender: 1 of 40 rows outside the allowed values, e\.g\. \[\{.*'gender': 'X'",
+            r"users\.age: 1 of 40 rows outside 1\.\.120, e\.g\. \[\{.*'age': 200\.0",
+            r"movies\.genres: 1 of 30 rows outside the allowed values, e\.g\. \[\{.*Space Opera",
+        ],
+    ),
     "repeated profile": (
         lambda t: {**t, "movies": pd.concat([t["movies"], t["movies"].tail(1)], ignore_index=True)},
         [r"movies\.movie_id: 1 keys in 2 rows repeat, e\.g\. \[\{'movie_id': '30', 'times': 2\}\]"],

@@ -100,7 +100,7 @@ LARGE_BAD = {
     "collapsed label rate": (lambda f: f.assign(label=0), r"exact: .*column='label_rate', min_value=0\.2.*e\.g\. \[0\.0\]"),
     "missing column": (lambda f: f.drop(columns=["age"]), r"expect_column_to_exist\(column='age'\)"),
     "sampled movie rated before": (_sampled_rated_movie, r"exact: .*column='sampled_rated_before'.*e\.g\. \[2\.0\]"),
-    "sampled row with a rating": (_sampled_with_a_rating, r"exact: .*column='out_of_range_rating'.*e\.g\. \[1\.0\]"),
+    "sampled row with a rating": (_sampled_with_a_rating, r"exact: .*column='unknown_rating_where_picked_0'.*e\.g\. \[1\.0\]"),
 }  # fmt: skip
 
 

@@ -12,7 +12,7 @@ import pytest
 from deepfm_model.spec.dates import last_data_day
 from deepfm_model.spec.features import GENRES
 from deepfm_model.spec.raw_data import RawData
-from feature_repo import validation
+from feature_repo import rules, validation
 
 from .conftest import DS
 
@@ -86,7 +86,7 @@ def test_bad_snapshot_fails_naming_the_expectation(snapshot, tmp_path, case):
 
 
 def test_genres_regex_accepts_every_genre_and_no_value():
-    pattern = re.compile(validation.genres_regex(GENRES))
+    pattern = re.compile(rules.genres_regex(GENRES))
     assert pattern.match("|".join(GENRES))
     assert pattern.match("Children's|Film-Noir|Sci-Fi")
     assert pattern.match("")
