@@ -62,24 +62,24 @@ serve: install  ## the local TF Serving-compatible server on 127.0.0.1:8500 (mod
 bench: bench-train bench-features bench-serving  ## every benchmark; figures in artifacts/bench/*.json
 
 bench-train: install  ## DeepFM training throughput vs a plain Keras DeepFM (artifacts/bench/train.json)
-	$(PY) -m deepfm_model.bench_train
+	$(PY) -m dags.ops.bench.train
 
 bench-features: install data  ## Feast historical retrieval and online read latency (artifacts/bench/features.json)
-	$(PY) -m feature_repo.bench
+	$(PY) -m dags.ops.bench.features
 
 bench-serving: install  ## client import, encoding, gRPC latency (artifacts/bench/serving.json)
-	$(PY) -m serving.bench
+	$(PY) -m dags.ops.bench.serving
 
 bench-rank: install data  ## after `make demo`: rank(user, 1/100/1000 candidates), fast reader vs plain Feast read, SQLite and Redis (artifacts/bench/rank.json)
-	$(PY) -m dags.pipeline.bench_rank
+	$(PY) -m dags.ops.bench.rank
 
 bench-scale: SIZES ?= 100k,1M,10M
 bench-scale: NIGHTS ?= 1
 bench-scale: install  ## the whole nightly run, each stage in its own process, on generated sources: SIZES=100k,1M,10M NIGHTS=1 (artifacts/bench/scale.json)
-	$(PY) -m dags.pipeline.bench_scale --sizes $(SIZES) --nights $(NIGHTS)
+	$(PY) -m dags.ops.bench.scale --sizes $(SIZES) --nights $(NIGHTS)
 
 ablation: install  ## after `make demo`: each part of the model's training removed in turn, retrained on the run's snapshot and ranked on its candidates beside its rivals (artifacts/bench/ablation.json); VARIANTS=deepfm,no_prior
-	$(PY) -m dags.pipeline.ablation --ds $(DS) $(if $(VARIANTS),--variants $(VARIANTS))
+	$(PY) -m dags.ops.bench.ablation --ds $(DS) $(if $(VARIANTS),--variants $(VARIANTS))
 
 airflow: install data  ## Airflow UI on http://127.0.0.1:8080 (LocalExecutor, SQLite); prints the admin login; SCHEDULED=1 turns scheduled runs on
 	$(PY) -m dags.ops.airflow_stack --airflow-home $(AIRFLOW_HOME) --port 8080 $(if $(SCHEDULED),--scheduled-runs)

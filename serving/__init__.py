@@ -10,8 +10,8 @@ Modules:
 - `client`: `ServingClient`, the thin gRPC client (imports neither TensorFlow nor `tensorflow_serving`).
 - `server`: a TF Serving-compatible local gRPC server over TensorFlow's SavedModel runtime (a package).
 - `server_process`: `python -m serving.server` as a child process, waited for until it serves.
-- `sample_model`: a small SavedModel with the serving signature, and sample columns for it.
-- `bench`: `python -m serving.bench`, the serving benchmark.
+
+Its benchmark (`make bench-serving`) and the small SavedModel the serving tests serve are tooling, in `dags.ops.bench`.
 
 Importing this package imports nothing else.
 """

@@ -4,6 +4,7 @@ Read from the source with `ast`, every import counted (inside functions and `TYP
 
 ```
 dags/ops/              runners (demo, Airflow)  -> dags.pipeline and anything below; nothing imports them
+dags/ops/bench/        benchmarks (as dags/ops) -> dags.pipeline and anything below; nothing imports them
 dags/deepfm_nightly.py ... DAG files            -> dags.pipeline only
 dags/pipeline/         orchestration            -> anything below
 feature_repo/ | deepfm_model/ | serving/        -> deepfm_model.spec and themselves, never each other

@@ -33,8 +33,8 @@ class ServingSignature:
     signature on every call. The flat calling convention it ends in takes the inputs in `_arg_keywords` order,
     and `_arg_keywords` are the SignatureDef names; that convention (TensorFlow's private `_call_flat`) is used
     directly when the function exposes it, which the signatures of a loaded SavedModel do; otherwise, or with
-    `flat_call=False`, the public call is used (with the structured names). `python -m serving.bench` times
-    both on the same model and requests ("signature_call"): on the sample model the flat call took 41 us
+    `flat_call=False`, the public call is used (with the structured names). `python -m dags.ops.bench.serving`
+    times both on the same model and requests ("signature_call"): on the sample model the flat call took 41 us
     against 171 us for the public call, and a whole `run_predict` 220 us against 383 us (2 CPUs, TF 2.21), so
     it stays while a run of the benchmark shows that gain.
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deepfm_model.bench_train import format_table, profile_package, summarise, variants
+from dags.ops.bench.train import format_table, profile_package, summarise, variants
 
 
 def _run(name: str, examples_per_sec: float) -> dict:
@@ -61,7 +61,7 @@ def test_package_training_path_runs_under_jax_without_tensorflow(tmp_path):
     script = textwrap.dedent(
         """
         import keras
-        from deepfm_model import bench_train
+        from dags.ops.bench import train as bench_train
         from deepfm_model.config import ModelConfig, TrainConfig
         from deepfm_model.model import build_model
         from deepfm_model.train import compile_model, precision_policy

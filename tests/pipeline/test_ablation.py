@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dags.pipeline import ablation
+from dags.ops.bench import ablation
 from dags.pipeline.evaluation import RELEVANT
 from dags.pipeline.run_dir import RunDir
 from deepfm_model.spec.features import LABEL, PICKED

@@ -8,12 +8,12 @@ import uuid
 import numpy as np
 import pandas as pd
 
-from dags.pipeline import bench_rank
+from dags.ops.bench import rank as bench_rank
+from dags.ops.bench.sample_model import sample_columns
 from deepfm_model.spec.dates import data_cutoff, last_data_day
 from deepfm_model.synthetic import generate
 from feature_repo import store
 from feature_repo.online_reader import OnlineFeatureReader
-from serving.sample_model import sample_columns
 from tests.features.conftest import DS, repo_with
 from tests.services import redis_address
 
@@ -65,4 +65,4 @@ def test_measure_times_the_call_and_its_parts_and_the_table_shows_them():
     )
     table = bench_rank.format_table(results)
     assert "deepfm v3" in table and "test cpu" in table
-    assert sum(line.startswith(("fast", "plain")) for line in table.splitlines()) == 4
+    assert sum(line.startswith(("| fast", "| plain")) for line in table.splitlines()) == 4

@@ -1,7 +1,7 @@
 """Fixtures of the serving tests: a tiny SavedModel with the serving signature, local servers, and two guards.
 
-The fixture models come from `fixture_model.build_exports`: versions of `serving.sample_model` (which
-`serving.bench` serves when no real export exists), and two broken ones.
+The fixture models come from `fixture_model.build_exports`: versions of `dags.ops.bench.sample_model` (which
+the serving benchmark, `dags.ops.bench.serving`, serves when no real export exists), and two broken ones.
 
 `TFSERVING_GRPC_ADDR=host:port` points the client conformance tests at a running server (real TF Serving
 from `docker/`, serving model `TFSERVING_MODEL_NAME`, default `deepfm`) instead of the local one; the tests that

@@ -1,4 +1,4 @@
-"""The serving tests' SavedModels: versions of `serving.sample_model`, and two that must fail to serve.
+"""The serving tests' SavedModels: versions of `dags.ops.bench.sample_model`, and two that must fail to serve.
 
 TensorFlow is imported inside `build_exports`, so importing this module is cheap.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.sample_model import input_specs, sample_columns, save_sample_model
+from dags.ops.bench.sample_model import input_specs, sample_columns, save_sample_model
 from tests.serving.helpers import MODEL_NAME
 
 

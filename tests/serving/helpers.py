@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from dags.ops.bench.sample_model import sample_columns
 from deepfm_model.spec.files import to_python
-from serving.sample_model import sample_columns
 
 if TYPE_CHECKING:
     from serving.client import ServingClient

@@ -64,10 +64,10 @@ def test_bad_arguments_are_refused():
 
 
 def test_recommend_ranks_the_retrieved_movies_and_unknown_users_get_popular_ones():
+    from dags.ops.bench.sample_model import sample_columns
     from deepfm_model.spec import features as fs
     from serving.ranking import Ranker
     from serving.recommend import Recommender
-    from serving.sample_model import sample_columns
 
     recent = {"u": "m0|m3"}
     asked = []

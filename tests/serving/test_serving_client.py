@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dags.ops.bench.sample_model import sample_columns
 from deepfm_model.spec import features as fs
 from serving.client import InputError, ServingClient, ServingError
 from serving.ranking import Ranker, request_columns
-from serving.sample_model import sample_columns
 from tests.serving.helpers import REMOTE_ADDRESS, local_only, sample_rows
 
 

@@ -9,6 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
+from dags.ops.bench.sample_model import sample_columns
 from serving.client import ServingClient, ServingError
 from serving.labels import (
     ensure_model_config,
@@ -21,7 +22,6 @@ from serving.labels import (
 )
 from serving.model_config import build_model_config, write_model_config
 from serving.push import push
-from serving.sample_model import sample_columns
 from tests.serving.helpers import MODEL_NAME, local_only, request_streams
 from tests.serving.test_serving_server import states, wait_for
 

@@ -16,10 +16,10 @@ import grpc
 import numpy as np
 import pytest
 
+from dags.ops.bench.sample_model import sample_columns
 from deepfm_model.spec import features as fs
 from serving.client import ServingClient, ServingError
 from serving.push import push
-from serving.sample_model import sample_columns
 from serving.server_process import server_process
 from tests.serving.helpers import MODEL_NAME, local_only, request_streams, serving_servers
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 import numpy as np
 
+from dags.ops.bench.sample_model import sample_columns
 from serving.client import ServingClient
 from serving.push import push
-from serving.sample_model import sample_columns
 from tests.serving.helpers import MODEL_NAME, PollCounter, local_only
 from tests.serving.test_serving_server import states, wait_for
 

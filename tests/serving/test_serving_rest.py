@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dags.ops.bench.sample_model import sample_columns
 from serving.client import ServingClient, ServingError
 from serving.labels import set_label
 from serving.model_config import build_model_config, write_model_config
 from serving.push import push
-from serving.sample_model import sample_columns
 from tests.serving.helpers import MODEL_NAME, PollCounter, free_port, http_get, local_only
 from tests.serving.test_serving_server import wait_for
 

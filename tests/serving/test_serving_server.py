@@ -10,9 +10,9 @@ import grpc
 import numpy as np
 import pytest
 
+from dags.ops.bench.sample_model import sample_columns
 from serving.client import ServingClient, ServingError
 from serving.push import push
-from serving.sample_model import sample_columns
 from tests.serving.helpers import MODEL_NAME, local_only, request_streams
 
 pytestmark = local_only

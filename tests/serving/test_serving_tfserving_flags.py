@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dags.ops.bench.sample_model import sample_columns
 from serving.client import ServingClient
 from serving.labels import ensure_model_config
 from serving.push import push
-from serving.sample_model import sample_columns
 from serving.server.config import parse_command_line
 from serving.server.monitoring import DEFAULT_PROMETHEUS_PATH
 from serving.server_process import server_process

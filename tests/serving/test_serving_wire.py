@@ -196,9 +196,9 @@ def test_string_tensors_of_any_items_parse_as_theirs(official):
 
 def test_the_clients_request_bytes_parse_as_theirs(official):
     """The bytes `ServingClient.predict` sends (written without a message) are the official PredictRequest."""
+    from dags.ops.bench.sample_model import sample_columns
     from serving.client import PROBABILITY_OUTPUT, ServingClient
     from serving.inputs import to_feature_columns
-    from serving.sample_model import sample_columns
 
     tf, predict_pb2, _, _ = official
     sent: list[bytes] = []

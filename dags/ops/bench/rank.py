@@ -19,19 +19,15 @@ requests (unknown user and movie among them) are compared: the run fails unless 
 
 Results go to `artifacts/bench/rank.json` and a table on stdout:
 
-    python -m dags.pipeline.bench_rank [--calls 300] [--redis 127.0.0.1:6379] [--out artifacts/bench/rank.json]
+    python -m dags.ops.bench.rank [--calls 300] [--redis 127.0.0.1:6379] [--out artifacts/bench/rank.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
-import os
-import platform
 import tempfile
-import time
 import types
 import uuid
 from collections.abc import Callable
@@ -40,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from dags.ops.bench.report import Stopwatch, Timed, machine, percentiles, table, write_result
 from dags.pipeline.config import DEFAULT_REDIS_ADDRESS, PipelineConfig
 
 logger = logging.getLogger(__name__)
@@ -51,42 +48,27 @@ PLAIN_CALLS_1000 = 30  # a plain call of 1,000 candidates takes about a third of
 UNKNOWN_USER, UNKNOWN_MOVIE = "bench-unknown-user", "bench-unknown-movie"
 
 
-class _Timed:
-    """`fn` that remembers how long its last call took, in seconds."""
-
-    def __init__(self, fn: Callable) -> None:
-        self.fn = fn
-        self.last = 0.0
-
-    def __call__(self, *args: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return self.fn(*args)
-        finally:
-            self.last = time.perf_counter() - started
-
-
 def measure(client, read_features: Callable, users: list[str], movies: list[str], candidates: int, calls: int,
             seed: int) -> dict:  # fmt: skip
     """p50/p99 milliseconds of `calls` rank calls of `candidates` movies (after warm-up calls), and of each part."""
     from serving.ranking import Ranker
 
-    reader, predict = _Timed(read_features), _Timed(client.predict)
+    reader, predict = Timed(read_features), Timed(client.predict)
     ranker = Ranker(types.SimpleNamespace(predict=predict), reader)
     rng = np.random.default_rng(seed)
     parts: dict[str, list[float]] = {"total": [], "features": [], "predict": [], "rest": []}
     for i in range(WARMUP_CALLS + calls):
         user = users[rng.integers(len(users))]
         movie_ids = list(rng.choice(movies, candidates, replace=False))
-        started = time.perf_counter()
+        watch = Stopwatch()
         ranker.rank(user, movie_ids)
-        total = time.perf_counter() - started
+        total = watch.ms()
         if i >= WARMUP_CALLS:
-            for name, seconds in (("total", total), ("features", reader.last), ("predict", predict.last),
-                                  ("rest", total - reader.last - predict.last)):  # fmt: skip
-                parts[name].append(seconds * 1000)
-    result = _percentiles(parts.pop("total"))
-    return {**result, "calls": calls, "parts": {name: _percentiles(values) for name, values in parts.items()}}
+            for name, ms in (("total", total), ("features", reader.last_ms), ("predict", predict.last_ms),
+                             ("rest", total - reader.last_ms - predict.last_ms)):  # fmt: skip
+                parts[name].append(ms)
+    result = percentiles(parts.pop("total"), digits=3)
+    return {**result, "calls": calls, "parts": {name: percentiles(values, digits=3) for name, values in parts.items()}}
 
 
 def measure_recommend(client, read_features: Callable, index, users: list[str], k: int, calls: int) -> dict:
@@ -100,18 +82,13 @@ def measure_recommend(client, read_features: Callable, index, users: list[str], 
     totals = []
     for i in range(WARMUP_CALLS + calls):
         user = users[rng.integers(len(users))] if rng.random() > 0.1 else f"unknown-{i}"
-        started = time.perf_counter()
+        watch = Stopwatch()
         listed = recommender.recommend(user, k)
         if len(listed) != k:
             raise SystemExit(f"recommend({user!r}, {k}) returned {len(listed)} movies")
         if i >= WARMUP_CALLS:
-            totals.append((time.perf_counter() - started) * 1000)
-    return {**_percentiles(totals), "calls": calls, "candidates": recommender.candidates}
-
-
-def _percentiles(values_ms: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(float(np.percentile(values_ms, 50)), 3),
-            "p99_ms": round(float(np.percentile(values_ms, 99)), 3)}  # fmt: skip
+            totals.append(watch.ms())
+    return {**percentiles(totals, digits=3), "calls": calls, "candidates": recommender.candidates}
 
 
 def copy_online_rows(source, target, entity_ids: dict[str, list[str]]) -> int:
@@ -154,22 +131,10 @@ def check_identical(client, fast: Callable, plain: Callable, users: list[str], m
     return {"requests": len(requests), "identical": not mismatches, "mismatches": mismatches}
 
 
-def machine() -> dict:
-    """The machine in words: CPU model and count, load, Python and library versions."""
-    import feast
-
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))  # fmt: skip
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in os.getloadavg()],
-            "platform": platform.platform(), "python": platform.python_version(), "feast": feast.__version__}  # fmt: skip
-
-
 def run(config: PipelineConfig, out: Path, calls: int, redis_address: str) -> dict:
     """Run every measurement, write `out`, return the results."""
+    import feast
+
     from feature_repo import store
     from feature_repo.online_reader import OnlineFeatureReader
     from serving.client import ServingClient
@@ -186,7 +151,11 @@ def run(config: PipelineConfig, out: Path, calls: int, redis_address: str) -> di
     sqlite_store = store.open_store(config.feature_repo)
     if sqlite_store.config.online_store.type != "sqlite" or not sqlite_store.list_feature_views():
         raise SystemExit(f"No materialized SQLite online store in {config.feature_repo}: run `make demo` first")
-    results: dict[str, Any] = {"machine": machine(), "candidates": list(CANDIDATES), "target": dict(TARGET)}
+    results: dict[str, Any] = {
+        "machine": machine(feast=feast.__version__),
+        "candidates": list(CANDIDATES),
+        "target": dict(TARGET),
+    }
     project = f"deepfm_bench_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="bench_rank_") as tmp:
         redis_store = store.open_store(
@@ -212,8 +181,7 @@ def run(config: PipelineConfig, out: Path, calls: int, redis_address: str) -> di
             redis_store.teardown()
     results["target"]["met"] = {name: results[name][str(TARGET["candidates"])]["p99_ms"] <= TARGET["p99_ms"]
                                 for name in ("rank", "rank_redis")}  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    write_result(out, results)
     return results
 
 
@@ -224,9 +192,9 @@ def _measure_all(client, stores: dict, reader_class, users: list[str], movies: l
     paths = {}
     for name, feature_store in stores.items():
         fast = reader_class(feature_store)
-        started = time.perf_counter()
+        watch = Stopwatch()
         fast.preload(movies)
-        results["cold"][f"preload_{name}_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        results["cold"][f"preload_{name}_ms"] = round(watch.ms(), 2)
         plain = functools.partial(store.online_features, feature_store)
         results["identical"][name] = check_identical(client, fast, plain, users, movies)
         if not results["identical"][name]["identical"]:
@@ -248,28 +216,23 @@ RECOMMEND_K = (10,)  # list lengths `recommend` is measured at
 
 
 def format_table(results: dict) -> str:
-    """The results as a plain-text table: per path, store and candidate count, the call and its parts."""
+    """The results as a table: per path, store and candidate count, the call and its parts."""
     m = results["machine"]
+    rows = []
+    for key in ("rank", "plain", "rank_redis", "plain_redis"):
+        path, store_name = ("fast" if key.startswith("rank") else "plain"), ("redis" if "redis" in key else "sqlite")
+        for n, r in results[key].items():
+            parts = [f"{r['parts'][name]['p50_ms']:.2f} / {r['parts'][name]['p99_ms']:.2f}"
+                     for name in ("features", "predict", "rest")]  # fmt: skip
+            rows.append([path, store_name, n, r["calls"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", *parts])
+    header = ["path", "store", "n", "calls", "p50 ms", "p99 ms", "features p50/p99", "predict p50/p99", "rest p50/p99"]
+    cold = results["cold"]
+    identical = ", ".join(f"{k} {v['identical']} ({v['requests']} requests)" for k, v in results["identical"].items())
     lines = [
         f"rank(user, n candidates), model {results['model']['name']} v{results['model']['version']} on "
         f"serving.server; {m['cpu']}, {m['cpus']} CPUs, load {m['load_avg']}",
         "",
-        f"{'path':<6}{'store':<7}{'n':>5}{'calls':>6}{'p50 ms':>8}{'p99 ms':>8}  "
-        f"{'features p50/p99':>17}{'predict p50/p99':>17}{'rest p50/p99':>15}",
-    ]
-    for key in ("rank", "plain", "rank_redis", "plain_redis"):
-        path, store_name = ("fast" if key.startswith("rank") else "plain"), ("redis" if "redis" in key else "sqlite")
-        for n, r in results[key].items():
-            parts = "".join(
-                f"{r['parts'][name]['p50_ms']:>{width - 8}.2f}/{r['parts'][name]['p99_ms']:<7.2f}"
-                for name, width in (("features", 17), ("predict", 17), ("rest", 15))
-            )
-            lines.append(
-                f"{path:<6}{store_name:<7}{n:>5}{r['calls']:>6}{r['p50_ms']:>8.2f}{r['p99_ms']:>8.2f}  {parts}"
-            )
-    cold = results["cold"]
-    identical = ", ".join(f"{k} {v['identical']} ({v['requests']} requests)" for k, v in results["identical"].items())
-    lines += [
+        table(header, rows),
         "",
         f"cold: preload of {cold['movies']} movies {cold['preload_sqlite_ms']:.0f} ms (SQLite), "
         f"{cold['preload_redis_ms']:.0f} ms (Redis); fast == plain rankings: {identical}",
@@ -281,7 +244,7 @@ def format_table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dags.ops.bench.rank", description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=300, help="measured calls per path and candidate count")
     parser.add_argument("--redis", default=DEFAULT_REDIS_ADDRESS, help="host:port of the Redis to measure on")
     parser.add_argument("--out", type=Path, default=None, help="default: <artifacts>/bench/rank.json")

@@ -8,20 +8,17 @@
 Results go to `artifacts/bench/features.json` and a table on stdout. Each store gets its own temporary repo;
 the Redis one uses its own project (key suffix) and is torn down afterwards.
 
-    python -m feature_repo.bench [--data-dir data/movielens] [--out artifacts/bench/features.json]
+    python -m dags.ops.bench.features [--data-dir data/movielens] [--out artifacts/bench/features.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
 import shutil
 import sys
 import tempfile
-import time
 import uuid
 import warnings
 from pathlib import Path
@@ -29,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dags.ops.bench.report import Stopwatch, machine, percentiles, table, write_result
 from deepfm_model.spec import dates
 from deepfm_model.spec.features import FEATURE_SERVICE, MOVIE_KEY, USER_KEY
 from feature_repo import ingest, store
@@ -47,9 +45,9 @@ def bench_historical(raw, ds: str, work_dir: Path, sources_dir: Path, offline_st
     feature_store = store.open_store(repo)
     store.apply(feature_store)
     events = ingest.labelled_events(raw, end=dates.data_cutoff(ds))
-    started = time.perf_counter()
+    watch = Stopwatch()
     frame = store.training_frame(feature_store, events)
-    seconds = time.perf_counter() - started
+    seconds = watch.seconds()
     return {"rows": len(frame), "seconds": round(seconds, 3), "rows_per_sec": round(len(frame) / seconds)}
 
 
@@ -73,23 +71,20 @@ def bench_online(raw, ds: str, work_dir: Path, sources_dir: Path, name: str, onl
             for i in range(requests + 10):  # the first 10 warm caches and connections
                 user = rng.choice(users)
                 rows = [{USER_KEY: user, MOVIE_KEY: m} for m in rng.choice(movies, CANDIDATES, replace=False)]
-                started = time.perf_counter()
+                watch = Stopwatch()
                 feature_store.get_online_features(features=service, entity_rows=rows).to_dict()
                 if i >= 10:
-                    latencies.append((time.perf_counter() - started) * 1000)
+                    latencies.append(watch.ms())
     finally:
         if online_store is not None:
             feature_store.teardown()
-    return {
-        "requests": requests,
-        "candidates": CANDIDATES,
-        "p50_ms": round(float(np.percentile(latencies, 50)), 2),
-        "p99_ms": round(float(np.percentile(latencies, 99)), 2),
-    }
+    return {"requests": requests, "candidates": CANDIDATES, **percentiles(latencies, digits=2)}
 
 
 def run(data_dir: Path, out: Path, requests: int, redis_address: str) -> dict:
     """Run every measurement, write `out`, return the results."""
+    import feast
+
     from feature_repo import movielens
 
     raw = movielens.load(data_dir)
@@ -99,7 +94,7 @@ def run(data_dir: Path, out: Path, requests: int, redis_address: str) -> dict:
         "dataset": "ml-100k",
         "ds": ds,
         "events": len(raw.events),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(feast=feast.__version__),
         "historical": {},
         "online": {},
     }
@@ -124,28 +119,34 @@ def run(data_dir: Path, out: Path, requests: int, redis_address: str) -> dict:
             results["online"]["redis"] = bench_online(
                 raw, ds, work_dir, sources_dir, "redis", online_store, requests, project
             )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    write_result(out, results)
     return results
 
 
 def format_table(results: dict) -> str:
-    """The results as a plain-text table."""
-    lines = [f"Feature store benchmark, {results['dataset']} ({results['events']} events, ds={results['ds']})", ""]
-    lines.append(f"{'historical retrieval':<24}{'rows':>10}{'seconds':>10}{'rows/sec':>12}")
-    for name, r in results["historical"].items():
-        lines.append(f"{name:<24}{r['rows']:>10}{r['seconds']:>10.2f}{r['rows_per_sec']:>12}")
-    lines += ["", f"{'online, 1 user x 100':<24}{'requests':>10}{'p50 ms':>10}{'p99 ms':>12}"]
-    for name, r in results["online"].items():
-        if "skipped" in r:
-            lines.append(f"{name:<24}{'skipped: ' + r['skipped']}")
-        else:
-            lines.append(f"{name:<24}{r['requests']:>10}{r['p50_ms']:>10.2f}{r['p99_ms']:>12.2f}")
+    """The results as two tables: historical retrieval, online reads."""
+    historical = [
+        [name, r["rows"], f"{r['seconds']:.2f}", r["rows_per_sec"]] for name, r in results["historical"].items()
+    ]
+    online = [
+        [name, "skipped", "-", "-"]
+        if "skipped" in r
+        else [name, r["requests"], f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}"]
+        for name, r in results["online"].items()
+    ]
+    lines = [
+        f"Feature store benchmark, {results['dataset']} ({results['events']} events, ds={results['ds']})",
+        "",
+        table(["historical retrieval", "rows", "seconds", "rows/sec"], historical),
+        "",
+        table([f"online, 1 user x {CANDIDATES}", "requests", "p50 ms", "p99 ms"], online),
+    ]
+    lines += [f"{name}: skipped: {r['skipped']}" for name, r in results["online"].items() if "skipped" in r]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dags.ops.bench.features", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=Path("data/movielens"), help="verified MovieLens cache")
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench/features.json"))
     parser.add_argument("--requests", type=int, default=200, help="online reads per store (after 10 warm-up)")
@@ -157,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     results = run(args.data_dir, args.out, args.requests, args.redis)
     print(format_table(results))
-    print(f"\nWritten: {args.out}")
     return 0
 
 

@@ -1,9 +1,10 @@
 """A small SavedModel with the DeepFM serving signature, and sample columns to send it.
 
-What `serving.bench` serves when there is no real export; the serving tests serve it too. The sample model
-takes every feature of `deepfm_model.spec.features.FEATURES` by name and serving dtype, as the exported DeepFM
-does, and returns `{"probability": sigmoid(bias + a deterministic function of the inputs), "logit": ...}`; `bias`
-tells versions apart. TensorFlow is imported inside the functions that need it, so importing this module is cheap.
+What the serving benchmark (`dags.ops.bench.serving`) serves when there is no real export; the serving tests
+serve it too. The sample model takes every feature of `deepfm_model.spec.features.FEATURES` by name and serving
+dtype, as the exported DeepFM does, and returns `{"probability": sigmoid(bias + a deterministic function of the
+inputs), "logit": ...}`; `bias` tells versions apart. TensorFlow is imported inside the functions that need it,
+so importing this module is cheap.
 """
 
 from __future__ import annotations

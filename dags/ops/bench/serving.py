@@ -1,6 +1,6 @@
 """Serving benchmark: client import cost, tensor encoding, end-to-end latency and throughput.
 
-    python -m serving.bench                      # writes artifacts/bench/serving.json and prints a table
+    python -m dags.ops.bench.serving             # writes artifacts/bench/serving.json and prints a table
 
 Measures, on this machine:
 - import time and peak resident memory of `import serving.client` against
@@ -15,7 +15,7 @@ Measures, on this machine:
 - end-to-end latency (p50, p99) and requests per second of `ServingClient.predict` for 1-row and 100-row
   requests at concurrency 1 and 8, against the local server (`python -m serving.server`) in its own process.
   The model is the real DeepFM export at `artifacts/latest/model/export` when there is one, with rows of its
-  test snapshot; otherwise the sample model of `serving.sample_model` with sample rows. The output says which.
+  test snapshot; otherwise the sample model of `dags.ops.bench.sample_model` with sample rows. The output says which.
 
 Targets (the issue's): client import < 0.5 s; encoding >= 10x faster than `tf.make_tensor_proto`;
 p99 < 10 ms for 100 rows at concurrency 1.
@@ -27,20 +27,18 @@ import argparse
 import functools
 import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 import timeit
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deepfm_model.spec import files
+from dags.ops.bench.report import Stopwatch, machine, percentiles, table, write_result
 from deepfm_model.spec.serving import SIGNATURE_KEY
 from serving.server_process import ROOT, server_process
 
@@ -210,26 +208,20 @@ def measure_latency(address: str, columns: dict[str, np.ndarray], concurrency: i
         def worker():
             mine = []
             for _ in range(requests):
-                started = time.perf_counter()
+                watch = Stopwatch()
                 client.predict(columns)
-                mine.append(time.perf_counter() - started)
+                mine.append(watch.ms())
             with lock:
                 latencies.extend(mine)
 
         threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-        started = time.perf_counter()
+        wall = Stopwatch()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        wall = time.perf_counter() - started
-    ms = np.array(latencies) * 1e3
-    return {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "requests_per_s": len(latencies) / wall,
-        "requests": len(latencies),
-    }
+        seconds = wall.seconds()
+    return {**percentiles(latencies), "requests_per_s": len(latencies) / seconds, "requests": len(latencies)}
 
 
 def bench_rows(rows: int, use_real: bool) -> dict[str, np.ndarray]:
@@ -243,7 +235,7 @@ def bench_rows(rows: int, use_real: bool) -> dict[str, np.ndarray]:
 
         frame = pd.read_parquet(REAL_ROWS, columns=list(FEATURE_NAMES)).head(rows)
         return to_feature_columns({name: frame[name].to_numpy() for name in FEATURE_NAMES})
-    from serving.sample_model import sample_columns
+    from dags.ops.bench.sample_model import sample_columns
 
     return to_feature_columns(sample_columns(rows))
 
@@ -274,14 +266,7 @@ def run(out: Path, import_runs: int, requests: int, export: Path | None) -> dict
 
     problem = None if export is not None else real_export_problem()
     use_real = export is None and problem is None
-    results: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_avg": os.getloadavg(),
-            "site_packages_bytecode": site_packages_bytecode(),
-        },
-    }
+    results: dict[str, Any] = {"machine": machine(site_packages_bytecode=site_packages_bytecode())}
     log.info("Measuring imports (%d fresh interpreters each)", import_runs)
     results["import"] = {
         "serving.client": measure_import("serving.client", import_runs),
@@ -298,12 +283,12 @@ def run(out: Path, import_runs: int, requests: int, export: Path | None) -> dict
             served = export or REAL_EXPORT
             model_source = str(served)
         else:
-            from serving.sample_model import sample_columns, save_sample_model
+            from dags.ops.bench.sample_model import sample_columns, save_sample_model
 
             served = save_sample_model(Path(tmp) / "export", 0.0, sample_columns(3, seed=99), MODEL_NAME)
-            model_source = f"sample model (serving/sample_model.py): {problem}"
+            model_source = f"sample model (dags/ops/bench/sample_model.py): {problem}"
         results["model"] = model_source
-        results["rows_from"] = str(REAL_ROWS) if use_real else "serving.sample_model.sample_columns"
+        results["rows_from"] = str(REAL_ROWS) if use_real else "dags.ops.bench.sample_model.sample_columns"
         columns_by_rows = {rows: bench_rows(rows, use_real) for rows in (1, 100)}
         log.info("Measuring the signature call: private flat call against the public call")
         results["signature_call"] = measure_signature_call(
@@ -328,55 +313,55 @@ def run(out: Path, import_runs: int, requests: int, export: Path | None) -> dict
         >= ENCODE_TARGET_SPEEDUP,
         f"p99 < {P99_TARGET_MS:g} ms, 100 rows, concurrency 1": p99 < P99_TARGET_MS,
     }
-    files.write_json(out, results)
+    write_result(out, results)
     return results
 
 
 def format_table(results: dict[str, Any]) -> str:
-    lines = [f"model: {results['model']}", f"rows:  {results['rows_from']}", ""]
-    lines.append(f"{'import (fresh interpreter, median)':44} {'seconds':>9} {'peak RSS MiB':>13}")
-    for module, figures in results["import"].items():
-        lines.append(f"  {module:42} {figures['seconds']:9.3f} {figures['rss_mib']:13.0f}")
-    if not results["machine"]["site_packages_bytecode"]:
-        lines.append("  (no .pyc in site-packages: each fresh interpreter compiled the packages from source)")
+    imports = [[module, f"{f['seconds']:.3f}", f"{f['rss_mib']:.0f}"] for module, f in results["import"].items()]
     enc = results["encode_100_rows"]
+    encoding = [
+        ["serving.client.encode_predict_request", f"{enc['ours_us']:.0f}", ""],
+        ["tf.make_tensor_proto + PredictRequest", f"{enc['make_tensor_proto_request_us']:.0f}",
+         f"{enc['speedup']:.1f}x slower"],
+        ["tensors alone: serialize_tensor (bytes)", f"{enc['serialize_tensor_us']:.0f}", ""],
+        ["tensors alone: tf.make_tensor_proto", f"{enc['make_tensor_proto_us']:.0f}",
+         f"{enc['tensors_speedup']:.1f}x slower, unserialized"],
+        ["predict, checks and conversion included", f"{enc['predict_build_us']:.0f}",
+         "to_feature_columns + encode_predict_request"],
+    ]  # fmt: skip
+    calls = [[case, f"{f['predict_flat_us']:.0f}", f"{f['predict_public_us']:.0f}",
+              f"{f['predict_public_over_flat']:.2f}x", f"{f['call_flat_us']:.0f}", f"{f['call_public_us']:.0f}",
+              f"{f['call_public_over_flat']:.2f}x"]
+             for case, f in results["signature_call"]["cases"].items()]  # fmt: skip
+    latency = [[case, f"{f['p50_ms']:.2f}", f"{f['p99_ms']:.2f}", f"{f['requests_per_s']:.0f}", f["requests"]]
+               for case, f in results["latency"].items()]  # fmt: skip
+    lines = [f"model: {results['model']}", f"rows:  {results['rows_from']}", ""]
+    lines.append(table(["import (fresh interpreter, median)", "seconds", "peak RSS MiB"], imports))
+    if not results["machine"]["site_packages_bytecode"]:
+        lines.append("(no .pyc in site-packages: each fresh interpreter compiled the packages from source)")
     lines += [
         "",
         "encode one 100-row Predict request (all features, from the checked numpy columns to request bytes)",
-        f"  {'serving.client.encode_predict_request':42} {enc['ours_us']:9.0f} us",
-        f"  {'tf.make_tensor_proto + PredictRequest':42} {enc['make_tensor_proto_request_us']:9.0f} us   "
-        f"({enc['speedup']:.1f}x slower)",
-        f"  {'tensors alone: serialize_tensor (bytes)':42} {enc['serialize_tensor_us']:9.0f} us",
-        f"  {'tensors alone: tf.make_tensor_proto':42} {enc['make_tensor_proto_us']:9.0f} us   "
-        f"({enc['tensors_speedup']:.1f}x slower, unserialized)",
-        f"  {'predict, checks and conversion included':42} {enc['predict_build_us']:9.0f} us   "
-        "(to_feature_columns + encode_predict_request)",
+        table(["encoder", "us", "note"], encoding, align="lrl"),
         "",
         "the server's signature call, in process (same model, same requests): private _call_flat against the public call",
-        f"  {'':14} {'run_predict flat':>17} {'public':>9} {'ratio':>7} {'call alone flat':>16} {'public':>9} {'ratio':>7}",
+        table(["case", "run_predict flat us", "public us", "ratio", "call alone flat us", "public us", "ratio"], calls),
     ]
     if not results["signature_call"]["flat_call_in_use"]:
-        lines.append("  (this TensorFlow's signatures expose no flat call: both columns are the public call)")
-    for case, figures in results["signature_call"]["cases"].items():
-        lines.append(
-            f"  {case:14} {figures['predict_flat_us']:14.0f} us {figures['predict_public_us']:6.0f} us "
-            f"{figures['predict_public_over_flat']:6.2f}x {figures['call_flat_us']:13.0f} us "
-            f"{figures['call_public_us']:6.0f} us {figures['call_public_over_flat']:6.2f}x"
-        )
+        lines.append("(this TensorFlow's signatures expose no flat call: both columns are the public call)")
     lines += [
         "",
-        f"{'end to end (ServingClient.predict)':44} {'p50 ms':>9} {'p99 ms':>9} {'req/s':>9} {'requests':>9}",
+        table(["end to end (ServingClient.predict)", "p50 ms", "p99 ms", "req/s", "requests"], latency),
+        "",
+        "targets",
     ]
-    for case, figures in results["latency"].items():
-        lines.append(f"  {case:42} {figures['p50_ms']:9.2f} {figures['p99_ms']:9.2f} "
-                     f"{figures['requests_per_s']:9.0f} {figures['requests']:9d}")  # fmt: skip
-    lines += ["", "targets"]
     lines += [f"  {'met   ' if met else 'MISSED'} {target}" for target, met in results["targets"].items()]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dags.ops.bench.serving", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench/serving.json"))
     parser.add_argument("--import-runs", type=int, default=5, help="fresh interpreters per import measured")
     parser.add_argument("--requests", type=int, default=400, help="requests per case at concurrency 1")
@@ -385,7 +370,6 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     results = run(args.out, args.import_runs, args.requests, args.export)
     print(format_table(results))
-    print(f"\nwritten to {args.out}")
 
 
 if __name__ == "__main__":

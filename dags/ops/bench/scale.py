@@ -2,7 +2,7 @@
 
 For each size a source folder is generated (`python -m deepfm_model.synthetic`: 30 days, users = events / 20,
 movies = max(2,000, events / 100)) and the ten stages run in DAG order, each in its own process as on a worker
-(`python -m dags.pipeline.bench_scale --stage NAME`), against a fresh home: Feast repo, artifacts, model base path
+(`python -m dags.ops.bench.scale --stage NAME`), against a fresh home: Feast repo, artifacts, model base path
 and a serving tier (a `serving.server` process, started before the run as `docker/` starts TF Serving). Stages are
 configured by the environment only, through `PipelineConfig.from_env`, so the training settings are the DAG's own
 variables (`DEEPFM_BATCH_SIZE`, `DEEPFM_EPOCHS`, `DEEPFM_EARLY_STOPPING_PATIENCE`); unset, the benchmark's
@@ -15,7 +15,7 @@ defaults below apply. Results go to `artifacts/bench/scale.json`:
 stage's seconds between consecutive sizes (1 is linear). With `--nights 2` the second night runs on the same home
 with one more day of events (generated at the same daily rate), which measures the incremental feature work.
 
-    python -m dags.pipeline.bench_scale [--sizes 100k,1M,10M] [--nights 1] [--work-dir DIR] [--keep]
+    python -m dags.ops.bench.scale [--sizes 100k,1M,10M] [--nights 1] [--work-dir DIR] [--keep]
 
 10^8 events (`--sizes 100M`: 5M users, 1M movies) is the target for a bigger machine: DuckDB's stages stay within
 their memory limit (they spill to disk) and training streams, but Feast's SQLite online store takes ~4.5 KB of
@@ -32,14 +32,13 @@ import json
 import logging
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from dags.ops.bench.report import Stopwatch, machine, table, write_result
 from dags.pipeline.config import PROJECT_ROOT, PipelineConfig
 from deepfm_model.spec.files import write_json
 
@@ -65,13 +64,13 @@ def run_stage(stage: str, ds: str, env: dict[str, str], log_path: Path) -> tuple
         RuntimeError: the stage failed; the message ends with its log.
     """
     result_path = log_path.with_suffix(".json")
-    command = [sys.executable, "-m", "dags.pipeline.bench_scale", "--stage", stage, "--ds", ds,
+    command = [sys.executable, "-m", "dags.ops.bench.scale", "--stage", stage, "--ds", ds,
                "--result", str(result_path)]  # fmt: skip
-    started = time.perf_counter()
+    watch = Stopwatch()
     with open(log_path, "w") as log:
         child = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT)
         _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
+    seconds = watch.seconds()
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
@@ -91,13 +90,13 @@ def bench_size(events: int, nights: int, work_dir: Path, base_env: dict[str, str
     home = work_dir / f"events-{events}"
     shutil.rmtree(home, ignore_errors=True)
     source = home / "source"
-    started = time.perf_counter()
+    watch = Stopwatch()
     logger.info("[%s events] generating %d events of %d users and %d movies over %d days into %s", f"{events:,}",
                 generated, users, movies, days, source)  # fmt: skip
     subprocess.run([sys.executable, "-m", "deepfm_model.synthetic", "--events", str(generated), "--users", str(users),
                     "--movies", str(movies), "--start", START, "--days", str(days), "--out", str(source)],
                    check=True, env=base_env, cwd=PROJECT_ROOT)  # fmt: skip
-    generate_seconds = time.perf_counter() - started
+    generate_seconds = watch.seconds()
     write_config(home / "feature_repo")
     config_file = ensure_model_config(home / "models", "deepfm")
     env = {
@@ -154,7 +153,7 @@ def _disk_bytes(folder: Path) -> int:
 def main(argv: list[str] | None = None) -> dict | None:
     from deepfm_model.synthetic import parse_count
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dags.ops.bench.scale", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100k,1M,10M", help="comma-separated event counts (100k, 1M, 1e7)")
     parser.add_argument("--nights", type=int, default=1, help="consecutive nightly runs per size")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the homes go (default: a temporary one)")
@@ -190,26 +189,18 @@ def main(argv: list[str] | None = None) -> dict | None:
         "runs": runs,
         "growth": growth(runs),
         "training": {**training, "stream_from_parquet_above_rows": STREAM_ROWS},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "memory_gb": round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },  # fmt: skip
+        "machine": machine(memory_gb=round(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30, 1)),
         "recorded_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    write_json(args.out, report)
+    write_result(args.out, report)
     _print_table(report)
     return report
 
 
 def _print_table(report: dict) -> None:
-    header = ["events", "night", *STAGES, "total", "peak RSS MB"]
-    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    for run in report["runs"]:
-        cells = [f"{run['events']:,}", str(run["night"]), *(f"{run['stages'][s]:.1f}" for s in STAGES),
-                 f"{run['total_seconds']:.1f}", str(run["peak_rss_mb"])]  # fmt: skip
-        print("| " + " | ".join(cells) + " |")
+    rows = [[f"{run['events']:,}", run["night"], *(f"{run['stages'][s]:.1f}" for s in STAGES),
+             f"{run['total_seconds']:.1f}", run["peak_rss_mb"]] for run in report["runs"]]  # fmt: skip
+    print("\n" + table(["events", "night", *STAGES, "total", "peak RSS MB"], rows))
     print(f"\ngrowth exponents (log-log slope of seconds): {json.dumps(report['growth'])}")
     print(f"training: {json.dumps(report['training'])}")
 

@@ -10,7 +10,7 @@ run uses, beside the run's own rivals (from its `metrics.json`). Variants:
 - `rated_only`: one head on the rated events alone, the model before sampled negatives;
 - `no_recent_movies`: without the recent movie ids (the item-to-item term inside the FM).
 
-    python -m dags.pipeline.ablation --ds 1998-04-23 [--variants deepfm,no_prior] [--out artifacts/bench/ablation.json]
+    python -m dags.ops.bench.ablation --ds 1998-04-23 [--variants deepfm,no_prior] [--out artifacts/bench/ablation.json]
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import argparse
 import dataclasses
 import json
 import logging
-import platform
 from pathlib import Path
 
 import pandas as pd
 
+from dags.ops.bench.report import machine, table, write_result
 from dags.pipeline.config import PipelineConfig
 from deepfm_model.spec.dates import check_ds
 from deepfm_model.spec.features import PICKED, RECENT_MOVIES
@@ -66,7 +66,7 @@ def run_variant(config: PipelineConfig, ds: str, name: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dags.ops.bench.ablation", description=__doc__.splitlines()[0])
     parser.add_argument("--ds", required=True, type=check_ds, help="the run whose snapshot and candidates are used")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {list(VARIANTS)}")
     parser.add_argument("--out", type=Path, default=None, help="default: <artifacts>/bench/ablation.json")
@@ -80,19 +80,23 @@ def main(argv: list[str] | None = None) -> None:
     metrics = json.loads(config.run_dir(args.ds).metrics.read_text())
     rivals = {name: model for name, model in metrics["full_ranking"]["models"].items()
               if name not in ("deepfm", "recommend")}  # fmt: skip
-    results = {"ds": args.ds, "machine": platform.processor() or platform.machine(), "variants": {}, "rivals": rivals}
+    results = {"ds": args.ds, "machine": machine(), "variants": {}, "rivals": rivals}
     for name in names:
         logger.info("Training variant %s", name)
         results["variants"][name] = run_variant(config, args.ds, name)
     out = args.out or Path(config.artifacts) / "bench" / "ablation.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"{'model':<18} {'NDCG@10':>22} {'Recall@10':>10} {'test AUC':>9}")
-    for name, row in {**results["variants"], **rivals}.items():
+    write_result(out, results)
+    print(format_table(results))
+
+
+def format_table(results: dict) -> str:
+    """The variants, then the run's rivals: NDCG@10 with its interval, Recall@10, test AUC (variants only)."""
+    rows = []
+    for name, row in {**results["variants"], **results["rivals"]}.items():
         low, high = row["ndcg_at_10_ci"]
-        auc = f"{row['test_auc']:>9.4f}" if "test_auc" in row else f"{'':>9}"
-        print(f"{name:<18} {row['ndcg_at_10']:>8.4f} [{low:.3f}, {high:.3f}] {row['recall_at_10']:>10.4f} {auc}")
-    print(f"written to {out}")
+        auc = f"{row['test_auc']:.4f}" if "test_auc" in row else ""
+        rows.append([name, f"{row['ndcg_at_10']:.4f} [{low:.3f}, {high:.3f}]", f"{row['recall_at_10']:.4f}", auc])
+    return table(["model", "NDCG@10", "Recall@10", "test AUC"], rows)
 
 
 if __name__ == "__main__":

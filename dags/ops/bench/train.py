@@ -1,6 +1,6 @@
 """Training-throughput benchmark: this package's DeepFM against a plain Keras DeepFM, side by side.
 
-    python -m deepfm_model.bench_train [--steps 24] [--warmup 8] [--rounds 3] [--precision both] [--batch-size 4096]
+    python -m dags.ops.bench.train [--steps 24] [--warmup 8] [--rounds 3] [--precision both] [--batch-size 4096]
         [--jit-compile auto] [--steps-per-execution 8] [--out artifacts/bench/train.json]
 
 Data: Criteo-shaped synthetic rows, 13 numeric and 26 categorical fields of 100,000 values each, drawn with
@@ -42,7 +42,6 @@ import collections
 import functools
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -52,6 +51,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from dags.ops.bench.report import Stopwatch, machine, table, write_result
 
 NUM_NUMERIC = 13
 NUM_CATEGORICAL = 26
@@ -200,9 +201,9 @@ def profile_package(settings: dict, steps: int, warmup: int, seed: int, batch_si
     fit({"categorical": categorical[:split], "numeric": numeric[:split]}, labels[:split])
     with tempfile.TemporaryDirectory() as logdir:
         with tf.profiler.experimental.Profile(logdir):
-            started = time.perf_counter()
+            watch = Stopwatch()
             fit({"categorical": categorical[split:], "numeric": numeric[split:]}, labels[split:])
-            wall_ms = 1000.0 * (time.perf_counter() - started) / steps
+            wall_ms = watch.ms() / steps
         traces = sorted(Path(logdir).rglob("*.xplane.pb"))
         if not traces:
             raise RuntimeError(f"The TensorFlow profiler wrote no trace under {logdir}")
@@ -263,7 +264,8 @@ def _device_name() -> str:
         gpus = tf.config.list_physical_devices("GPU")
         if gpus:
             return str(tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU"))
-    return f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+    cpu = machine()
+    return f"CPU ({cpu['cpus']} cores, {cpu['arch']})"
 
 
 def run_worker(
@@ -376,7 +378,7 @@ def variants(precision: str) -> list[tuple[str, str]]:
 
 
 def _run_child(implementation: str, precision: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, "-m", "deepfm_model.bench_train", "--worker", implementation,
+    command = [sys.executable, "-m", "dags.ops.bench.train", "--worker", implementation,
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--seed", str(args.seed),
                "--batch-size", str(args.batch_size),
                "--precision", precision, "--jit-compile", args.jit_compile,
@@ -408,32 +410,31 @@ def summarise(runs: Sequence[dict]) -> dict:
 
 
 def format_table(summary: dict, runs: Sequence[dict]) -> str:
-    """The printed table: one row per implementation, then the ratios."""
+    """The printed table: one row per implementation, each one's settings, then the ratios."""
     names = list(dict.fromkeys(r["implementation"] for r in runs))
-    lines = [
-        (
-            f"backend={runs[0]['backend']} device={runs[0]['device']} batch={runs[0]['batch_size']} "
-            f"rounds={sum(r['implementation'] == 'plain' for r in runs)}"
-        ),
-        (
-            f"{'implementation':<18} {'examples/s':>11} {'ms/step':>8} {'peak RSS MB':>12} {'peak dev MB':>12} "
-            f"{'loss':>7} {'params':>11}  per-round examples/s"
-        ),
-    ]
+    rows, settings = [], []
     for name in names:
         s = summary[name]
         run = next(r for r in runs if r["implementation"] == name)
         device = f"{s['peak_device_mb']:.0f}" if s["peak_device_mb"] else "-"
         rounds = ", ".join(f"{r['examples_per_sec']:.0f}" for r in runs if r["implementation"] == name)
-        lines.append(
-            f"{name:<18} {s['examples_per_sec']:>11.0f} {s['ms_per_step']:>8.1f} {s['peak_rss_mb']:>12.0f} "
-            f"{device:>12} {s['final_loss']:>7.4f} {s['parameters']:>11,}  {rounds}"
-        )
-        lines.append(
-            f"{'':<18} compute dtype {run['compute_dtype']}, jit_compile={run['jit_compile']}, "
+        rows.append([name, f"{s['examples_per_sec']:.0f}", f"{s['ms_per_step']:.1f}", f"{s['peak_rss_mb']:.0f}",
+                     device, f"{s['final_loss']:.4f}", f"{s['parameters']:,}", rounds])  # fmt: skip
+        settings.append(
+            f"{name}: compute dtype {run['compute_dtype']}, jit_compile={run['jit_compile']}, "
             f"steps_per_execution={run['steps_per_execution']}, embedding update {run['embedding_update']}, "
             f"layer kernels {'on' if run.get('layer_kernels') else 'off'}, huge pages {run.get('huge_pages_mb') or 0:.0f} MB"
         )
+    header = ["implementation", "examples/s", "ms/step", "peak RSS MB", "peak dev MB", "loss", "params",
+              "per-round examples/s"]  # fmt: skip
+    lines = [
+        f"backend={runs[0]['backend']} device={runs[0]['device']} batch={runs[0]['batch_size']} "
+        f"rounds={sum(r['implementation'] == 'plain' for r in runs)}",
+        "",
+        table(header, rows),
+        "",
+        *settings,
+    ]
     lines.extend(f"speed-up {name} / plain: {ratio:.2f}x" for name, ratio in summary["speedup"].items())
     lines.extend(
         f"ceiling {name} / plain: {ratio:.2f}x (the MLP alone: lookups, FM and embedding updates would be free)"
@@ -443,7 +444,7 @@ def format_table(summary: dict, runs: Sequence[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deepfm_model.bench_train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m dags.ops.bench.train", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--steps",
         type=int,
@@ -514,13 +515,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     summary = summarise(runs)
     print(format_table(summary, runs))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     config = {"batch_size": args.batch_size, "embedding_dim": EMBEDDING_DIM, "mlp_units": list(MLP_UNITS),
               "categorical_fields": NUM_CATEGORICAL, "numeric_fields": NUM_NUMERIC, "vocabulary": VOCABULARY,
               "zipf_exponent": ZIPF_EXPONENT, "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
               "deepfm_model_train_config": settings, "precision": args.precision}  # fmt: skip
-    args.out.write_text(json.dumps({"config": config, "summary": summary, "runs": runs}, indent=1))
-    print(f"written: {args.out}")
+    write_result(args.out, {"config": config, "summary": summary, "runs": runs,
+                            "machine": machine(device=runs[0]["device"], backend=runs[0]["backend"])})  # fmt: skip
     return 0
 
 
