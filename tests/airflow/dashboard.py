@@ -124,11 +124,12 @@ def _expired_and_forged(stack: AirflowStack, token: str) -> tuple[str, str]:
         )
 
 
-def check_api(stack: AirflowStack, home: Path, ds: str, run_id: str, bad_run_id: str) -> dict:
-    """`/deepfm/api/runs` says what the run directories and the DagRuns say. Returns the good run's summary."""
+def check_api(stack: AirflowStack, home: Path, ds: str, run_id: str, bad_run_id: str, earlier: str) -> dict:
+    """`/deepfm/api/runs` says what the run directories and the DagRuns say (the good run `ds`, the bad run, and
+    a good run of the `earlier` date). Returns the good run's summary."""
     runs = stack.request("GET", "/deepfm/api/runs").json()["runs"]
-    assert [r["ds"] for r in runs] == [BAD_DATA_DS, ds]  # newest first
-    bad, good = runs
+    assert [r["ds"] for r in runs] == [BAD_DATA_DS, ds, earlier]  # newest first
+    bad, good, _ = runs
     run_dir = RunDir(home / "artifacts", ds)
     metrics = json.loads(run_dir.metrics.read_text())
     pushed = json.loads(run_dir.push.read_text())

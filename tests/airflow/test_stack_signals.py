@@ -10,6 +10,9 @@ process group (the later ones land during the clean-up), and then checks that:
 - no live process remains below this test at all: the test is the child subreaper of everything it starts
   (`PR_SET_CHILD_SUBREAPER`), so even a process that left the runner's tree and session would be found;
 - the API server's port is free.
+
+One round starts the runner with `--scheduled-runs`, the flag `make airflow SCHEDULED=1` passes: the scheduler
+must then create the DAG's scheduled run once it is unpaused, and the burst lands while that run is running.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,7 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from dags.ops.airflow_stack import free_port
+from dags.ops.airflow_client import AirflowClient
+from dags.ops.airflow_stack import ADMIN_USERNAME, free_port
 from tests.e2e.conftest import PROJECT_ROOT, airflow_env
 
 pytestmark = [
@@ -54,6 +59,7 @@ class Round:
         home: which Airflow home (`fresh` is used once; `shared` is migrated by the first round that gets that far).
         moment: the runner output line to wait for before signalling; `None` signals 0.3 s after the start.
         signals: sent to the process group 0.1 s apart, the first at the moment.
+        scheduled: start it with `--scheduled-runs`, unpause the DAG at the moment and wait for its scheduled run.
     """
 
     name: str
@@ -61,8 +67,11 @@ class Round:
     home: str
     moment: str | None
     signals: tuple[signal.Signals, ...]
+    scheduled: bool = False
 
 
+DAG_ID = "deepfm_nightly"
+SCHEDULED_RUN_TIMEOUT_S = 180
 ROUNDS = (
     Round("interpreter-start-up", via_make=False, home="fresh", moment=None, signals=(TERM,)),
     Round("db-migrate", via_make=True, home="fresh", moment="started db-migrate", signals=(TERM, TERM, TERM)),
@@ -70,6 +79,7 @@ ROUNDS = (
     Round("api-server-spawned", via_make=False, home="shared", moment="started api-server", signals=(TERM, INT)),
     Round("triggerer-spawned", via_make=True, home="shared", moment="started triggerer", signals=(HUP, TERM)),
     Round("pools-import", via_make=False, home="shared", moment="started pools-import", signals=(INT, INT, TERM)),
+    Round("scheduled-run", via_make=True, home="shared", moment="Airflow UI:", signals=(TERM, INT), scheduled=True),
 )
 
 
@@ -146,6 +156,7 @@ def subreaper() -> Iterator[set[int]]:
 def start_runner(round_: Round, home: Path, port: int, output: Path) -> subprocess.Popen:
     """The runner as `make airflow` starts it (or directly), leading a session and process group of its own."""
     command = [sys.executable, "-m", "dags.ops.airflow_stack", "--airflow-home", str(home), "--port", str(port)]
+    command += ["--scheduled-runs"] if round_.scheduled else []
     if round_.via_make:
         makefile = output.with_suffix(".mk")
         makefile.write_text(f"SHELL := /bin/bash\nairflow:\n\t{' '.join(command)}\n")
@@ -154,6 +165,21 @@ def start_runner(round_: Round, home: Path, port: int, output: Path) -> subproce
     with output.open("w") as log:
         return subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+
+
+def scheduled_run(port: int, output: Path) -> dict:
+    """Unpause the DAG through the runner's API server; wait for the scheduler's scheduled run to be running."""
+    password = re.search(r"password: (\S+)", output.read_text()).group(1)
+    client = AirflowClient(f"http://127.0.0.1:{port}", ADMIN_USERNAME, password)
+    client.unpause(DAG_ID)
+    deadline = time.monotonic() + SCHEDULED_RUN_TIMEOUT_S
+    while True:
+        runs = client.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns").json()["dag_runs"]
+        scheduled = [run for run in runs if run["run_type"] == "scheduled" and run["state"] == "running"]
+        if scheduled:
+            return scheduled[0]
+        assert time.monotonic() < deadline, f"no running scheduled run in {SCHEDULED_RUN_TIMEOUT_S} s: {runs}"
+        time.sleep(1)
 
 
 def wait_for_moment(process: subprocess.Popen, output: Path, moment: str | None) -> None:
@@ -178,6 +204,8 @@ def test_signals_to_the_runners_group_leave_no_process(tmp_path: Path, subreaper
         runner = start_runner(round_, home, port, output)
         try:
             wait_for_moment(runner, output, round_.moment)
+            if round_.scheduled:
+                timings.append(f"scheduled run {scheduled_run(port, output)['dag_run_id']}")
             for sig in round_.signals:
                 os.killpg(runner.pid, sig)
                 time.sleep(0.1)
@@ -200,3 +228,13 @@ def test_signals_to_the_runners_group_leave_no_process(tmp_path: Path, subreaper
             assert f"{round_.signals[0].name}: every Airflow process has stopped" in log, log
         timings.append(f"{round_.name} {time.monotonic() - started:.1f} s")
     print("\n" + "\n".join(timings))
+
+
+def test_make_airflow_passes_scheduled_runs_only_when_asked() -> None:
+    def command(*variables: str) -> str:
+        shown = subprocess.run(["make", "-n", "-s", "airflow", *variables], cwd=PROJECT_ROOT, capture_output=True,
+                               text=True, check=True, timeout=60)  # fmt: skip
+        return next(line for line in shown.stdout.splitlines() if "dags.ops.airflow_stack" in line)
+
+    assert command("SCHEDULED=1").endswith("--scheduled-runs")
+    assert "--scheduled-runs" not in command()
