@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from serving.server_process import RunningServer
 from tests.e2e.conftest import PROJECT_ROOT, SYNTHETIC_DS, serving_tier
 
 TEST_OUTPUT = PROJECT_ROOT / "artifacts" / "test-output"
@@ -45,11 +46,16 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture
-def project_home(tmp_path: Path) -> Iterator[Path]:
-    """A fresh project home: its own Feast repo config and a serving tier; artifacts, models and Airflow home
-    appear under it."""
+def project_home(tmp_path: Path) -> Path:
+    """A fresh project home with its own Feast repo config; artifacts, models and Airflow home appear under it."""
     from feature_repo.store import write_config
 
     write_config(tmp_path / "feature_repo")
-    with serving_tier(tmp_path):
-        yield tmp_path
+    return tmp_path
+
+
+@pytest.fixture
+def serving(project_home: Path) -> Iterator[list[RunningServer]]:
+    """The home's serving tier (one replica); started before Airflow, whose processes read its address."""
+    with serving_tier(project_home) as servers:
+        yield servers

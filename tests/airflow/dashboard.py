@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dags.ops.airflow_stack import ADMIN_USERNAME, AirflowStack
 from dags.pipeline.run_dir import RunDir
+from serving.server_process import RunningServer
 from tests.airflow.conftest import DAG_ID, RUN_TIMEOUT_S
 
 # The synthetic events end on 1998-01-30, so the run of 1998-02-02 finds its last day of data (02-01) empty:
@@ -24,7 +25,7 @@ from tests.airflow.conftest import DAG_ID, RUN_TIMEOUT_S
 BAD_DATA_DS = "1998-02-02"
 SECRET = "deepfm-dashboard-secret-outside-the-run-dir"
 SCREENSHOTS = ("deepfm-dashboard.png", "deepfm-dashboard-dark.png", "deepfm-run-tab.png", "deepfm-run-page.png",
-               "deepfm-bad-run-tab.png")  # fmt: skip
+               "deepfm-bad-run-tab.png", "deepfm-serving-down.png")  # fmt: skip
 
 
 def run_stopped_by_bad_data(stack: AirflowStack) -> dict:
@@ -263,3 +264,29 @@ def browse(stack: AirflowStack, home: Path, ds: str, run_id: str, bad_run_id: st
             browser.close()
     assert shown["dashboard_background_light"] != shown["dashboard_background_dark"], shown
     return shown
+
+
+def serving_down(stack: AirflowStack, servers: list[RunningServer], output_dir: Path, *, chromium: Path,
+                 chromium_args: list[str]) -> str:  # fmt: skip
+    """Stop every replica; the dashboard must then show the tier unreachable and say how to start it. Returns
+    the hint's text; saves `deepfm-serving-down.png`."""
+    from playwright.sync_api import expect, sync_playwright
+
+    for server in servers:
+        server.process.terminate()
+        server.process.wait(timeout=60)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=chromium_args)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1300})
+            log_in(page, stack)
+            page.goto(f"{stack.url}/plugin/deepfm", wait_until="networkidle")
+            frame = _plugin_frame(page, "/deepfm/")
+            expect(frame.locator("[data-testid=serving-tier]")).to_contain_text("unreachable")
+            hint = frame.locator("[data-testid=start-serving]")
+            expect(hint).to_contain_text("make serve")
+            hint.scroll_into_view_if_needed()
+            page.screenshot(path=str(output_dir / "deepfm-serving-down.png"), full_page=True)
+            return hint.inner_text()
+        finally:
+            browser.close()

@@ -1,14 +1,15 @@
-"""The nightly DAG on a running Airflow (LocalExecutor, SQLite): triggered and checked over the REST API, seen in
-the UI.
+"""The nightly DAG on a running Airflow (LocalExecutor, SQLite): backfilled by `make backfill`, checked over the
+REST API, seen in the UI.
 
 Starts the API server, scheduler and DAG processor for an isolated home, runs `make backfill` over the synthetic
 data's last two dates (two DagRuns, one after the other, the second pushing the next version), waits for every
 task to succeed, then logs in to the UI in headless Chromium and saves a screenshot of the second run's grid
 (`artifacts/test-output/airflow-grid.png`).
 
-The same stack then serves the DeepFM model dashboard's checks (`tests/airflow/dashboard.py`): a second run, stopped
+The same stack then serves the DeepFM model dashboard's checks (`tests/airflow/dashboard.py`): a third run, stopped
 by bad data; the login and path rules of every `/deepfm` route; the JSON API; the dashboard and both runs' tabs in
-the browser (`artifacts/test-output/deepfm-*.png`).
+the browser (`artifacts/test-output/deepfm-*.png`); last, with the serving tier stopped, the dashboard's hint on
+how to start it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 
 from dags.ops.airflow_stack import AirflowStack, StackConfig
 from dags.pipeline.run_dir import RunDir
+from serving.server_process import RunningServer
 from tests.airflow import dashboard
 from tests.airflow.conftest import (
     DAG_ID,
@@ -76,7 +78,9 @@ def screenshot_grid(stack: AirflowStack, run_id: str, path: Path) -> None:
             browser.close()
 
 
-def test_nightly_run_through_rest_api_and_ui(project_home: Path, output_dir: Path) -> None:
+def test_nightly_run_through_rest_api_and_ui(
+    project_home: Path, serving: list[RunningServer], output_dir: Path
+) -> None:
     if not CHROMIUM.exists():
         pytest.fail(
             f"{CHROMIUM} is not installed, so the UI and dashboard browser tests cannot run: `make test` installs "
@@ -110,6 +114,8 @@ def test_nightly_run_through_rest_api_and_ui(project_home: Path, output_dir: Pat
         dashboard.check_api(stack, project_home, SYNTHETIC_DS, run_id, bad_run["dag_run_id"], earlier=BACKFILL_FROM)
         shown = dashboard.browse(stack, project_home, SYNTHETIC_DS, run_id, bad_run["dag_run_id"], output_dir,
                                  chromium=CHROMIUM, chromium_args=CHROMIUM_ARGS)  # fmt: skip
+        shown["serving_down_hint"] = dashboard.serving_down(stack, serving, output_dir, chromium=CHROMIUM,
+                                                            chromium_args=CHROMIUM_ARGS)  # fmt: skip
         (output_dir / "dashboard-checks.json").write_text(json.dumps({"cases": cases, "shown": shown}, indent=2))
     shutil.copyfile(output_dir / "airflow-grid.png", SCREENSHOT)
     for name in dashboard.SCREENSHOTS:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from serving.server_process import RunningServer, server_process
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SYNTHETIC_DS = "1998-01-31"  # the day after the synthetic generator's 30 days of events
 SERVING_ADDRESS_FILE = "serving-addresses"  # in a home: the serving tier its Airflow processes verify against
@@ -20,11 +22,10 @@ SOURCE_FOLDER = "source"  # in a home: a source folder made by the generator com
 
 
 @contextlib.contextmanager
-def serving_tier(home: Path, replicas: int = 1) -> Iterator[list[str]]:
+def serving_tier(home: Path, replicas: int = 1) -> Iterator[list[RunningServer]]:
     """`replicas` `serving.server` processes on the home's model config; their addresses go to the home's
-    `SERVING_ADDRESS_FILE`, which `airflow_env` turns into `DEEPFM_SERVING_ADDRESSES`."""
+    `SERVING_ADDRESS_FILE`, which `airflow_env` turns into `DEEPFM_SERVING_ADDRESSES`. Yields the servers."""
     from serving.labels import ensure_model_config
-    from serving.server_process import server_process
 
     config_file = ensure_model_config(home / "models", "deepfm")
     flags = ["--model-config-file", str(config_file), "--poll-interval-s", "0.5"]
@@ -33,7 +34,7 @@ def serving_tier(home: Path, replicas: int = 1) -> Iterator[list[str]]:
         addresses = [server.address for server in servers]
         (home / SERVING_ADDRESS_FILE).write_text(",".join(addresses))
         try:
-            yield addresses
+            yield servers
         finally:
             (home / SERVING_ADDRESS_FILE).unlink(missing_ok=True)
 

@@ -164,7 +164,8 @@ def test_verification_on_every_replica_moves_stable_and_a_failed_replica_retract
     from serving.server_process import server_process
 
     permissive = dataclasses.replace(prepared, auc_floor=0.0, allow_signature_change=True)
-    with serving_tier(prepared.home, replicas=2) as addresses:
+    with serving_tier(prepared.home, replicas=2) as servers:
+        addresses = [server.address for server in servers]
         config = dataclasses.replace(permissive, serving_addresses=tuple(addresses))
         _copy_run(config, "1998-02-03")
         assert pipeline.bless(config, "1998-02-03")["blessed"] is True
@@ -230,7 +231,8 @@ def test_verification_fails_naming_the_replica_when_it_answers_differently_canno
     from serving.server_process import server_process
 
     permissive = dataclasses.replace(prepared, auc_floor=0.0, allow_signature_change=True)
-    with serving_tier(prepared.home, replicas=1) as addresses:
+    with serving_tier(prepared.home, replicas=1) as servers:
+        addresses = [server.address for server in servers]
         config = dataclasses.replace(permissive, serving_addresses=tuple(addresses))
         _copy_run(config, "1998-02-05")
         assert pipeline.bless(config, "1998-02-05")["blessed"] is True
