@@ -9,7 +9,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from deepfm_model.spec.features import FEATURES_BY_NAME, LABEL, PICKED, RATING, Kind
+from deepfm_model.spec.features import LABEL, PICKED, RATING
 from feature_repo import validation
 from feature_repo.rules import SAMPLED, SNAPSHOT_RULES, SOURCE_RULES, Check, Rule
 
@@ -26,22 +26,17 @@ def _breaking_value(rule: Rule, frame: pd.DataFrame) -> object:
 
 
 def _planted(snapshot: pd.DataFrame) -> pd.DataFrame:
-    """One row per rule, each breaking its rule (a row the rule applies to), appended to the good snapshot."""
-    frame = snapshot.copy()
-    frame[RATING] = frame[RATING].astype("float64")  # room for a NaN
-    sampled = frame.iloc[[0]].assign(**{PICKED: SAMPLED[1], RATING: 0.0, LABEL: 0})  # a good sampled row
+    """The good snapshot (and one good sampled row) followed by one row per rule, each breaking its rule."""
+    frame = snapshot.astype({RATING: "float64", LABEL: "float64", PICKED: "float64"})  # room for a NaN
+    sampled = frame.iloc[[0]].assign(**{PICKED: float(SAMPLED[1]), RATING: 0.0, LABEL: 0.0})
     frame = pd.concat([frame, sampled], ignore_index=True)
-    rows = []
-    for rule in SNAPSHOT_RULES:
-        pool = frame if rule.only is None else frame[frame[rule.only[0]] == rule.only[1]]
-        row = pool.iloc[[len(rows) % len(pool)]].copy()
-        row[rule.column] = row[rule.column].astype(object)
-        row.iloc[0, row.columns.get_loc(rule.column)] = _breaking_value(rule, frame)
-        rows.append(row)
-    planted = pd.concat([frame, *rows], ignore_index=True)
-    for name, feature in FEATURES_BY_NAME.items():
-        if feature.kind is Kind.NUMERIC:
-            planted[name] = planted[name].astype("float64")
+    picks = []
+    for rule in SNAPSHOT_RULES:  # a row the rule applies to
+        pool = np.flatnonzero(frame[rule.only[0]] == rule.only[1]) if rule.only else np.arange(len(frame))
+        picks.append(pool[len(picks) % len(pool)])
+    planted = pd.concat([frame, frame.iloc[picks]], ignore_index=True)
+    for offset, rule in enumerate(SNAPSHOT_RULES):
+        planted.loc[len(frame) + offset, rule.column] = _breaking_value(rule, frame)
     return planted
 
 
@@ -56,7 +51,7 @@ def _expectations() -> list:
 def test_every_snapshot_rule_is_caught_by_its_sql_and_its_expectation(snapshot, tmp_path):
     planted = _planted(snapshot)
     with duckdb.connect() as con:
-        con.register("good", planted.iloc[: len(snapshot) + 1])
+        con.register("good", planted.iloc[: len(snapshot) + 1])  # the snapshot and its good sampled row
         con.register("planted", planted)
         clean = {r.name: _count(con, "good", r) for r in SNAPSHOT_RULES}
         broken = {r.name: _count(con, "planted", r) for r in SNAPSHOT_RULES}
