@@ -62,7 +62,8 @@ def distribution_strategy(train_config: TrainConfig, tf_config: str | None = Non
     """The `tf.distribute` strategy to train under (TensorFlow backend), or `None` for the default one.
 
     - `TF_CONFIG` naming several workers: `MultiWorkerMirroredStrategy` (each worker runs the same command;
-      TensorFlow reads `TF_CONFIG` itself for the worker's role);
+      TensorFlow reads `TF_CONFIG` itself for the worker's role; `multi_worker` makes Keras 3's `fit` run under
+      it; the caller creates it before any TensorFlow op runs, as `train_model` does);
     - else several local GPUs, or explicit `devices`: `MirroredStrategy` over them;
     - else `None`.
 
@@ -76,7 +77,10 @@ def distribution_strategy(train_config: TrainConfig, tf_config: str | None = Non
     import tensorflow as tf
 
     if tf_config_workers(tf_config) > 1:
+        from deepfm_model import multi_worker
+
         logger.info("Training on %d workers with MultiWorkerMirroredStrategy", tf_config_workers(tf_config))
+        multi_worker.install()  # Keras 3's fit cannot run under it as released (see the module)
         return tf.distribute.MultiWorkerMirroredStrategy()
     if devices is None:
         gpus = tf.config.list_logical_devices("GPU")
@@ -85,12 +89,6 @@ def distribution_strategy(train_config: TrainConfig, tf_config: str | None = Non
         logger.info("Training on %s with MirroredStrategy", devices)
         return tf.distribute.MirroredStrategy(devices)
     return None
-
-
-def distribution_scope(train_config: TrainConfig, tf_config: str | None = None, devices: list[str] | None = None):
-    """The scope of `distribution_strategy(...)`, or a no-op context when it is `None`."""
-    strategy = distribution_strategy(train_config, tf_config, devices)
-    return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
 @contextlib.contextmanager
@@ -194,6 +192,8 @@ def train_model(
 
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
+    # Before any TensorFlow op runs: MultiWorkerMirroredStrategy configures the collective ops at start-up.
+    strategy = distribution_strategy(train_config, tf_config, devices)
     keras.utils.set_random_seed(train_config.seed)
     streamed = train_config.stream_from_parquet and train_path is not None
     if streamed:
@@ -220,7 +220,8 @@ def train_model(
         )
     else:
         valid_data = make_dataset(valid, preprocessor, train_config.predict_batch_size)
-    with distribution_scope(train_config, tf_config, devices), precision_policy(train_config.mixed_precision):
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope, precision_policy(train_config.mixed_precision):
         model = build_model(
             model_config, preprocessor.categorical_sizes, preprocessor.multi_categorical_sizes,
             preprocessor.num_numeric, preprocessor.multi_shared_with, prior=preprocessor.state.prior is not None,
