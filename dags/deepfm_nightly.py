@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 
 import pendulum
 from airflow.sdk import Asset, TaskGroup, dag, task
@@ -52,7 +51,9 @@ def gpu_executor_config() -> dict:
         return {}
     from kubernetes.client import models as k8s
 
-    gpus = os.environ.get("DEEPFM_TRAIN_GPUS", "1")
+    from dags.pipeline.config import PipelineConfig
+
+    gpus = str(PipelineConfig.from_env().train_gpus)
     resources = k8s.V1ResourceRequirements(limits={"nvidia.com/gpu": gpus})
     container = k8s.V1Container(name="base", resources=resources)
     return {"pod_override": k8s.V1Pod(spec=k8s.V1PodSpec(containers=[container]))}

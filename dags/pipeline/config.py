@@ -70,6 +70,7 @@ class PipelineConfig:
         ranking_max_pairs: and at most this many (user, candidate movie) pairs: on a catalogue of n movies, at
             most `ranking_max_pairs // n` users (every user ranks the whole catalogue; its features and scores are
             held for each pair).
+        train_gpus: GPUs the `train` task's pod requests under the KubernetesExecutor.
         settings: the variable each setting came from, for error messages (`from_env` fills it).
     """
 
@@ -99,6 +100,7 @@ class PipelineConfig:
     ndcg_tolerance: float = 0.01
     ranking_max_users: int | None = 2000
     ranking_max_pairs: int = 1_000_000
+    train_gpus: int = 1
     settings: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -131,6 +133,8 @@ class PipelineConfig:
             raise ValueError(
                 f"`ranking_max_pairs` must be positive. Received: `ranking_max_pairs={self.ranking_max_pairs}`"
             )
+        if self.train_gpus < 1:
+            raise ValueError(f"`train_gpus` must be positive. Received: `train_gpus={self.train_gpus}`")
         if not self.serving_addresses:
             raise ValueError("`serving_addresses` must name at least one TF Serving endpoint. Received: `()`")
 
@@ -278,6 +282,7 @@ NUMBER_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DEEPFM_NDCG_TOLERANCE": ("ndcg_tolerance", float),
     "DEEPFM_RANKING_MAX_USERS": ("ranking_max_users", _optional_int),
     "DEEPFM_RANKING_MAX_PAIRS": ("ranking_max_pairs", int),
+    "DEEPFM_TRAIN_GPUS": ("train_gpus", int),
 }
 
 

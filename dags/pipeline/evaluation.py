@@ -30,6 +30,7 @@ from dags.pipeline.config import PipelineConfig
 from deepfm_model.spec.dates import data_cutoff
 from deepfm_model.spec.features import EVENT_TIMESTAMP, MOVIE_KEY, RATING, RECENT_MOVIES, USER_KEY
 from deepfm_model.spec.files import staged_path, write_json
+from deepfm_model.spec.serving import PROBABILITY
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ def evaluate(config: PipelineConfig, ds: str) -> dict:
         models[name] = {**_summary(baseline_scores[name], test), "params": params}
 
     scores = np.full(test.exclude.shape, -np.inf)
-    probability = predict_outputs(load_trained(run.model_dir), frame)["probability"]
+    probability = predict_outputs(load_trained(run.model_dir), frame)[PROBABILITY]
     scores[pairs["row"].to_numpy(), pairs["column"].to_numpy()] = probability
     models = {"deepfm": _summary(scores, test), **models}
 

@@ -112,6 +112,8 @@ def test_defaults_are_the_embedded_deployment() -> None:
         ({"DEEPFM_NEGATIVES": "-1"}, "negatives_per_event` must not be negative.*from `DEEPFM_NEGATIVES`"),
         ({"DEEPFM_RANKING_MAX_PAIRS": "0"}, "from `DEEPFM_RANKING_MAX_PAIRS`"),
         ({"DEEPFM_AUC_FLOOR": "high"}, "`DEEPFM_AUC_FLOOR` must be a number"),
+        ({"DEEPFM_TRAIN_GPUS": "0"}, "`train_gpus` must be positive.*from `DEEPFM_TRAIN_GPUS`"),
+        ({"DEEPFM_TRAIN_GPUS": "two"}, "`DEEPFM_TRAIN_GPUS` must be a number"),
     ],
 )
 def test_a_bad_setting_is_refused_by_name(env: dict, message: str) -> None:

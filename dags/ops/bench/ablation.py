@@ -27,6 +27,7 @@ from dags.ops.bench.report import machine, table, write_result
 from dags.pipeline.config import PipelineConfig
 from deepfm_model.spec.dates import check_ds
 from deepfm_model.spec.features import PICKED, RECENT_MOVIES
+from deepfm_model.spec.serving import PROBABILITY
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def run_variant(config: PipelineConfig, ds: str, name: str) -> dict:
                                early_stopping_patience=config.early_stopping_patience, verbose=0)  # fmt: skip
     trained, history = train_model(train, valid, dataclasses.replace(ModelConfig(), **overrides), train_config)
     labels, scores, signal = like_signal(training_target(test), predict_outputs(trained, test))
-    summary = ranking_summary(candidates, predict_outputs(trained, candidates)["probability"])
+    summary = ranking_summary(candidates, predict_outputs(trained, candidates)[PROBABILITY])
     return {**summary, "test_auc": roc_auc(labels, scores), "auc_signal": signal, "epochs": len(history["loss"])}
 
 
