@@ -60,7 +60,7 @@ serve: install  ## the local TF Serving-compatible server on 127.0.0.1:8500 (mod
 	$(PY) -m serving.labels ensure --base-path models > /dev/null
 	$(PY) -m serving.server --model-config-file models/models.config --port 8500
 
-bench: bench-train bench-features bench-serving  ## every benchmark; figures in artifacts/bench/*.json
+bench: bench-train bench-features bench-serving  ## the three benchmarks that need no demo run and take minutes (bench-rank needs `make demo`, bench-scale takes an hour at 10M); figures in artifacts/bench/*.json
 
 bench-train: install  ## DeepFM training throughput vs a plain Keras DeepFM (artifacts/bench/train.json)
 	$(PY) -m dags.ops.bench.train
