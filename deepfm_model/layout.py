@@ -12,6 +12,8 @@
 """
 
 SPLITS = ("train", "valid", "test")  # the time-ordered splits a model is trained, validated and tested on
+MODEL_FILE = "model.keras"
+PREPROCESSING_FILE = "preprocessing.json"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"

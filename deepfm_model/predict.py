@@ -13,13 +13,13 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from deepfm_model.layout import MODEL_FILE, PREPROCESSING_FILE
 from deepfm_model.model import OUTPUT_NAME
 from deepfm_model.objectives import OUTPUT_COLUMNS, training_target
-from deepfm_model.preprocessing import PREPROCESSING_FILE, FeaturePreprocessor, check_frame, frame_to_raw
+from deepfm_model.preprocessing import FeaturePreprocessor, check_frame, frame_to_raw
 from deepfm_model.spec import features as spec
 from deepfm_model.spec.serving import SIGNATURE_KEY
 
-MODEL_FILE = "model.keras"
 PREPROCESS_ROWS = 262_144  # rows `predict_frame` preprocesses at a time: memory holds their model inputs
 
 

@@ -36,7 +36,6 @@ from deepfm_model.objectives import training_target
 from deepfm_model.spec import features as spec
 from deepfm_model.spec.files import write_json
 
-PREPROCESSING_FILE = "preprocessing.json"
 PRIOR_SMOOTHING = 0.01  # per 1000 added to the prior's share: a movie nobody rated lately is unlikely, not impossible
 
 
