@@ -7,7 +7,10 @@ train_config)`); nothing here reads flags or the environment.
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 MULTI_VALUE_COMBINERS = ("mean", "sum")  # how the value embeddings of a multi-valued field may combine
@@ -122,6 +125,29 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Inverse of `to_dict`; unknown keys raise."""
         return _from_dict(cls, values)
+
+
+@dataclass(frozen=True)
+class KernelSettings:
+    """How the compiled training kernels (`deepfm_model.kernels`) are built and whether they are used.
+
+    Attributes:
+        enabled: `False` (`DEEPFM_KERNELS=0`) runs the TensorFlow-op paths instead.
+        directory: where the built libraries are kept (`DEEPFM_KERNEL_DIR`); `None`: `_build/` beside the sources.
+        compiler: the C++ compiler (`CXX`).
+    """
+
+    enabled: bool = True
+    directory: Path | None = None
+    compiler: str = "c++"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> KernelSettings:
+        env = os.environ if env is None else env
+        directory = env.get("DEEPFM_KERNEL_DIR")
+        return cls(
+            env.get("DEEPFM_KERNELS", "1") != "0", Path(directory) if directory else None, env.get("CXX") or "c++"
+        )
 
 
 def _to_dict(config: Any) -> dict[str, Any]:

@@ -5,8 +5,9 @@ Each library is named for its source, the TensorFlow version and the compile fla
 new TensorFlow builds afresh. Where a kernel cannot be built or loaded (no C++ compiler, say), `load` warns
 once and returns `None`, and callers take their TensorFlow-op path: slower, same arithmetic.
 
-Environment: `CXX` (the compiler, default `c++`); `DEEPFM_KERNEL_DIR` (where libraries are kept, default
-`_build/` beside the sources); `DEEPFM_KERNELS=0` turns the kernels off (the TensorFlow-op paths run).
+Settings (`config.KernelSettings`, from the environment): `CXX` (the compiler, default `c++`); `DEEPFM_KERNEL_DIR`
+(where libraries are kept, default `_build/` beside the sources); `DEEPFM_KERNELS=0` turns the kernels off (the
+TensorFlow-op paths run).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from deepfm_model.config import KernelSettings
 from deepfm_model.spec.files import staged_path
 
 SOURCES = Path(__file__).resolve().parent
@@ -44,7 +45,7 @@ def library_path(name: str) -> Path:
     key = hashlib.sha256()
     for part in ((SOURCES / f"{name}.cc").read_bytes(), tf.__version__.encode(), " ".join(_flags()).encode()):
         key.update(part + b"\0")
-    folder = Path(os.environ.get("DEEPFM_KERNEL_DIR") or SOURCES / "_build")
+    folder = KernelSettings.from_env().directory or SOURCES / "_build"
     return folder / f"{name}-{key.hexdigest()[:16]}.so"
 
 
@@ -54,7 +55,7 @@ def build(name: str) -> Path:
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler = os.environ.get("CXX") or "c++"
+    compiler = KernelSettings.from_env().compiler
     # Compiled beside its destination and renamed: a process never loads a half-written library.
     with staged_path(path) as partial:
         command = [compiler, str(SOURCES / f"{name}.cc"), "-o", str(partial), *_flags()]
@@ -70,7 +71,7 @@ def build(name: str) -> Path:
 @functools.cache
 def load(name: str):
     """The op module of kernel `name` (building it first if needed), or `None` where it cannot be had."""
-    if os.environ.get("DEEPFM_KERNELS", "1") == "0":
+    if not KernelSettings.from_env().enabled:
         return None
     import tensorflow as tf
 

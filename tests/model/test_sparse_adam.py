@@ -182,3 +182,16 @@ def test_without_a_compiler_training_falls_back_to_tensorflow_ops(tmp_path, monk
         )
     finally:
         kernels.load.cache_clear()
+
+
+def test_deepfm_kernels_0_turns_the_kernels_off(monkeypatch):
+    from deepfm_model import kernels
+
+    kernels.load.cache_clear()
+    try:
+        assert kernels.load("lazy_adam") is not None  # built by `make install`, or here
+        monkeypatch.setenv("DEEPFM_KERNELS", "0")
+        kernels.load.cache_clear()
+        assert kernels.load("lazy_adam") is None
+    finally:
+        kernels.load.cache_clear()
