@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from deepfm_model.spec import files
@@ -47,7 +47,13 @@ def list_versions(base_path: str | os.PathLike, model_name: str = "deepfm") -> l
     return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdecimal() and p.is_dir())
 
 
-def push(export_dir: str | os.PathLike, base_path: str | os.PathLike, model_name: str = "deepfm", keep: int = 5) -> int:
+def push(
+    export_dir: str | os.PathLike,
+    base_path: str | os.PathLike,
+    model_name: str = "deepfm",
+    keep: int = 5,
+    extra_files: Callable[[int], Mapping[str, bytes]] | None = None,
+) -> int:
     """Copy an exported SavedModel to `<base_path>/<model_name>/<next version>/`, atomically.
 
     The next version is one above the highest version ever pushed there. After the rename, versions older than
@@ -58,6 +64,8 @@ def push(export_dir: str | os.PathLike, base_path: str | os.PathLike, model_name
         base_path: model base path of the server.
         model_name: model folder under `base_path`.
         keep: how many newest versions to keep, at least 1.
+        extra_files: given the new version, files (path relative to the version's folder -> bytes) written into
+            it before it appears, so that the version never exists without them (its lineage, say).
 
     Returns:
         The new version.
@@ -78,6 +86,9 @@ def push(export_dir: str | os.PathLike, base_path: str | os.PathLike, model_name
         staging = model_dir / f"{_STAGING_PREFIX}{version}-{uuid.uuid4().hex}"
         try:
             shutil.copytree(export_dir, staging)
+            for relative, content in (extra_files(version) if extra_files else {}).items():
+                (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+                (staging / relative).write_bytes(content)
             files.fsync_tree(staging)
             files.write_text(model_dir / _LAST_VERSION_FILE, f"{version}\n")
             os.rename(staging, model_dir / str(version))

@@ -14,18 +14,22 @@ version, so that a version served tonight can be traced back to its run.
  "packages": {"tensorflow": "2.21.0", "keras": "3.12.0", ...}, "python": "3.11.9"}
 ```
 
-`copy_lineage` (in `push`, once the version number is known) writes the same record with `model_name` and
-`model_version` added to `<model_base_path>/<model>/<version>/assets.extra/lineage.json`: TF Serving reads only
-its warm-up file from `assets.extra/`, so the file travels with the version without being served.
+`push` writes the same record with `model_name` and `model_version` added to
+`<model_base_path>/<model>/<version>/assets.extra/lineage.json` (`served_lineage`) before the version's folder
+appears: TF Serving reads only its warm-up file from `assets.extra/`, so the file travels with the version
+without being served, and `version_of_run` finds the version a run pushed even when the run's own record of it
+was never written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import logging
 import platform
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -70,8 +74,9 @@ def record_lineage(config: PipelineConfig, ds: str) -> dict:
     return lineage
 
 
-def copy_lineage(config: PipelineConfig, ds: str, version: int) -> Path:
-    """Copy the run's lineage beside pushed `version` (with the version added); return the written path.
+def served_lineage(config: PipelineConfig, ds: str) -> Callable[[int], dict[str, bytes]]:
+    """For `push`'s `extra_files`: given the new version, the run's lineage (with `model_name` and
+    `model_version` added) as the version's `SERVED_LINEAGE`, written before the version appears.
 
     Raises:
         FileNotFoundError: the run has no lineage (`record_lineage` did not run).
@@ -80,10 +85,26 @@ def copy_lineage(config: PipelineConfig, ds: str, version: int) -> Path:
     lineage = read_json(run.lineage)
     if lineage is None:
         raise FileNotFoundError(f"No lineage for {ds} at {run.lineage}; `record_lineage` runs in bless")
-    path = config.version_dir(version) / SERVED_LINEAGE
-    write_json(path, {**lineage, "model_name": config.model_name, "model_version": version})
-    logger.info("Lineage of %s copied to %s", ds, path)
-    return path
+
+    def files(version: int) -> dict[str, bytes]:
+        record = {**lineage, "model_name": config.model_name, "model_version": version}
+        return {str(SERVED_LINEAGE): json.dumps(record, indent=2).encode()}
+
+    return files
+
+
+def version_of_run(config: PipelineConfig, ds: str) -> int | None:
+    """The served version pushed from this very lineage of `ds` (same `recorded_at`), if one is in the base path."""
+    from serving.push import list_versions
+
+    lineage = read_json(config.run_dir(ds).lineage)
+    if lineage is None:
+        return None
+    for version in reversed(list_versions(config.model_base_path, config.model_name)):
+        served = read_json(config.version_dir(version) / SERVED_LINEAGE) or {}
+        if served.get("ds") == ds and served.get("recorded_at") == lineage["recorded_at"]:
+            return version
+    return None
 
 
 def snapshot_fingerprint(snapshot_dir: Path) -> dict:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from dags.pipeline.blessing import Candidate, decide, non_finite_losses
 from dags.pipeline.config import PipelineConfig
-from dags.pipeline.lineage import copy_lineage, record_lineage
+from dags.pipeline.lineage import record_lineage, served_lineage, version_of_run
 from dags.pipeline.serving_tier import verify_replicas, wait_label
 from dags.pipeline.training import update_metrics
 from deepfm_model.spec.files import read_json, write_json
@@ -129,8 +129,9 @@ def bless(config: PipelineConfig, ds: str) -> dict:
 def push(config: PipelineConfig, ds: str) -> dict:
     """Push a blessed export as the next version, once per `ds`: a re-run returns the version already pushed.
 
-    A version that `verify_serving` retracted (a replica failed it) is no longer pushed: a re-run pushes the export
-    again, as the next version.
+    The version appears with the run's lineage inside it; a try stopped after that but before writing the run's
+    push record is found on re-run by that lineage, not pushed twice. A version that `verify_serving` retracted
+    (a replica failed it) is no longer pushed: a re-run pushes the export again, as the next version.
     """
     from serving.labels import ensure_model_config
     from serving.push import push as push_version
@@ -146,9 +147,13 @@ def push(config: PipelineConfig, ds: str) -> dict:
     if not blessing.get("blessed"):
         logger.info("Not pushing: %s", blessing.get("reason", "no blessing"))
         return {"model_version": None, "reason": blessing.get("reason")}
-    ensure_model_config(config.model_base_path, config.model_name, config.model_config_file)
-    version = push_version(run.export_dir, config.model_base_path, config.model_name)
-    copy_lineage(config, ds, version)
+    version = version_of_run(config, ds)
+    if version is not None:  # an earlier try pushed it and stopped before writing the run's record
+        logger.info("Version %d already holds this run's candidate (its lineage says so); not pushing again", version)
+    else:
+        ensure_model_config(config.model_base_path, config.model_name, config.model_config_file)
+        version = push_version(run.export_dir, config.model_base_path, config.model_name,
+                               extra_files=served_lineage(config, ds))  # fmt: skip
     pushed = {"model_version": version, "model_dir": str(config.version_dir(version))}
     write_json(run.push, pushed)
     update_metrics(config, ds, model_version=version)

@@ -60,11 +60,27 @@ def test_code_version_is_the_checkout_commit_or_none_without_git(tmp_path: Path)
     assert lineage.package_versions(("no-such-distribution-xyz",)) == {"no-such-distribution-xyz": None}
 
 
-def test_copy_lineage_puts_it_beside_the_pushed_version(config) -> None:
+def test_push_puts_the_lineage_in_the_version_and_a_lost_push_record_pushes_nothing_twice(config) -> None:
+    from dags.ops.bench.sample_model import save_sample_model
+    from dags.pipeline import release
+    from serving.push import list_versions
+
     ds = ui_runs.STABLE_DS
+    run = config.run_dir(ds)
+    save_sample_model(run.export_dir)
     with pytest.raises(FileNotFoundError, match="record_lineage"):
-        lineage.copy_lineage(config, ds, 2)
+        release.push(config, ds)
+    assert list_versions(config.model_base_path) == []  # no version without its lineage
     recorded = lineage.record_lineage(config, ds)
-    path = lineage.copy_lineage(config, ds, 2)
-    assert path == config.version_dir(2) / "assets.extra" / "lineage.json"
-    assert read_json(path) == {**recorded, "model_name": "deepfm", "model_version": 2}
+    first = release.push(config, ds)["model_version"]
+    served = config.version_dir(first) / lineage.SERVED_LINEAGE
+    assert read_json(served) == {**recorded, "model_name": "deepfm", "model_version": first}
+
+    run.push.unlink()  # a try stopped after the version's rename, before the run's record of it
+    assert release.push(config, ds)["model_version"] == first
+    assert list_versions(config.model_base_path) == [first]
+    assert read_json(run.push)["model_version"] == first
+
+    lineage.record_lineage(config, ds)  # blessed again: another candidate, pushed as the next version
+    run.push.unlink()
+    assert release.push(config, ds)["model_version"] == first + 1
