@@ -13,10 +13,12 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dags.pipeline.run_dir import RunDir
 from deepfm_model.config import TrainConfig
+
+if TYPE_CHECKING:
+    from dags.pipeline.run_dir import RunDir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("movielens", "synthetic", "parquet")
@@ -208,6 +210,8 @@ class PipelineConfig:
 
     def run_dir(self, ds: str) -> RunDir:
         """The run directory of logical date `ds` (YYYY-MM-DD)."""
+        from dags.pipeline.run_dir import RunDir  # imported here: the DAG file reads this module while it parses
+
         return RunDir(self.artifacts, ds)
 
     def version_dir(self, version: int) -> Path:
