@@ -64,6 +64,7 @@ from deepfm_model.spec.features import (
 from deepfm_model.spec.files import staged_path, write_json
 from feature_repo import daily_stats, sql
 from feature_repo.daily_stats import AGGREGATES_DIR, PRIOR_MEAN_RATING, PRIOR_POS_RATE, PSEUDO_COUNT
+from feature_repo.transformations import genre_indicators
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,6 @@ POSITIVES, RATING_SUM, LAST_EVENT, STAMP, RECENT_RATINGS = USER_FRESH_STATE_COLU
 FEATURE_COLUMNS = tuple(f.name for f in view_features(USER_FRESH_VIEW))
 COUNT, POS_RATE, MEAN_RATING, RECENT_MEAN, RECENT_GENRE_LIST, RECENT_MOVIES = FEATURE_COLUMNS
 LOG_COLUMNS = (USER_KEY, EVENT_TIMESTAMP, *FEATURE_COLUMNS, *USER_FRESH_STATE_COLUMNS)
-_GENRE_INDEX = {genre: i for i, genre in enumerate(GENRES)}
 EVENT_FIELDS = (USER_KEY, MOVIE_KEY, RATING, EVENT_TIMESTAMP)
 # Events folded at a time by `update`: a batch's carried state (each user's last `RECENT_EVENTS` movies) is
 # parsed once per batch rather than once per day; memory holds the batch's rows (~0.5 KB per event).
@@ -169,7 +169,7 @@ def fold(state: pd.DataFrame, events: pd.DataFrame, genres: pd.Series) -> pd.Dat
     first = np.repeat(start, np.diff(np.r_[start, len(codes)]))  # each row's user's first row
     index = np.arange(len(codes))
     lo = np.maximum(index + 1 - RECENT_EVENTS, first)  # the window of the last RECENT_EVENTS items is [lo, index]
-    movie_genres = _genre_indicators(genres.reindex(movie_ids).fillna("").to_numpy(dtype=object))
+    movie_genres = genre_indicators(genres.reindex(movie_ids)).astype(np.uint8)
 
     # The row after the user's events at an instant: the last new row of each (user, t) run.
     last_of_instant = is_new & np.r_[(codes[1:] != codes[:-1]) | (t[1:] != t[:-1]), True]
@@ -223,21 +223,11 @@ def _carried(prior: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def _genre_indicators(tokens: np.ndarray) -> np.ndarray:
-    """(rows, genres) 0/1: row i's movie has `GENRES[j]`; `tokens` are genres strings, "" for none."""
-    has_genre = np.zeros((len(tokens), len(GENRES)), dtype=np.uint8)
-    flat = pd.Series(tokens, dtype=object).str.split(MULTI_VALUE_SEPARATOR).explode()
-    codes = flat.map(_GENRE_INDEX)
-    known = codes.notna().to_numpy()
-    has_genre[flat.index.to_numpy()[known], codes.to_numpy()[known].astype(np.int64)] = 1
-    return has_genre
-
-
 def _window_genre_counts(movie_genres: np.ndarray, movie_codes: np.ndarray, lo: np.ndarray,
                          rows: np.ndarray) -> np.ndarray:  # fmt: skip
     """Per row of `rows`, how many of the movies `movie_codes[lo:row + 1]` (at most `RECENT_EVENTS`) have each genre.
 
-    `movie_genres` is `_genre_indicators` of each movie code. The window is summed an offset at a time, so memory
+    `movie_genres` is `transformations.genre_indicators` of each movie code. The window is summed an offset at a time, so memory
     holds the output rows' counts, not a running count of every item.
     """
     counts = np.zeros((len(rows), len(GENRES)), dtype=np.int16)
