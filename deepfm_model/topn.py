@@ -32,10 +32,10 @@ import pandas as pd
 from scipy import sparse
 
 from deepfm_model.spec.features import EVENT_TIMESTAMP, MOVIE_KEY, POSITIVE_RATING, RATING, USER_KEY
+from deepfm_model.spec.raw_data import EVENT_COLUMNS
 
 logger = logging.getLogger(__name__)
 
-EVENT_COLUMNS = [USER_KEY, MOVIE_KEY, EVENT_TIMESTAMP, RATING]
 NDCG_AT = (10,)
 RECALL_AT = (10, 50)
 METRICS = ("ndcg_at_10", "recall_at_10", "recall_at_50", "mrr")
@@ -179,7 +179,7 @@ def ranking_task(
     if max_users is not None and max_users <= 0:
         raise ValueError(f"`max_users` must be positive. Received: `max_users={max_users}`")
     catalogue = _catalogue(items)
-    events = events.loc[:, EVENT_COLUMNS].sort_values(EVENT_TIMESTAMP, kind="stable")
+    events = events.loc[:, list(EVENT_COLUMNS)].sort_values(EVENT_TIMESTAMP, kind="stable")
     coded = CodedEvents.of(events, catalogue)
     events, coded = events[coded.item >= 0], coded.take(coded.item >= 0)
     before = coded.time_ns < start.value

@@ -62,6 +62,7 @@ from deepfm_model.spec.features import (
     view_features,
 )
 from deepfm_model.spec.files import staged_path, write_json
+from deepfm_model.spec.raw_data import EVENT_COLUMNS
 from feature_repo import daily_stats, sql
 from feature_repo.daily_stats import AGGREGATES_DIR, PRIOR_MEAN_RATING, PRIOR_POS_RATE, PSEUDO_COUNT
 from feature_repo.transformations import genre_indicators
@@ -78,7 +79,6 @@ POSITIVES, RATING_SUM, LAST_EVENT, STAMP, RECENT_RATINGS = USER_FRESH_STATE_COLU
 FEATURE_COLUMNS = tuple(f.name for f in view_features(USER_FRESH_VIEW))
 COUNT, POS_RATE, MEAN_RATING, RECENT_MEAN, RECENT_GENRE_LIST, RECENT_MOVIES = FEATURE_COLUMNS
 LOG_COLUMNS = (USER_KEY, EVENT_TIMESTAMP, *FEATURE_COLUMNS, *USER_FRESH_STATE_COLUMNS)
-EVENT_FIELDS = (USER_KEY, MOVIE_KEY, RATING, EVENT_TIMESTAMP)
 # Events folded at a time by `update`: a batch's carried state (each user's last `RECENT_EVENTS` movies) is
 # parsed once per batch rather than once per day; memory holds the batch's rows (~0.5 KB per event).
 FOLD_BATCH_EVENTS = 2_000_000
@@ -325,7 +325,7 @@ def _fold_days(con: duckdb.DuckDBPyConnection, folder: Path, scratch: Path, days
             f"TO {sql.literal(parts)} (FORMAT parquet, PARTITION_BY (d))"
         )
         for batch in _batches(folded, {day: days[day][0] for day in folded}, FOLD_BATCH_EVENTS):
-            events = pd.concat([pd.read_parquet(Path(parts) / f"d={day}", columns=list(EVENT_FIELDS)) for day in batch],
+            events = pd.concat([pd.read_parquet(Path(parts) / f"d={day}", columns=list(EVENT_COLUMNS)) for day in batch],
                                ignore_index=True)  # fmt: skip
             rows = fold(state, events, genres)
             row_days = rows[LAST_EVENT].to_numpy() // MICROS_PER_DAY

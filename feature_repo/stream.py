@@ -35,13 +35,13 @@ from feast import FeatureStore
 
 from deepfm_model.spec.dates import check_ds, data_cutoff, to_utc
 from deepfm_model.spec.features import EVENT_TIMESTAMP, MOVIE_KEY, MOVIE_PROFILE_VIEW, RATING, USER_FRESH_VIEW, USER_KEY
+from deepfm_model.spec.raw_data import EVENT_COLUMNS
 from feature_repo import fresh_features, raw_source
 from feature_repo import store as feature_store
 from feature_repo.ingest import PROFILE_TIMESTAMP
 
 logger = logging.getLogger(__name__)
 
-EVENT_FIELDS = (USER_KEY, MOVIE_KEY, RATING, EVENT_TIMESTAMP)
 MIN_RATING, MAX_RATING = 1, 5
 
 
@@ -57,8 +57,8 @@ class PushResult:
 def check_event(record: object, now: pd.Timestamp) -> tuple[dict | None, str | None]:
     """A pushed record as a typed event, or the error that refuses it (naming the field)."""
     if not isinstance(record, dict):
-        return None, f"An event must be a JSON object with {list(EVENT_FIELDS)}. Received: {record!r}"
-    for field in EVENT_FIELDS:
+        return None, f"An event must be a JSON object with {list(EVENT_COLUMNS)}. Received: {record!r}"
+    for field in EVENT_COLUMNS:
         if record.get(field) is None or str(record[field]).strip() == "":
             return None, f"`{field}` is missing. Received: {record!r}"
     rating = record[RATING]

@@ -12,6 +12,7 @@ from scipy import sparse
 
 from deepfm_model import topn
 from deepfm_model.spec.features import EVENT_TIMESTAMP, MOVIE_KEY, RATING, USER_KEY
+from deepfm_model.spec.raw_data import EVENT_COLUMNS
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 
@@ -159,7 +160,7 @@ def test_ranking_task_masks_history_and_marks_window_positives() -> None:
     np.testing.assert_array_equal(task.exclude, [[0, 0, 0, 1, 1], [0, 0, 0, 0, 0]])
     np.testing.assert_array_equal(task.relevant, [[0, 0, 1, 0, 0], [0, 0, 0, 1, 0]])
     assert (task.history[EVENT_TIMESTAMP] < task.start).all() and len(task.history) == 3
-    assert list(task.history.columns) == [USER_KEY, MOVIE_KEY, EVENT_TIMESTAMP, RATING]
+    assert list(task.history.columns) == list(EVENT_COLUMNS)
     assert task.start == pd.Timestamp("2024-01-11", tz="UTC")
     with pytest.raises(ValueError, match="`start` must be before `end`"):
         topn.ranking_task(events, catalogue, T0, T0)
