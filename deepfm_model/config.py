@@ -1,7 +1,8 @@
-"""Typed, frozen configuration of the DeepFM model and of its training run.
+"""Typed, frozen configuration of the DeepFM model, of its training run, and of the training kernels.
 
-Both are passed explicitly into the factories (`build_model(config)`, `run_training(..., model_config,
-train_config)`); nothing here reads flags or the environment.
+The model and training configurations are passed explicitly into the factories (`build_model(config)`,
+`run_training(..., model_config, train_config)`) and read neither flags nor the environment. The kernels'
+settings say how this machine builds and loads them, and are read from the environment (`KernelSettings.from_env`).
 """
 
 from __future__ import annotations
