@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--airflow-home", type=Path, default=Path(os.environ.get("AIRFLOW_HOME", "airflow_home")))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("feast").setLevel(logging.WARNING)  # its registry refreshes would fill the demo's output
     config = PipelineConfig.from_env()
     config_file = ensure_model_config(config.model_base_path, config.model_name, config.model_config_file)
     with server_process(
