@@ -227,8 +227,8 @@ def _window_genre_counts(movie_genres: np.ndarray, movie_codes: np.ndarray, lo: 
                          rows: np.ndarray) -> np.ndarray:  # fmt: skip
     """Per row of `rows`, how many of the movies `movie_codes[lo:row + 1]` (at most `RECENT_EVENTS`) have each genre.
 
-    `movie_genres` is `transformations.genre_indicators` of each movie code. The window is summed an offset at a time, so memory
-    holds the output rows' counts, not a running count of every item.
+    `movie_genres` is `transformations.genre_indicators` of each movie code. The window is summed an offset at a
+    time, so memory holds the output rows' counts, not a running count of every item.
     """
     counts = np.zeros((len(rows), len(GENRES)), dtype=np.int16)
     for offset in range(RECENT_EVENTS):
@@ -325,8 +325,8 @@ def _fold_days(con: duckdb.DuckDBPyConnection, folder: Path, scratch: Path, days
             f"TO {sql.literal(parts)} (FORMAT parquet, PARTITION_BY (d))"
         )
         for batch in _batches(folded, {day: days[day][0] for day in folded}, FOLD_BATCH_EVENTS):
-            events = pd.concat([pd.read_parquet(Path(parts) / f"d={day}", columns=list(EVENT_COLUMNS)) for day in batch],
-                               ignore_index=True)  # fmt: skip
+            frames = [pd.read_parquet(Path(parts) / f"d={day}", columns=list(EVENT_COLUMNS)) for day in batch]
+            events = pd.concat(frames, ignore_index=True)
             rows = fold(state, events, genres)
             row_days = rows[LAST_EVENT].to_numpy() // MICROS_PER_DAY
             carried, carried_days = _carry_rows(state, rows, row_days)

@@ -39,6 +39,7 @@ from feature_repo import sql
 
 EVENT_KEY = (USER_KEY, MOVIE_KEY, EVENT_TIMESTAMP)  # one rating event; twice means the feed replayed it
 RATED, SAMPLED = (PICKED, 1), (PICKED, 0)  # rated rows (events) and sampled "not picked" rows (`negatives`)
+RowSubset = tuple[str, int]  # the rows where (column, value): RATED or SAMPLED
 MIN_RATING, MAX_RATING = 1, 5
 
 
@@ -82,7 +83,7 @@ class Rule:
     pattern: str = ""
     references: str = ""
     nan_is_null: bool = False
-    only: tuple[str, int] | None = None
+    only: RowSubset | None = None
 
     @property
     def column(self) -> str:
@@ -134,12 +135,12 @@ class Rule:
             condition = f"{column} > {sql.instant(now)}"
         else:
             raise ValueError(f"{self.name}: a UNIQUE rule is counted by `repeated_keys`, not a row condition")
-        return f"({condition}) AND {sql.name(self.only[0])} = {self.only[1]!r}" if self.only else condition
+        return f"({condition}) AND {where_sql(self.only)}" if self.only else condition
 
     def repeated_keys(self, table: str) -> str:
         """`UNIQUE`: SQL of the repeated keys of `table` (the only rows), with how many `times` each."""
         keys = ", ".join(sql.name(c) for c in self.columns)
-        where = f" WHERE {sql.name(self.only[0])} = {self.only[1]!r}" if self.only else ""
+        where = f" WHERE {where_sql(self.only)}" if self.only else ""
         return f"SELECT {keys}, count(*) AS times FROM {table}{where} GROUP BY ALL HAVING count(*) > 1"
 
     def expectation(self, now: object = None, ids: dict[str, list[str]] | None = None) -> Any:
@@ -151,9 +152,7 @@ class Rule:
         """
         import great_expectations.expectations as gxe
 
-        condition = (
-            {"row_condition": f"{self.only[0]}=={self.only[1]}", "condition_parser": "pandas"} if self.only else {}
-        )
+        condition = {"row_condition": where_pandas(self.only), "condition_parser": "pandas"} if self.only else {}
         column = self.column
         if self.check is Check.NOT_NULL:
             return gxe.ExpectColumnValuesToNotBeNull(column=column, **condition)
@@ -172,6 +171,16 @@ class Rule:
         if len(self.columns) == 1:
             return gxe.ExpectColumnValuesToBeUnique(column=column, **condition)
         return gxe.ExpectCompoundColumnsToBeUnique(column_list=list(self.columns), **condition)
+
+
+def where_sql(rows: RowSubset) -> str:
+    """The SQL condition of a row subset."""
+    return f"{sql.name(rows[0])} = {rows[1]!r}"
+
+
+def where_pandas(rows: RowSubset) -> str:
+    """The pandas row condition (Great Expectations' `row_condition`) of a row subset."""
+    return f"{rows[0]}=={rows[1]!r}"
 
 
 def _bound(value: float | None) -> str:

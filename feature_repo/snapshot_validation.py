@@ -3,10 +3,11 @@
 A snapshot of at most `validation.SAMPLE_ROWS` rows is read whole and validated by `validation.validate_snapshot`
 (what every small run, MovieLens included, always did). A larger one is never loaded: DuckDB computes the exact
 figures over every row (row count, label rate, repeated events, and per rule of `rules.SNAPSHOT_RULES` the
-rows that break it: nulls, values outside the spec's range or closed domain) into a one-row `exact` batch whose expectations require them to
-be zero or inside their bands; the column-value expectations (types, ranges, domains, with sample bad values)
-and the drift checks run on a repeatable sample of `SAMPLE_ROWS` rows. Everything goes through the same Great
-Expectations run, so the report and the Data Docs look the same in both cases.
+rows that break it: nulls, values outside the spec's range or closed domain) into a one-row `exact` batch whose
+expectations require them to be zero or inside their bands; the column-value expectations (types, ranges,
+domains, with sample bad values) and the drift checks run on a repeatable sample of `SAMPLE_ROWS` rows.
+Everything goes through the same Great Expectations run, so the report and the Data Docs look the same in both
+cases.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from deepfm_model.spec.features import EVENT_TIMESTAMP, LABEL, MOVIE_KEY, PICKED, USER_KEY
 from feature_repo import sql, validation
 from feature_repo.raw_source import MEMORY_LIMIT, THREADS
-from feature_repo.rules import RATED, SAMPLED, SNAPSHOT_RULES, SNAPSHOT_UNIQUE
+from feature_repo.rules import RATED, SAMPLED, SNAPSHOT_RULES, SNAPSHOT_UNIQUE, where_sql
 from feature_repo.validation import SuiteConfig, ValidationReport
 
 SAMPLE_SEED = 0
@@ -72,7 +73,7 @@ def record_reference_files(paths: list[Path], path: Path, sample_rows: int = val
     if rows <= sample_rows:
         return validation.record_reference(read_whole(paths), path)
     with _connect(paths) as con:
-        label_rate = con.execute(f"SELECT avg({LABEL}) FILTER (WHERE {PICKED} = 1) FROM snapshot").fetchone()[0]
+        label_rate = con.execute(f"SELECT {exact_checks()['label_rate'][0]} FROM snapshot").fetchone()[0]
         return validation.record_reference(_sample(con, sample_rows), path, {"rows": rows, "label_rate": label_rate})
 
 
@@ -106,8 +107,10 @@ def exact_checks() -> dict[str, tuple[str, set[str]]]:
     break it (`null_<column>`, `out_of_range_<column>`, `unknown_<column>`, suffixed `_where_picked_<0|1>` for a
     rule over rated or sampled rows only).
     """
-    rated = f"{sql.name(RATED[0])} = {RATED[1]}"
-    checks = {"rows": ("count(*)", set()), "label_rate": (f"avg({LABEL}) FILTER (WHERE {rated})", {LABEL, PICKED})}
+    checks = {
+        "rows": ("count(*)", set()),
+        "label_rate": (f"avg({LABEL}) FILTER (WHERE {where_sql(RATED)})", {LABEL, PICKED}),
+    }
     for rule in SNAPSHOT_RULES:
         checks[rule.name] = (f"count(*) FILTER (WHERE {rule.violated()})", rule.reads)
     return checks

@@ -59,8 +59,7 @@ from deepfm_model.spec.features import (
 )
 from deepfm_model.spec.files import to_python, write_json
 from deepfm_model.spec.raw_data import EVENT_COLUMNS, MOVIE_COLUMNS, USER_COLUMNS, RawData
-from feature_repo import rules
-from feature_repo.rules import SNAPSHOT_RULES, SNAPSHOT_UNIQUE, SOURCE_RULES, Check
+from feature_repo.rules import RATED, SNAPSHOT_RULES, SNAPSHOT_UNIQUE, SOURCE_RULES, Check, where_pandas
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +70,6 @@ SAMPLE_SIZE = 5  # bad values quoted per failed expectation
 # and their exact checks run in SQL (`raw_source.check`, `snapshot_validation`).
 SAMPLE_ROWS = 200_000
 SNAPSHOT_COLUMNS = (*FEATURE_NAMES, EVENT_TIMESTAMP, RATING, LABEL, PICKED)
-RATED = f"{PICKED}=={rules.RATED[1]}"  # the rated rows (events), as a pandas row condition
 # Key features watched for drift: every numeric input and every categorical with a closed domain.
 DRIFT_FEATURES = tuple(
     f.name for f in FEATURES if f.kind is Kind.NUMERIC or (f.kind is Kind.CATEGORICAL and f.allowed is not None)
@@ -152,7 +150,11 @@ def build_expectations(
     if whole:
         expectations += [
             gxe.ExpectColumnMeanToBeBetween(
-                column=LABEL, min_value=low, max_value=high, row_condition=RATED, condition_parser="pandas"
+                column=LABEL,
+                min_value=low,
+                max_value=high,
+                row_condition=where_pandas(RATED),
+                condition_parser="pandas",
             )  # fmt: skip
             for low, high in label_rate_bands(config, reference)
         ]
@@ -200,10 +202,10 @@ def source_expectations(
     """
     import great_expectations.expectations as gxe
 
-    ids = {
+    ids = {  # every id of the profiles: only when an expectation carries them
         "users": sorted(users[USER_KEY].dropna().astype(str)),
         "movies": sorted(movies[MOVIE_KEY].dropna().astype(str)),
-    }
+    } if config.known_ids else {}  # fmt: skip
     present = {
         "events": [
             *(gxe.ExpectColumnToExist(column=c) for c in EVENT_COLUMNS),
