@@ -8,11 +8,13 @@ plain HTTP, the JSON API against the run directories, and the pages in headless 
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import urllib.parse
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from dags.ops.airflow_stack import ADMIN_USERNAME, AirflowStack
@@ -26,6 +28,19 @@ BAD_DATA_DS = "1998-02-02"
 SECRET = "deepfm-dashboard-secret-outside-the-run-dir"
 SCREENSHOTS = ("deepfm-dashboard.png", "deepfm-dashboard-dark.png", "deepfm-run-tab.png", "deepfm-run-page.png",
                "deepfm-bad-run-tab.png", "deepfm-serving-down.png")  # fmt: skip
+
+
+@contextlib.contextmanager
+def chromium_browser(chromium: Path, chromium_args: list[str]) -> Iterator:
+    """Debian's Chromium, headless, through Playwright; closed on leaving."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=chromium_args)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def run_stopped_by_bad_data(stack: AirflowStack) -> dict:
@@ -204,64 +219,60 @@ def _images_loaded(frame) -> list[dict]:
 def browse(stack: AirflowStack, home: Path, ds: str, run_id: str, bad_run_id: str, output_dir: Path, *,
            chromium: Path, chromium_args: list[str]) -> dict:  # fmt: skip
     """Log in, open the dashboard and the runs' tabs inside the UI; assert what they show; save screenshots."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     metrics = json.loads(RunDir(home / "artifacts", ds).metrics.read_text())
     shown = {}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), args=chromium_args)
-        try:
-            for scheme in ("light", "dark"):
-                page = browser.new_page(viewport={"width": 1600, "height": 1300}, color_scheme=scheme)
-                log_in(page, stack)
-                page.goto(f"{stack.url}/plugin/deepfm", wait_until="networkidle")
-                expect(page.get_by_text("DeepFM", exact=True).first).to_be_visible()  # the navigation entry
-                frame = _plugin_frame(page, "/deepfm/")
-                good = frame.locator(f"tr[data-ds='{ds}']")
-                auc = good.locator("[data-testid=test-auc]")
-                expect(auc).to_have_text(f"{metrics['test_auc']:.4f}")
-                assert float(auc.get_attribute("data-value")) == metrics["test_auc"]
-                bad = frame.locator(f"tr[data-ds='{BAD_DATA_DS}']")
-                expect(bad.locator("[data-testid=state]")).to_have_text("failed")
-                expect(bad.locator("[data-testid=reason]")).to_contain_text("Stopped by bad data")
-                expect(bad.locator("[data-testid=failures]")).to_contain_text("on_run_day")
-                expect(frame.locator("[data-testid=serving-tier]")).to_contain_text("AVAILABLE")
-                theme = frame.evaluate("getComputedStyle(document.body).backgroundColor")
-                shown[f"dashboard_background_{scheme}"] = theme
-                name = "deepfm-dashboard.png" if scheme == "light" else "deepfm-dashboard-dark.png"
-                page.screenshot(path=str(output_dir / name), full_page=True)
-                if scheme == "dark":
-                    page.close()
-                    continue
-
-                # The run's tab on its DAG run page: the report, with every image loaded.
-                page.goto(f"{stack.url}/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id)}/plugin/deepfm-run",
-                          wait_until="networkidle")  # fmt: skip
-                frame = _plugin_frame(page, f"/deepfm/runs/{ds}/")
-                auc = frame.locator(".card [data-testid=test-auc]")
-                expect(auc).to_have_text(f"{metrics['test_auc']:.4f}")
-                assert float(auc.get_attribute("data-value")) == metrics["test_auc"]
-                images = _images_loaded(frame)
-                assert len(images) >= 3 and all(i["naturalWidth"] > 0 for i in images), images
-                lineage = json.loads(RunDir(home / "artifacts", ds).lineage.read_text())
-                expect(frame.locator("[data-testid=lineage]")).to_contain_text(lineage["snapshot"]["sha256"])
-                shown["run_tab_auc"] = auc.inner_text()
-                shown["report_images"] = images
-                page.screenshot(path=str(output_dir / "deepfm-run-tab.png"))
-
-                page.goto(f"{stack.url}/deepfm/runs/{ds}/", wait_until="networkidle")
-                page.screenshot(path=str(output_dir / "deepfm-run-page.png"), full_page=True)
-
-                page.goto(f"{stack.url}/dags/{DAG_ID}/runs/{urllib.parse.quote(bad_run_id)}/plugin/deepfm-run",
-                          wait_until="networkidle")  # fmt: skip
-                frame = _plugin_frame(page, f"/deepfm/runs/{BAD_DATA_DS}/")
-                expect(frame.locator("[data-testid=state]").first).to_have_text("failed")
-                expect(frame.locator("p[data-testid=reason]")).to_contain_text("Stopped by bad data")
-                expect(frame.locator("[data-testid=suite-sources]")).to_contain_text("on_run_day")
-                page.screenshot(path=str(output_dir / "deepfm-bad-run-tab.png"))
+    with chromium_browser(chromium, chromium_args) as browser:
+        for scheme in ("light", "dark"):
+            page = browser.new_page(viewport={"width": 1600, "height": 1300}, color_scheme=scheme)
+            log_in(page, stack)
+            page.goto(f"{stack.url}/plugin/deepfm", wait_until="networkidle")
+            expect(page.get_by_text("DeepFM", exact=True).first).to_be_visible()  # the navigation entry
+            frame = _plugin_frame(page, "/deepfm/")
+            good = frame.locator(f"tr[data-ds='{ds}']")
+            auc = good.locator("[data-testid=test-auc]")
+            expect(auc).to_have_text(f"{metrics['test_auc']:.4f}")
+            assert float(auc.get_attribute("data-value")) == metrics["test_auc"]
+            bad = frame.locator(f"tr[data-ds='{BAD_DATA_DS}']")
+            expect(bad.locator("[data-testid=state]")).to_have_text("failed")
+            expect(bad.locator("[data-testid=reason]")).to_contain_text("Stopped by bad data")
+            expect(bad.locator("[data-testid=failures]")).to_contain_text("on_run_day")
+            expect(frame.locator("[data-testid=serving-tier]")).to_contain_text("AVAILABLE")
+            theme = frame.evaluate("getComputedStyle(document.body).backgroundColor")
+            shown[f"dashboard_background_{scheme}"] = theme
+            name = "deepfm-dashboard.png" if scheme == "light" else "deepfm-dashboard-dark.png"
+            page.screenshot(path=str(output_dir / name), full_page=True)
+            if scheme == "dark":
                 page.close()
-        finally:
-            browser.close()
+                continue
+
+            # The run's tab on its DAG run page: the report, with every image loaded.
+            page.goto(f"{stack.url}/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id)}/plugin/deepfm-run",
+                      wait_until="networkidle")  # fmt: skip
+            frame = _plugin_frame(page, f"/deepfm/runs/{ds}/")
+            auc = frame.locator(".card [data-testid=test-auc]")
+            expect(auc).to_have_text(f"{metrics['test_auc']:.4f}")
+            assert float(auc.get_attribute("data-value")) == metrics["test_auc"]
+            images = _images_loaded(frame)
+            assert len(images) >= 3 and all(i["naturalWidth"] > 0 for i in images), images
+            lineage = json.loads(RunDir(home / "artifacts", ds).lineage.read_text())
+            expect(frame.locator("[data-testid=lineage]")).to_contain_text(lineage["snapshot"]["sha256"])
+            shown["run_tab_auc"] = auc.inner_text()
+            shown["report_images"] = images
+            page.screenshot(path=str(output_dir / "deepfm-run-tab.png"))
+
+            page.goto(f"{stack.url}/deepfm/runs/{ds}/", wait_until="networkidle")
+            page.screenshot(path=str(output_dir / "deepfm-run-page.png"), full_page=True)
+
+            page.goto(f"{stack.url}/dags/{DAG_ID}/runs/{urllib.parse.quote(bad_run_id)}/plugin/deepfm-run",
+                      wait_until="networkidle")  # fmt: skip
+            frame = _plugin_frame(page, f"/deepfm/runs/{BAD_DATA_DS}/")
+            expect(frame.locator("[data-testid=state]").first).to_have_text("failed")
+            expect(frame.locator("p[data-testid=reason]")).to_contain_text("Stopped by bad data")
+            expect(frame.locator("[data-testid=suite-sources]")).to_contain_text("on_run_day")
+            page.screenshot(path=str(output_dir / "deepfm-bad-run-tab.png"))
+            page.close()
     assert shown["dashboard_background_light"] != shown["dashboard_background_dark"], shown
     return shown
 
@@ -270,23 +281,19 @@ def serving_down(stack: AirflowStack, servers: list[RunningServer], output_dir: 
                  chromium_args: list[str]) -> str:  # fmt: skip
     """Stop every replica; the dashboard must then show the tier unreachable and say how to start it. Returns
     the hint's text; saves `deepfm-serving-down.png`."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     for server in servers:
         server.process.terminate()
         server.process.wait(timeout=60)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(chromium), args=chromium_args)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1300})
-            log_in(page, stack)
-            page.goto(f"{stack.url}/plugin/deepfm", wait_until="networkidle")
-            frame = _plugin_frame(page, "/deepfm/")
-            expect(frame.locator("[data-testid=serving-tier]")).to_contain_text("unreachable")
-            hint = frame.locator("[data-testid=start-serving]")
-            expect(hint).to_contain_text("make serve")
-            hint.scroll_into_view_if_needed()
-            page.screenshot(path=str(output_dir / "deepfm-serving-down.png"), full_page=True)
-            return hint.inner_text()
-        finally:
-            browser.close()
+    with chromium_browser(chromium, chromium_args) as browser:
+        page = browser.new_page(viewport={"width": 1600, "height": 1300})
+        log_in(page, stack)
+        page.goto(f"{stack.url}/plugin/deepfm", wait_until="networkidle")
+        frame = _plugin_frame(page, "/deepfm/")
+        expect(frame.locator("[data-testid=serving-tier]")).to_contain_text("unreachable")
+        hint = frame.locator("[data-testid=start-serving]")
+        expect(hint).to_contain_text("make serve")
+        hint.scroll_into_view_if_needed()
+        page.screenshot(path=str(output_dir / "deepfm-serving-down.png"), full_page=True)
+        return hint.inner_text()

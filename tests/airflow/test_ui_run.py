@@ -60,22 +60,18 @@ def backfill(stack: AirflowStack, first: str, last: str) -> list[dict]:
 
 def screenshot_grid(stack: AirflowStack, run_id: str, path: Path) -> None:
     """Log in through the UI's form and save a screenshot of the run's grid view."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            dashboard.log_in(page, stack)
+    with dashboard.chromium_browser(CHROMIUM, CHROMIUM_ARGS) as browser:
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        dashboard.log_in(page, stack)
 
-            page.goto(f"{stack.url}/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id)}", wait_until="networkidle")
-            page.get_by_role("button", name="Expand all task groups").click()
-            for task_id in sorted(TASKS):  # the grid's row labels link to each task
-                expect(page.locator(f"a[href='/dags/{DAG_ID}/tasks/{task_id}']")).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("Success").first).to_be_visible()
-            page.screenshot(path=str(path), full_page=True)
-        finally:
-            browser.close()
+        page.goto(f"{stack.url}/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id)}", wait_until="networkidle")
+        page.get_by_role("button", name="Expand all task groups").click()
+        for task_id in sorted(TASKS):  # the grid's row labels link to each task
+            expect(page.locator(f"a[href='/dags/{DAG_ID}/tasks/{task_id}']")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Success").first).to_be_visible()
+        page.screenshot(path=str(path), full_page=True)
 
 
 def test_nightly_run_through_rest_api_and_ui(

@@ -1,4 +1,4 @@
-"""The benchmarks: tooling over every layer of the product, which imports none of it. One module a benchmark:
+"""The benchmarks: tooling over every layer of the product; nothing of the product imports it. One module a benchmark:
 
 - `train`: `make bench-train`, DeepFM training throughput against a plain Keras DeepFM (`artifacts/bench/train.json`);
 - `features`: `make bench-features`, Feast historical retrieval and online reads (`artifacts/bench/features.json`);
