@@ -4,7 +4,7 @@
 <out_dir>/
   model.keras, preprocessing.json   the Keras model and its fitted preprocessing (`predict.load_trained`)
   config.json                       the ModelConfig and TrainConfig used
-  history.json                      Keras history per epoch
+  history.json                      Keras history per epoch (the like tower's keys prefixed `like_tower_`)
   metrics.json                      {train,valid,test}_{auc,logloss,...} and run facts
   report/index.html                 ROC, calibration and learning-curve plots, and the metrics
   export/                           the SavedModel with the raw-feature serving signature
@@ -20,3 +20,5 @@ METRICS_FILE = "metrics.json"
 REPORT_DIR = "report"
 REPORT_INDEX = "index.html"
 EXPORT_DIR = "export"
+# The like tower's name inside the served model, and the prefix of its keys in history.json and metrics.json.
+LIKE_TOWER = "like_tower"

@@ -18,6 +18,12 @@ the movie's recent share of positive ratings, a fixed offset: with negatives dra
 estimates log P(movie | user, now) up to a constant, so the model learns the user's departure from what is
 popular now, and where it knows nothing (a new user) its ranking is that chart; `deepfm_model.objectives` says
 what each head learns.
+
+With `ModelConfig.like_tower` (the default with two heads) the served `like` is a second, one-head DeepFM with
+embeddings of its own, trained on the rated rows alone and stopped early on its own validation AUC
+(`build_like_tower`, `with_like_tower`); the two-head model's like head still trains the shared embeddings (it
+helps the pick head's top-N) but is not served: it over-fits the rated rows long before the pick head is done
+(deepfm_model/README.md).
 Numeric fields enter as their normalised value `x` times a learned vector (and first-order weight), see
 `FieldEmbedding`. Under a mixed-precision policy only the MLP computes in 16 bits: the lookups, the first-order
 term and the FM (whose two sums nearly cancel) stay float32. The core model is backend-agnostic; turning raw strings and floats into its inputs is
@@ -26,12 +32,14 @@ term and the FM (whose two sums nearly cancel) stay float32. The core model is b
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import keras
 
 from deepfm_model.config import ModelConfig
 from deepfm_model.layers import MLP, FieldEmbedding, FirstOrder, FMInteraction
+from deepfm_model.layout import LIKE_TOWER
 from deepfm_model.spec.serving import LIKE, PICK, PROBABILITY
 
 CATEGORICAL_INPUT = "categorical"
@@ -48,6 +56,7 @@ def build_model(
     num_numeric: int,
     multi_shared_with: Sequence[int] = (),
     prior: bool = False,
+    name: str = "deepfm",
 ) -> keras.Model:
     """Build the (uncompiled) DeepFM functional model.
 
@@ -59,6 +68,7 @@ def build_model(
         multi_shared_with: per multi-valued field, the categorical field whose embedding rows it shares, or -1
             (`FieldEmbedding`); empty: none.
         prior: with the pick head, an input `"prior"` `(batch, 1)` added to the pick logit as it is (no weight).
+        name: the model's name.
 
     `config.use_fm` / `config.use_dnn` drop the FM part or the deep part (the ablations of the paper).
 
@@ -112,7 +122,7 @@ def build_model(
             heads.append(keras.layers.Activation("sigmoid", dtype="float32", name=head)(mixed))
         probability = keras.layers.Multiply(name="pick_times_like", dtype="float32")(heads)  # (batch, 1)
         outputs = keras.layers.Concatenate(name=OUTPUT_NAME, dtype="float32")([probability, *heads])  # (batch, 3)
-        return keras.Model(inputs=inputs, outputs=outputs, name="deepfm")
+        return keras.Model(inputs=inputs, outputs=outputs, name=name)
     terms = []  # (batch, 1) each
     if config.use_fm:
         terms.append(FirstOrder(name="first_order", dtype="float32")(first_order_weights))  # includes the bias
@@ -121,7 +131,47 @@ def build_model(
         terms.append(_mlp(config, "mlp")(flat))
     logit = keras.layers.Add(name="logit")(terms) if len(terms) > 1 else terms[0]  # (batch, 1)
     probability = keras.layers.Activation("sigmoid", dtype="float32", name=OUTPUT_NAME)(logit)
-    return keras.Model(inputs=inputs, outputs=probability, name="deepfm")
+    return keras.Model(inputs=inputs, outputs=probability, name=name)
+
+
+def build_like_tower(
+    config: ModelConfig,
+    categorical_sizes: Sequence[int],
+    multi_categorical_sizes: Sequence[int],
+    num_numeric: int,
+    multi_shared_with: Sequence[int] = (),
+) -> keras.Model:
+    """The like tower: a one-head DeepFM of `config`'s architecture (no prior), `(batch, 1)` "liked"."""
+    one_head = dataclasses.replace(config, pick_head=False)
+    return build_model(
+        one_head, categorical_sizes, multi_categorical_sizes, num_numeric, multi_shared_with, name=LIKE_TOWER
+    )
+
+
+def with_like_tower(heads: keras.Model, tower: keras.Model) -> keras.Model:
+    """The served model: `heads`' pick, `tower`'s like, `(probability, pick, like)` `(batch, 3)` as `build_model`'s.
+
+    Takes `heads`' inputs (the tower reads those it has); both models keep their trained weights.
+    """
+    # The same layers as uncompiled models: a compiled one would save its optimizer into the served model's file.
+    heads, tower = (keras.Model(m.input, m.output, name=m.name) for m in (heads, tower))
+    inputs = {name: keras.Input(t.shape[1:], dtype=t.dtype, name=name) for name, t in heads.input.items()}
+    like = tower({name: inputs[name] for name in tower.input})  # (batch, 1)
+    outputs = TowerLike(name=OUTPUT_NAME, dtype="float32")([heads(inputs), like])  # (batch, 3)
+    return keras.Model(inputs=inputs, outputs=outputs, name="deepfm")
+
+
+@keras.saving.register_keras_serializable(package="deepfm")
+class TowerLike(keras.layers.Layer):
+    """`[heads (batch, 3), like (batch, 1)]` -> `(pick * like, pick, like)`: the tower's like replaces the head's."""
+
+    def call(self, inputs):
+        heads, like = inputs
+        pick = heads[:, 1:2]
+        return keras.ops.concatenate([pick * like, pick, like], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 3)
 
 
 def _mlp(config: ModelConfig, name: str) -> MLP:

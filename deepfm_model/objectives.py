@@ -12,6 +12,8 @@ not rated (`feature_repo.negatives`). Its target is one number (`training_target
   learns `target == 1` on rated rows only (sampled rows are masked out of its loss); the served `probability` is
   `pick * like`, the chance that the user picks the movie and likes it. The loss is
   `BCE(pick) + like_weight * masked BCE(like)`, each averaged over the rows it covers.
+- **The like tower** (with two heads, `ModelConfig.like_tower`): a one-head model trained afterwards on the
+  rated rows alone (`rated_rows`), its target the label; its output is served as `like` in place of the head's.
 
 Metrics, identical for both: `auc` and `logloss` of `probability` against `target == 1` on every row (on rated
 events alone, the plain AUC of "liked"); with two heads also `like_auc` (the like head on rated rows) and
@@ -42,6 +44,13 @@ def training_target(frame: pd.DataFrame) -> np.ndarray:
     if spec.PICKED not in frame.columns:
         return label
     return np.where(frame[spec.PICKED].to_numpy() > 0, label, np.float32(NOT_PICKED)).astype(np.float32)
+
+
+def rated_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rated rows of a split (all of them when it has no `picked` column): what the like tower learns from."""
+    if spec.PICKED not in frame.columns:
+        return frame
+    return frame[frame[spec.PICKED].to_numpy() > 0]
 
 
 def liked(target: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ import tensorflow as tf
 
 from deepfm_model.config import ModelConfig
 from deepfm_model.model import CATEGORICAL_INPUT, MULTI_CATEGORICAL_INPUT, NUMERIC_INPUT, PRIOR_INPUT
-from deepfm_model.objectives import training_target
+from deepfm_model.objectives import rated_rows, training_target
 from deepfm_model.spec import features as spec
 from deepfm_model.spec.files import write_json
 
@@ -366,6 +366,7 @@ def make_parquet_dataset(
     shuffle_buffer: int = 0,
     seed: int | None = None,
     record_batch_rows: int = 65_536,
+    rated_only: bool = False,
 ) -> tf.data.Dataset:
     """Like `make_dataset`, but streamed: the parquet file is read in record batches.
 
@@ -385,6 +386,7 @@ def make_parquet_dataset(
         shuffle_buffer: shuffle with this buffer when positive; file order when 0.
         seed: shuffle seed (with the epoch number, it seeds each epoch's order).
         record_batch_rows: rows per parquet record batch read.
+        rated_only: only the rated rows (`objectives.rated_rows`), for the like tower.
     """
     import itertools
 
@@ -403,6 +405,10 @@ def make_parquet_dataset(
         held: dict[str, np.ndarray] | None = None
         for record in pq.ParquetFile(path).iter_batches(batch_size=record_batch_rows, columns=columns):
             frame = record.to_pandas()
+            if rated_only:
+                frame = rated_rows(frame)
+                if frame.empty:
+                    continue
             inputs = {name: tensor.numpy() for name, tensor in preprocessor(frame_to_raw(frame)).items()}
             rows = {**inputs, spec.LABEL: training_target(frame)}
             held = rows if held is None else {k: np.concatenate([held[k], rows[k]]) for k in rows}

@@ -13,6 +13,7 @@ Output directory layout:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -33,9 +34,16 @@ from deepfm_model.evaluate import (
     roc_auc,
     write_report,
 )
-from deepfm_model.layout import CONFIG_FILE, EXPORT_DIR, HISTORY_FILE, METRICS_FILE, SPLITS
-from deepfm_model.model import OUTPUT_NAME, PICK_OUTPUT, build_model
-from deepfm_model.objectives import PickLikeLoss, has_pick_head, like_signal, tracked_metrics, training_target
+from deepfm_model.layout import CONFIG_FILE, EXPORT_DIR, HISTORY_FILE, LIKE_TOWER, METRICS_FILE, SPLITS
+from deepfm_model.model import OUTPUT_NAME, PICK_OUTPUT, build_like_tower, build_model, with_like_tower
+from deepfm_model.objectives import (
+    PickLikeLoss,
+    has_pick_head,
+    like_signal,
+    rated_rows,
+    tracked_metrics,
+    training_target,
+)
 from deepfm_model.sparse_adam import SparseAdam
 from deepfm_model.spec import features as spec
 from deepfm_model.spec.files import write_json
@@ -179,16 +187,12 @@ def train_model(
         valid_path: parquet file of the validation split, for streaming.
 
     Returns:
-        The trained model (best validation-AUC weights restored) and its per-epoch history.
+        The trained model (best validation-AUC weights restored) and its per-epoch history. With the two heads
+        and `model_config.like_tower`, the like tower is trained next on the rated rows and served as `like`
+        (`model.with_like_tower`); its history's keys are prefixed `like_tower_`.
     """
     from deepfm_model.predict import TrainedModel
-    from deepfm_model.preprocessing import (
-        FeaturePreprocessor,
-        fit_preprocessing,
-        fit_preprocessing_parquet,
-        make_dataset,
-        make_parquet_dataset,
-    )
+    from deepfm_model.preprocessing import FeaturePreprocessor, fit_preprocessing, fit_preprocessing_parquet
 
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
@@ -204,29 +208,72 @@ def train_model(
     else:
         rows, state = len(train), fit_preprocessing(train, model_config)
     preprocessor = FeaturePreprocessor(state)
-    shuffle_buffer = min(train_config.shuffle_buffer, rows)
-    if streamed:
-        train_data = make_parquet_dataset(
-            train_path, preprocessor, train_config.batch_size, shuffle_buffer=shuffle_buffer, seed=train_config.seed,
-            record_batch_rows=train_config.parquet_batch_rows,
-        )  # fmt: skip
-    else:
-        train_data = make_dataset(
-            train, preprocessor, train_config.batch_size, shuffle_buffer=shuffle_buffer, seed=train_config.seed
-        )
-    if streamed and valid_path is not None:
-        valid_data = make_parquet_dataset(
-            valid_path, preprocessor, train_config.predict_batch_size, record_batch_rows=train_config.parquet_batch_rows
-        )
-    else:
-        valid_data = make_dataset(valid, preprocessor, train_config.predict_batch_size)
+    data = _Data(train, valid, train_path if streamed else None, valid_path if streamed else None, rows)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    sizes = (preprocessor.categorical_sizes, preprocessor.multi_categorical_sizes, preprocessor.num_numeric,
+             preprocessor.multi_shared_with)  # fmt: skip
     with scope, precision_policy(train_config.mixed_precision):
-        model = build_model(
-            model_config, preprocessor.categorical_sizes, preprocessor.multi_categorical_sizes,
-            preprocessor.num_numeric, preprocessor.multi_shared_with, prior=preprocessor.state.prior is not None,
-        )  # fmt: skip
+        model = build_model(model_config, *sizes, prior=preprocessor.state.prior is not None)
         compile_model(model, train_config)
+    history = _fit(model, *data.datasets(preprocessor, train_config, rated_only=False), train_config)
+    if model_config.pick_head and model_config.like_tower:
+        logger.info("Training the like tower on the rated rows")
+        keras.utils.set_random_seed(train_config.seed)  # its start does not depend on how long the heads trained
+        with scope, precision_policy(train_config.mixed_precision):
+            tower = build_like_tower(model_config, *sizes)
+            compile_model(tower, train_config)
+        tower_data = data.datasets(preprocessor, train_config, rated_only=True, inputs=list(tower.input))
+        tower_history = _fit(tower, *tower_data, train_config)
+        history.update({f"{LIKE_TOWER}_{name}": values for name, values in tower_history.items()})
+        with scope:
+            model = with_like_tower(model, tower)
+    return TrainedModel(model, preprocessor), history
+
+
+@dataclasses.dataclass(frozen=True)
+class _Data:
+    """A run's train and validation rows, in memory (frames) or streamed (parquet paths)."""
+
+    train: pd.DataFrame | None
+    valid: pd.DataFrame | None
+    train_path: str | Path | None  # streamed when set
+    valid_path: str | Path | None
+    train_rows: int
+
+    def datasets(self, preprocessor, train_config: TrainConfig, rated_only: bool, inputs: list[str] | None = None):
+        """`(train, valid)` tf.data pipelines of every row, or of the rated rows alone (the like tower's), with
+        every model input or the `inputs` named (the tower takes no prior)."""
+        from deepfm_model.preprocessing import make_dataset, make_parquet_dataset
+
+        shuffle_buffer = min(train_config.shuffle_buffer, self.train_rows)
+        if self.train_path is not None:
+            train_data = make_parquet_dataset(
+                self.train_path, preprocessor, train_config.batch_size, shuffle_buffer=shuffle_buffer,
+                seed=train_config.seed, record_batch_rows=train_config.parquet_batch_rows, rated_only=rated_only,
+            )  # fmt: skip
+        else:
+            train = rated_rows(self.train) if rated_only else self.train
+            shuffle_buffer = min(shuffle_buffer, len(train))
+            train_data = make_dataset(
+                train, preprocessor, train_config.batch_size, shuffle_buffer=shuffle_buffer, seed=train_config.seed
+            )
+        if self.valid_path is not None:
+            valid_data = make_parquet_dataset(
+                self.valid_path, preprocessor, train_config.predict_batch_size,
+                record_batch_rows=train_config.parquet_batch_rows, rated_only=rated_only,
+            )  # fmt: skip
+        else:
+            valid = rated_rows(self.valid) if rated_only else self.valid
+            valid_data = make_dataset(valid, preprocessor, train_config.predict_batch_size)
+        if inputs is None:
+            return train_data, valid_data
+        return tuple(
+            data.map(lambda x, y: ({name: x[name] for name in inputs}, y)) for data in (train_data, valid_data)
+        )
+
+
+def _fit(model: keras.Model, train_data, valid_data, train_config: TrainConfig) -> dict[str, list[float]]:
+    """`model.fit` with early stopping on validation AUC (best weights restored) and the learning-rate schedule."""
     callbacks = [
         keras.callbacks.EarlyStopping(
             monitor="val_auc", mode="max", patience=train_config.early_stopping_patience,
@@ -245,8 +292,7 @@ def train_model(
         verbose=train_config.verbose,
         shuffle=False,  # tf.data already shuffles, seeded
     )
-    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
-    return TrainedModel(model, preprocessor), history
+    return {name: [float(v) for v in values] for name, values in fit.history.items()}
 
 
 def run_training(
@@ -328,6 +374,7 @@ def run_training(
         **{f"popularity_test_{name}": value for name, value in baseline.items() if name != "ranking_users"},
         "epochs_trained": len(history.get("loss", [])),
         "best_epoch": int(np.nanargmax(val_auc)) + 1 if val_auc else 0,
+        **_tower_epochs(history),
         "training_seconds": round(training_seconds, 2),
         "backend": keras.backend.backend(),
         "auc_signal": signal,
@@ -347,6 +394,14 @@ def run_training(
         logger.warning("Backend %s: SavedModel export skipped (needs TensorFlow)", keras.backend.backend())
     logger.info("test_auc=%.4f test_logloss=%.4f", metrics["test_auc"], metrics["test_logloss"])
     return metrics
+
+
+def _tower_epochs(history: dict[str, list[float]]) -> dict[str, int]:
+    """`like_tower_epochs_trained` and `like_tower_best_epoch` when the run trained a like tower, else nothing."""
+    val_auc = history.get(f"{LIKE_TOWER}_val_auc")
+    if not val_auc:
+        return {}
+    return {f"{LIKE_TOWER}_epochs_trained": len(val_auc), f"{LIKE_TOWER}_best_epoch": int(np.nanargmax(val_auc)) + 1}
 
 
 def _rows(path: str | Path, frame: pd.DataFrame | None) -> int:

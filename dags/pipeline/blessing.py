@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from deepfm_model.layout import LIKE_TOWER
 from deepfm_model.signature import Signature, describe_diff
 
 
@@ -141,5 +142,7 @@ def _losing_to_popularity(candidate: Candidate) -> bool:
 
 
 def non_finite_losses(history: dict) -> list[int]:
-    """Epochs (0-based) whose training loss in a Keras history (`{"loss": [...]}`) is not finite."""
-    return [epoch for epoch, loss in enumerate(history.get("loss") or []) if not _finite(loss)]
+    """Epochs (0-based) whose training loss in a Keras history (`{"loss": [...]}`, and the like tower's
+    `like_tower_loss`) is not finite."""
+    losses = [history.get(name) or [] for name in ("loss", f"{LIKE_TOWER}_loss")]
+    return sorted({epoch for values in losses for epoch, loss in enumerate(values) if not _finite(loss)})

@@ -127,3 +127,42 @@ def test_the_preprocessed_prior_is_the_log_of_the_recent_share(splits):
     np.testing.assert_allclose(prior, expected, rtol=1e-5, atol=1e-6)
     without = FeaturePreprocessor(fit_preprocessing(splits[0], ModelConfig(pick_prior=False)))
     assert "prior" not in without(frame_to_raw(rows))
+
+
+def _with_sampled_rows(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """`frame` (rated rows) plus as many sampled rows: the same users, shuffled movies, label 0."""
+    sampled = frame.copy()
+    sampled["movie_id"] = np.random.default_rng(seed).permutation(sampled["movie_id"].to_numpy())
+    sampled[LABEL] = 0
+    return pd.concat([frame.assign(**{PICKED: 1}), sampled.assign(**{PICKED: 0})], ignore_index=True)
+
+
+def test_the_served_like_is_the_tower_trained_on_the_rated_rows_alone(splits, tmp_path):
+    from deepfm_model.layout import LIKE_TOWER
+    from deepfm_model.predict import predict_outputs
+    from deepfm_model.preprocessing import FeaturePreprocessor, fit_preprocessing, frame_to_raw, make_parquet_dataset
+    from deepfm_model.train import train_model
+
+    train, valid, test = (_with_sampled_rows(frame, seed) for seed, frame in enumerate(splits))
+    small = ModelConfig(embedding_dim=4, mlp_units=(8,))
+    settings = TrainConfig(epochs=2, verbose=0, steps_per_execution=1)
+    trained, history = train_model(train, valid, small, settings)
+    tower = trained.model.get_layer(LIKE_TOWER)
+    outputs = predict_outputs(trained, test)
+    inputs = {name: t.numpy() for name, t in trained.preprocessor(frame_to_raw(test)).items() if name in tower.input}
+    np.testing.assert_allclose(outputs["like"], tower.predict(inputs, verbose=0)[:, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(outputs["probability"], outputs["pick"] * outputs["like"], rtol=1e-5, atol=1e-7)
+    assert len(history[f"{LIKE_TOWER}_val_auc"]) >= 1 and len(history["val_auc"]) >= 1
+
+    # The tower's streamed rows: the rated ones, each once, with their labels.
+    path = tmp_path / "train.parquet"
+    train.to_parquet(path, index=False)
+    preprocessor = FeaturePreprocessor(fit_preprocessing(train, small))
+    streamed = make_parquet_dataset(path, preprocessor, 256, record_batch_rows=1000, rated_only=True)
+    targets = np.concatenate([y.numpy()[:, 0] for _, y in streamed])
+    np.testing.assert_array_equal(np.sort(targets), np.sort(train.loc[train[PICKED] == 1, LABEL].to_numpy()))
+
+    without = ModelConfig(embedding_dim=4, mlp_units=(8,), like_tower=False)
+    plain, plain_history = train_model(train, valid, without, settings)
+    assert LIKE_TOWER not in [layer.name for layer in plain.model.layers]
+    assert not any(name.startswith(LIKE_TOWER) for name in plain_history)

@@ -58,6 +58,7 @@ def test_signature_change_is_a_rejection_unless_allowed() -> None:
 
 def test_non_finite_losses_names_the_epochs() -> None:
     assert non_finite_losses({"loss": [0.7, 0.6, math.nan, "NaN", 0.5]}) == [2, 3]
+    assert non_finite_losses({"loss": [0.7, 0.6], "like_tower_loss": [0.5, math.inf]}) == [1]  # the served like
     assert non_finite_losses({}) == []
 
 
