@@ -40,9 +40,9 @@ class ModelConfig:
     # The pick head's logit starts from the log of the movie's recent share of positive ratings (a fixed offset):
     # DeepFM learns how the user's picks depart from what is popular now. False: no offset (the ablation).
     pick_prior: bool = True
-    # With the two heads: the served like is a one-head DeepFM of its own (own embeddings), trained on the rated
-    # rows alone with its own early stopping; the two-head model's like head then only trains the shared
-    # embeddings (`model.with_like_tower`). False: the like head is served (the ablation). Ignored with one head.
+    # With the two heads: the `like` output is a one-head DeepFM of its own (own embeddings), trained on the rated
+    # rows alone with its own early stopping; `probability` stays the two heads' product (`model.with_like_tower`).
+    # False: the like head is the `like` output (the ablation). Ignored with one head.
     like_tower: bool = True
 
     def __post_init__(self) -> None:

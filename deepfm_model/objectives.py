@@ -13,7 +13,8 @@ not rated (`feature_repo.negatives`). Its target is one number (`training_target
   `pick * like`, the chance that the user picks the movie and likes it. The loss is
   `BCE(pick) + like_weight * masked BCE(like)`, each averaged over the rows it covers.
 - **The like tower** (with two heads, `ModelConfig.like_tower`): a one-head model trained afterwards on the
-  rated rows alone (`rated_rows`), its target the label; its output is served as `like` in place of the head's.
+  rated rows alone (`rated_rows`), its target the label; its output is served as `like` in place of the head's
+  (`probability` stays the heads' product).
 
 Metrics, identical for both: `auc` and `logloss` of `probability` against `target == 1` on every row (on rated
 events alone, the plain AUC of "liked"); with two heads also `like_auc` (the like head on rated rows) and

@@ -188,8 +188,8 @@ def train_model(
 
     Returns:
         The trained model (best validation-AUC weights restored) and its per-epoch history. With the two heads
-        and `model_config.like_tower`, the like tower is trained next on the rated rows and served as `like`
-        (`model.with_like_tower`); its history's keys are prefixed `like_tower_`.
+        and `model_config.like_tower`, the like tower is trained next on the rated rows and served as the `like`
+        output (`model.with_like_tower`); its history's keys are prefixed `like_tower_`.
     """
     from deepfm_model.predict import TrainedModel
     from deepfm_model.preprocessing import FeaturePreprocessor, fit_preprocessing, fit_preprocessing_parquet
@@ -209,23 +209,26 @@ def train_model(
         rows, state = len(train), fit_preprocessing(train, model_config)
     preprocessor = FeaturePreprocessor(state)
     data = _Data(train, valid, train_path if streamed else None, valid_path if streamed else None, rows)
-    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+    def scope():  # a strategy's scope is entered anew each time
+        return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
     sizes = (preprocessor.categorical_sizes, preprocessor.multi_categorical_sizes, preprocessor.num_numeric,
              preprocessor.multi_shared_with)  # fmt: skip
-    with scope, precision_policy(train_config.mixed_precision):
+    with scope(), precision_policy(train_config.mixed_precision):
         model = build_model(model_config, *sizes, prior=preprocessor.state.prior is not None)
         compile_model(model, train_config)
     history = _fit(model, *data.datasets(preprocessor, train_config, rated_only=False), train_config)
     if model_config.pick_head and model_config.like_tower:
         logger.info("Training the like tower on the rated rows")
         keras.utils.set_random_seed(train_config.seed)  # its start does not depend on how long the heads trained
-        with scope, precision_policy(train_config.mixed_precision):
+        with scope(), precision_policy(train_config.mixed_precision):
             tower = build_like_tower(model_config, *sizes)
             compile_model(tower, train_config)
         tower_data = data.datasets(preprocessor, train_config, rated_only=True, inputs=list(tower.input))
         tower_history = _fit(tower, *tower_data, train_config)
         history.update({f"{LIKE_TOWER}_{name}": values for name, values in tower_history.items()})
-        with scope:
+        with scope():
             model = with_like_tower(model, tower)
     return TrainedModel(model, preprocessor), history
 

@@ -139,6 +139,7 @@ def _with_sampled_rows(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
 
 def test_the_served_like_is_the_tower_trained_on_the_rated_rows_alone(splits, tmp_path):
     from deepfm_model.layout import LIKE_TOWER
+    from deepfm_model.model import HEADS
     from deepfm_model.predict import predict_outputs
     from deepfm_model.preprocessing import FeaturePreprocessor, fit_preprocessing, frame_to_raw, make_parquet_dataset
     from deepfm_model.train import train_model
@@ -151,7 +152,9 @@ def test_the_served_like_is_the_tower_trained_on_the_rated_rows_alone(splits, tm
     outputs = predict_outputs(trained, test)
     inputs = {name: t.numpy() for name, t in trained.preprocessor(frame_to_raw(test)).items() if name in tower.input}
     np.testing.assert_allclose(outputs["like"], tower.predict(inputs, verbose=0)[:, 0], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(outputs["probability"], outputs["pick"] * outputs["like"], rtol=1e-5, atol=1e-7)
+    heads = trained.model.get_layer(HEADS).predict(trained.preprocessor(frame_to_raw(test)), verbose=0)
+    np.testing.assert_allclose(outputs["probability"], heads[:, 0], rtol=1e-5, atol=1e-7)  # the heads' product
+    np.testing.assert_allclose(outputs["pick"], heads[:, 1], rtol=1e-5, atol=1e-7)
     assert len(history[f"{LIKE_TOWER}_val_auc"]) >= 1 and len(history["val_auc"]) >= 1
 
     # The tower's streamed rows: the rated ones, each once, with their labels.
