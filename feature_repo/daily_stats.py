@@ -168,7 +168,8 @@ def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path,
     days = day_fingerprints(con, cutoff) if days is None else days
     genres = genres_digest(con)
     manifest = _read_manifest(root)
-    same_layout = manifest.get("layout") == LAYOUT and manifest.get("duckdb") == duckdb.__version__
+    engine = engine_version(con)
+    same_layout = manifest.get("layout") == LAYOUT and manifest.get("engine") == engine
     old_days = manifest.get("days", {}) if same_layout else {}
     old_cutoff = manifest.get("cutoff") if same_layout else None
     recomputed = {}
@@ -184,9 +185,17 @@ def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path,
         first = min([*changed, *gone, _day(cutoff)])
         _write_stats(con, spec, sorted(days), first, old_cutoff if not everything else None, cutoff, data_dir)
         recomputed[spec.view] = len(changed)
-    write_json(root / MANIFEST_FILE, {"layout": LAYOUT, "duckdb": duckdb.__version__, "cutoff": _day(cutoff),
+    write_json(root / MANIFEST_FILE, {"layout": LAYOUT, "engine": engine, "cutoff": _day(cutoff),
                                       "genres": genres, "days": days})  # fmt: skip
     return recomputed
+
+
+def engine_version(con) -> str:
+    """What ran the SQL: `duckdb <version>`, or the connection's own `engine_version` (`spark_engine`).
+
+    The manifest keeps it: the fingerprints are the engine's hashes, so another engine recomputes every day.
+    """
+    return getattr(con, "engine_version", f"duckdb {duckdb.__version__}")
 
 
 def day_fingerprints(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp) -> dict[str, list]:

@@ -40,6 +40,7 @@ import json
 import logging
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -83,6 +84,7 @@ LOG_COLUMNS = (USER_KEY, EVENT_TIMESTAMP, *FEATURE_COLUMNS, *USER_FRESH_STATE_CO
 # parsed once per batch rather than once per day; memory holds the batch's rows (~0.5 KB per event).
 FOLD_BATCH_EVENTS = 2_000_000
 MICROS_PER_DAY = 86_400_000_000
+DAY, CARRIED = "day", "carried"  # `day_rows`: the day number of a row's file, and whether it is a carry row
 
 
 def _micros(stamps: pd.Series) -> np.ndarray:
@@ -262,7 +264,8 @@ def _recent_lists(movies: np.ndarray, ratings: np.ndarray, out: np.ndarray, lo: 
 
 
 def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path, seed_stamp: pd.Timestamp,
-           days: dict[str, list] | None = None) -> int:  # fmt: skip
+           days: dict[str, list] | None = None, *, fold_days: Callable | None = None,
+           write_now: Callable | None = None) -> int:  # fmt: skip
     """Bring the `user_fresh` log under `data_dir` to the events of `con` before `cutoff`; the days folded.
 
     Days are folded in time order, a batch of consecutive days at a time (up to `FOLD_BATCH_EVENTS` events in
@@ -278,7 +281,10 @@ def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path,
         data_dir: the repo's data folder.
         seed_stamp: the stamp of the "no history" rows (`ingest.PROFILE_TIMESTAMP`).
         days: `daily_stats.day_fingerprints(con, cutoff)` when the caller has them (and the views it creates).
+        fold_days: what folds the stale days (`_fold_days`'s arguments); `spark_engine` passes its own.
+        write_now: what writes the now rows (`_write_now`'s arguments); `spark_engine` passes its own.
     """
+    fold_days, write_now = fold_days or _fold_days, write_now or _write_now
     folder = Path(data_dir) / USER_FRESH_VIEW
     folder.mkdir(parents=True, exist_ok=True)
     manifest_path = Path(data_dir) / AGGREGATES_DIR / FOLD_MANIFEST
@@ -296,23 +302,33 @@ def update(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, data_dir: Path,
         if path.name[len(LIVE_PREFIX) : len(LIVE_PREFIX) + 10] < cutoff.strftime("%Y-%m-%d"):
             path.unlink()
     if first is not None:
-        _fold_days(con, folder, manifest_path.parent, days, first)
+        drop_days_from(folder, first)
+        fold_days(con, folder, manifest_path.parent, days, first)
     now = folder / f"{NOW_PREFIX}{cutoff.strftime('%Y-%m-%d')}.parquet"
     for path in folder.glob(f"{NOW_PREFIX}*.parquet"):
         if path != now:
             path.unlink()
-    _write(_restamped(latest_state(folder, before_day=cutoff.strftime("%Y-%m-%d")), cutoff), now)
+    write_now(con, folder, cutoff, now)
     write_json(manifest_path, {"layout": LAYOUT, "genres": genres_digest, "cutoff": cutoff.isoformat(), "days": days})
     if first is not None:
         logger.info("user_fresh log: folded %d day(s) from %s", sum(d >= first for d in days), first)
     return sum(d >= first for d in days) if first is not None else 0
 
 
-def _fold_days(con: duckdb.DuckDBPyConnection, folder: Path, scratch: Path, days: dict[str, list], first: str) -> None:
-    """Fold the days of `days` from `first` on onto the state before `first`: their files under `folder`."""
+def drop_days_from(folder: Path, first: str) -> None:
+    """Delete the day files of the log from day `first` on (they are folded again)."""
     for path in folder.glob("????-??-??.parquet"):
         if path.stem >= first:
             path.unlink()
+
+
+def _write_now(con: duckdb.DuckDBPyConnection, folder: Path, cutoff: pd.Timestamp, path: Path) -> None:
+    """The now rows: each user's latest row of the seed and the day files before `cutoff`, stamped `cutoff`."""
+    _write(_restamped(latest_state(folder, before_day=cutoff.strftime("%Y-%m-%d")), cutoff), path)
+
+
+def _fold_days(con: duckdb.DuckDBPyConnection, folder: Path, scratch: Path, days: dict[str, list], first: str) -> None:
+    """Fold the days of `days` from `first` on onto the state before `first`: their files under `folder`."""
     state = latest_state(folder, before_day=first)
     movies = con.execute(f"SELECT {MOVIE_KEY}, coalesce(genres, '') AS genres FROM movies").df()
     genres = pd.Series(movies["genres"].to_numpy(), index=movies[MOVIE_KEY].astype(str).to_numpy())
@@ -327,14 +343,33 @@ def _fold_days(con: duckdb.DuckDBPyConnection, folder: Path, scratch: Path, days
         for batch in _batches(folded, {day: days[day][0] for day in folded}, FOLD_BATCH_EVENTS):
             frames = [pd.read_parquet(Path(parts) / f"d={day}", columns=list(EVENT_COLUMNS)) for day in batch]
             events = pd.concat(frames, ignore_index=True)
-            rows = fold(state, events, genres)
-            row_days = rows[LAST_EVENT].to_numpy() // MICROS_PER_DAY
-            carried, carried_days = _carry_rows(state, rows, row_days)
+            rows = day_rows(state, events, genres)
             for day in batch:
-                number = pd.Timestamp(day, tz="UTC").value // 1_000 // MICROS_PER_DAY
-                day_rows = [carried[carried_days == number], rows[row_days == number]]
-                _write(pd.concat(day_rows, ignore_index=True), _day_file(folder, day))
-            state = pd.concat([state, rows], ignore_index=True).drop_duplicates(USER_KEY, keep="last")
+                _write(rows[rows[DAY] == day_number(day)], _day_file(folder, day))
+            folded_rows = rows.loc[~rows[CARRIED], list(LOG_COLUMNS)]
+            state = pd.concat([state, folded_rows], ignore_index=True).drop_duplicates(USER_KEY, keep="last")
+
+
+def day_number(day: str) -> int:
+    """Days since the epoch of `YYYY-MM-DD` (UTC): the `DAY` of `day_rows`."""
+    return pd.Timestamp(day, tz="UTC").value // 1_000 // MICROS_PER_DAY
+
+
+def day_rows(state: pd.DataFrame, events: pd.DataFrame, genres: pd.Series) -> pd.DataFrame:
+    """The rows of the day files that `events` fill, folded onto `state` (`fold`'s arguments).
+
+    Both engines call it: DuckDB's fold on a batch of days, Spark's on each user's events (`spark_engine`); a
+    user's rows depend only on their own state and events. Columns `LOG_COLUMNS`, `DAY` (`day_number` of the
+    row's file) and `CARRIED`; by day, the day's carry rows (by user) first, then the rows of its events (by
+    user, then time).
+    """
+    rows = fold(state, events, genres)
+    row_days = rows[LAST_EVENT].to_numpy() // MICROS_PER_DAY
+    carried, carried_days = _carry_rows(state, rows, row_days)
+    both = pd.concat([carried.assign(**{DAY: carried_days, CARRIED: True}),
+                      rows.assign(**{DAY: row_days, CARRIED: False})], ignore_index=True)  # fmt: skip
+    order = np.lexsort((np.arange(len(both)), ~both[CARRIED].to_numpy(), both[DAY].to_numpy()))
+    return both.iloc[order].reset_index(drop=True)
 
 
 def _carry_rows(state: pd.DataFrame, rows: pd.DataFrame, row_days: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
@@ -389,22 +424,35 @@ def latest_state(folder: Path, *, before_day: str | None = None, until: pd.Times
         before_day: only the seed and the day files before this day (`YYYY-MM-DD`); live rows are left out.
         until: only rows stamped at or before this instant.
     """
+    files = log_files(folder, before_day)
+    if not files:
+        return empty_state()
+    with duckdb.connect() as con:
+        state = con.execute(latest_query(files, until)).df()
+    state[EVENT_TIMESTAMP] = pd.to_datetime(state[EVENT_TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
+    return state
+
+
+def log_files(folder: Path, before_day: str | None = None) -> list[Path]:
+    """The seed and the day files of the log before `before_day` (`YYYY-MM-DD`); every file, live ones too, when
+    `None`."""
     files = [folder / SEED_FILE] if (folder / SEED_FILE).is_file() else []
     days = sorted(folder.glob("????-??-??.parquet"))
     files += [f for f in days if before_day is None or f.stem < before_day]
     if before_day is None:
         files += sorted(folder.glob(f"{LIVE_PREFIX}*.parquet"))
-    if not files:
-        return empty_state()
+    return files
+
+
+def latest_query(files: list[Path], until: pd.Timestamp | None = None) -> str:
+    """SQL of the latest row per user of the log `files` (stamped at or before `until`), by user; both engines run it."""
     where = f"WHERE {EVENT_TIMESTAMP} <= {sql.instant(until)}" if until is not None else ""
-    with duckdb.connect() as con:
-        state = con.execute(
-            f"SELECT {', '.join(LOG_COLUMNS)} FROM read_parquet({sql.files(files)}) {where} "
-            f"QUALIFY row_number() OVER (PARTITION BY {USER_KEY} ORDER BY {EVENT_TIMESTAMP} DESC) = 1 "
-            f"ORDER BY {USER_KEY}"
-        ).df()
-    state[EVENT_TIMESTAMP] = pd.to_datetime(state[EVENT_TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
-    return state
+    columns = ", ".join(LOG_COLUMNS)
+    return (
+        f"SELECT {columns} FROM (SELECT {columns}, row_number() OVER (PARTITION BY {USER_KEY} ORDER BY "
+        f"{EVENT_TIMESTAMP} DESC) AS recency FROM read_parquet({sql.files(files)}) {where}) WHERE recency = 1 "
+        f"ORDER BY {USER_KEY}"
+    )
 
 
 def write_live(rows: pd.DataFrame, folder: Path) -> Path:
@@ -418,8 +466,10 @@ def _day_file(folder: Path, day: str) -> Path:
 
 
 def _write(rows: pd.DataFrame, path: Path) -> Path:
+    """`rows`' `LOG_COLUMNS` to parquet, stamps in microseconds (Spark reads no nanosecond timestamps)."""
+    rows = rows[list(LOG_COLUMNS)].astype({EVENT_TIMESTAMP: "datetime64[us, UTC]"})
     with staged_path(path) as staged:
-        rows[list(LOG_COLUMNS)].to_parquet(staged, index=False)
+        rows.to_parquet(staged, index=False)
     return path
 
 

@@ -40,6 +40,7 @@ from deepfm_model.spec.raw_data import EVENT_COLUMNS, MOVIE_COLUMNS, USER_COLUMN
 from feature_repo import daily_stats, fresh_features, raw_source, sql
 from feature_repo.raw_source import RawSource
 from feature_repo.sources import PARTITIONED_VIEWS, source_file
+from feature_repo.spark_engine import SparkConnection, update_fresh
 
 logger = logging.getLogger(__name__)
 
@@ -111,24 +112,25 @@ def _stamp_profiles(table: pd.DataFrame, view: str) -> pd.DataFrame:
 
 
 def write_sources(
-    raw: RawData | RawSource | duckdb.DuckDBPyConnection, ds: DateLike, data_dir: Path
+    raw: RawData | RawSource | duckdb.DuckDBPyConnection | SparkConnection, ds: DateLike, data_dir: Path
 ) -> dict[str, Path]:
     """Write the sources of every feature view for logical date `ds` into `data_dir`.
 
     The profile sources are rewritten whole (one row per entity); the stats sources are brought up to date day
-    by day in DuckDB (`daily_stats.update`: only days that changed are aggregated). Every file is written under
-    a temporary name and renamed into place.
+    by day in DuckDB (`daily_stats.update`: only days that changed are aggregated), or on Spark when `raw` is a
+    `spark_engine.SparkConnection` (the same SQL and fold, the same files). Every file is written under a
+    temporary name and renamed into place.
 
     Args:
-        raw: the raw tables, or a connection over them with the typed views (`raw_source.check`); only events
-            strictly before `ds` 00:00 UTC are used.
+        raw: the raw tables, or a connection over them with the typed views (`raw_source.check`), DuckDB's or
+            Spark's (`spark_engine.connect`); only events strictly before `ds` 00:00 UTC are used.
         ds: logical date of the run.
         data_dir: the repo's data folder (`store.data_dir(repo_dir)`), created if missing.
 
     Returns:
         Path of each view's source (a file, or the folder of a stats view's daily files), keyed by view name.
     """
-    if not isinstance(raw, duckdb.DuckDBPyConnection):
+    if not isinstance(raw, duckdb.DuckDBPyConnection | SparkConnection):
         with raw_source.connect(raw) as con:
             raw_source.create_views(con)
             return write_sources(con, ds, data_dir)
@@ -142,12 +144,13 @@ def write_sources(
     paths = {}
     for view, table in profiles.items():
         paths[view] = data_dir / source_file(view)
-        with staged_path(paths[view]) as staged:
-            table.to_parquet(staged, index=False)
+        with staged_path(paths[view]) as staged:  # stamps in microseconds: Spark reads no nanosecond timestamps
+            table.astype({EVENT_TIMESTAMP: "datetime64[us, UTC]"}).to_parquet(staged, index=False)
     days = daily_stats.day_fingerprints(con, data_cutoff(ds))
     recomputed = daily_stats.update(con, data_cutoff(ds), data_dir, days)
     logger.info("Stats sources for %s: days aggregated per view %s", ds, recomputed)
-    folded = fresh_features.update(con, data_cutoff(ds), data_dir, PROFILE_TIMESTAMP, days)
+    fold = update_fresh if isinstance(con, SparkConnection) else fresh_features.update
+    folded = fold(con, data_cutoff(ds), data_dir, PROFILE_TIMESTAMP, days)
     logger.info("Fresh features log for %s: %d day(s) folded", ds, folded)
     views = [*(spec.view for spec in daily_stats.STATS_VIEWS), USER_FRESH_VIEW]
     return {**paths, **{view: data_dir / view for view in views}}

@@ -111,21 +111,32 @@ def as_source(raw: RawData | RawSource) -> RawSource:
     return raw if isinstance(raw, RawSource) else RawSource.from_raw(raw)
 
 
-def _reader(folder: Path, table: str) -> str:
+def table_files(folder: Path, table: str) -> tuple[str, Path]:
+    """Where `table` lies in `folder`: its format (`parquet`, `csv`) and its file, or its folder of files."""
     single_parquet, single_csv, subfolder = folder / f"{table}.parquet", folder / f"{table}.csv", folder / table
     if single_parquet.is_file():
-        return f"read_parquet({sql.literal(single_parquet)})"
+        return "parquet", single_parquet
     if single_csv.is_file():
-        return f"read_csv({sql.literal(single_csv)}, header = true)"
+        return "csv", single_csv
     if subfolder.is_dir():
-        if any(subfolder.rglob("*.parquet")):
-            return f"read_parquet({sql.literal(subfolder / '**' / '*.parquet')}, union_by_name = true)"
-        if any(subfolder.rglob("*.csv")):
-            return f"read_csv({sql.literal(subfolder / '**' / '*.csv')}, header = true, union_by_name = true)"
+        for form in ("parquet", "csv"):
+            if any(subfolder.rglob(f"*.{form}")):
+                return form, subfolder
     raise FileNotFoundError(
         f"Source folder {str(folder)!r} has no table `{table}`: expected {table}.parquet, {table}.csv or a folder "
         f"{table}/ of parquet or CSV files"
     )
+
+
+def _reader(folder: Path, table: str) -> str:
+    form, path = table_files(folder, table)
+    if path.is_dir():
+        union = ", union_by_name = true"
+        path = path / "**" / f"*.{form}"
+    else:
+        union = ""
+    header = ", header = true" if form == "csv" else ""
+    return f"read_{form}({sql.literal(path)}{header}{union})"
 
 
 @contextlib.contextmanager

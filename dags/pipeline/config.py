@@ -24,6 +24,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("movielens", "synthetic", "parquet")
 ONLINE_STORES = ("sqlite", "redis")
 REGISTRIES = ("file", "sql")
+FEATURE_ENGINES = ("duckdb", "spark")
+DEFAULT_SPARK_MASTER = "local[2]"
 DEFAULT_SERVING_ADDRESS = "127.0.0.1:8500"  # `make serve`, and the demo's serving tier
 DEFAULT_REDIS_ADDRESS = "127.0.0.1:6379"
 
@@ -73,6 +75,11 @@ class PipelineConfig:
             most `ranking_max_pairs // n` users (every user ranks the whole catalogue; its features and scores are
             held for each pair).
         train_gpus: GPUs the `train` task's pod requests under the KubernetesExecutor.
+        feature_engine: what computes the nightly features over the event history: `"duckdb"` (embedded, in the
+            task's process) or `"spark"` (`feature_repo.spark_engine`: the raw checks, the daily aggregates and
+            the fresh-features fold, with the same definitions and outputs).
+        spark_master: the Spark master of the `"spark"` engine: `local[2]`, or `spark://host:7077` for a cluster.
+        spark_conf: further Spark settings (`spark.*` keys) passed through to the session as they are.
         settings: the variable each setting came from, for error messages (`from_env` fills it).
     """
 
@@ -103,11 +110,20 @@ class PipelineConfig:
     ranking_max_users: int | None = 2000
     ranking_max_pairs: int = 1_000_000
     train_gpus: int = 1
+    feature_engine: str = "duckdb"
+    spark_master: str = DEFAULT_SPARK_MASTER
+    spark_conf: dict[str, str] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"`source` must be one of {SOURCES}. Received: `source={self.source!r}`")
+        if self.feature_engine not in FEATURE_ENGINES:
+            raise ValueError(
+                f"`feature_engine` must be one of {FEATURE_ENGINES}. Received: `feature_engine={self.feature_engine!r}`"
+            )
+        if not self.spark_master.strip():
+            raise ValueError(f"`spark_master` must name a Spark master. Received: `spark_master={self.spark_master!r}`")
         defaults = {
             "feature_repo": self.home / "feature_repo",
             "data_cache": self.home / "data" / "movielens",
@@ -180,6 +196,9 @@ class PipelineConfig:
                 f"`DEEPFM_SERVING_ADDRESSES` has an empty entry: {env['DEEPFM_SERVING_ADDRESSES']!r}"
             )
         numbers = _numbers(env)
+        spark_master = env.get("DEEPFM_SPARK_MASTER", DEFAULT_SPARK_MASTER)
+        if not spark_master.strip():
+            raise ConfigurationError(f"`DEEPFM_SPARK_MASTER` must name a Spark master. Received: {spark_master!r}")
         try:
             return cls(
                 home=home,
@@ -196,6 +215,9 @@ class PipelineConfig:
                 offline_store=offline_store,
                 model_config_file=path("DEEPFM_MODEL_CONFIG_FILE"),
                 serving_addresses=addresses,
+                feature_engine=choice("DEEPFM_FEATURE_ENGINE", FEATURE_ENGINES),
+                spark_master=spark_master,
+                spark_conf=_spark_conf(env.get("DEEPFM_SPARK_CONF", "")),
                 settings=settings,
                 **numbers,
             )
@@ -301,6 +323,26 @@ def _offline_store(value: str) -> dict:
             raise ConfigurationError(f"`DEEPFM_FEAST_OFFLINE_STORE` must have a `type`. Received: {value!r}")
         return block
     return {"type": value}
+
+
+def _spark_conf(value: str) -> dict[str, str]:
+    """`DEEPFM_SPARK_CONF`: a JSON object of Spark settings (`{"spark.executor.memory": "4g"}`); empty: none."""
+    if not value.strip():
+        return {}
+    try:
+        conf = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(f"`DEEPFM_SPARK_CONF` is not valid JSON: {error}") from error
+    if not isinstance(conf, dict):
+        raise ConfigurationError(f"`DEEPFM_SPARK_CONF` must be a JSON object of `spark.*` keys. Received: {value!r}")
+    for key, setting in conf.items():
+        if not key.startswith("spark."):
+            raise ConfigurationError(f"`DEEPFM_SPARK_CONF` keys must start with `spark.`. Received: `{key}`")
+        if isinstance(setting, dict | list) or setting is None:
+            raise ConfigurationError(
+                f"`DEEPFM_SPARK_CONF` values must be strings, numbers or booleans. Received: `{key}={setting!r}`"
+            )
+    return {key: str(setting).lower() if isinstance(setting, bool) else str(setting) for key, setting in conf.items()}
 
 
 def check_reachable(config: PipelineConfig, timeout_s: float = 5.0) -> None:

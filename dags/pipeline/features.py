@@ -7,8 +7,10 @@ writes its own outputs there (`RunDir`), so a task can be retried or a date re-r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 
 import pandas as pd
 
@@ -49,9 +51,12 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
     check_reachable(config)
     run = config.run_dir(ds)
     cutoff = data_cutoff(ds)
-    with raw_source.connect(config.load_raw()) as con:
+    raw = config.load_raw()
+    with raw_source.connect(raw) as con, feature_connection(config, raw, con) as features:
         try:
-            counts = raw_source.check(con)
+            counts = raw_source.check(features)
+            if features is not con:  # the sample and the labelled events still read DuckDB's typed views
+                raw_source.create_views(con)
         except raw_source.RawSourceError as error:
             write_json(run.sources_result, {"success": False, "evaluated": None, "failures": list(error.problems),
                                             "data_docs": None})  # fmt: skip
@@ -65,7 +70,7 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
         logger.info("Great Expectations Data Docs (sources): %s", report.docs_path)
         if not report.success:
             raise ValidationFailed(report.summary)
-        paths = feature_ingest.write_sources(con, ds, feature_store.data_dir(config.feature_repo))
+        paths = feature_ingest.write_sources(features, ds, feature_store.data_dir(config.feature_repo))
         events = feature_ingest.write_labelled_events(con, ds, run.events)
         catalogue = con.execute(f"SELECT {MOVIE_KEY} FROM movies ORDER BY {MOVIE_KEY}").df()[MOVIE_KEY].to_numpy()
     record = negatives.write_sampled(run.events, catalogue, config.negatives_per_event, config.sampling_seed,
@@ -74,6 +79,19 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
     summary = {"events": events, "users": counts["users"], "movies": counts["movies"], "sampled": record.rows}
     logger.info("Ingested %s; sources: %s", summary, {view: str(path) for view, path in paths.items()})
     return summary
+
+
+@contextlib.contextmanager
+def feature_connection(config: PipelineConfig, raw, con) -> Iterator:
+    """What computes the features over the event history (`config.feature_engine`): the DuckDB connection `con`
+    itself, or a Spark connection over the same raw tables (`feature_repo.spark_engine`)."""
+    if config.feature_engine != "spark":
+        yield con
+        return
+    from feature_repo import spark_engine
+
+    with spark_engine.connect(raw, spark_engine.session(config.spark_master, config.spark_conf)) as features:
+        yield features
 
 
 def update_feature_store(config: PipelineConfig, ds: str) -> dict:

@@ -114,6 +114,12 @@ def test_defaults_are_the_embedded_deployment() -> None:
         ({"DEEPFM_AUC_FLOOR": "high"}, "`DEEPFM_AUC_FLOOR` must be a number"),
         ({"DEEPFM_TRAIN_GPUS": "0"}, "`train_gpus` must be positive.*from `DEEPFM_TRAIN_GPUS`"),
         ({"DEEPFM_TRAIN_GPUS": "two"}, "`DEEPFM_TRAIN_GPUS` must be a number"),
+        ({"DEEPFM_FEATURE_ENGINE": "flink"}, "`DEEPFM_FEATURE_ENGINE` must be one of"),
+        ({"DEEPFM_SPARK_MASTER": " "}, "`DEEPFM_SPARK_MASTER` must name a Spark master"),
+        ({"DEEPFM_SPARK_CONF": "{not json"}, "`DEEPFM_SPARK_CONF` is not valid JSON"),
+        ({"DEEPFM_SPARK_CONF": '["spark.executor.memory"]'}, "`DEEPFM_SPARK_CONF` must be a JSON object"),
+        ({"DEEPFM_SPARK_CONF": '{"executor.memory": "4g"}'}, "`DEEPFM_SPARK_CONF` keys must start with `spark.`"),
+        ({"DEEPFM_SPARK_CONF": '{"spark.jars": null}'}, "`DEEPFM_SPARK_CONF` values must be strings"),
     ],
 )
 def test_a_bad_setting_is_refused_by_name(env: dict, message: str) -> None:
@@ -196,6 +202,19 @@ def test_an_unreachable_service_stops_ingest_before_it_writes(tmp_path: Path, en
     assert "secret" not in str(failure.value)
     assert not (tmp_path / "artifacts").exists()
     assert not store.data_dir(config.feature_repo).exists()
+
+
+def test_feature_engine_and_spark_settings_come_from_the_environment() -> None:
+    default = PipelineConfig.from_env({})
+    assert (default.feature_engine, default.spark_master, default.spark_conf) == ("duckdb", "local[2]", {})
+    conf = {"spark.executor.memory": "4g", "spark.sql.shuffle.partitions": 64, "spark.eventLog.enabled": True}
+    config = PipelineConfig.from_env({"DEEPFM_FEATURE_ENGINE": "spark", "DEEPFM_SPARK_MASTER": "spark://spark:7077",
+                                      "DEEPFM_SPARK_CONF": json.dumps(conf)})  # fmt: skip
+    assert (config.feature_engine, config.spark_master) == ("spark", "spark://spark:7077")
+    assert config.spark_conf == {"spark.executor.memory": "4g", "spark.sql.shuffle.partitions": "64",
+                                 "spark.eventLog.enabled": "true"}  # fmt: skip
+    with pytest.raises(ValueError, match="`feature_engine` must be one of"):
+        PipelineConfig(home=PROJECT_ROOT, feature_engine="pandas")
 
 
 def test_blessing_gates_come_from_the_environment() -> None:

@@ -1,0 +1,153 @@
+"""The nightly feature work on Spark equals DuckDB's: two nights (the second incremental) over one generated source
+on both engines, every file compared; the raw checks count the same bad rows; the DuckDB SQL renders for Spark."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepfm_model.spec.features import USER_FRESH_VIEW, USER_KEY
+from deepfm_model.synthetic import write_folder
+from feature_repo import daily_stats, ingest, raw_source, spark_engine
+from feature_repo.raw_source import RawSource, RawSourceError
+
+NOW = pd.Timestamp("2026-01-01", tz="UTC")
+NIGHTS = ("1998-01-05", "1998-01-06")  # the second night adds one day of events
+VIEWS = (*(spec.view for spec in daily_stats.STATS_VIEWS), USER_FRESH_VIEW)
+TOLERANCE = 1e-9  # rates; counts are compared exactly
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator:
+    session = spark_engine.session("local[2]", {"spark.sql.shuffle.partitions": "2"})
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("source")
+    write_folder(folder, n_events=3000, n_users=80, n_movies=50, days=6, seed=7)
+    return folder
+
+
+def night(engine: str, source: Path, ds: str, data_dir: Path, spark) -> dict[str, int]:
+    """One night's checks and sources on `engine`; the row counts the checks return."""
+    connect = raw_source.connect if engine == "duckdb" else lambda raw: spark_engine.connect(raw, spark)
+    with connect(RawSource.from_folder(source)) as con:
+        counts = raw_source.check(con, now=NOW)
+        ingest.write_sources(con, ds, data_dir)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def homes(source: Path, spark, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Both engines' data folders after the two nights, the check counts, and the Spark home's files before night 2."""
+    result = {}
+    for engine in ("duckdb", "spark"):
+        data_dir = tmp_path_factory.mktemp(engine)
+        counts = night(engine, source, NIGHTS[0], data_dir, spark)
+        before = {path: path.stat().st_mtime_ns for path in data_dir.rglob("*.parquet")}
+        assert counts == night(engine, source, NIGHTS[1], data_dir, spark)
+        result[engine] = (data_dir, counts, before)
+    return result
+
+
+def assert_frames_equal(actual: pd.DataFrame, expected: pd.DataFrame, what: str) -> None:
+    """Same columns, types and rows; floating columns within `TOLERANCE`, every other column exactly."""
+    assert list(actual.columns) == list(expected.columns), what
+    assert dict(actual.dtypes) == dict(expected.dtypes), what
+    assert len(actual) == len(expected), what
+    for column in expected.columns:
+        left, right = actual[column].to_numpy(), expected[column].to_numpy()
+        if expected[column].dtype == np.float64 and not column.endswith("_count"):
+            np.testing.assert_allclose(left, right, rtol=0, atol=TOLERANCE, err_msg=f"{what}.{column}")
+        elif len(right) and isinstance(right[0], np.ndarray):  # the genre stats: lists of counts
+            assert [list(v) for v in left] == [list(v) for v in right], f"{what}.{column}"
+        else:
+            assert pd.Series(left).equals(pd.Series(right)), f"{what}.{column}"
+
+
+def sorted_file(path: Path) -> pd.DataFrame:
+    table = pd.read_parquet(path)
+    keys = [c for c in (table.columns[0], "day", "event_timestamp") if c in table.columns]
+    return table.sort_values(keys, kind="stable").reset_index(drop=True)
+
+
+def test_two_nights_on_spark_write_the_sources_duckdb_writes(homes):
+    (duck, duck_counts, _), (spark, spark_counts, _) = homes["duckdb"], homes["spark"]
+    assert spark_counts == duck_counts == {"events": 3000, "users": 80, "movies": 50}
+    for view in VIEWS:
+        assert_frames_equal(ingest.read_source(spark, view), ingest.read_source(duck, view), view)
+    files = sorted(p.relative_to(duck) for p in duck.rglob("*.parquet"))
+    assert files == sorted(p.relative_to(spark) for p in spark.rglob("*.parquet"))
+    assert len(files) > 4 * len(VIEWS)  # a file per day of each view and of each view's daily sums
+    for file in files:  # each file alone: the day files, the daily sums and totals beneath the stats
+        assert_frames_equal(sorted_file(spark / file), sorted_file(duck / file), str(file))
+
+
+def test_the_second_night_on_spark_rewrites_only_the_new_day(homes):
+    data_dir, _, before = homes["spark"]
+    new_day = pd.Timestamp(NIGHTS[1]) - pd.Timedelta(days=1)
+    kept = [p for p in before if p.stem < new_day.strftime("%Y-%m-%d") and p.stem[:2] == "19"]
+    assert len(kept) > 10
+    assert all(p.stat().st_mtime_ns == before[p] for p in kept)
+    assert (data_dir / "user_stats" / f"{NIGHTS[1]}.parquet").is_file()
+    manifest = (data_dir / daily_stats.AGGREGATES_DIR / daily_stats.MANIFEST_FILE).read_text()
+    assert '"engine": "spark ' in manifest
+
+
+def test_both_engines_refuse_the_same_bad_rows(source, spark, tmp_path):
+    events = pd.read_parquet(source / "events.parquet")
+    events.loc[events.index[10], "rating"] = 9
+    events.loc[events.index[20], USER_KEY] = "no-such-user"
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for table in ("users", "movies"):
+        (bad / f"{table}.parquet").write_bytes((source / f"{table}.parquet").read_bytes())
+    events.to_parquet(bad / "events.parquet", index=False)
+    problems = {}
+    for engine, connect in (("duckdb", raw_source.connect), ("spark", lambda raw: spark_engine.connect(raw, spark))):
+        with connect(RawSource.from_folder(bad)) as con, pytest.raises(RawSourceError) as failure:
+            raw_source.check(con, now=NOW)
+        problems[engine] = failure.value.problems
+    assert problems["spark"] == problems["duckdb"]
+    assert len(problems["duckdb"]) == 2
+    assert problems["duckdb"][0].startswith("events.rating: 1 of 3000 rows outside 1..5")
+    assert "events.user_id: 1 of 3000 rows not a user_id of `users`" in problems["duckdb"][1]
+
+
+def test_duckdb_sql_renders_for_spark():
+    rendered = spark_engine.spark_sql(
+        """SELECT "it's", strftime(day, '%Y-%m-%d') FROM t WHERE regexp_full_match("g", 'a\\|b') """
+        """AND x > TIMESTAMPTZ '1998-01-01T00:00:00+00:00' AND y = 'O''Neil' AND z < 2.5"""
+    )
+    assert rendered == (
+        "SELECT `it's`, date_format(day, 'yyyy-MM-dd') FROM t WHERE (`g` RLIKE '^(?:a\\\\|b)$') "
+        "AND x > TIMESTAMP '1998-01-01T00:00:00+00:00' AND y = 'O\\'Neil' AND z < 2.5D"
+    )
+
+
+def test_the_ingest_stage_on_spark_writes_the_sources_duckdb_wrote(homes, source, spark, tmp_path):
+    """`DEEPFM_FEATURE_ENGINE=spark` reaches the nightly `ingest` stage: its sources equal the DuckDB home's."""
+    from dags.pipeline import stages
+    from dags.pipeline.config import PipelineConfig
+    from feature_repo import store
+
+    store.write_config(tmp_path / "repo")
+    config = PipelineConfig.from_env({
+        "DEEPFM_SOURCE": "parquet", "DEEPFM_SOURCE_DIR": str(source), "DEEPFM_FEATURE_REPO": str(tmp_path / "repo"),
+        "DEEPFM_ARTIFACTS": str(tmp_path / "artifacts"), "DEEPFM_FEATURE_ENGINE": "spark",
+    })  # fmt: skip
+    stages.ingest(config, NIGHTS[0])
+    stages.ingest(config, NIGHTS[1])
+    data_dir = store.data_dir(config.feature_repo)
+    manifest = (data_dir / daily_stats.AGGREGATES_DIR / daily_stats.MANIFEST_FILE).read_text()
+    assert '"engine": "spark ' in manifest
+    duck = homes["duckdb"][0]
+    for view in VIEWS:
+        assert_frames_equal(ingest.read_source(data_dir, view), ingest.read_source(duck, view), view)
