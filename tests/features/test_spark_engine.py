@@ -151,3 +151,14 @@ def test_the_ingest_stage_on_spark_writes_the_sources_duckdb_wrote(homes, source
     duck = homes["duckdb"][0]
     for view in VIEWS:
         assert_frames_equal(ingest.read_source(data_dir, view), ingest.read_source(duck, view), view)
+
+
+def test_great_expectations_imports_beside_pyspark_in_a_process_without_a_main_file():
+    """With pyspark installed, GX imports Spark Connect, whose dependency check exits such a process (`python -c`,
+    a pytest-xdist worker) with status 0 unless its requirements (grpcio-status) are installed."""
+    import subprocess
+    import sys
+
+    code = "import great_expectations; print('imported')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "imported", result.stderr[-2000:]
