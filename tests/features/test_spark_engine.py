@@ -162,3 +162,19 @@ def test_great_expectations_imports_beside_pyspark_in_a_process_without_a_main_f
     code = "import great_expectations; print('imported')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.stdout.strip() == "imported", result.stderr[-2000:]
+
+
+def test_spark_settings_from_the_environment_reach_the_session(spark, source):
+    """`DEEPFM_SPARK_CONF` is passed through to the session the ingest stage computes on."""
+    from dags.pipeline.config import PipelineConfig
+    from dags.pipeline.features import feature_connection
+
+    config = PipelineConfig.from_env({"DEEPFM_FEATURE_ENGINE": "spark",
+                                      "DEEPFM_SPARK_CONF": '{"spark.sql.shuffle.partitions": "3"}'})  # fmt: skip
+    raw = RawSource.from_folder(source)
+    try:
+        with raw_source.connect(raw) as con, feature_connection(config, raw, con) as features:
+            assert isinstance(features, spark_engine.SparkConnection)
+            assert features.spark.conf.get("spark.sql.shuffle.partitions") == "3"
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", "2")
