@@ -35,13 +35,13 @@ class ModelConfig:
     use_dnn: bool = True  # include the deep part; False: the FM-only ablation (a factorisation machine)
     vocab_min_count: int = 2  # values seen fewer times in the train split share the out-of-vocabulary row
     # Two heads over the shared embeddings and FM: `pick` (rated among all) and `like` (liked given rated),
-    # served as `probability = pick * like` (`model.py`, `objectives.py`); False: one head, `probability` alone.
+    # served as `probability`, ranking by odds(pick) * like (`model.py`, `objectives.py`); False: one head.
     pick_head: bool = True
     # The pick head's logit starts from the log of the movie's recent share of positive ratings (a fixed offset):
     # DeepFM learns how the user's picks depart from what is popular now. False: no offset (the ablation).
     pick_prior: bool = True
     # With the two heads: the `like` output is a one-head DeepFM of its own (own embeddings), trained on the rated
-    # rows alone with its own early stopping; `probability` stays the two heads' product (`model.with_like_tower`).
+    # rows alone with its own early stopping; `probability` stays the two heads' (`model.with_like_tower`).
     # False: the like head is the `like` output (the ablation). Ignored with one head.
     like_tower: bool = True
 

@@ -5,7 +5,7 @@ Signature `serving_default`:
   and multi-valued features (values joined by `features.MULTI_VALUE_SEPARATOR`), `tf.float32` for numeric
   ones, raw (preprocessing runs inside the graph);
 - outputs: `"probability"`, float32 `[batch]`, what ranking sorts by; with the pick head (`model.py`) also
-  `"pick"` and `"like"`, float32 `[batch]` each (`probability = pick * like` of the two heads; with the like
+  `"pick"` and `"like"`, float32 `[batch]` each (`probability` ranks by `odds(pick) * like` of the two heads; with the like
   tower, `like` is the tower's: `model.with_like_tower`).
 """
 

@@ -9,12 +9,13 @@ not rated (`feature_repo.negatives`). Its target is one number (`training_target
 - **One head** (`ModelConfig.pick_head=False`): `probability` learns "picked and liked": binary cross-entropy
   against `target == 1` (sampled rows count as 0). Without sampled rows this is the plain rated-events model.
 - **Two heads** (the default): `pick` learns "rated, among everything" (`target >= 0`) on every row; `like`
-  learns `target == 1` on rated rows only (sampled rows are masked out of its loss); the served `probability` is
-  `pick * like`, the chance that the user picks the movie and likes it. The loss is
+  learns `target == 1` on rated rows only (sampled rows are masked out of its loss); the served `probability` ranks
+  by `odds(pick) * like`, proportional to the chance that the user picks the movie and likes it (`model.py`). The
+  loss is
   `BCE(pick) + like_weight * masked BCE(like)`, each averaged over the rows it covers.
 - **The like tower** (with two heads, `ModelConfig.like_tower`): a one-head model trained afterwards on the
   rated rows alone (`rated_rows`), its target the label; its output is served as `like` in place of the head's
-  (`probability` stays the heads' product).
+  (`probability` stays the heads').
 
 Metrics, identical for both: `auc` and `logloss` of `probability` against `target == 1` on every row (on rated
 events alone, the plain AUC of "liked"); with two heads also `like_auc` (the like head on rated rows) and

@@ -92,15 +92,16 @@ def test_signature_takes_raw_features_by_name(run_dir):
     assert set(signature.structured_outputs) == {"probability", "pick", "like"}
 
 
-def test_served_outputs_equal_in_process_ones_and_probability_is_the_heads_product(run_dir, splits):
+def test_served_outputs_equal_in_process_ones_and_probability_is_the_heads_odds_product(run_dir, splits):
     test = splits[2].head(200)
     in_process = predict_outputs(load_trained(run_dir), test)
     served = {name: predict_saved_model(run_dir / "export", test, output=name) for name in in_process}
     for name, values in served.items():
         np.testing.assert_allclose(values, in_process[name], atol=1e-5)
-    trained = load_trained(run_dir)  # with the like tower, `like` is the tower's and `probability` the heads' product
+    trained = load_trained(run_dir)  # with the like tower, `like` is the tower's, `probability` the heads' alone
     heads = trained.model.get_layer(HEADS).predict(trained.preprocessor(frame_to_raw(test)), verbose=0)
-    np.testing.assert_allclose(served["probability"], heads[:, 1] * heads[:, 2], rtol=1e-5)
+    pick, like = heads[:, 1].astype("float64"), heads[:, 2].astype("float64")
+    np.testing.assert_allclose(served["probability"], pick * like / (1 - pick + pick * like), rtol=1e-4)
     np.testing.assert_allclose(served["pick"], heads[:, 1], rtol=1e-5)
 
 
