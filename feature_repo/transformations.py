@@ -83,7 +83,8 @@ def per_genre(values: pd.Series | list) -> np.ndarray:
     """
     values = pd.Series(values, dtype=object).to_numpy()
     out = np.full((len(values), len(GENRES)), np.nan)
-    whole = np.fromiter((hasattr(v, "__len__") and len(v) == len(GENRES) for v in values), bool, len(values))
-    if whole.any():
-        out[whole] = np.stack([np.asarray(v, dtype="float64") for v in values[whole]])
+    lengths = np.fromiter((len(v) if hasattr(v, "__len__") else -1 for v in values), np.int64, len(values))
+    whole = lengths == len(GENRES)
+    if whole.any():  # one concatenation, not an array per row: a training chunk has a million rows
+        out[whole] = np.concatenate(values[whole]).astype("float64").reshape(-1, len(GENRES))
     return out
