@@ -12,10 +12,16 @@ defaults below apply. Results go to `artifacts/bench/scale.json`:
      "growth": {stage: {"100000->1000000": exponent, ...}}, "training": {...}, "machine": {...}}
 
 `peak_rss_mb` is the largest peak resident set of any stage process; `growth` is the log-log slope of each
-stage's seconds between consecutive sizes (1 is linear). With `--nights 2` the second night runs on the same home
-with one more day of events (generated at the same daily rate), which measures the incremental feature work.
+stage's seconds between consecutive sizes (1 is linear), per engine. With `--nights 2` the second night runs on
+the same home with one more day of events (generated at the same daily rate), which measures the incremental
+feature work.
 
-    python -m dags.ops.bench.scale [--sizes 100k,1M,10M] [--nights 1] [--work-dir DIR] [--keep]
+`--engines duckdb,spark` runs each size once per feature engine (`DEEPFM_FEATURE_ENGINE`) on the same generated
+source, side by side; each Spark run once per `--spark-workers` count, as a local master of that many cores
+(`DEEPFM_SPARK_MASTER=local[n]`). Each run records `engine` and `spark_master` (null for DuckDB).
+
+    python -m dags.ops.bench.scale [--sizes 100k,1M,10M] [--nights 1] [--engines duckdb] [--spark-workers 2]
+        [--work-dir DIR] [--keep]
 
 10^8 events (`--sizes 100M`: 5M users, 1M movies) is the target for a bigger machine: DuckDB's stages stay within
 their memory limit (they spill to disk) and training streams, but Feast's SQLite online store takes ~4.5 KB of
@@ -81,28 +87,25 @@ def run_stage(stage: str, ds: str, env: dict[str, str], log_path: Path) -> tuple
     return seconds, usage.ru_maxrss / 1024, json.loads(result_path.read_text())
 
 
-def bench_size(events: int, nights: int, work_dir: Path, base_env: dict[str, str]) -> list[dict]:
-    """Generate a source of `events` events and run `nights` nightly runs on it; one record per night."""
-    from feature_repo.store import write_config
-    from serving.labels import ensure_model_config
-    from serving.server_process import server_process
+def engine_runs(engines: list[str], spark_workers: list[int]) -> list[tuple[str, str | None]]:
+    """(engine, Spark master or None) of each run of a size: DuckDB once, Spark once per worker count."""
+    from dags.pipeline.config import FEATURE_ENGINES
 
-    users, movies = entity_counts(events)
-    days = DAYS + nights - 1
-    generated = events * days // DAYS  # each later night adds one more day at the same rate
-    home = work_dir / f"events-{events}"
-    shutil.rmtree(home, ignore_errors=True)
-    source = home / "source"
-    watch = Stopwatch()
-    logger.info("[%s events] generating %d events of %d users and %d movies over %d days into %s", f"{events:,}",
-                generated, users, movies, days, source)  # fmt: skip
-    subprocess.run([sys.executable, "-m", "deepfm_model.synthetic", "--events", str(generated), "--users", str(users),
-                    "--movies", str(movies), "--start", START, "--days", str(days), "--out", str(source)],
-                   check=True, env=base_env, cwd=PROJECT_ROOT)  # fmt: skip
-    generate_seconds = watch.seconds()
-    write_config(home / "feature_repo")
-    config_file = ensure_model_config(home / "models", "deepfm")
-    env = {
+    unknown = sorted(set(engines) - set(FEATURE_ENGINES))
+    if unknown:
+        raise ValueError(f"Unknown feature engines {unknown}; choose from {list(FEATURE_ENGINES)}")
+    if any(n < 1 for n in spark_workers):
+        raise ValueError(f"Spark worker counts must be positive. Received: {spark_workers}")
+    return [(e, None) for e in engines if e != "spark"] + [
+        ("spark", f"local[{n}]") for n in spark_workers if "spark" in engines
+    ]
+
+
+def stage_env(
+    base_env: dict[str, str], home: Path, source: Path, config_file: Path, engine: str, spark_master: str | None
+) -> dict[str, str]:
+    """The environment every stage of a run gets: `home`'s folders, the generated `source`, the feature engine."""
+    return {
         **base_env,
         "DEEPFM_SOURCE": "parquet",
         "DEEPFM_SOURCE_DIR": str(source),
@@ -110,7 +113,38 @@ def bench_size(events: int, nights: int, work_dir: Path, base_env: dict[str, str
         "DEEPFM_ARTIFACTS": str(home / "artifacts"),
         "DEEPFM_MODEL_BASE_PATH": str(home / "models"),
         "DEEPFM_MODEL_CONFIG_FILE": str(config_file),
+        "DEEPFM_FEATURE_ENGINE": engine,
+        **({"DEEPFM_SPARK_MASTER": spark_master} if spark_master else {}),
     }
+
+
+def bench_size(
+    events: int, nights: int, work_dir: Path, base_env: dict[str, str], engine: str = "duckdb",
+    spark_master: str | None = None,
+) -> list[dict]:  # fmt: skip
+    """Generate a source of `events` events and run `nights` nightly runs on it with the feature `engine` (and
+    `spark_master`); one record per night."""
+    from feature_repo.store import write_config
+    from serving.labels import ensure_model_config
+    from serving.server_process import server_process
+
+    users, movies = entity_counts(events)
+    days = DAYS + nights - 1
+    generated = events * days // DAYS  # each later night adds one more day at the same rate
+    home = work_dir / f"events-{events}-{engine}{'-' + spark_master if spark_master else ''}"
+    shutil.rmtree(home, ignore_errors=True)
+    source = work_dir / f"source-{events}-{nights}"  # one generated source for every engine of a size
+    watch = Stopwatch()
+    if not (source / "events.parquet").is_file():
+        logger.info("[%s events] generating %d events of %d users and %d movies over %d days into %s",
+                    f"{events:,}", generated, users, movies, days, source)  # fmt: skip
+        subprocess.run([sys.executable, "-m", "deepfm_model.synthetic", "--events", str(generated), "--users",
+                        str(users), "--movies", str(movies), "--start", START, "--days", str(days), "--out",
+                        str(source)], check=True, env=base_env, cwd=PROJECT_ROOT)  # fmt: skip
+    generate_seconds = watch.seconds()
+    write_config(home / "feature_repo")
+    config_file = ensure_model_config(home / "models", "deepfm")
+    env = stage_env(base_env, home, source, config_file, engine, spark_master)
     records = []
     flags = ["--model-config-file", str(config_file), "--poll-interval-s", "0.5"]
     with server_process(home / "models", flags=flags) as server:
@@ -124,29 +158,38 @@ def bench_size(events: int, nights: int, work_dir: Path, base_env: dict[str, str
                 stages[stage], rss[stage], results[stage] = round(seconds, 1), round(peak), result
                 logger.info("[%s events, %s] %s: %.1f s, peak RSS %.0f MB", f"{events:,}", ds, stage, seconds, peak)
             records.append({
-                "events": events, "users": users, "movies": movies, "ds": ds, "night": night + 1,
+                "events": events, "users": users, "movies": movies, "ds": ds, "night": night + 1, "engine": engine,
+                "spark_master": spark_master,
                 "stages": stages, "total_seconds": round(sum(stages.values()), 1), "peak_rss_mb": max(rss.values()),
                 "stage_peak_rss_mb": rss, "generate_seconds": round(generate_seconds, 1),
                 "rows": results["build_training_set"], "ingested_events": results["ingest"]["events"],
                 "test_auc": results["train"].get("test_auc"), "blessed": results["bless"].get("blessed"),
                 "disk_mb": round(_disk_bytes(home) / 2**20),
             })  # fmt: skip
-            logger.info("[%s events, %s] whole run %.1f s, peak RSS %.0f MB", f"{events:,}", ds,
-                        records[-1]["total_seconds"], records[-1]["peak_rss_mb"])  # fmt: skip
+            logger.info("[%s events, %s, %s] whole run %.1f s, peak RSS %.0f MB", f"{events:,}", ds,
+                        _engine_label(records[-1]), records[-1]["total_seconds"], records[-1]["peak_rss_mb"])  # fmt: skip
     return records
 
 
 def growth(runs: list[dict]) -> dict[str, dict[str, float]]:
-    """Per stage (and `total`), the log-log slope of seconds against events between consecutive sizes."""
-    first = sorted((r for r in runs if r["night"] == 1), key=lambda r: r["events"])
+    """Per stage (and `total`), the log-log slope of seconds against events between consecutive sizes of one
+    engine; the keys of other engines than DuckDB end with the engine's label (`"1000000->10000000 spark local[2]"`)."""
     slopes: dict[str, dict[str, float]] = {}
-    for name in (*STAGES, "total"):
-        for a, b in zip(first, first[1:], strict=False):
-            ta = a["total_seconds"] if name == "total" else a["stages"][name]
-            tb = b["total_seconds"] if name == "total" else b["stages"][name]
-            slope = math.log(max(tb, 0.1) / max(ta, 0.1)) / math.log(b["events"] / a["events"])
-            slopes.setdefault(name, {})[f"{a['events']}->{b['events']}"] = round(slope, 2)
+    for label in dict.fromkeys(_engine_label(r) for r in runs):
+        first = sorted((r for r in runs if r["night"] == 1 and _engine_label(r) == label), key=lambda r: r["events"])
+        suffix = "" if label == "duckdb" else f" {label}"
+        for name in (*STAGES, "total"):
+            for a, b in zip(first, first[1:], strict=False):
+                ta = a["total_seconds"] if name == "total" else a["stages"][name]
+                tb = b["total_seconds"] if name == "total" else b["stages"][name]
+                slope = math.log(max(tb, 0.1) / max(ta, 0.1)) / math.log(b["events"] / a["events"])
+                slopes.setdefault(name, {})[f"{a['events']}->{b['events']}{suffix}"] = round(slope, 2)
     return slopes
+
+
+def _engine_label(run: dict) -> str:
+    engine = run.get("engine", "duckdb")
+    return engine if not run.get("spark_master") else f"{engine} {run['spark_master']}"
 
 
 def _disk_bytes(folder: Path) -> int:
@@ -159,6 +202,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser = argparse.ArgumentParser(prog="python -m dags.ops.bench.scale", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100k,1M,10M", help="comma-separated event counts (100k, 1M, 1e7)")
     parser.add_argument("--nights", type=int, default=1, help="consecutive nightly runs per size")
+    parser.add_argument("--engines", default="duckdb", help="comma-separated feature engines: duckdb, spark")
+    parser.add_argument("--spark-workers", default="2", help="comma-separated local Spark worker counts")
     parser.add_argument("--work-dir", type=Path, default=None, help="where the homes go (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the generated homes")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -174,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         write_json(args.result, result if isinstance(result, dict) else {"result": result})
         return None
     sizes = [parse_count(size) for size in args.sizes.split(",")]
+    runs_of_size = engine_runs(args.engines.split(","), [int(n) for n in args.spark_workers.split(",")])
     base_env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "DEEPFM_HOME": str(PROJECT_ROOT),
                 "TF_CPP_MIN_LOG_LEVEL": "2", **{k: os.environ.get(k, v) for k, v in DEFAULT_TRAINING.items()}}  # fmt: skip
     config = PipelineConfig.from_env(base_env)
@@ -183,9 +229,11 @@ def main(argv: list[str] | None = None) -> dict | None:
         work_dir = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-scale-")))
         runs = []
         for events in sizes:
-            runs += bench_size(events, args.nights, work_dir, base_env)
+            for engine, spark_master in runs_of_size:
+                runs += bench_size(events, args.nights, work_dir, base_env, engine, spark_master)
             if not args.keep:
-                shutil.rmtree(work_dir / f"events-{events}", ignore_errors=True)
+                for home in work_dir.glob(f"*-{events}-*"):
+                    shutil.rmtree(home, ignore_errors=True)
     from dags.pipeline.training import STREAM_ROWS
 
     report = {
@@ -201,9 +249,9 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 
 def _print_table(report: dict) -> None:
-    rows = [[f"{run['events']:,}", run["night"], *(f"{run['stages'][s]:.1f}" for s in STAGES),
+    rows = [[f"{run['events']:,}", _engine_label(run), run["night"], *(f"{run['stages'][s]:.1f}" for s in STAGES),
              f"{run['total_seconds']:.1f}", run["peak_rss_mb"]] for run in report["runs"]]  # fmt: skip
-    print("\n" + table(["events", "night", *STAGES, "total", "peak RSS MB"], rows))
+    print("\n" + table(["events", "engine", "night", *STAGES, "total", "peak RSS MB"], rows))
     print(f"\ngrowth exponents (log-log slope of seconds): {json.dumps(report['growth'])}")
     print(f"training: {json.dumps(report['training'])}")
 
