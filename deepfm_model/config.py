@@ -111,9 +111,13 @@ class TrainConfig:
     like_weight: float = 3.0  # weight of the like head's loss beside the pick head's (two-head models; README)
     stream_from_parquet: bool = False  # read the train split in record batches instead of loading it whole
     parquet_batch_rows: int = 65_536  # rows per parquet record batch when streaming
+    # Streamed, the train split's metrics (AUC, logloss, report curves) are those of a seeded sample of about this
+    # many rows (`train_metrics_sample` in metrics.json is its share); the validation and test splits are whole.
+    train_metrics_rows: int = 2_000_000
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "epochs", "predict_batch_size", "steps_per_execution", "parquet_batch_rows"):
+        for name in ("batch_size", "epochs", "predict_batch_size", "steps_per_execution", "parquet_batch_rows",
+                     "train_metrics_rows"):  # fmt: skip
             value = getattr(self, name)
             if value <= 0:
                 raise ValueError(f"`{name}` must be positive. Received: `{name}={value}`")

@@ -79,15 +79,19 @@ def predict_outputs(trained: TrainedModel, frame: pd.DataFrame, batch_size: int 
 
 
 def predict_parquet(
-    trained: TrainedModel, path: str | Path, batch_size: int = 8192, record_batch_rows: int = 262_144
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    trained: TrainedModel, path: str | Path, batch_size: int = 8192, record_batch_rows: int = 262_144,
+    share: float = 1.0, seed: int = 0,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
     """Targets (`objectives.training_target`) and every output `(rows,)` float32 of a parquet split, read in
     record batches (memory: one batch).
 
-    The split must have every feature column and `label` (and `picked` when it holds sampled rows).
+    The split must have every feature column and `label` (and `picked` when it holds sampled rows). With `share`
+    below 1, each row is kept with that probability (seeded by `seed`), in file order: the targets and outputs of
+    a sample spread over the whole split.
     """
     import pyarrow.parquet as pq
 
+    rng = np.random.default_rng(seed)
     names = pq.read_schema(path).names
     columns = [*spec.FEATURE_NAMES, spec.LABEL, *([spec.PICKED] if spec.PICKED in names else [])]
     targets, outputs = (
@@ -96,6 +100,8 @@ def predict_parquet(
     )
     for batch in pq.ParquetFile(path).iter_batches(batch_size=record_batch_rows, columns=columns):
         frame = batch.to_pandas()
+        if share < 1.0:
+            frame = frame[rng.random(len(frame)) < share]
         targets.append(training_target(frame))
         for name, values in predict_outputs(trained, frame, batch_size).items():
             outputs[name].append(values)

@@ -40,6 +40,7 @@ from deepfm_model.objectives import (
     PickLikeLoss,
     has_pick_head,
     like_signal,
+    liked,
     rated_rows,
     tracked_metrics,
     training_target,
@@ -345,10 +346,13 @@ def run_training(
     )  # fmt: skip
     training_seconds = time.monotonic() - started
 
+    train_share = min(1.0, train_config.train_metrics_rows / _rows(paths["train"], None)) if streamed else 1.0
     if streamed:
         predicted = {
-            name: predict_parquet(trained, path, train_config.predict_batch_size) for name, path in paths.items()
-        }
+            name: predict_parquet(trained, path, train_config.predict_batch_size,
+                                  share=train_share if name == "train" else 1.0, seed=train_config.seed)
+            for name, path in paths.items()
+        }  # fmt: skip
         targets = {name: target for name, (target, _) in predicted.items()}
         outputs = {name: values for name, (_, values) in predicted.items()}
     else:
@@ -366,11 +370,10 @@ def run_training(
             per_split[name]["sampled_rows"] = int((~rated[name]).sum())
     val_auc = history.get("val_auc", [])
     test_users, test_movies = _columns(paths["test"], frames.get("test"), spec.USER_KEY, spec.MOVIE_KEY)
-    (train_movies,) = _columns(paths["train"], frames.get("train"), spec.MOVIE_KEY)
     test_users, test_movies = test_users[rated["test"]], test_movies[rated["test"]]
-    train_movies = train_movies[rated["train"]]
     per_split["test"].update(ranking_metrics(test_users, labels["test"], outputs["test"][OUTPUT_NAME][rated["test"]]))
-    popularity = popularity_scores(train_movies, labels["train"], test_movies)
+    train_movies, train_liked = _rated_movies(paths["train"], frames.get("train"))  # every train row, not a sample
+    popularity = popularity_scores(train_movies, train_liked, test_movies)
     baseline = ranking_metrics(test_users, labels["test"], popularity)
     metrics = {
         **flatten_metrics(per_split),
@@ -378,6 +381,7 @@ def run_training(
         "epochs_trained": len(history.get("loss", [])),
         "best_epoch": int(np.nanargmax(val_auc)) + 1 if val_auc else 0,
         **_tower_epochs(history),
+        "train_metrics_sample": round(train_share, 6),
         "training_seconds": round(training_seconds, 2),
         "backend": keras.backend.backend(),
         "auc_signal": signal,
@@ -418,6 +422,18 @@ def _columns(path: str | Path, frame: pd.DataFrame | None, *names: str) -> tuple
     if frame is None:
         frame = pd.read_parquet(path, columns=list(names))
     return tuple(frame[name].to_numpy() for name in names)
+
+
+def _rated_movies(path: str | Path, frame: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
+    """The movie and the liked flag (`objectives.liked`) of each rated row of a split."""
+    import pyarrow.parquet as pq
+
+    if frame is None:
+        names = pq.read_schema(path).names
+        frame = pd.read_parquet(path, columns=[c for c in (spec.MOVIE_KEY, spec.LABEL, spec.PICKED) if c in names])
+    target = training_target(frame)
+    rated = target >= 0
+    return frame[spec.MOVIE_KEY].to_numpy()[rated], liked(target[rated])
 
 
 def _head(path: str | Path, rows: int):

@@ -44,6 +44,23 @@ def test_a_streamed_run_writes_the_artefacts_and_metrics(streamed_run, splits):
     assert metrics["test_auc"] > 0.84, metrics["test_auc"]  # this seeded run reaches 0.863 (0.5 is chance)
     assert 0.0 <= metrics["popularity_test_ndcg_at_10"] <= 1.0
     assert json.loads((out / "config.json").read_text())["train"]["stream_from_parquet"] is True
+    assert metrics["train_metrics_sample"] == 1.0  # fewer train rows than `train_metrics_rows`: all of them
+
+
+def test_a_sampled_prediction_is_a_seeded_subset_of_the_rows_in_file_order(streamed_run, splits, split_paths):
+    trained = load_trained(streamed_run[0])
+    targets, outputs = predict_parquet(trained, split_paths[2], record_batch_rows=250, share=0.3, seed=7)
+    again, _ = predict_parquet(trained, split_paths[2], record_batch_rows=250, share=0.3, seed=7)
+    whole = predict_outputs(trained, splits[2])
+    rng = np.random.default_rng(7)  # the documented draw: one uniform per row, record batch after record batch
+    kept = np.concatenate(
+        [rng.random(min(250, len(splits[2]) - start)) < 0.3 for start in range(0, len(splits[2]), 250)]
+    )
+    assert 0.2 * len(splits[2]) < kept.sum() < 0.4 * len(splits[2])
+    np.testing.assert_array_equal(targets, again)
+    np.testing.assert_array_equal(targets, splits[2]["label"].to_numpy(dtype=np.float32)[kept])
+    for name, values in outputs.items():
+        np.testing.assert_allclose(values, whole[name][kept], rtol=1e-5)
 
 
 def test_streamed_predictions_equal_in_memory_ones(streamed_run, splits, split_paths):

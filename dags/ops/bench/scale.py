@@ -38,6 +38,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -131,7 +132,9 @@ def bench_size(
     users, movies = entity_counts(events)
     days = DAYS + nights - 1
     generated = events * days // DAYS  # each later night adds one more day at the same rate
-    home = work_dir / f"events-{events}-{engine}{'-' + spark_master if spark_master else ''}"
+    # No brackets in the folder's name: Spark reads a path's `[1]` as a glob class.
+    master = re.sub(r"\W+", "-", spark_master).strip("-") if spark_master else ""
+    home = work_dir / f"events-{events}-{engine}{'-' + master if master else ''}"
     shutil.rmtree(home, ignore_errors=True)
     source = work_dir / f"source-{events}-{nights}"  # one generated source for every engine of a size
     watch = Stopwatch()
