@@ -139,8 +139,8 @@ def evaluate(config: PipelineConfig, ds: str) -> dict:
 def _events(path) -> pd.DataFrame:
     """The run's labelled events: user and movie ids as str, timestamp and rating.
 
-    Each distinct id is one str object that its rows share: at 10M events, 20M strings of their own (1.1 GB)
-    held through the stage beside the as-of repo's first build took its peak to 6.8 GB.
+    Each distinct id is one str object that its rows share, not 20M strings of their own at 10M events: a 4x
+    faster conversion, and the stage's peak (its as-of repo's first build) 6,599 MB against 6,815 MB.
     """
     events = pd.read_parquet(path, columns=[USER_KEY, MOVIE_KEY, EVENT_TIMESTAMP, RATING])
     for column in (USER_KEY, MOVIE_KEY):
