@@ -47,6 +47,18 @@ def test_a_streamed_run_writes_the_artefacts_and_metrics(streamed_run, splits):
     assert metrics["train_metrics_sample"] == 1.0  # fewer train rows than `train_metrics_rows`: all of them
 
 
+def test_train_metrics_rows_samples_the_train_split_and_popularity_still_counts_every_row(
+    streamed_run, splits, split_paths, tmp_path
+):
+    _, whole = streamed_run
+    half = dataclasses.replace(STREAMED, train_metrics_rows=len(splits[0]) // 2)
+    metrics = run_training(*split_paths, tmp_path, model_config=SMALL_MODEL, train_config=half)
+    assert metrics["train_metrics_sample"] == pytest.approx(0.5, abs=1e-3)
+    assert 0.4 * len(splits[0]) < metrics["train_rows"] < 0.6 * len(splits[0])
+    assert [metrics["valid_rows"], metrics["test_rows"]] == [len(splits[1]), len(splits[2])]  # always whole
+    assert metrics["popularity_test_ndcg_at_10"] == whole["popularity_test_ndcg_at_10"]
+
+
 def test_a_sampled_prediction_is_a_seeded_subset_of_the_rows_in_file_order(streamed_run, splits, split_paths):
     trained = load_trained(streamed_run[0])
     targets, outputs = predict_parquet(trained, split_paths[2], record_batch_rows=250, share=0.3, seed=7)
