@@ -39,7 +39,7 @@ demo: install data  ## the serving tier, one nightly DagRun through Airflow's sc
 
 test: TEST_WORKERS ?= 2
 test: install chromium  ## the whole pytest suite but the chaos cases (`make chaos-test`), one test file per worker: TEST_WORKERS=2 (1: in this process)
-	$(PY) -m pytest -q -m "not chaos" $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) --durations=10
+	$(PY) -m pytest -q -m "not chaos" $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) --durations=10
 
 # The Airflow UI and dashboard tests drive Debian's Chromium (no browser download is possible): installed here when
 # run as root, as .ci/run does; otherwise those tests fail saying so.

@@ -1,5 +1,6 @@
-"""Fixtures for end-to-end runs: an isolated project home (Feast repo, artifacts, model base path, Airflow) and
-its serving tier (a `serving.server` process on the home's model config, started before the DAG runs)."""
+"""Fixtures for end-to-end runs: an isolated project home (Feast repo, artifacts, model base path, Airflow), its
+serving tier (a `serving.server` process on the home's model config, started before the DAG runs), and `make demo`
+run on such a home."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ SYNTHETIC_DS = "1998-01-31"  # the day after the synthetic generator's 30 days o
 SERVING_ADDRESS_FILE = "serving-addresses"  # in a home: the serving tier its Airflow processes verify against
 RANKING_MAX_PAIRS = 150 * 25  # 150 movies: the full-catalogue evaluation ranks at most 25 users
 SOURCE_FOLDER = "source"  # in a home: a source folder made by the generator command, read as `DEEPFM_SOURCE=parquet`
+DEMO_TOP_K = 5  # the length of the list `demo_run` asks for
 
 
 @contextlib.contextmanager
@@ -82,18 +84,23 @@ def serving_env(home: Path) -> dict[str, str]:
     return {"DEEPFM_SERVING_ADDRESSES": path.read_text()} if path.exists() else {}
 
 
-@pytest.fixture(scope="module")
-def project_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh home: its own Feast repo config, a source folder made by the generator command (the nightly run
-    reads it as a team's own tables), a migrated SQLite Airflow metadata database with the pools, and a serving
-    tier running for it."""
+def run_demo(home: Path, top_k: int) -> subprocess.CompletedProcess:
+    """`make demo`'s command (`python -m dags.ops.demo`) on `home`: its own serving tier, Airflow's scheduler and
+    REST API on the home (SQLite at `home/airflow/airflow.db`), a real DagRun of `SYNTHETIC_DS`, then user 1's
+    top `top_k` list."""
     from feature_repo.store import write_config
 
-    home = tmp_path_factory.mktemp("home")
     write_config(home / "feature_repo")
+    env = {key: value for key, value in airflow_env(home).items() if key != "DEEPFM_SERVING_ADDRESSES"}
+    command = [sys.executable, "-m", "dags.ops.demo", "--ds", SYNTHETIC_DS, "--user", "1",
+               "--top-k", str(top_k), "--airflow-home", str(home / "airflow")]  # fmt: skip
+    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=1500)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A fresh home whose source is a folder made by the generator command (the nightly run reads it as a team's
+    own tables), through `run_demo` (top 5): the home after its DagRun pushed version 1, and the demo's output."""
+    home = tmp_path_factory.mktemp("home")
     generate_source(home)
-    airflow = Path(sys.executable).parent / "airflow"
-    for command in (["db", "migrate"], ["pools", "import", str(PROJECT_ROOT / "dags" / "pools.json")]):
-        subprocess.run([str(airflow), *command], env=airflow_env(home), check=True, capture_output=True, timeout=600)
-    with serving_tier(home):
-        yield home
+    return home, run_demo(home, DEMO_TOP_K)

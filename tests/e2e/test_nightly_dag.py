@@ -1,9 +1,11 @@
-"""The nightly DAG end to end through Airflow itself: a real DagRun on SQLite over a parquet folder made by the
-generator command (`DEEPFM_SOURCE=parquet`), a real push."""
+"""The nightly DAG end to end through Airflow itself, as `make demo` runs it on a team's own tables: a real DagRun on
+SQLite over a parquet folder made by the generator command (`DEEPFM_SOURCE=parquet`), a real push, the list the demo
+prints; then the same date run again with `airflow dags test`."""
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from dags.pipeline.run_dir import RunDir
 from deepfm_model.spec.features import MOVIE_KEY, RATING, USER_KEY
 from deepfm_model.synthetic import EVENTS_FILE
 from serving.retrieval import INDEX_FILE, RetrievalIndex
-from tests.e2e.conftest import SOURCE_FOLDER, SYNTHETIC_DS, airflow_env
+from tests.e2e.conftest import DEMO_TOP_K, SOURCE_FOLDER, SYNTHETIC_DS, airflow_env, serving_tier
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -46,9 +48,18 @@ def asset_events(home: Path) -> list[str]:
     return [name for (name,) in rows]
 
 
-def test_nightly_run_trains_pushes_and_serves(project_home: Path) -> None:
-    result = dags_test(project_home, SYNTHETIC_DS)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+def test_demo_on_a_parquet_source_prints_the_list(demo_run) -> None:
+    _, result = demo_run
+    assert result.returncode == 0, result.stderr[-5000:]
+    assert f"recommend('1', {DEMO_TOP_K})" in result.stdout, result.stdout
+    listed = re.findall(r"^\s*\d+\. (\d\.\d{3})  Synthetic Movie \d+ \(\d{4}\)$", result.stdout, re.MULTILINE)
+    assert len(listed) == DEMO_TOP_K, result.stdout  # each with the title and year read from the source's movies table
+    assert [float(score) for score in listed] == sorted((float(score) for score in listed), reverse=True)
+
+
+def test_nightly_run_trains_pushes_and_serves(demo_run) -> None:
+    project_home, result = demo_run
+    assert result.returncode == 0, result.stderr[-5000:]
 
     states = task_states(project_home)
     assert {task for _, task, _ in states} == TASKS
@@ -96,11 +107,10 @@ def push_task_ends(home: Path) -> list[str]:
     return sorted(end for (end,) in rows if end)
 
 
-def test_rerunning_a_date_pushes_no_second_version(project_home: Path) -> None:
+def test_rerunning_a_date_pushes_no_second_version(demo_run) -> None:
+    project_home, first = demo_run
+    assert first.returncode == 0, first.stderr[-5000:]
     run = RunDir(project_home / "artifacts", SYNTHETIC_DS)
-    if not run.push.is_file():  # run alone (or before the test above): the first run of the date is this test's
-        first = dags_test(project_home, SYNTHETIC_DS)
-        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
     assert pushed_versions(project_home) == ["1"]
     pushed = run.push.read_text()
     assert json.loads(pushed)["model_version"] == 1
@@ -108,7 +118,8 @@ def test_rerunning_a_date_pushes_no_second_version(project_home: Path) -> None:
     push_ends = push_task_ends(project_home)
     assert push_ends  # the first run's push task succeeded
 
-    result = dags_test(project_home, SYNTHETIC_DS)
+    with serving_tier(project_home):  # the demo's own tier stopped with it; this one serves the same models
+        result = dags_test(project_home, SYNTHETIC_DS)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert push_task_ends(project_home)[-1] > push_ends[-1]  # the push task ran again, and succeeded ...
     assert pushed_versions(project_home) == ["1"]  # ... pushing no second version
