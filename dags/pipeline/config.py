@@ -26,6 +26,7 @@ ONLINE_STORES = ("sqlite", "redis")
 REGISTRIES = ("file", "sql")
 FEATURE_ENGINES = ("duckdb", "spark")
 DEFAULT_SPARK_MASTER = "local[2]"
+SPARK_STANDALONE = "spark://"  # a standalone cluster's master URL: spark://host:port[,host:port]
 DEFAULT_SERVING_ADDRESS = "127.0.0.1:8500"  # `make serve`, and the demo's serving tier
 DEFAULT_REDIS_ADDRESS = "127.0.0.1:6379"
 
@@ -197,6 +198,7 @@ class PipelineConfig:
             )
         numbers = _numbers(env)
         spark_master = env.get("DEEPFM_SPARK_MASTER", DEFAULT_SPARK_MASTER)
+        settings["spark_master"] = "DEEPFM_SPARK_MASTER"
         if not spark_master.strip():
             raise ConfigurationError(f"`DEEPFM_SPARK_MASTER` must name a Spark master. Received: {spark_master!r}")
         try:
@@ -346,7 +348,8 @@ def _spark_conf(value: str) -> dict[str, str]:
 
 
 def check_reachable(config: PipelineConfig, timeout_s: float = 5.0) -> None:
-    """Fail with a `ConfigurationError` naming the setting when a configured Redis or SQL registry cannot be reached.
+    """Fail with a `ConfigurationError` naming the setting when a configured Redis, SQL registry or Spark
+    standalone master (`spark://host:port`, or several for a standby: any one answering) cannot be reached.
 
     The first stage calls it before it writes anything, so a wrong address stops the run at once.
     """
@@ -376,3 +379,20 @@ def check_reachable(config: PipelineConfig, timeout_s: float = 5.0) -> None:
             shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ConfigurationError(f"Feast's SQL registry at `{name}={shown}` is unreachable: {first}") from error
+    if config.feature_engine == "spark" and config.spark_master.startswith(SPARK_STANDALONE):
+        _check_spark_master(config, timeout_s)
+
+
+def _check_spark_master(config: PipelineConfig, timeout_s: float) -> None:
+    import socket
+
+    errors = []
+    for address in config.spark_master.removeprefix(SPARK_STANDALONE).split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout_s).close()
+            return
+        except (OSError, ValueError) as error:
+            errors.append(f"{address.strip()}: {error}")
+    name = config.settings.get("spark_master", "spark_master")
+    raise ConfigurationError(f"The Spark master at `{name}={config.spark_master}` is unreachable ({'; '.join(errors)})")

@@ -190,6 +190,8 @@ def test_redis_online_store_and_sql_registry_are_used_for_real(tmp_path: Path) -
         ({"DEEPFM_FEAST_ONLINE_STORE": "redis", "DEEPFM_REDIS_ADDR": "127.0.0.1:1"}, "DEEPFM_REDIS_ADDR=127.0.0.1:1"),
         ({"DEEPFM_FEAST_REGISTRY": "sql", "DEEPFM_REGISTRY_URL": "postgresql+psycopg://u:secret@127.0.0.1:1/x"},
          "DEEPFM_REGISTRY_URL=postgresql+psycopg://u:***@127.0.0.1:1/x"),
+        ({"DEEPFM_FEATURE_ENGINE": "spark", "DEEPFM_SPARK_MASTER": "spark://127.0.0.1:1,127.0.0.1:2"},
+         "DEEPFM_SPARK_MASTER=spark://127.0.0.1:1,127.0.0.1:2"),
     ],
 )  # fmt: skip
 def test_an_unreachable_service_stops_ingest_before_it_writes(tmp_path: Path, env: dict, named: str) -> None:
