@@ -39,11 +39,23 @@ class AsOfRepo:
     def __init__(self, repo_dir: Path) -> None:
         self.repo_dir = Path(repo_dir)
 
-    def frame(self, con: duckdb.DuckDBPyConnection, ds: str, pairs: pd.DataFrame) -> pd.DataFrame:
-        """The features of `pairs` (user_id, movie_id) as the night of `ds` put them online.
+    def update(self, con: duckdb.DuckDBPyConnection, ds: str) -> None:
+        """Bring the repo's sources to the night of `ds` and register its views: the fold over the history up to
+        `ds`, the memory-hungry part (about 3.7 GB above what the caller holds at 10M events, 500,000 users).
 
         Args:
             con: a connection over the raw tables with their typed views (`raw_source.check` made them).
+            ds: the logical date whose night's sources are written.
+        """
+        self.repo_dir.mkdir(parents=True, exist_ok=True)
+        feature_store.write_config(self.repo_dir, project=PROJECT)
+        ingest.write_sources(con, ds, feature_store.data_dir(self.repo_dir))
+        feature_store.apply(feature_store.open_store(self.repo_dir))
+
+    def frame(self, ds: str, pairs: pd.DataFrame) -> pd.DataFrame:
+        """The features of `pairs` (user_id, movie_id) as the night of `ds` put them online (`update` to `ds` first).
+
+        Args:
             ds: the logical date: its cutoff (`ds` 00:00 UTC) is the instant the features are read at.
             pairs: the (user, movie) pairs, ids as str.
 
@@ -51,16 +63,11 @@ class AsOfRepo:
             `store.TRAINING_COLUMNS` of each pair, in `pairs`' order (`event_timestamp` the cutoff; rating, label
             and picked 0: these are not events).
         """
-        self.repo_dir.mkdir(parents=True, exist_ok=True)
-        feature_store.write_config(self.repo_dir, project=PROJECT)
-        ingest.write_sources(con, ds, feature_store.data_dir(self.repo_dir))
-        store = feature_store.open_store(self.repo_dir)
-        feature_store.apply(store)
         rows = pd.DataFrame({USER_KEY: pairs[USER_KEY].astype(str).to_numpy(),
                              MOVIE_KEY: pairs[MOVIE_KEY].astype(str).to_numpy()})  # fmt: skip
         rows[EVENT_TIMESTAMP] = data_cutoff(ds)
         rows[RATING], rows[LABEL], rows[PICKED] = 0, 0, 0
         rows["pair"] = range(len(rows))
-        frame = feature_store.training_frame(store, rows)
+        frame = feature_store.training_frame(feature_store.open_store(self.repo_dir), rows)
         logger.info("Features of %d pairs as of %s read from %s", len(rows), ds, self.repo_dir)
         return frame.sort_values("pair").drop(columns="pair").reset_index(drop=True)
