@@ -77,7 +77,7 @@ def evaluate(config: PipelineConfig, ds: str) -> dict:
         update_metrics(config, ds, full_ranking={"users": 0, "window_start": test.start.isoformat(), "models": {}})
         logger.warning("No user has a positive in the window from %s: no full-catalogue evaluation", test_day)
         return {}
-    scores, recent = _deepfm_scores(run, test, as_of.frame(test_day, _candidate_pairs(test)))
+    scores, recent = _deepfm_scores(run, test, as_of, test_day)
     models, tuning, baseline_scores, skipped = _baselines(events, catalogue, valid_day, test, max_users,
                                                           config.sampling_seed)  # fmt: skip
     models = {"deepfm": _summary(scores, test), **models}
@@ -116,13 +116,15 @@ def evaluate(config: PipelineConfig, ds: str) -> dict:
     return summary
 
 
-def _deepfm_scores(run, test, frame: pd.DataFrame) -> tuple[np.ndarray, pd.Series]:
-    """The run's model over the ranking candidates (`frame`: their features, which go to `ranking_candidates`):
-    `(n_users, n_items)` scores, -inf where not ranked, and each user's recent movie ids. The frame is let go on
-    return: at 10M events it is about 0.9 GB."""
+def _deepfm_scores(run, test, as_of, test_day: str) -> tuple[np.ndarray, pd.Series]:
+    """The run's model over the ranking candidates, their features read from `as_of` at `test_day` (and written to
+    `ranking_candidates`): `(n_users, n_items)` scores, -inf where not ranked, and each user's recent movie ids. The
+    features are let go on return: at 10M events they are about 0.9 GB."""
     from deepfm_model.predict import load_trained, predict_outputs
 
-    rows, columns = np.nonzero(~test.exclude)  # the order of `_candidate_pairs`
+    pairs = _candidate_pairs(test)
+    rows, columns = pairs["row"].to_numpy(), pairs["column"].to_numpy()
+    frame = as_of.frame(test_day, pairs)
     frame[RELEVANT] = test.relevant[rows, columns]
     with staged_path(run.ranking_candidates) as staged:
         frame.to_parquet(staged, index=False)
