@@ -81,7 +81,7 @@ bench-scale: SPARK_WORKERS ?= 2
 bench-scale: install  ## the whole nightly run, each stage in its own process, on generated sources: SIZES=100k,1M,10M NIGHTS=1 ENGINE=duckdb,spark SPARK_WORKERS=1,2 (artifacts/bench/scale.json)
 	$(PY) -m dags.ops.bench.scale --sizes $(SIZES) --nights $(NIGHTS) --engines $(ENGINE) --spark-workers $(SPARK_WORKERS)
 
-ablation: install  ## after `make demo`: each part of the model's training removed in turn, retrained on the run's snapshot and ranked on its candidates beside its rivals (artifacts/bench/ablation.json); VARIANTS=deepfm,no_prior
+ablation: install  ## after `make demo`: each part of the model's training removed in turn, retrained on the run's snapshot and ranked on its candidates beside its rivals (artifacts/bench/ablation.json); VARIANTS=deepfm,with_prior
 	$(PY) -m dags.ops.bench.ablation --ds $(DS) $(if $(VARIANTS),--variants $(VARIANTS))
 
 airflow: install data  ## Airflow UI on http://127.0.0.1:8080 (LocalExecutor, SQLite); prints the admin login; SCHEDULED=1 turns scheduled runs on

@@ -13,13 +13,13 @@ with its own deep part and a learned mix of the FM logit and its deep logit:
     like = sigmoid(a_l * fm + c_l * MLP_l(v) + b_l)      the user likes it, given they rate it
     probability = sigmoid(logit(pick) + log(like))       what ranking sorts by: odds(pick) * like
 
-where `fm = bias + sum_i w_i + sum_{i<j} <v_i, v_j>` and `prior` (with `ModelConfig.pick_prior`) the log of
-the movie's recent share of positive ratings, a fixed offset: with negatives drawn uniformly, the pick logit
-estimates log P(movie | user, now) up to a constant, so the model learns the user's departure from what is
-popular now, and where it knows nothing (a new user) its ranking is that chart; `deepfm_model.objectives` says
-what each head learns. So `odds(pick) = pick / (1 - pick)` is proportional to P(movie | user, now), and ranking
-by `odds(pick) * like` ranks by P(the user picks the movie and likes it); `probability` is that score as the
-probability of a liked pick against a sampled row (`PickOddsTimesLike`). The product `pick * like` ranked worse
+where `fm = bias + sum_i w_i + sum_{i<j} <v_i, v_j>` and `prior` (only with `ModelConfig.pick_prior`, off by
+default) the log of the movie's recent share of positive ratings, a fixed offset. With negatives drawn
+uniformly, the pick logit estimates log P(movie | user, now) up to a constant; with the prior the model learns
+the user's departure from what is popular now. `deepfm_model.objectives` says what each head learns. So
+`odds(pick) = pick / (1 - pick)` is proportional to P(movie | user, now), and ranking by `odds(pick) * like`
+ranks by P(the user picks the movie and likes it); `probability` is that score as the probability of a liked
+pick against a sampled row (`PickOddsTimesLike`). The product `pick * like` ranked worse
 wherever pick comes near 1: on generated nights of 1M events (10,000 movies) it put the most popular movies'
 order at the like head's mercy and ranked at a third of the popularity chart's NDCG@10 (0.034 against 0.107; the
 odds: 0.111); on MovieLens the two are within a few thousandths (deepfm_model/README.md).

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from deepfm_model.config import TrainConfig
+from deepfm_model.config import ModelConfig, TrainConfig
 
 if TYPE_CHECKING:
     from dags.pipeline.run_dir import RunDir
@@ -56,6 +56,9 @@ class PipelineConfig:
         early_stopping_patience: epochs without a better validation AUC before training stops.
         allow_signature_change: bless a candidate whose `serving_default` signature differs from the serving
             model's (a deliberate spec change); its AUC is then not compared with the serving model's.
+        pick_prior: train the pick head on the popularity prior (`ModelConfig.pick_prior`, `DEEPFM_PICK_PRIOR`):
+            off by default; for small data whose picks follow popularity, where DeepFM cannot learn the chart
+            from a few thousand events.
         feast_project: Feast project (and so the key prefix in Redis); `None` keeps `feature_store.yaml`'s.
         online_store: Feast `online_store` block; `None` keeps `feature_store.yaml`'s (SQLite).
         registry: Feast `registry` block; `None` keeps `feature_store.yaml`'s (a file).
@@ -98,6 +101,7 @@ class PipelineConfig:
     batch_size: int = TrainConfig.batch_size
     early_stopping_patience: int = TrainConfig.early_stopping_patience
     allow_signature_change: bool = False
+    pick_prior: bool = ModelConfig.pick_prior
     feast_project: str | None = None
     online_store: dict | None = None
     registry: dict | None = None
@@ -210,7 +214,8 @@ class PipelineConfig:
                 data_cache=path("DEEPFM_DATA_CACHE"),
                 artifacts=path("DEEPFM_ARTIFACTS"),
                 model_base_path=path("DEEPFM_MODEL_BASE_PATH"),
-                allow_signature_change=env.get("DEEPFM_ALLOW_SIGNATURE_CHANGE", "").lower() in ("1", "true", "yes"),
+                allow_signature_change=_flag(env, "DEEPFM_ALLOW_SIGNATURE_CHANGE"),
+                pick_prior=_flag(env, "DEEPFM_PICK_PRIOR"),
                 feast_project=env.get("DEEPFM_FEAST_PROJECT") or None,
                 online_store=online_store,
                 registry=registry,
@@ -291,6 +296,16 @@ def _numbers(env: Mapping[str, str]) -> dict[str, Any]:
                     f"`{variable}` must be a number. Received: `{variable}={env[variable]!r}`"
                 ) from None
     return numbers
+
+
+def _flag(env: Mapping[str, str], variable: str) -> bool:
+    """A switch: `1`, `true` or `yes` turn it on; unset, empty, `0`, `false` or `no` leave it off."""
+    value = env.get(variable, "").strip().lower()
+    if value not in ("", "0", "false", "no", "1", "true", "yes"):
+        raise ConfigurationError(
+            f"`{variable}` must be 1/true/yes or 0/false/no. Received: `{variable}={env[variable]!r}`"
+        )
+    return value in ("1", "true", "yes")
 
 
 def _optional_int(value: str) -> int | None:

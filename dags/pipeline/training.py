@@ -45,7 +45,7 @@ def train(config: PipelineConfig, ds: str) -> dict:
     """Train the DeepFM on the validated snapshot; metrics, report, model and export go to the run's `model/`."""
     import pyarrow.parquet as pq
 
-    from deepfm_model.config import TrainConfig
+    from deepfm_model.config import ModelConfig, TrainConfig
     from deepfm_model.train import run_training
 
     run = config.run_dir(ds)
@@ -61,7 +61,10 @@ def train(config: PipelineConfig, ds: str) -> dict:
         early_stopping_patience=config.early_stopping_patience,
         stream_from_parquet=pq.ParquetFile(run.split("train")).metadata.num_rows > STREAM_ROWS,
     )
-    metrics = run_training(*(run.split(name) for name in SPLITS), run.model_dir, train_config=train_config)
+    model_config = ModelConfig(pick_prior=config.pick_prior)
+    metrics = run_training(
+        *(run.split(name) for name in SPLITS), run.model_dir, model_config=model_config, train_config=train_config
+    )
     update_metrics(config, ds, model_version=None)
     run.link_latest()
     logger.info("Model report: %s", run.report)

@@ -59,6 +59,7 @@ def airflow_env(home: Path) -> dict[str, str]:
         "DEEPFM_ARTIFACTS": str(home / "artifacts"),
         "DEEPFM_MODEL_BASE_PATH": str(home / "models"),
         "DEEPFM_EPOCHS": "3",
+        "DEEPFM_PICK_PRIOR": "1",  # the synthetic world's picks follow popularity alone: DeepFM starts from the chart
         "DEEPFM_RANKING_MAX_PAIRS": str(RANKING_MAX_PAIRS),
         "TF_CPP_MIN_LOG_LEVEL": "2",
         **source,

@@ -21,6 +21,8 @@ from dags.pipeline.config import PipelineConfig
 from dags.pipeline.features import ValidationFailed
 from dags.pipeline.release import serving_version
 from dags.pipeline.serving_tier import ReplicaFailed
+from deepfm_model.layout import CONFIG_FILE, PREPROCESSING_FILE
+from deepfm_model.spec.features import PICK_PRIOR
 from tests.e2e.conftest import SYNTHETIC_DS, serving_tier
 
 pytestmark = pytest.mark.slow
@@ -33,7 +35,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> PipelineConfig:
 
     home = tmp_path_factory.mktemp("gates")
     write_config(home / "feature_repo")
-    config = PipelineConfig(home=home, source="synthetic", feature_repo=home / "feature_repo", epochs=1, batch_size=512)
+    config = PipelineConfig(home=home, source="synthetic", feature_repo=home / "feature_repo", epochs=1, batch_size=512,
+                            pick_prior=True)  # fmt: skip
     pipeline.ingest(config, SYNTHETIC_DS)
     pipeline.update_feature_store(config, SYNTHETIC_DS)
     rows = pipeline.build_training_set(config, SYNTHETIC_DS)
@@ -64,12 +67,16 @@ def test_bad_snapshot_stops_the_run_before_training(prepared: PipelineConfig) ->
 def test_candidate_below_the_floor_is_not_pushed(prepared: PipelineConfig) -> None:
     assert pipeline.validate(prepared, SYNTHETIC_DS)["success"] is True
     pipeline.train(prepared, SYNTHETIC_DS)
-    trained = json.loads((prepared.run_dir(SYNTHETIC_DS).model_dir / "config.json").read_text())["train"]
-    assert (trained["batch_size"], trained["early_stopping_patience"], trained["epochs"]) == (
+    model_dir = prepared.run_dir(SYNTHETIC_DS).model_dir
+    trained = json.loads((model_dir / CONFIG_FILE).read_text())
+    train = trained["train"]
+    assert (train["batch_size"], train["early_stopping_patience"], train["epochs"]) == (
         prepared.batch_size,
         prepared.early_stopping_patience,
         prepared.epochs,
     )  # the pipeline's training settings reach the training run
+    assert trained["model"]["pick_prior"] is True  # and its model settings: the pick head starts from the prior
+    assert json.loads((model_dir / PREPROCESSING_FILE).read_text())["prior"] == PICK_PRIOR
     strict = PipelineConfig(**{**prepared.__dict__, "auc_floor": 0.999})
     blessing = pipeline.bless(strict, SYNTHETIC_DS)
     assert blessing["blessed"] is False and "below the floor" in blessing["reason"]
@@ -127,7 +134,8 @@ def test_changed_serving_signature_is_rejected(prepared: PipelineConfig) -> None
 
     # The switch as a deployment sets it: from the environment, the rest of the run's settings alike.
     env = {"DEEPFM_HOME": str(permissive.home), "DEEPFM_SOURCE": "synthetic", "DEEPFM_AUC_FLOOR": "0",
-           "DEEPFM_FEATURE_REPO": str(permissive.feature_repo), "DEEPFM_EPOCHS": "1", "DEEPFM_BATCH_SIZE": "512"}  # fmt: skip
+           "DEEPFM_FEATURE_REPO": str(permissive.feature_repo), "DEEPFM_EPOCHS": "1", "DEEPFM_BATCH_SIZE": "512",
+           "DEEPFM_PICK_PRIOR": "1"}  # fmt: skip
     assert PipelineConfig.from_env(env) == permissive
     assert pipeline.bless(PipelineConfig.from_env({**env, "DEEPFM_ALLOW_SIGNATURE_CHANGE": "no"}),
                           other_ds)["blessed"] is False  # fmt: skip

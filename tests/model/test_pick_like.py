@@ -127,11 +127,11 @@ def test_the_preprocessed_prior_is_the_log_of_the_recent_share(splits):
 
     rows = splits[0].head(5).copy()
     rows[PICK_PRIOR] = [0.0, 1.0, 10.0, np.nan, 999.0]
-    with_prior = FeaturePreprocessor(fit_preprocessing(splits[0], ModelConfig()))
+    with_prior = FeaturePreprocessor(fit_preprocessing(splits[0], ModelConfig(pick_prior=True)))
     prior = with_prior(frame_to_raw(rows))["prior"].numpy()[:, 0]
     expected = np.log((np.array([0.0, 1.0, 10.0, 0.0, 999.0]) + PRIOR_SMOOTHING) / 1000.0)
     np.testing.assert_allclose(prior, expected, rtol=1e-5, atol=1e-6)
-    without = FeaturePreprocessor(fit_preprocessing(splits[0], ModelConfig(pick_prior=False)))
+    without = FeaturePreprocessor(fit_preprocessing(splits[0], ModelConfig()))  # the default
     assert "prior" not in without(frame_to_raw(rows))
 
 

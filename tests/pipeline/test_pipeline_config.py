@@ -120,6 +120,8 @@ def test_defaults_are_the_embedded_deployment() -> None:
         ({"DEEPFM_SPARK_CONF": '["spark.executor.memory"]'}, "`DEEPFM_SPARK_CONF` must be a JSON object"),
         ({"DEEPFM_SPARK_CONF": '{"executor.memory": "4g"}'}, "`DEEPFM_SPARK_CONF` keys must start with `spark.`"),
         ({"DEEPFM_SPARK_CONF": '{"spark.jars": null}'}, "`DEEPFM_SPARK_CONF` values must be strings"),
+        ({"DEEPFM_PICK_PRIOR": "maybe"}, "`DEEPFM_PICK_PRIOR` must be 1/true/yes or 0/false/no"),
+        ({"DEEPFM_ALLOW_SIGNATURE_CHANGE": "sure"}, "`DEEPFM_ALLOW_SIGNATURE_CHANGE` must be 1/true/yes"),
     ],
 )
 def test_a_bad_setting_is_refused_by_name(env: dict, message: str) -> None:

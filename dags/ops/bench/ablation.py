@@ -4,10 +4,9 @@ Each variant is trained on the run's snapshot (the same rows, the same seed) and
 full-catalogue candidates (`RunDir.ranking_candidates`, written by `evaluate`) with the evaluator the nightly
 run uses, beside the run's own rivals (from its `metrics.json`). Variants:
 
-- `deepfm`: the nightly model (two heads, the like tower, the popularity prior, sampled negatives, the recent
-  movie ids);
+- `deepfm`: the nightly model (two heads, the like tower, sampled negatives, the recent movie ids);
 - `no_like_tower`: the two-head model's own like head served, no like tower;
-- `no_prior`: without the pick head's popularity prior;
+- `with_prior`: with the pick head's popularity prior (`ModelConfig.pick_prior`);
 - `one_head`: one head trained on the same rows, "picked and liked" as its label (sampled rows count as 0);
 - `rated_only`: one head on the rated events alone, the model before sampled negatives;
 - `no_recent_movies`: without the recent movie ids (the item-to-item term inside the FM).
@@ -36,7 +35,7 @@ logger = logging.getLogger(__name__)
 VARIANTS = {  # name -> (ModelConfig overrides, rows: "all" or "rated", features blanked)
     "deepfm": ({}, "all", ()),
     "no_like_tower": ({"like_tower": False}, "all", ()),
-    "no_prior": ({"pick_prior": False}, "all", ()),
+    "with_prior": ({"pick_prior": True}, "all", ()),
     "one_head": ({"pick_head": False}, "all", ()),
     "rated_only": ({"pick_head": False}, "rated", ()),
     "no_recent_movies": ({}, "all", (RECENT_MOVIES,)),
