@@ -64,7 +64,7 @@ from deepfm_model.spec.features import (
 )
 from deepfm_model.spec.files import staged_path, write_json
 from deepfm_model.spec.raw_data import EVENT_COLUMNS
-from feature_repo import daily_stats, sql
+from feature_repo import daily_stats, raw_source, sql
 from feature_repo.daily_stats import AGGREGATES_DIR, PRIOR_MEAN_RATING, PRIOR_POS_RATE, PSEUDO_COUNT
 from feature_repo.transformations import genre_indicators
 
@@ -427,7 +427,7 @@ def latest_state(folder: Path, *, before_day: str | None = None, until: pd.Times
     files = log_files(folder, before_day)
     if not files:
         return empty_state()
-    with duckdb.connect() as con:
+    with raw_source.session() as con:
         state = con.execute(latest_query(files, until)).df()
     state[EVENT_TIMESTAMP] = pd.to_datetime(state[EVENT_TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
     return state

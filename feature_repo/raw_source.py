@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,7 @@ from feature_repo.rules import SOURCE_RULES, Check, Rule
 TABLES = ("events", "users", "movies")
 COLUMNS = {"events": EVENT_COLUMNS, "users": USER_COLUMNS, "movies": MOVIE_COLUMNS}
 QUOTED_ROWS = 5  # rows quoted per failed check
-MEMORY_LIMIT = "3GB"  # DuckDB's working memory per connection; beyond it, DuckDB spills to disk
+MEMORY_LIMIT = "3GB"  # DuckDB's working memory per connection; beyond it, DuckDB spills to disk (`session`)
 THREADS = 2
 
 _INTEGER = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT")
@@ -140,18 +141,27 @@ def _reader(folder: Path, table: str) -> str:
 
 
 @contextlib.contextmanager
-def connect(raw: RawData | RawSource, temp_dir: Path | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A DuckDB connection with views `raw_events`, `raw_users`, `raw_movies` over the tables as delivered.
+def session() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB connection in UTC, its memory bounded by `MEMORY_LIMIT`, spilling into a temporary folder of its
+    own that is removed on close (DuckDB's default spills into `.tmp` under the working directory)."""
+    with tempfile.TemporaryDirectory(prefix="deepfm-duckdb-") as spill:
+        con = duckdb.connect()
+        try:
+            con.execute(f"SET TimeZone = 'UTC'; SET memory_limit = '{MEMORY_LIMIT}'; SET threads = {THREADS}")
+            con.execute(f"SET temp_directory = {sql.literal(spill)}")
+            yield con
+        finally:
+            con.close()
 
-    `check` then adds the typed views `events`, `users`, `movies` that every reader uses. Time zone UTC; memory
-    bounded by `MEMORY_LIMIT`, spilling to `temp_dir` (DuckDB's default when `None`).
+
+@contextlib.contextmanager
+def connect(raw: RawData | RawSource) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB `session` with views `raw_events`, `raw_users`, `raw_movies` over the tables as delivered.
+
+    `check` then adds the typed views `events`, `users`, `movies` that every reader uses.
     """
     source = as_source(raw)
-    con = duckdb.connect()
-    try:
-        con.execute(f"SET TimeZone = 'UTC'; SET memory_limit = '{MEMORY_LIMIT}'; SET threads = {THREADS}")
-        if temp_dir is not None:
-            con.execute(f"SET temp_directory = {sql.literal(temp_dir)}")
+    with session() as con:
         for table in TABLES:
             if source.frames is not None:
                 con.register(f"frame_{table}", getattr(source.frames, table))
@@ -159,8 +169,6 @@ def connect(raw: RawData | RawSource, temp_dir: Path | None = None) -> Iterator[
             else:
                 con.execute(f"CREATE VIEW raw_{table} AS SELECT * FROM {source.readers[table]}")
         yield con
-    finally:
-        con.close()
 
 
 def read_movies(raw: RawData | RawSource) -> pd.DataFrame:

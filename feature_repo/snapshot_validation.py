@@ -23,8 +23,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from deepfm_model.spec.features import EVENT_TIMESTAMP, LABEL, MOVIE_KEY, PICKED, USER_KEY
-from feature_repo import sql, validation
-from feature_repo.raw_source import MEMORY_LIMIT, THREADS
+from feature_repo import raw_source, sql, validation
 from feature_repo.rules import RATED, SAMPLED, SNAPSHOT_RULES, SNAPSHOT_UNIQUE, where_sql
 from feature_repo.validation import SuiteConfig, ValidationReport
 
@@ -84,14 +83,10 @@ def read_whole(paths: list[Path]) -> pd.DataFrame:
 
 @contextlib.contextmanager
 def _connect(paths: list[Path]) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A DuckDB connection with the view `snapshot` over the files."""
-    con = duckdb.connect()
-    try:
-        con.execute(f"SET TimeZone = 'UTC'; SET memory_limit = '{MEMORY_LIMIT}'; SET threads = {THREADS}")
+    """A DuckDB `raw_source.session` with the view `snapshot` over the files."""
+    with raw_source.session() as con:
         con.execute(f"CREATE VIEW snapshot AS SELECT * FROM read_parquet({sql.files(paths)})")
         yield con
-    finally:
-        con.close()
 
 
 def _sample(con: duckdb.DuckDBPyConnection, rows: int) -> pd.DataFrame:
