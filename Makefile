@@ -91,7 +91,7 @@ backfill: install  ## with `make airflow` running: one run per day, FROM..TO inc
 	$(VENV)/bin/airflow backfill create --dag-id deepfm_nightly --from-date $(FROM) --to-date $(TO) --max-active-runs 1
 	$(VENV)/bin/airflow dags unpause deepfm_nightly
 
-deploy-test: install  ## docker/compose.yaml's topology as local processes (Postgres, Redis, Celery gpu worker, 2 serving replicas): two nightly runs; artifacts/test-output/deploy/summary.json
+deploy-test: install  ## docker/compose.yaml's topology as local processes (Postgres, Redis, Celery gpu worker, 2 serving replicas, a Spark master and 2 workers): two nightly runs, a Spark worker killed during a stage; artifacts/test-output/deploy/summary.json
 	$(PY) -m pytest tests/deploy -s -p no:cacheprovider
 
 chaos-test: install  ## the deploy topology with a part killed, restarted or starved during each of six nightly runs (root: it mounts a small file system); artifacts/test-output/chaos/summary.json

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1.7
 # Airflow 3.3 with the project installed from uv.lock: the image of the API server, scheduler, DAG processor,
-# triggerer and CPU Celery workers of docker/compose.yaml.
+# triggerer, CPU Celery workers and Spark workers of docker/compose.yaml.
 #
 # Build context is the repository root (compose sets it):  docker build -f docker/airflow.Dockerfile .
 # docker/airflow.Dockerfile.dockerignore keeps the context to the files copied below.
@@ -39,10 +39,12 @@ RUN DEEPFM_KERNEL_DIR=/opt/kernels /opt/venv/bin/python -m deepfm_model.kernels
 FROM ${PYTHON_IMAGE}
 
 # curl: compose healthchecks. util-linux: setpriv, with which the one-shot init drops root after fixing volumes.
+# A Java runtime (Debian's default, 17 or 21, both supported by Spark 4): the Spark driver of the feature tasks,
+# and the Spark workers that run this image.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends curl util-linux \
+    && apt-get install -y --no-install-recommends curl util-linux default-jre-headless \
     && rm -rf /var/lib/apt/lists/* \
-    && command -v setpriv
+    && command -v setpriv && command -v java
 
 # UID/GID 50000 in both images (this one and trainer-gpu) so that every worker can write the shared volumes.
 RUN groupadd --gid 50000 airflow \

@@ -8,7 +8,8 @@ flags. The secrets come from an env file generated as docker/.env.example descri
 compose's own `${DEEPFM_SOURCE:-movielens}` (synthetic here).
 
 Then, through the REST API, the nightly DAG runs for two consecutive dates. The first run must put its features in
-Redis under the run's Feast project, its registry in Postgres, `train` on the gpu worker and every other task on
+Redis under the run's Feast project, its registry in Postgres, its feature work on compose's Spark cluster (a
+master and two workers: the `ingest` task's driver submits to it), `train` on the gpu worker and every other task on
 the default worker, its version AVAILABLE and answering on both replicas, and `stable` on it on both; ranking
 through a replica returns scores. The second run pushes the next version while a client streams Predict requests
 through `stable` to a replica the whole time: none may fail, and the stream must see the switch. What happened goes
@@ -181,6 +182,8 @@ def assert_registry_in_postgres(registry_url: str, project: str) -> dict[str, in
 def test_compose_topology_runs_the_nightly_dag_twice_without_dropping_a_request(
     topology: ComposeTopology, feast_project: str
 ) -> None:
+    from feature_repo import daily_stats
+    from feature_repo import store as feature_store
     from feature_repo.store import online_features
     from serving.client import ServingClient
     from serving.ranking import Ranker
@@ -235,7 +238,14 @@ def test_compose_topology_runs_the_nightly_dag_twice_without_dropping_a_request(
     (OUTPUT / "placement.txt").write_text(table + "\n")
 
     seen = sorted(set(stream.answers))
+    spark = topology.spark_status()
+    manifest = read_json(feature_store.data_dir(config.feature_repo) / daily_stats.AGGREGATES_DIR
+                         / daily_stats.MANIFEST_FILE)  # fmt: skip
     summary = {
+        "feature_engine": manifest["engine"].split()[0],
+        "feature_engine_version": manifest["engine"],
+        "spark_workers": spark["aliveworkers"],
+        "spark_applications": [(app["name"], app["state"], app["cores"]) for app in spark["completedapps"]],
         "online_store": store.config.online_store.type,
         "registry": store.config.registry.registry_type,
         "serving_addresses": addresses,
@@ -264,4 +274,7 @@ def test_compose_topology_runs_the_nightly_dag_twice_without_dropping_a_request(
     assert "No visibility_timeout configured" not in (OUTPUT / "airflow-scheduler.log").read_text()
     assert seen == [first["model_version"], second["model_version"]], seen
     assert (summary["online_store"], summary["registry"]) == ("redis", "sql"), summary
+    assert (summary["feature_engine"], summary["spark_workers"]) == ("spark", 2), summary
+    # each night's ingest ran its feature work as an application of the cluster
+    assert [name for name, _, _ in summary["spark_applications"]] == ["deepfm-features"] * len(DATES), summary
     assert second["verified_on"] == addresses, second

@@ -4,6 +4,7 @@ database is left in what the local processes get, and each service runs compose'
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ LOCAL = LocalServices(
     redis_databases={1: 7},
     celery_key_prefix="run-prefix:",
 )
-COMPOSE_HOSTS = re.compile(r"(?<![\w.-])(postgres|redis|airflow-api-server|tf-serving):\d+")
+COMPOSE_HOSTS = re.compile(r"(?<![\w.-])(postgres|redis|airflow-api-server|tf-serving|spark-master):\d+")
 CONTAINER_PATHS = ("/opt/airflow", "/opt/deepfm", "/models", "/config", "/home/airflow")
 
 
@@ -79,3 +80,22 @@ def test_each_service_runs_composes_command(topology: ComposeTopology) -> None:
     installed = Path(topology.service_env("airflow-init")["MODEL_CONFIG_SOURCE"]).read_text()
     assert f'base_path: "{topology.root / "volumes" / "deepfm-models" / "deepfm"}"' in installed
     assert Path(flags[0]["monitoring_config_file"]) == cf.PROJECT_ROOT / "serving" / "monitoring.config"
+
+
+def test_the_spark_services_run_this_venvs_spark_class_on_their_own_ports(topology: ComposeTopology) -> None:
+    spark_class = str(Path(sys.executable).parent / "spark-class")
+    master = topology.command("spark-master")
+    ports = {port: str(topology.local_port("spark-master", port)) for port in (7077, 8080)}
+    assert master == [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                      "--port", ports[7077], "--webui-port", ports[8080]]  # fmt: skip
+    assert topology.spark_master_url == f"spark://127.0.0.1:{ports[7077]}"
+    workers = [topology.command("spark-worker", replica) for replica in range(topology.replica_count("spark-worker"))]
+    assert len(workers) == 2
+    for worker in workers:
+        assert worker[:3] == [spark_class, "org.apache.spark.deploy.worker.Worker", topology.spark_master_url]
+    assert workers[0][4] != workers[1][4], "each worker its own status port"
+    assert {topology.process_name("spark-worker", r) for r in range(2)} == {"spark-worker-1", "spark-worker-2"}
+    env = topology.service_env("spark-worker")  # the project image's: this venv first, this checkout importable
+    assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent) and env["PYTHONPATH"] == str(cf.PROJECT_ROOT)
+    # the feature tasks submit to the master
+    assert topology.service_env("airflow-worker")["DEEPFM_SPARK_MASTER"] == topology.spark_master_url

@@ -17,6 +17,8 @@ in here for what a container has:
 | entrypoint `airflow` | this venv's `airflow` |
 | entrypoint `deepfm-airflow-init` (`docker/airflow-init.sh`) | its step as the airflow user, `python -m dags.ops.deploy_init` (the `chown` before it has no use here) |
 | `tf-serving` (`tensorflow_model_server`) | `replicas` `python -m serving.server` processes, each with compose's flags |
+| `spark-master`, `spark-worker` (`spark-class`: the official image's, the project image's) | `spark-class` of this venv's pyspark distribution, with compose's command; `deploy.replicas` workers |
+| a container's ports (`expose`) | fresh ports, one per replica |
 
 Health checks: the HTTP ones (API server, scheduler, TF Serving's REST port) are made as compose makes them; for
 those that run a command in the container (`airflow jobs check`, `celery inspect ping`) the API server's health
@@ -41,6 +43,7 @@ from tests import compose as cf
 PROJECT_ROOT = cf.PROJECT_ROOT
 EXTERNAL = ("postgres", "redis")  # the servers already running here
 SERVING = "tf-serving"
+SPARK_MASTER = "spark-master"
 INIT_SCRIPT = PROJECT_ROOT / "docker" / "airflow-init.sh"
 INIT_MODULE = "dags.ops.deploy_init"
 # Where this checkout has what the Airflow images hold.
@@ -138,7 +141,11 @@ class ComposeTopology:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self._ports[('airflow-api-server', 8080)][0]}"
+        return f"http://127.0.0.1:{self.local_port('airflow-api-server', 8080)}"
+
+    def local_port(self, service: str, port: int, replica: int = 0) -> int:
+        """The port here of `service`'s container port `port` (of replica `replica`)."""
+        return self._ports[(service, port)][replica]
 
     def volume(self, name: str) -> Path:
         """The folder that stands in for compose's named volume `name`."""
@@ -148,6 +155,17 @@ class ComposeTopology:
     def serving_addresses(self) -> list[str]:
         """gRPC address of each `tf-serving` replica."""
         return [f"127.0.0.1:{port}" for port in self._ports[(SERVING, self._serving_grpc_port())]]
+
+    @property
+    def spark_master_url(self) -> str:
+        """The URL a Spark driver submits to (compose's `spark://spark-master:7077`)."""
+        return f"spark://127.0.0.1:{self.local_port(SPARK_MASTER, 7077)}"
+
+    def spark_status(self) -> dict[str, Any]:
+        """The Spark master's status page (`/json/`): its workers and their state, the applications it ran."""
+        import httpx
+
+        return httpx.get(f"http://127.0.0.1:{self.local_port(SPARK_MASTER, 8080)}/json/", timeout=10).json()
 
     def _serving_grpc_port(self) -> int:
         flags = dict(w.removeprefix("--").split("=", 1) for w in cf.as_list(self.services[SERVING]["command"]))
@@ -159,11 +177,11 @@ class ComposeTopology:
         for name, service in self.services.items():
             if name in EXTERNAL:
                 continue
-            own = set(cf.published_ports(service))
+            own = set(cf.published_ports(service)) | {int(port) for port in service.get("expose") or ()}
             own |= {int(p) for p in re.findall(r"localhost:(\d+)", " ".join(_health_words(service)))}
             if _is_airflow(service):  # 8080 only where published: the API server
                 own |= {port for port in AIRFLOW_PORTS if port != 8080}
-            count = self.replicas if name == SERVING else 1
+            count = self.replica_count(name)
             for port in sorted(own):
                 ports[(name, port)] = [free_port() for _ in range(count)]
         return ports
@@ -173,7 +191,7 @@ class ComposeTopology:
         for mount in sorted(self._mounts(service), key=lambda m: -len(m["target"])):
             if _under(path, mount["target"]):
                 return Path(self._mount_source(mount)) / path[len(mount["target"]) :].lstrip("/")
-        if _is_airflow(self.services[service]) and not self._any_mount_covers(path):
+        if _is_built(self.services[service]) and not self._any_mount_covers(path):
             for target, local in IMAGE_PATHS.items():
                 if _under(path, target):
                     return local / path[len(target) :].lstrip("/")
@@ -247,7 +265,7 @@ class ComposeTopology:
         spec = self.services[service]
         home = self.container_path(service, "/home/airflow")
         env = {"PATH": SYSTEM_PATH, "HOME": str(home), "LANG": "C.UTF-8"}
-        if _is_airflow(spec):
+        if _is_built(spec):
             dockerfile = cf.COMPOSE_FILE.parent / spec["build"]["context"] / spec["build"]["dockerfile"]
             for name, value in cf.dockerfile_env(dockerfile).items():
                 if name == "PATH":  # the image's folders, then the base image's `$PATH` (this machine's)
@@ -255,7 +273,7 @@ class ComposeTopology:
                     env[name] = ":".join([*added, env["PATH"]])
                 else:
                     env[name] = self.localize(value, service)
-        else:  # the serving stand-in runs from the checkout, in this venv
+        else:  # the serving and Spark master stand-ins run from the checkout, in this venv
             env.update({"PATH": f"{Path(sys.executable).parent}:{SYSTEM_PATH}", "PYTHONPATH": str(PROJECT_ROOT),
                         "TF_CPP_MIN_LOG_LEVEL": "2"})  # fmt: skip
         env.update({name: self.localize(value, service) for name, value in cf.environment(spec).items()})
@@ -275,10 +293,14 @@ class ComposeTopology:
         spec = self.services[service]
         entrypoint = cf.as_list(spec.get("entrypoint")) or ["airflow"]  # the Airflow images' ENTRYPOINT
         words = [self.localize(word, service, replica) for word in cf.as_list(spec.get("command"))]
+        own = {port: local[replica] for (name, port), local in self._ports.items() if name == service}
         if entrypoint == ["tensorflow_model_server"]:
-            own = {port: local[replica] for (name, port), local in self._ports.items() if name == service}
             words = [re.sub(r"=(\d+)$", lambda m: f"={own.get(int(m[1]), m[1])}", w) for w in words]
             return [sys.executable, "-m", "serving.server", *words]
+        if _is_spark(spec):  # a service's own hostname and ports (`--host spark-master --port 7077`) mapped
+            words = ["127.0.0.1" if w in self.services else str(own.get(int(w), w)) if w.isdigit() else w
+                     for w in words]  # fmt: skip
+            return [str(Path(sys.executable).parent / "spark-class"), *words]
         if entrypoint == ["/usr/local/bin/deepfm-airflow-init"]:
             if f"python -m {INIT_MODULE}" not in INIT_SCRIPT.read_text():
                 raise StackError(f"{INIT_SCRIPT} no longer runs `python -m {INIT_MODULE}`: update the deploy test")
@@ -291,13 +313,14 @@ class ComposeTopology:
 
     # --- life cycle ----------------------------------------------------------------------------------------
 
-    def start(self, dag_ids: tuple[str, ...] = (), timeout: float = 300) -> None:
-        """Start every service after its `depends_on` conditions hold; wait until all are healthy, `dag_ids` parsed."""
+    def start(self, dag_ids: tuple[str, ...] = (), timeout: float = 300, services: tuple[str, ...] = ()) -> None:
+        """Start every service (or `services` and what they depend on) after its `depends_on` conditions hold; wait
+        until all are healthy and `dag_ids` parsed."""
         self.root.mkdir(parents=True, exist_ok=True)
         for folder in self._volumes.values():
             folder.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout
-        order = _start_order(self.services)
+        order = _start_order(self.services, services or tuple(self.services))
         for name in order:
             for dependency, condition in (self.services[name].get("depends_on") or {}).items():
                 if condition["condition"] == "service_healthy":
@@ -315,12 +338,18 @@ class ComposeTopology:
             env = self.service_env(service)
             self.processes.run(service, self.command(service), env, timeout=600, cwd=PROJECT_ROOT)
             return
-        for replica in range(self.replicas if service == SERVING else 1):
+        for replica in range(self.replica_count(service)):
             self.start_replica(service, replica)
 
+    def replica_count(self, service: str) -> int:
+        """How many processes `service` runs: `replicas` of `tf-serving`, compose's `deploy.replicas` of others."""
+        if service == SERVING:
+            return self.replicas
+        return int((self.services[service].get("deploy") or {}).get("replicas", 1))
+
     def process_name(self, service: str, replica: int = 0) -> str:
-        """The name `service`'s process (replica `replica` of `tf-serving`) runs and logs under."""
-        return f"{service}-{replica + 1}" if service == SERVING and self.replicas > 1 else service
+        """The name `service`'s process (replica `replica` of a replicated service) runs and logs under."""
+        return f"{service}-{replica + 1}" if self.replica_count(service) > 1 else service
 
     def start_replica(self, service: str, replica: int = 0) -> Component:
         """Start one process of `service` (again, after `kill`), as compose would start its container."""
@@ -380,8 +409,17 @@ def _health_words(service: Mapping[str, Any]) -> list[str]:
     return [str(w) for w in ((service.get("healthcheck") or {}).get("test") or [])]
 
 
-def _is_airflow(service: Mapping[str, Any]) -> bool:
+def _is_built(service: Mapping[str, Any]) -> bool:
+    """Built from the project's Dockerfiles: its `ENV` and code are this checkout's."""
     return "build" in service
+
+
+def _is_spark(service: Mapping[str, Any]) -> bool:
+    return Path((cf.as_list(service.get("entrypoint")) or [""])[0]).name == "spark-class"
+
+
+def _is_airflow(service: Mapping[str, Any]) -> bool:
+    return _is_built(service) and not _is_spark(service)
 
 
 def _is_worker(service: Mapping[str, Any]) -> bool:
@@ -392,8 +430,8 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
-def _start_order(services: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The services but `EXTERNAL`, each after everything it `depends_on`."""
+def _start_order(services: Mapping[str, Mapping[str, Any]], wanted: tuple[str, ...]) -> list[str]:
+    """The `wanted` services and what they depend on, but `EXTERNAL`, each after everything it `depends_on`."""
     order: list[str] = []
 
     def visit(name: str, path: tuple[str, ...]) -> None:
@@ -405,6 +443,6 @@ def _start_order(services: Mapping[str, Mapping[str, Any]]) -> list[str]:
             visit(dependency, (*path, name))
         order.append(name)
 
-    for name in services:
+    for name in wanted:
         visit(name, ())
     return order

@@ -713,3 +713,25 @@ def test_ignore_matcher_follows_docker_rules() -> None:
     assert not is_ignored("dags/deepfm_nightly.py", patterns)
     assert is_ignored("dags/__pycache__/x.pyc", patterns)
     assert not is_ignored("feature_repo/data/registry.db", patterns), "the last matching pattern decides"
+
+
+def test_the_spark_cluster_runs_the_drivers_spark_and_the_workers_see_the_feature_data(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """The master's image is the installed pyspark's Spark; the workers run the project's image (the driver's
+    Python and packages, a Java runtime) with the workers' volumes; the feature tasks submit to the master."""
+    import importlib.metadata
+
+    master, worker = services["spark-master"], services["spark-worker"]
+    image, default = re.fullmatch(r"(apache/spark):\$\{SPARK_VERSION:-([\d.]+)\}", master["image"]).groups()
+    assert default == importlib.metadata.version("pyspark"), "the master's Spark must be the driver's"
+    assert (
+        worker["image"] == services["airflow-worker"]["image"]
+        and worker["build"] == services["airflow-worker"]["build"]
+    )
+    assert as_list(worker["entrypoint"]) == ["/opt/venv/bin/spark-class"]
+    assert volumes(worker) == volumes(services["airflow-worker"]), "the workers read and write what the tasks do"
+    assert "default-jre-headless" in (DOCKER_DIR / "airflow.Dockerfile").read_text()
+    env = environment(services["airflow-worker"])
+    assert env["DEEPFM_SPARK_MASTER"] == f"spark://spark-master:{as_list(master['command'])[4]}"
+    assert env["DEEPFM_FEATURE_ENGINE"] == "${DEEPFM_FEATURE_ENGINE:-spark}"

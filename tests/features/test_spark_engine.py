@@ -6,19 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from deepfm_model.spec.features import USER_FRESH_VIEW, USER_KEY
-from deepfm_model.synthetic import write_folder
+from deepfm_model.spec.features import USER_KEY
 from feature_repo import daily_stats, ingest, raw_source, spark_engine
 from feature_repo.raw_source import RawSource, RawSourceError
+from tests.features.engines import NOW, VIEWS, assert_frames_equal, assert_same_sources, night, write_source
 
-NOW = pd.Timestamp("2026-01-01", tz="UTC")
 NIGHTS = ("1998-01-05", "1998-01-06")  # the second night adds one day of events
-VIEWS = (*(spec.view for spec in daily_stats.STATS_VIEWS), USER_FRESH_VIEW)
-TOLERANCE = 1e-9  # rates; counts are compared exactly
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +26,7 @@ def spark() -> Iterator:
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("source")
-    write_folder(folder, n_events=3000, n_users=80, n_movies=50, days=6, seed=7)
-    return folder
-
-
-def night(engine: str, source: Path, ds: str, data_dir: Path, spark) -> dict[str, int]:
-    """One night's checks and sources on `engine`; the row counts the checks return."""
-    connect = raw_source.connect if engine == "duckdb" else lambda raw: spark_engine.connect(raw, spark)
-    with connect(RawSource.from_folder(source)) as con:
-        counts = raw_source.check(con, now=NOW)
-        ingest.write_sources(con, ds, data_dir)
-    return counts
+    return write_source(tmp_path_factory.mktemp("source"))
 
 
 @pytest.fixture(scope="module")
@@ -57,37 +42,10 @@ def homes(source: Path, spark, tmp_path_factory: pytest.TempPathFactory) -> dict
     return result
 
 
-def assert_frames_equal(actual: pd.DataFrame, expected: pd.DataFrame, what: str) -> None:
-    """Same columns, types and rows; floating columns within `TOLERANCE`, every other column exactly."""
-    assert list(actual.columns) == list(expected.columns), what
-    assert dict(actual.dtypes) == dict(expected.dtypes), what
-    assert len(actual) == len(expected), what
-    for column in expected.columns:
-        left, right = actual[column].to_numpy(), expected[column].to_numpy()
-        if expected[column].dtype == np.float64 and not column.endswith("_count"):
-            np.testing.assert_allclose(left, right, rtol=0, atol=TOLERANCE, err_msg=f"{what}.{column}")
-        elif len(right) and isinstance(right[0], np.ndarray):  # the genre stats: lists of counts
-            assert [list(v) for v in left] == [list(v) for v in right], f"{what}.{column}"
-        else:
-            assert pd.Series(left).equals(pd.Series(right)), f"{what}.{column}"
-
-
-def sorted_file(path: Path) -> pd.DataFrame:
-    table = pd.read_parquet(path)
-    keys = [c for c in (table.columns[0], "day", "event_timestamp") if c in table.columns]
-    return table.sort_values(keys, kind="stable").reset_index(drop=True)
-
-
 def test_two_nights_on_spark_write_the_sources_duckdb_writes(homes):
     (duck, duck_counts, _), (spark, spark_counts, _) = homes["duckdb"], homes["spark"]
     assert spark_counts == duck_counts == {"events": 3000, "users": 80, "movies": 50}
-    for view in VIEWS:
-        assert_frames_equal(ingest.read_source(spark, view), ingest.read_source(duck, view), view)
-    files = sorted(p.relative_to(duck) for p in duck.rglob("*.parquet"))
-    assert files == sorted(p.relative_to(spark) for p in spark.rglob("*.parquet"))
-    assert len(files) > 4 * len(VIEWS)  # a file per day of each view and of each view's daily sums
-    for file in files:  # each file alone: the day files, the daily sums and totals beneath the stats
-        assert_frames_equal(sorted_file(spark / file), sorted_file(duck / file), str(file))
+    assert_same_sources(spark, duck)
 
 
 def test_the_second_night_on_spark_rewrites_only_the_new_day(homes):
