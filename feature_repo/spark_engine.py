@@ -78,6 +78,18 @@ def session(master: str, conf: Mapping[str, str] | None = None) -> SparkSession:
     return builder.getOrCreate()
 
 
+def feast_blocks(master: str, conf: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """The `feature_store.yaml` blocks that put Feast's offline work on Spark: the Spark offline store (the training
+    set's point-in-time join) and the Spark engine (materialization into the online store), for `store_config`.
+
+    Feast 0.67 reuses the active session, and its engine passes its whole block as Spark settings (so `spark_conf`
+    there would be ignored): `session()` must run first in the process. The offline store's `spark_conf` is the
+    same session's, should Feast start one itself.
+    """
+    spark_conf = {"spark.master": master, **DEFAULT_CONF, **(conf or {}), **REQUIRED_CONF}
+    return {"offline_store": {"type": "spark", "spark_conf": spark_conf}, "batch_engine": {"type": "spark.engine"}}
+
+
 # --- DuckDB SQL rendered for Spark -------------------------------------------------------------------------------
 
 _LITERAL = r"'(?:[^']|'')*'"

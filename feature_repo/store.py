@@ -71,6 +71,7 @@ TRAINING_COLUMNS = (*FEATURE_NAMES, EVENT_TIMESTAMP, RATING, LABEL, PICKED)
 # process' base.
 TRAINING_CHUNK_ROWS = 1_000_000
 PUSH_CHUNK_ROWS = 50_000  # rows per `FeatureStore.push` call
+SPARK_OFFLINE_STORE = "spark"  # Feast's Spark offline store: the sources registered as `SparkSource`s
 
 
 def data_dir(repo_dir: Path = REPO_DIR) -> Path:
@@ -85,6 +86,7 @@ def store_config(
     online_store: dict[str, Any] | None = None,
     offline_store: dict[str, Any] | None = None,
     registry: dict[str, Any] | str | None = None,
+    batch_engine: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The `feature_store.yaml` of `repo_dir` (the project's when it has none) with the given parts replaced.
 
@@ -94,11 +96,12 @@ def store_config(
         online_store: replacement `online_store` block, e.g. `{"type": "redis", "connection_string": ...}`.
         offline_store: replacement `offline_store` block, e.g. `{"type": "file"}`.
         registry: replacement `registry`: a path, or a block such as `{"registry_type": "sql", "path": <URL>}`.
+        batch_engine: the materialization engine's block, e.g. `{"type": "spark.engine"}` (default: local).
     """
     base = Path(repo_dir) / CONFIG_FILE
     config = yaml.safe_load((base if base.is_file() else REPO_DIR / CONFIG_FILE).read_text())
     parts = (("project", project), ("online_store", online_store), ("offline_store", offline_store),
-             ("registry", registry))  # fmt: skip
+             ("registry", registry), ("batch_engine", batch_engine))  # fmt: skip
     for name, value in parts:
         if value is not None:
             config[name] = value
@@ -110,7 +113,8 @@ def write_config(repo_dir: Path, **overrides: Any) -> Path:
 
     Args:
         repo_dir: directory to turn into a Feast repo; must not be `feature_repo/` itself.
-        overrides: `project`, `online_store`, `offline_store`, `registry` as `store_config` takes them.
+        overrides: `project`, `online_store`, `offline_store`, `registry`, `batch_engine` as `store_config` takes
+            them.
 
     Returns:
         Path of the written file.
@@ -147,27 +151,36 @@ def apply(store: FeatureStore) -> None:
     """
     repo_dir = Path(store.repo_path).resolve()
     data_dir(repo_dir).mkdir(parents=True, exist_ok=True)
+    on_spark = store.config.offline_store.type == SPARK_OFFLINE_STORE
+    _start_spark(store)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
-        store.apply([_with_absolute_paths(obj, repo_dir) for obj in OBJECTS])
+        store.apply([_with_absolute_paths(obj, repo_dir, on_spark) for obj in OBJECTS])
 
 
-def _with_absolute_paths(obj: Any, repo_dir: Path) -> Any:
+def _with_absolute_paths(obj: Any, repo_dir: Path, on_spark: bool = False) -> Any:
     """A copy of a FileSource, or of a push source or feature view over one, whose parquet path is absolute;
-    other objects as they are."""
+    other objects as they are. With `on_spark` (Feast's Spark offline store reads `SparkSource`s only), the
+    FileSource becomes a `SparkSource` over the same files: same name, path, timestamp field and description."""
     if isinstance(obj, FileSource):
+        path = str(repo_dir / obj.path) if not Path(obj.path).is_absolute() else obj.path
+        if on_spark:
+            from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+            return SparkSource(name=obj.name, path=path, file_format="parquet", timestamp_field=obj.timestamp_field,
+                               description=obj.description)  # fmt: skip
         resolved = copy.deepcopy(obj)
-        resolved.file_options.uri = str(repo_dir / obj.path) if not Path(obj.path).is_absolute() else obj.path
+        resolved.file_options.uri = path
         return resolved
     if isinstance(obj, PushSource) and isinstance(obj.batch_source, FileSource):
         resolved = copy.deepcopy(obj)
-        resolved.batch_source = _with_absolute_paths(obj.batch_source, repo_dir)
+        resolved.batch_source = _with_absolute_paths(obj.batch_source, repo_dir, on_spark)
         return resolved
     if isinstance(obj, FeatureView) and isinstance(obj.batch_source, FileSource):
         resolved = copy.deepcopy(obj)
-        resolved.batch_source = _with_absolute_paths(obj.batch_source, repo_dir)
+        resolved.batch_source = _with_absolute_paths(obj.batch_source, repo_dir, on_spark)
         if isinstance(obj.stream_source, PushSource):
-            resolved.stream_source = _with_absolute_paths(obj.stream_source, repo_dir)
+            resolved.stream_source = _with_absolute_paths(obj.stream_source, repo_dir, on_spark)
         return resolved
     return obj
 
@@ -190,6 +203,7 @@ def materialize(store: FeatureStore, start: dt.datetime | pd.Timestamp, end: dt.
     start, end = _utc(start), _utc(end)
     if end < start:
         raise ValueError(f"`end` must not precede `start`. Received: `start={start}`, `end={end}`")
+    _start_spark(store)
     stats_views = [v for v in (*VIEWS, USER_GENRE_STATS_VIEW) if v not in (*PROFILE_VIEWS, USER_FRESH_VIEW)]
     store.materialize(_utc(PROFILE_TIMESTAMP), end, feature_views=list(PROFILE_VIEWS))
     store.materialize(start, end, feature_views=stats_views)
@@ -221,6 +235,7 @@ def training_frame(store: FeatureStore, events: pd.DataFrame) -> pd.DataFrame:
         events' other columns, one row per event, sorted by event_timestamp; categoricals and genres as str,
         numerics as float64, rating, label and picked as int64; missing values stay null for validation to see.
     """
+    _start_spark(store)
     service = store.get_feature_service(FEATURE_SERVICE)
     events = events.copy()
     if PICKED not in events:
@@ -245,6 +260,16 @@ def training_frame(store: FeatureStore, events: pd.DataFrame) -> pd.DataFrame:
     frame[EVENT_TIMESTAMP] = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
     frame = frame[[*TRAINING_COLUMNS, *extra]]
     return frame.sort_values([EVENT_TIMESTAMP, USER_KEY, MOVIE_KEY], kind="stable").reset_index(drop=True)
+
+
+def _start_spark(store: FeatureStore) -> None:
+    """On Feast's Spark offline store, the session of its `spark_conf` started first: Feast 0.67 reuses the active
+    session, and its Spark engine would start one without these settings (`spark_engine.feast_blocks`)."""
+    if store.config.offline_store.type == SPARK_OFFLINE_STORE:
+        from feature_repo import spark_engine
+
+        conf = dict(store.config.offline_store.spark_conf or {})
+        spark_engine.session(conf.pop("spark.master", "local[2]"), conf)
 
 
 def online_features(store: FeatureStore, user_id: str, movie_ids: list[str]) -> pd.DataFrame:

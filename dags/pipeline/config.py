@@ -81,7 +81,8 @@ class PipelineConfig:
         train_gpus: GPUs the `train` task's pod requests under the KubernetesExecutor.
         feature_engine: what computes the nightly features over the event history: `"duckdb"` (embedded, in the
             task's process) or `"spark"` (`feature_repo.spark_engine`: the raw checks, the daily aggregates and
-            the fresh-features fold, with the same definitions and outputs).
+            the fresh-features fold, with the same definitions and outputs; and, unless `offline_store` names
+            another, Feast's training set and materialization through its Spark offline store and engine).
         spark_master: the Spark master of the `"spark"` engine: `local[2]`, or `spark://host:7077` for a cluster.
         spark_conf: further Spark settings (`spark.*` keys) passed through to the session as they are.
         settings: the variable each setting came from, for error messages (`from_env` fills it).
@@ -248,16 +249,22 @@ class PipelineConfig:
         return Path(self.model_base_path) / self.model_name / str(version)
 
     def feature_store(self):
-        """The Feast `FeatureStore` of this deployment: the repo's `feature_store.yaml` with the settings above."""
+        """The Feast `FeatureStore` of this deployment: the repo's `feature_store.yaml` with the settings above.
+
+        With the `spark` feature engine and no offline store named, Feast's offline work runs on the same Spark
+        master: the training set through its Spark offline store, materialization through its Spark engine.
+        """
         from feature_repo.store import open_store
 
+        blocks = {"offline_store": self.offline_store}
+        if self.feature_engine == "spark" and self.offline_store is None:
+            from feature_repo.spark_engine import feast_blocks
+
+            blocks = feast_blocks(self.spark_master, self.spark_conf)
         return open_store(
-            self.feature_repo,
-            project=self.feast_project,
-            online_store=self.online_store,
-            registry=self.registry,
-            offline_store=self.offline_store,
-        )
+            self.feature_repo, project=self.feast_project, online_store=self.online_store, registry=self.registry,
+            **blocks,
+        )  # fmt: skip
 
     def load_raw(self):
         """The raw tables of the configured source: `RawData` in memory, or a `RawSource` over a folder's files.

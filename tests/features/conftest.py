@@ -69,15 +69,15 @@ def repo_with(raw: RawData, ds: str, repo_dir: Path, **config):
 
 
 @contextlib.contextmanager
-def redis_repo(raw: RawData, ds: str, repo_dir: Path) -> Iterator:
-    """`repo_with` on the Redis of `tests.services`, its own Feast project (the key suffix); torn down after, and
-    checked to leave no key behind."""
+def redis_repo(raw: RawData, ds: str, repo_dir: Path, **config) -> Iterator:
+    """`repo_with` on the Redis of `tests.services`, its own Feast project (the key suffix), `config`'s other
+    blocks; torn down after, and checked to leave no key behind."""
     import redis
 
     host, port = redis_address()
     project = f"deepfm_test_{uuid.uuid4().hex[:8]}"  # Feast suffixes every Redis key with the project
     online_store = {"type": "redis", "connection_string": f"{host}:{port}", "key_ttl_seconds": 3600}
-    feature_store = repo_with(raw, ds, repo_dir, project=project, online_store=online_store)
+    feature_store = repo_with(raw, ds, repo_dir, project=project, online_store=online_store, **config)
     try:
         yield feature_store
     finally:

@@ -90,25 +90,49 @@ def test_duckdb_sql_renders_for_spark():
     )
 
 
-def test_the_ingest_stage_on_spark_writes_the_sources_duckdb_wrote(homes, source, spark, tmp_path):
-    """`DEEPFM_FEATURE_ENGINE=spark` reaches the nightly `ingest` stage: its sources equal the DuckDB home's."""
-    from dags.pipeline import stages
+def stage_config(source: Path, home: Path, engine: str):
+    """The pipeline's configuration of a home over the parquet `source`, features on `engine`."""
     from dags.pipeline.config import PipelineConfig
     from feature_repo import store
 
-    store.write_config(tmp_path / "repo")
-    config = PipelineConfig.from_env({
-        "DEEPFM_SOURCE": "parquet", "DEEPFM_SOURCE_DIR": str(source), "DEEPFM_FEATURE_REPO": str(tmp_path / "repo"),
-        "DEEPFM_ARTIFACTS": str(tmp_path / "artifacts"), "DEEPFM_FEATURE_ENGINE": "spark",
+    store.write_config(home / "repo")
+    return PipelineConfig.from_env({
+        "DEEPFM_SOURCE": "parquet", "DEEPFM_SOURCE_DIR": str(source), "DEEPFM_FEATURE_REPO": str(home / "repo"),
+        "DEEPFM_ARTIFACTS": str(home / "artifacts"), "DEEPFM_FEATURE_ENGINE": engine,
     })  # fmt: skip
-    stages.ingest(config, NIGHTS[0])
-    stages.ingest(config, NIGHTS[1])
-    data_dir = store.data_dir(config.feature_repo)
+
+
+def test_the_feature_stages_on_spark_give_duckdbs_sources_training_set_and_skew_verdict(homes, source, spark, tmp_path):
+    """`DEEPFM_FEATURE_ENGINE=spark` reaches every feature stage of the night: `ingest` (two nights) writes the
+    DuckDB home's sources; Feast's Spark offline store and Spark engine then give the same skew verdict and the
+    same training set rows and values as the DuckDB home's stages."""
+    from dags.pipeline import stages
+    from deepfm_model.layout import SPLITS
+    from feature_repo import store
+
+    outputs = {}
+    for engine in ("duckdb", "spark"):
+        config = stage_config(source, tmp_path / engine, engine)
+        for ds in NIGHTS if engine == "spark" else NIGHTS[1:]:
+            stages.ingest(config, ds)
+        feature_store = config.feature_store()
+        assert feature_store.config.offline_store.type == engine
+        assert feature_store.config.batch_engine.type == {"spark": "spark.engine", "duckdb": "local"}[engine]
+        stages.update_feature_store(config, NIGHTS[1])
+        skew = stages.check_skew(config, NIGHTS[1])
+        stages.build_training_set(config, NIGHTS[1])
+        splits = {name: pd.read_parquet(config.run_dir(NIGHTS[1]).split(name)) for name in SPLITS}
+        outputs[engine] = (store.data_dir(config.feature_repo), skew, splits)
+    data_dir = outputs["spark"][0]
     manifest = (data_dir / daily_stats.AGGREGATES_DIR / daily_stats.MANIFEST_FILE).read_text()
     assert '"engine": "spark ' in manifest
-    duck = homes["duckdb"][0]
     for view in VIEWS:
-        assert_frames_equal(ingest.read_source(data_dir, view), ingest.read_source(duck, view), view)
+        assert_frames_equal(ingest.read_source(data_dir, view), ingest.read_source(homes["duckdb"][0], view), view)
+    assert outputs["spark"][1] == outputs["duckdb"][1] and outputs["spark"][1]["ok"], outputs
+    for name in SPLITS:
+        spark_split, duck_split = outputs["spark"][2][name], outputs["duckdb"][2][name]
+        assert len(spark_split) > 0
+        pd.testing.assert_frame_equal(spark_split, duck_split, check_exact=False, rtol=1e-9)
 
 
 def test_great_expectations_imports_beside_pyspark_in_a_process_without_a_main_file():

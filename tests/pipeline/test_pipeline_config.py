@@ -27,6 +27,7 @@ OTHER_VALUES = {
     "DEEPFM_SOURCE": "synthetic",
     "DEEPFM_FEAST_ONLINE_STORE": "sqlite",
     "DEEPFM_FEAST_REGISTRY": "file",
+    "DEEPFM_FEATURE_ENGINE": "duckdb",
 }
 
 

@@ -1,0 +1,64 @@
+"""Feast's offline work on Spark equals DuckDB's: the training set through Feast's Spark offline store (the same
+rows and values), and materialization through Feast's Spark engine into Redis (the same online rows, the same
+skew-check verdict), over one repo's sources."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from deepfm_model.spec.dates import data_cutoff, last_data_day
+from deepfm_model.spec.features import MOVIE_KEY, USER_KEY
+from feature_repo import spark_engine, store
+from feature_repo.skew import skew_report
+
+from .conftest import DS, redis_repo, repo_with
+
+MASTER = "local[2]"
+SETTINGS = {"spark.sql.shuffle.partitions": "2"}
+NOW = data_cutoff(DS) + pd.Timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator:
+    session = spark_engine.session(MASTER, SETTINGS)  # before Feast: it reuses the active session
+    yield session
+    session.stop()
+
+
+def test_the_training_set_through_the_spark_offline_store_equals_duckdbs(raw, training, events, spark, tmp_path):
+    on_spark = repo_with(raw, DS, tmp_path, **spark_engine.feast_blocks(MASTER, SETTINGS))
+    assert on_spark.config.offline_store.type == "spark"
+    registered = {source.name: type(source).__name__ for source in on_spark.list_data_sources()}
+    assert set(registered.values()) >= {"SparkSource"} and "FileSource" not in registered.values(), registered
+    frame = store.training_frame(on_spark, events)
+    assert len(frame) == len(training) > 1000
+    pd.testing.assert_frame_equal(frame, training, check_exact=False, rtol=1e-9)
+
+
+def test_materialized_by_the_spark_engine_redis_holds_duckdbs_online_rows(raw, spark, tmp_path):
+    start, end = last_data_day(DS), data_cutoff(DS)
+    with (
+        redis_repo(raw, DS, tmp_path / "duckdb") as duck,
+        redis_repo(raw, DS, tmp_path / "spark", **spark_engine.feast_blocks(MASTER, SETTINGS)) as on_spark,
+    ):
+        assert type(on_spark._get_provider().batch_engine).__name__ == "SparkComputeEngine"
+        for feature_store in (duck, on_spark):
+            store.materialize(feature_store, start, end)
+        rng = np.random.default_rng(0)
+        users, movies = raw.users[USER_KEY].astype(str), raw.movies[MOVIE_KEY].astype(str)
+        pairs = pd.concat([  # every user, every movie
+            pd.DataFrame({USER_KEY: users, MOVIE_KEY: rng.choice(movies, len(users))}),
+            pd.DataFrame({USER_KEY: rng.choice(users, len(movies)), MOVIE_KEY: movies}),
+        ], ignore_index=True)  # fmt: skip
+        online = store.online_frame(on_spark, pairs)
+        assert online.drop(columns=[USER_KEY, MOVIE_KEY]).notna().all().all()
+        pd.testing.assert_frame_equal(online, store.online_frame(duck, pairs), check_exact=False, rtol=1e-9)
+        verdicts = [skew_report(s, sample_size=40, as_of=NOW) for s in (duck, on_spark)]
+        assert verdicts[1]["ok"] and verdicts[1]["pairs"] >= 30, verdicts[1]
+        assert {k: verdicts[1][k] for k in ("ok", "pairs", "mismatched_pairs")} == {
+            k: verdicts[0][k] for k in ("ok", "pairs", "mismatched_pairs")
+        }
