@@ -159,8 +159,8 @@ def write_sources(
 def write_labelled_events(con: duckdb.DuckDBPyConnection, ds: DateLike, path: Path) -> int:
     """Write the labelled events before `ds` (the Feast entity frame of `labelled_events`) to parquet; their count.
 
-    DuckDB sorts them by event_timestamp, user_id, movie_id (out of core) so that a reader can take them in
-    chunks in time order.
+    The engine (DuckDB, or Spark's `SparkConnection`) sorts them by event_timestamp, user_id, movie_id (out of
+    core) so that a reader can take them in chunks in time order.
     """
     query = (
         f"SELECT {USER_KEY}, {MOVIE_KEY}, {EVENT_TIMESTAMP}, {RATING}, "

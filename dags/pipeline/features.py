@@ -55,7 +55,7 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
     with raw_source.connect(raw) as con, feature_connection(config, raw, con) as features:
         try:
             counts = raw_source.check(features)
-            if features is not con:  # the sample and the labelled events still read DuckDB's typed views
+            if features is not con:  # the Great Expectations sample still reads DuckDB's typed views
                 raw_source.create_views(con)
         except raw_source.RawSourceError as error:
             write_json(run.sources_result, {"success": False, "evaluated": None, "failures": list(error.problems),
@@ -71,7 +71,7 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
         if not report.success:
             raise ValidationFailed(report.summary)
         paths = feature_ingest.write_sources(features, ds, feature_store.data_dir(config.feature_repo))
-        events = feature_ingest.write_labelled_events(con, ds, run.events)
+        events = feature_ingest.write_labelled_events(features, ds, run.events)
         catalogue = con.execute(f"SELECT {MOVIE_KEY} FROM movies ORDER BY {MOVIE_KEY}").df()[MOVIE_KEY].to_numpy()
     record = negatives.write_sampled(run.events, catalogue, config.negatives_per_event, config.sampling_seed,
                                      run.sampled, config.max_sampled_rows)  # fmt: skip
