@@ -156,7 +156,7 @@ def write_sources(
     return {**paths, **{view: data_dir / view for view in views}}
 
 
-def write_labelled_events(con: duckdb.DuckDBPyConnection, ds: DateLike, path: Path) -> int:
+def write_labelled_events(con: duckdb.DuckDBPyConnection | SparkConnection, ds: DateLike, path: Path) -> int:
     """Write the labelled events before `ds` (the Feast entity frame of `labelled_events`) to parquet; their count.
 
     The engine (DuckDB, or Spark's `SparkConnection`) sorts them by event_timestamp, user_id, movie_id (out of
