@@ -99,3 +99,11 @@ def test_the_spark_services_run_this_venvs_spark_class_on_their_own_ports(topolo
     assert env["PATH"].split(":")[0] == str(Path(sys.executable).parent) and env["PYTHONPATH"] == str(cf.PROJECT_ROOT)
     # the feature tasks submit to the master
     assert topology.service_env("airflow-worker")["DEEPFM_SPARK_MASTER"] == topology.spark_master_url
+
+
+def test_deepfm_spark_workers_sets_how_many_spark_workers_start(tmp_path: Path) -> None:
+    env = cf.generate_env_file(tmp_path / "docker.env", {"DEEPFM_SOURCE": "synthetic", "DEEPFM_SPARK_WORKERS": "3"})
+    topology = ComposeTopology(cf.load_compose(env), tmp_path / "compose", tmp_path / "logs", LOCAL)
+    assert topology.replica_count("spark-worker") == 3
+    ports = {topology.command("spark-worker", replica)[4] for replica in range(3)}
+    assert len(ports) == 3, "each worker its own status port"
