@@ -27,7 +27,10 @@ report and the worker's `ready.` line stand in, which say the same without start
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -37,7 +40,7 @@ from typing import Any
 
 from dags.ops.airflow_client import AirflowClient
 from dags.ops.hostname import worker_env
-from dags.ops.processes import Component, Processes, StackError, free_port, kill_session
+from dags.ops.processes import Component, Processes, StackError, free_port, kill_session, session_members
 from tests import compose as cf
 
 PROJECT_ROOT = cf.PROJECT_ROOT
@@ -358,10 +361,21 @@ class ComposeTopology:
 
     def kill(self, service: str, replica: int = 0) -> None:
         """`docker kill`: SIGKILL to every process of the service's container (its session), nothing graceful."""
-        name = self.process_name(service, replica)
-        (component,) = [c for c in self.processes.components if c.name == name]
+        component = self._component(service, replica)
         kill_session(component.process.pid)
         self.processes.stop(grace=0, components=[component])
+
+    def pause(self, service: str, replica: int = 0, resume: bool = False) -> None:
+        """`docker pause` (`resume`: `docker unpause`): SIGSTOP (SIGCONT) to every process of the service's container,
+        which then holds whatever it was doing, reports nothing and answers nothing."""
+        for pid in session_members(self._component(service, replica).process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT if resume else signal.SIGSTOP)
+
+    def _component(self, service: str, replica: int) -> Component:
+        name = self.process_name(service, replica)
+        (component,) = [c for c in self.processes.components if c.name == name]
+        return component
 
     def _mount(self, service: str) -> None:
         """Each mount of the service as a link in its container's folder (Airflow finds its logs under its home)."""
