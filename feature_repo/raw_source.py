@@ -289,7 +289,8 @@ def validation_sample(con: duckdb.DuckDBPyConnection, cutoff: pd.Timestamp, day:
     else:
         start = sql.instant(day)
         new_day = f"SELECT * FROM events WHERE {before} AND {EVENT_TIMESTAMP} >= {start} LIMIT {rows}"
-        earlier = (f"SELECT * FROM events WHERE {EVENT_TIMESTAMP} < {start} "
+        # DuckDB samples the FROM clause before WHERE filters it: the filter goes in a subquery.
+        earlier = (f"SELECT * FROM (SELECT * FROM events WHERE {EVENT_TIMESTAMP} < {start}) AS earlier "
                    f"USING SAMPLE reservoir({rows} ROWS) REPEATABLE ({seed})")  # fmt: skip
         events = con.execute(f"({new_day}) UNION ALL ({earlier})").df()
     events = events.sort_values(EVENT_TIMESTAMP, kind="stable").reset_index(drop=True)

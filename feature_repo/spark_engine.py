@@ -6,7 +6,7 @@ the driver never holds the history. Nothing is written twice:
 - the SQL: `SparkConnection` answers the part of DuckDB's connection API that `raw_source.check`,
   `daily_stats.update`, `ingest.write_sources` and `ingest.write_labelled_events` use, and `spark_sql` renders
   their DuckDB SQL for Spark in one place (quoting, string literals, `TIMESTAMPTZ`, full-match regexes,
-  `read_parquet` lists, a few function names, decimal literals as doubles). `COPY ... TO` becomes a Spark write
+  `read_parquet` lists, a few function names, decimal literals as doubles, seeded reservoir samples). `COPY ... TO` becomes a Spark write
   moved into the same file names.
 - the fold: `fresh_features.day_rows`, the function DuckDB's fold calls on a batch of days, runs on each user's
   state and events, a bucket of users per call (`cogroup(...).applyInPandas`), and the rows go to the same day
@@ -54,6 +54,12 @@ REQUIRED_CONF = {
 DEFAULT_CONF = {
     "spark.ui.enabled": "false",
     "spark.sql.shuffle.partitions": "8",
+    # The driver holds a training chunk's features (`store.TRAINING_CHUNK_ROWS` rows) as Arrow on their way to
+    # pandas: 1M rows ran its 1 GB default out of heap. On a local master the executors share this heap.
+    "spark.driver.memory": "4g",
+    # A Java heap run out leaves the driver's Python waiting forever on its py4j call: the JVM exits instead, and
+    # the stage fails with py4j's error.
+    "spark.driver.extraJavaOptions": "-XX:+ExitOnOutOfMemoryError",
 }
 # DuckDB's name of each Spark type: `raw_source.TYPES` lists the types a raw column may arrive as.
 _DUCKDB_TYPES = {"string": "VARCHAR", "bigint": "BIGINT", "int": "INTEGER", "smallint": "SMALLINT", "tinyint": "TINYINT",
@@ -100,6 +106,7 @@ _FULL_MATCH = re.compile(rf"regexp_full_match\(((?:[^,()]|\([^()]*\))+), ({_LITE
 _SPLIT = re.compile(rf"string_split\(((?:[^,()]|\([^()]*\))+), ({_LITERAL})\)")
 _STRFTIME_CALL = re.compile(rf"strftime\(((?:[^,()]|\([^()]*\))+), ({_LITERAL})\)")
 _WINDOW = re.compile(r" WINDOW (\w+) AS (\([^()]*\))")
+_SAMPLE = re.compile(r" USING SAMPLE reservoir\((\d+) ROWS\) REPEATABLE \((\d+)\)")
 _WORDS = [(re.compile(rf"\b{duck}\b"), spark) for duck, spark in (
     ("TIMESTAMPTZ", "TIMESTAMP"), ("VARCHAR", "STRING"), ("list_value", "array"), ("list_contains", "array_contains"),
     ("hash", "xxhash64"), ("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP VIEW"))]  # fmt: skip
@@ -121,6 +128,7 @@ def spark_sql(query: str, table_of_files: Any = None) -> str:
         query = _READ_PARQUET.sub(lambda m: table_of_files(_paths(m.group(1))), query)
     for name, window in _WINDOW.findall(query):  # Spark's parser misreads `OVER name - x`: the window inlined
         query = re.sub(rf"OVER {name}\b", f"OVER {window}", query.replace(f" WINDOW {name} AS {window}", ""))
+    query = _SAMPLE.sub(r" ORDER BY rand(\2) LIMIT \1", query)  # a seeded uniform sample: a top-N, no full sort
     query = _FULL_MATCH.sub(lambda m: f"({m.group(1)} RLIKE {sql.literal('^(?:' + _text(m.group(2)) + ')$')})", query)
     query = _SPLIT.sub(lambda m: f"split({m.group(1)}, {sql.literal(re.escape(_text(m.group(2))))}, -1)", query)
     query = _STRFTIME_CALL.sub(lambda m: f"date_format({m.group(1)}, {sql.literal(_java_format(_text(m.group(2))))})",
@@ -180,10 +188,11 @@ class SparkResult:
         return rows[0] if rows else None
 
     def df(self) -> pd.DataFrame:
+        """The rows as pandas, timestamps as DuckDB gives them (microseconds, UTC)."""
         frame = self._frame.toPandas()
         for column, kind in self._frame.dtypes:
             if kind == "timestamp":
-                frame[column] = pd.to_datetime(frame[column]).dt.tz_localize("UTC")
+                frame[column] = pd.to_datetime(frame[column]).dt.tz_localize("UTC").astype("datetime64[us, UTC]")
         return frame
 
 

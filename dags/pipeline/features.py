@@ -52,11 +52,9 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
     run = config.run_dir(ds)
     cutoff = data_cutoff(ds)
     raw = config.load_raw()
-    with raw_source.connect(raw) as con, feature_connection(config, raw, con) as features:
+    with feature_connection(config, raw) as con:
         try:
-            counts = raw_source.check(features)
-            if features is not con:  # the Great Expectations sample still reads DuckDB's typed views
-                raw_source.create_views(con)
+            counts = raw_source.check(con)
         except raw_source.RawSourceError as error:
             write_json(run.sources_result, {"success": False, "evaluated": None, "failures": list(error.problems),
                                             "data_docs": None})  # fmt: skip
@@ -70,8 +68,8 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
         logger.info("Great Expectations Data Docs (sources): %s", report.docs_path)
         if not report.success:
             raise ValidationFailed(report.summary)
-        paths = feature_ingest.write_sources(features, ds, feature_store.data_dir(config.feature_repo))
-        events = feature_ingest.write_labelled_events(features, ds, run.events)
+        paths = feature_ingest.write_sources(con, ds, feature_store.data_dir(config.feature_repo))
+        events = feature_ingest.write_labelled_events(con, ds, run.events)
         catalogue = con.execute(f"SELECT {MOVIE_KEY} FROM movies ORDER BY {MOVIE_KEY}").df()[MOVIE_KEY].to_numpy()
     record = negatives.write_sampled(run.events, catalogue, config.negatives_per_event, config.sampling_seed,
                                      run.sampled, config.max_sampled_rows)  # fmt: skip
@@ -82,16 +80,19 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
 
 
 @contextlib.contextmanager
-def feature_connection(config: PipelineConfig, raw, con) -> Iterator:
-    """What computes the features over the event history (`config.feature_engine`): the DuckDB connection `con`
-    itself, or a Spark connection over the same raw tables (`feature_repo.spark_engine`)."""
+def feature_connection(config: PipelineConfig, raw) -> Iterator:
+    """What computes the features over the event history (`config.feature_engine`): a DuckDB connection in this
+    process, or a Spark connection (`feature_repo.spark_engine`), over the raw tables as delivered."""
+    from feature_repo import raw_source
+
     if config.feature_engine != "spark":
-        yield con
+        with raw_source.connect(raw) as con:
+            yield con
         return
     from feature_repo import spark_engine
 
-    with spark_engine.connect(raw, spark_engine.session(config.spark_master, config.spark_conf)) as features:
-        yield features
+    with spark_engine.connect(raw, spark_engine.session(config.spark_master, config.spark_conf)) as con:
+        yield con
 
 
 def update_feature_store(config: PipelineConfig, ds: str) -> dict:

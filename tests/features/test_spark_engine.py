@@ -82,12 +82,34 @@ def test_both_engines_refuse_the_same_bad_rows(source, spark, tmp_path):
 def test_duckdb_sql_renders_for_spark():
     rendered = spark_engine.spark_sql(
         """SELECT "it's", strftime(day, '%Y-%m-%d') FROM t WHERE regexp_full_match("g", 'a\\|b') """
-        """AND x > TIMESTAMPTZ '1998-01-01T00:00:00+00:00' AND y = 'O''Neil' AND z < 2.5"""
+        """AND x > TIMESTAMPTZ '1998-01-01T00:00:00+00:00' AND y = 'O''Neil' AND z < 2.5 USING SAMPLE reservoir(10 ROWS) REPEATABLE (7)"""
     )
     assert rendered == (
         "SELECT `it's`, date_format(day, 'yyyy-MM-dd') FROM t WHERE (`g` RLIKE '^(?:a\\\\|b)$') "
-        "AND x > TIMESTAMP '1998-01-01T00:00:00+00:00' AND y = 'O\\'Neil' AND z < 2.5D"
+        "AND x > TIMESTAMP '1998-01-01T00:00:00+00:00' AND y = 'O\\'Neil' AND z < 2.5D ORDER BY rand(7) LIMIT 10"
     )
+
+
+def test_the_great_expectations_sample_on_spark_holds_the_last_day_and_a_repeatable_sample(source, spark):
+    """`raw_source.validation_sample` through Spark: the run's last day whole and `rows` earlier events, drawn with
+    the seed (the same rows twice), typed as DuckDB's sample is."""
+    cutoff, day, rows = pd.Timestamp("1998-01-07", tz="UTC"), pd.Timestamp("1998-01-06", tz="UTC"), 600
+    samples = {}
+    for engine, connect in (("duckdb", raw_source.connect), ("spark", lambda raw: spark_engine.connect(raw, spark))):
+        with connect(RawSource.from_folder(source)) as con:
+            raw_source.check(con, now=NOW)
+            samples[engine] = [raw_source.validation_sample(con, cutoff, day, rows).events for _ in range(2)]
+    (duck, _), (first, again) = samples["duckdb"], samples["spark"]
+    assert dict(first.dtypes) == dict(duck.dtypes)
+    assert first.equals(again)
+    events = pd.read_parquet(source / "events.parquet")
+    stamps = pd.to_datetime(events["event_timestamp"], utc=True)
+    last_day = events[(stamps >= day) & (stamps < cutoff)]
+    assert 0 < len(last_day) < rows < (stamps < day).sum()
+    for sample in (first, duck):
+        assert (sample["event_timestamp"] >= day).sum() == len(last_day)
+        assert (sample["event_timestamp"] < day).sum() == rows
+        assert sample.merge(events, how="left", indicator=True)["_merge"].eq("both").all()
 
 
 def stage_config(source: Path, home: Path, engine: str):
@@ -155,8 +177,17 @@ def test_spark_settings_from_the_environment_reach_the_session(spark, source):
                                       "DEEPFM_SPARK_CONF": '{"spark.sql.shuffle.partitions": "3"}'})  # fmt: skip
     raw = RawSource.from_folder(source)
     try:
-        with raw_source.connect(raw) as con, feature_connection(config, raw, con) as features:
+        with feature_connection(config, raw) as features:
             assert isinstance(features, spark_engine.SparkConnection)
             assert features.spark.conf.get("spark.sql.shuffle.partitions") == "3"
     finally:
         spark.conf.set("spark.sql.shuffle.partitions", "2")
+
+
+def test_the_driver_gets_its_heap_and_exits_when_it_runs_out(spark):
+    """`DEFAULT_CONF` reaches the driver's JVM: a 1M-row training chunk ran the 1 GB default heap out, and a heap run
+    out left the stage waiting on its py4j call for ten minutes until stopped."""
+    jvm = spark.sparkContext._jvm
+    arguments = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    assert "-XX:+ExitOnOutOfMemoryError" in arguments, arguments
+    assert jvm.java.lang.Runtime.getRuntime().maxMemory() > 3.5 * 2**30  # `spark.driver.memory`: 4g
