@@ -4,6 +4,7 @@ skew-check verdict), over one repo's sources."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -29,7 +30,19 @@ def spark() -> Iterator:
     session.stop()
 
 
-def test_the_training_set_through_the_spark_offline_store_equals_duckdbs(raw, training, events, spark, tmp_path):
+@pytest.fixture(params=["UTC", "America/New_York"])
+def local_zone(request, monkeypatch) -> Iterator[str]:
+    """This process's local time zone (Python turns Spark's collected timestamps into local wall-clock times)."""
+    monkeypatch.setenv("TZ", request.param)
+    time.tzset()
+    yield request.param
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_the_training_set_through_the_spark_offline_store_equals_duckdbs(
+    raw, training, events, spark, tmp_path, local_zone
+):
     on_spark = repo_with(raw, DS, tmp_path, **spark_engine.feast_blocks(MASTER, SETTINGS))
     assert on_spark.config.offline_store.type == "spark"
     registered = {source.name: type(source).__name__ for source in on_spark.list_data_sources()}
