@@ -6,8 +6,8 @@ the driver never holds the history. Nothing is written twice:
 - the SQL: `SparkConnection` answers the part of DuckDB's connection API that `raw_source.check`,
   `daily_stats.update`, `ingest.write_sources` and `ingest.write_labelled_events` use, and `spark_sql` renders
   their DuckDB SQL for Spark in one place (quoting, string literals, `TIMESTAMPTZ`, full-match regexes,
-  `read_parquet` lists, a few function names, decimal literals as doubles, seeded reservoir samples). `COPY ... TO` becomes a Spark write
-  moved into the same file names.
+  `read_parquet` lists, a few function names, decimal literals as doubles, seeded reservoir samples). `COPY ...
+  TO` becomes a Spark write moved into the same file names.
 - the fold: `fresh_features.day_rows`, the function DuckDB's fold calls on a batch of days, runs on each user's
   state and events, a bucket of users per call (`cogroup(...).applyInPandas`), and the rows go to the same day
   files.

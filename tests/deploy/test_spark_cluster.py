@@ -30,7 +30,8 @@ DS = "1998-01-06"
 DONE_BEFORE_THE_KILL = 40  # tasks finished first: the kill lands inside the night's work, not before it
 TIMEOUT_S = 300
 # What a task's end, sent before the pause, may take to reach the driver's status API: its view lags by
-# `spark.ui.liveUpdate.period` (100 ms), and by its event queue's backlog on a loaded machine (over 1 s in the suite).
+# `spark.ui.liveUpdate.period` (100 ms), and by its event queue's backlog on a loaded machine (likely past 1 s in the
+# suite: a kill after a 1 s wait once found the task ended).
 SETTLE_S = 5.0
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * TIMEOUT_S + 120)]
