@@ -24,6 +24,7 @@ def test_engine_and_spark_workers_reach_the_benchmark_command() -> None:
 def test_each_spark_worker_count_is_a_run_of_its_own_and_unknown_engines_are_refused() -> None:
     assert engine_runs(["duckdb", "spark"], [1, 2]) == [("duckdb", None), ("spark", "local[1]"), ("spark", "local[2]")]
     assert engine_runs(["duckdb"], [1, 2]) == [("duckdb", None)]
+    assert engine_runs(["spark", "duckdb"], [2]) == [("spark", "local[2]"), ("duckdb", None)]  # the order given
     with pytest.raises(ValueError, match="Unknown feature engines \\['dask'\\]"):
         engine_runs(["duckdb", "dask"], [2])
     with pytest.raises(ValueError, match="positive"):

@@ -89,7 +89,8 @@ def run_stage(stage: str, ds: str, env: dict[str, str], log_path: Path) -> tuple
 
 
 def engine_runs(engines: list[str], spark_workers: list[int]) -> list[tuple[str, str | None]]:
-    """(engine, Spark master or None) of each run of a size: DuckDB once, Spark once per worker count."""
+    """(engine, Spark master or None) of each run of a size, in the order of `engines`: DuckDB once, Spark once per
+    worker count."""
     from dags.pipeline.config import FEATURE_ENGINES
 
     unknown = sorted(set(engines) - set(FEATURE_ENGINES))
@@ -97,9 +98,10 @@ def engine_runs(engines: list[str], spark_workers: list[int]) -> list[tuple[str,
         raise ValueError(f"Unknown feature engines {unknown}; choose from {list(FEATURE_ENGINES)}")
     if any(n < 1 for n in spark_workers):
         raise ValueError(f"Spark worker counts must be positive. Received: {spark_workers}")
-    return [(e, None) for e in engines if e != "spark"] + [
-        ("spark", f"local[{n}]") for n in spark_workers if "spark" in engines
-    ]
+    runs: list[tuple[str, str | None]] = []
+    for engine in dict.fromkeys(engines):
+        runs += [(engine, f"local[{n}]") for n in spark_workers] if engine == "spark" else [(engine, None)]
+    return runs
 
 
 def stage_env(
