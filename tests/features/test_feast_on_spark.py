@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from deepfm_model.spec.dates import data_cutoff, last_data_day
-from deepfm_model.spec.features import MOVIE_KEY, USER_KEY
+from deepfm_model.spec.features import EVENT_TIMESTAMP, MOVIE_KEY, USER_KEY
 from feature_repo import spark_engine, store
 from feature_repo.skew import skew_report
 
@@ -50,6 +50,23 @@ def test_the_training_set_through_the_spark_offline_store_equals_duckdbs(
     frame = store.training_frame(on_spark, events)
     assert len(frame) == len(training) > 1000
     pd.testing.assert_frame_equal(frame, training, check_exact=False, rtol=1e-9)
+
+
+def test_the_entity_rows_reach_spark_as_a_file_in_the_repo_removed_afterwards(raw, events, spark, tmp_path):
+    """A training chunk's rows go to Feast's Spark query as a parquet file that the workers read, not as a local
+    relation whose rows travel inside every task (at 10M events that ran the driver's 4 GB heap out)."""
+    on_spark = repo_with(raw, DS, tmp_path, **spark_engine.feast_blocks(MASTER, SETTINGS))
+    entity_df = events[[USER_KEY, MOVIE_KEY, EVENT_TIMESTAMP]].drop_duplicates(ignore_index=True)
+    data = store.data_dir(tmp_path)
+    with store._entity_rows(on_spark, entity_df) as rows:
+        (written,) = data.glob("entity-rows-*.parquet")
+        assert [file.removeprefix("file://") for file in rows.inputFiles()] == [str(written)]
+        assert dict(rows.dtypes)[EVENT_TIMESTAMP] == "timestamp_ntz"
+        read = rows.toPandas()
+    wall_clock = entity_df[EVENT_TIMESTAMP].dt.tz_convert("UTC").dt.tz_localize(None)
+    pd.testing.assert_series_equal(read[EVENT_TIMESTAMP].astype("datetime64[us]"), wall_clock.astype("datetime64[us]"))
+    pd.testing.assert_frame_equal(read[[USER_KEY, MOVIE_KEY]], entity_df[[USER_KEY, MOVIE_KEY]])
+    assert not list(data.glob("entity-rows-*")), "the entity rows' file outlived the retrieval"
 
 
 def test_materialized_by_the_spark_engine_redis_holds_duckdbs_online_rows(raw, spark, tmp_path):
