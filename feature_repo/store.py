@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -278,8 +279,6 @@ def _entity_rows(store: FeatureStore, entity_df: pd.DataFrame):
     if store.config.offline_store.type != SPARK_OFFLINE_STORE:
         yield entity_df
         return
-    import uuid
-
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
