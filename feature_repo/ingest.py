@@ -37,7 +37,7 @@ from deepfm_model.spec.features import (
 )
 from deepfm_model.spec.files import staged_path
 from deepfm_model.spec.raw_data import EVENT_COLUMNS, MOVIE_COLUMNS, USER_COLUMNS, RawData, check_columns
-from feature_repo import daily_stats, fresh_features, raw_source, sql
+from feature_repo import daily_stats, fresh_features, negatives, raw_source, spark_engine, sql
 from feature_repo.raw_source import RawSource
 from feature_repo.sources import PARTITIONED_VIEWS, source_file
 from feature_repo.spark_engine import SparkConnection, update_fresh
@@ -170,6 +170,16 @@ def write_labelled_events(con: duckdb.DuckDBPyConnection | SparkConnection, ds: 
     with staged_path(path) as staged:
         con.execute(f"COPY ({query}) TO {sql.literal(staged)} (FORMAT parquet)")
     return pq.ParquetFile(path).metadata.num_rows
+
+
+def write_sampled(con: duckdb.DuckDBPyConnection | SparkConnection, events_path: Path, per_event: int, seed: int,
+                  path: Path, max_rows: int | None = None) -> negatives.SamplingRecord:  # fmt: skip
+    """Sample the unrated movies of the labelled events at `events_path` (`negatives`) into `path`, drawn from the
+    `movies` view's catalogue: in this process, or on Spark when `con` is Spark's (the same rows)."""
+    catalogue = con.execute(f"SELECT {MOVIE_KEY} FROM movies ORDER BY {MOVIE_KEY}").df()[MOVIE_KEY].to_numpy()
+    if isinstance(con, SparkConnection):
+        return spark_engine.write_sampled(con, events_path, catalogue, per_event, seed, path, max_rows)
+    return negatives.write_sampled(events_path, catalogue, per_event, seed, path, max_rows)
 
 
 def read_source(data_dir: Path, view: str) -> pd.DataFrame:

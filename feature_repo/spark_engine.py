@@ -11,6 +11,8 @@ the driver never holds the history. Nothing is written twice:
 - the fold: `fresh_features.day_rows`, the function DuckDB's fold calls on a batch of days, runs on each user's
   state and events, a bucket of users per call (`cogroup(...).applyInPandas`), and the rows go to the same day
   files.
+- the sampled unrated rows: `negatives.draw_unrated`, the function DuckDB's sampling calls on every event, runs on
+  a bucket of users per call (`write_sampled`), and the rows go to the same file.
 
 The outputs equal DuckDB's (`tests/features/test_spark_engine.py`: two nights on both engines, counts exact,
 rates within 1e-9). A manifest records the engine that wrote it (`daily_stats.engine_version`): the days'
@@ -33,11 +35,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from deepfm_model.spec.features import EVENT_TIMESTAMP, MOVIE_KEY, RATING, USER_KEY
+from deepfm_model.spec.features import EVENT_TIMESTAMP, LABEL, MOVIE_KEY, PICKED, RATING, USER_KEY
 from deepfm_model.spec.files import move_into_place
 from deepfm_model.spec.raw_data import RawData
-from feature_repo import fresh_features, raw_source, sql
+from feature_repo import fresh_features, negatives, raw_source, sql
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -349,12 +352,7 @@ def _fold_days(con: SparkConnection, folder: Path, scratch: Path, days: dict[str
                                        bucket_events.drop(columns=BUCKET), genres)  # fmt: skip
         return rows.astype({EVENT_TIMESTAMP: "datetime64[us, UTC]"})
 
-    buckets = max(4 * con.spark.sparkContext.defaultParallelism, 4)
-
-    def bucketed(frame: DataFrame):
-        return frame.withColumn(BUCKET, F.pmod(F.hash(USER_KEY), F.lit(buckets))).groupBy(BUCKET)
-
-    rows = bucketed(events).cogroup(bucketed(state)).applyInPandas(fold_bucket, schema)
+    rows = _by_user_bucket(con, events).cogroup(_by_user_bucket(con, state)).applyInPandas(fold_bucket, schema)
     part = "part"
 
     stamped = rows.withColumn(
@@ -373,6 +371,14 @@ def _fold_days(con: SparkConnection, folder: Path, scratch: Path, days: dict[str
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _by_user_bucket(con: SparkConnection, frame: DataFrame):
+    """`frame` grouped by a bucket of users (the hash of their id): a few buckets per core, each a pandas call."""
+    from pyspark.sql import functions as F
+
+    buckets = max(4 * con.spark.sparkContext.defaultParallelism, 4)
+    return frame.withColumn(BUCKET, F.pmod(F.hash(USER_KEY), F.lit(buckets))).groupBy(BUCKET)
+
+
 def _write_now(con: SparkConnection, folder: Path, cutoff: pd.Timestamp, path: Path) -> None:
     """`fresh_features._write_now` on Spark: each user's latest row before `cutoff`, stamped `cutoff`."""
     from pyspark.sql import functions as F
@@ -380,3 +386,37 @@ def _write_now(con: SparkConnection, folder: Path, cutoff: pd.Timestamp, path: P
     latest = _latest(con, folder, cutoff.strftime("%Y-%m-%d"))
     restamped = latest.withColumn(EVENT_TIMESTAMP, F.lit(cutoff.to_pydatetime()).cast("timestamp"))
     write_single(restamped.select(*fresh_features.LOG_COLUMNS).orderBy(USER_KEY), path)
+
+
+# --- The sampled unrated rows per user -------------------------------------------------------------------------------
+
+
+def write_sampled(con: SparkConnection, events_path: Path, catalogue: np.ndarray, per_event: int, seed: int,
+                  path: Path, max_rows: int | None = None) -> negatives.SamplingRecord:  # fmt: skip
+    """`negatives.write_sampled` on Spark: `negatives.draw_unrated` on each bucket of users' events (whole
+    histories) in parallel tasks, an event's position its row in the labelled events' one file
+    (`_metadata.row_index`); the draws depend on the seed and the position alone, so the rows equal DuckDB's."""
+    from pyspark.sql import functions as F
+
+    catalogue = negatives.check_arguments(catalogue, per_event, max_rows)
+    total = pq.ParquetFile(events_path).metadata.num_rows
+    events = con.spark.read.parquet(str(events_path)).select(
+        *negatives.EVENT_COLUMNS, F.col("_metadata.row_index").alias(negatives.EVENT_POSITION)
+    )
+    movies = con.spark.createDataFrame(pd.DataFrame({MOVIE_KEY: catalogue}))
+    known = events.join(F.broadcast(movies), MOVIE_KEY, "left_semi").count()
+
+    def sample_bucket(bucket: pd.DataFrame) -> pd.DataFrame:
+        return negatives.draw_unrated(bucket.drop(columns=BUCKET), catalogue, per_event, seed, total, max_rows)
+
+    counters = (RATING, LABEL, PICKED, negatives.EVENT_POSITION, negatives.DRAW)
+    schema = ", ".join([f"{USER_KEY} string, {MOVIE_KEY} string, {EVENT_TIMESTAMP} timestamp",
+                        *(f"{column} bigint" for column in counters)])  # fmt: skip
+    draws = _by_user_bucket(con, events).applyInPandas(sample_bucket, schema).cache()
+    try:
+        drawn, rows = draws.agg(F.count("*"), F.count(MOVIE_KEY)).first()
+        kept = draws.where(F.col(MOVIE_KEY).isNotNull()).orderBy(negatives.EVENT_POSITION, negatives.DRAW)
+        write_single(kept.drop(negatives.DRAW), path)
+    finally:
+        draws.unpersist()
+    return negatives.sampling_record(per_event, seed, total, known, drawn, rows, len(catalogue), max_rows)

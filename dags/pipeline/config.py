@@ -69,8 +69,8 @@ class PipelineConfig:
         negatives_per_event: movies sampled per rated event as "not picked" rows (`feature_repo.negatives`);
             0 trains on rated events only.
         sampling_seed: seed of that sampling (recorded in the run).
-        max_sampled_rows: at most this many sampled rows a night (a seeded subset of the draws beyond it, the
-            rate recorded); the sampled rows are entity rows of the training set and training rows, so at 10M
+        max_sampled_rows: at most this many sampled rows a night (beyond it, each event gets the floor or the
+            ceiling of `max_sampled_rows / events` draws, the rate recorded); the sampled rows are entity rows of the training set and training rows, so at 10M
             events 8 per event would set the night's length. `None`: no cap.
         ndcg_tolerance: a candidate may trail the serving model's full-catalogue NDCG@10 by at most this much.
         ranking_max_users: the full-catalogue evaluation ranks for at most this many users of the test window

@@ -17,7 +17,6 @@ import pandas as pd
 from dags.pipeline.config import PipelineConfig, check_reachable
 from deepfm_model.layout import SPLITS
 from deepfm_model.spec.dates import data_cutoff, last_data_day
-from deepfm_model.spec.features import MOVIE_KEY
 from deepfm_model.spec.files import write_json
 
 logger = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
     and a sample of events that holds the whole last day. Either failing stops the run before anything is written downstream.
     """
     from feature_repo import ingest as feature_ingest
-    from feature_repo import negatives, raw_source, validation
+    from feature_repo import raw_source, validation
     from feature_repo import store as feature_store
 
     check_reachable(config)
@@ -70,9 +69,8 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
             raise ValidationFailed(report.summary)
         paths = feature_ingest.write_sources(con, ds, feature_store.data_dir(config.feature_repo))
         events = feature_ingest.write_labelled_events(con, ds, run.events)
-        catalogue = con.execute(f"SELECT {MOVIE_KEY} FROM movies ORDER BY {MOVIE_KEY}").df()[MOVIE_KEY].to_numpy()
-    record = negatives.write_sampled(run.events, catalogue, config.negatives_per_event, config.sampling_seed,
-                                     run.sampled, config.max_sampled_rows)  # fmt: skip
+        record = feature_ingest.write_sampled(con, run.events, config.negatives_per_event, config.sampling_seed,
+                                              run.sampled, config.max_sampled_rows)  # fmt: skip
     write_json(run.sampling, dataclasses.asdict(record))
     summary = {"events": events, "users": counts["users"], "movies": counts["movies"], "sampled": record.rows}
     logger.info("Ingested %s; sources: %s", summary, {view: str(path) for view, path in paths.items()})

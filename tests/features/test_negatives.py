@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from deepfm_model.spec.features import EVENT_TIMESTAMP, LABEL, MOVIE_KEY, PICKED, RATING, USER_KEY
-from feature_repo.negatives import EVENT_POSITION, sample_unrated, write_sampled
+from feature_repo.negatives import DRAW, EVENT_POSITION, draw_unrated, sample_unrated, write_sampled
 
 
 def _events(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
@@ -46,20 +46,37 @@ def test_uniform_over_the_unrated_catalogue_and_seeded():
     assert not rows[MOVIE_KEY].equals(other[MOVIE_KEY])
 
 
-def test_a_cap_keeps_a_seeded_uniform_subset_of_the_draws_and_records_the_rate():
+def test_a_cap_gives_exactly_max_rows_draws_spread_evenly_and_records_the_rate():
     catalogue = np.array([str(i) for i in range(1000)])
     events = _events([(f"u{i % 40}", str(i % 50), f"1998-01-{1 + i % 28:02d}") for i in range(400)])
     full, _ = sample_unrated(events, catalogue, per_event=4, seed=3)
     capped, record = sample_unrated(events, catalogue, per_event=4, seed=3, max_rows=600)
     assert len(capped) == record.rows == 600 and record.rate == 1.5 and record.max_rows == 600
     per_event = capped[EVENT_POSITION].value_counts().reindex(range(400), fill_value=0)
-    assert per_event.max() <= 4 and 1.2 < per_event.mean() < 1.8  # each event keeps its draws with one chance
-    assert abs(per_event[:200].sum() - per_event[200:].sum()) < 120  # not the first events' draws: uniform
+    assert set(per_event) == {1, 2}  # the floor or the ceiling of 600 / 400
+    assert per_event[:200].sum() == per_event[200:].sum() == 300  # every stretch of the history its share
+    assert capped.merge(full, how="left", indicator=True)["_merge"].eq("both").all()  # the same draws, fewer
     again, _ = sample_unrated(events, catalogue, per_event=4, seed=3, max_rows=600)
     pd.testing.assert_frame_equal(capped, again)
     uncapped, record = sample_unrated(events, catalogue, per_event=4, seed=3, max_rows=1600)  # does not bind
     pd.testing.assert_frame_equal(uncapped, full)
     assert record.rate == 4.0
+
+
+def test_any_grouping_of_whole_users_draws_the_same_rows():
+    """What lets Spark sample per bucket of users: each draw depends on the seed and its event's position alone."""
+    rng = np.random.default_rng(0)
+    catalogue = np.array([str(i) for i in range(30)])
+    events = _events([(f"u{rng.integers(12)}", str(rng.integers(30)), f"1998-01-{1 + i // 40:02d}")
+                      for i in range(600)])  # fmt: skip
+    events[EVENT_POSITION] = np.arange(len(events))
+    whole = draw_unrated(events, catalogue, 3, 5, len(events), max_rows=1000)
+    for groups in (2, 5):
+        bucket = events[USER_KEY].map(lambda user, groups=groups: int(user[1:]) % groups)
+        parts = [draw_unrated(events[bucket == b], catalogue, 3, 5, len(events), max_rows=1000) for b in range(groups)]
+        pieced = pd.concat(parts).sort_values([EVENT_POSITION, DRAW]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(pieced, whole)
+    assert len(whole) == 1000 and 0 < whole[MOVIE_KEY].isna().sum() < 100  # the dropped draws compared too
 
 
 def test_a_user_who_rated_everything_gets_no_rows_and_the_drop_is_counted():

@@ -112,6 +112,25 @@ def test_the_great_expectations_sample_on_spark_holds_the_last_day_and_a_repeata
         assert sample.merge(events, how="left", indicator=True)["_merge"].eq("both").all()
 
 
+def test_the_sampled_rows_on_spark_are_duckdbs_drawn_per_bucket_of_users(source, spark, tmp_path):
+    """`ingest.write_sampled` through Spark (`negatives.draw_unrated` on each bucket of users, in tasks) writes the
+    file DuckDB's connection writes (every event at once, in this process): the same rows in the same order, and
+    the same record, with a cap that binds."""
+    outputs = {}
+    for engine, connect in (("duckdb", raw_source.connect), ("spark", lambda raw: spark_engine.connect(raw, spark))):
+        events, sampled = tmp_path / f"{engine}-events.parquet", tmp_path / f"{engine}-sampled.parquet"
+        with connect(RawSource.from_folder(source)) as con:
+            raw_source.check(con, now=NOW)
+            ingest.write_labelled_events(con, NIGHTS[0], events)
+            record = ingest.write_sampled(con, events, 3, 11, sampled, max_rows=5000)
+        outputs[engine] = (pd.read_parquet(sampled), record)
+    (duck, duck_record), (on_spark, spark_record) = outputs["duckdb"], outputs["spark"]
+    assert spark_record == duck_record
+    assert duck_record.rows + duck_record.dropped == 5000 and duck_record.rows > 4900
+    assert_frames_equal(on_spark, duck, "sampled")
+    assert on_spark["event_position"].is_monotonic_increasing
+
+
 def stage_config(source: Path, home: Path, engine: str):
     """The pipeline's configuration of a home over the parquet `source`, features on `engine`."""
     from dags.pipeline.config import PipelineConfig
