@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,7 @@ WORKER = "spark-worker"
 DS = "1998-01-06"
 DONE_BEFORE_THE_KILL = 40  # tasks finished first: the kill lands inside the night's work, not before it
 TIMEOUT_S = 300
+STATUS_TIMEOUT_S = 60  # a status page's reads, retried (`status_json`)
 # What a task's end, sent before the pause, may take to reach the driver's status API: its view lags by
 # `spark.ui.liveUpdate.period` (100 ms), and by its event queue's backlog on a loaded machine (likely past 1 s in the
 # suite: a kill after a 1 s wait once found the task ended).
@@ -58,21 +60,32 @@ def cluster(tmp_path: Path) -> Iterator[ComposeTopology]:
     assert not any(left.values()), f"processes left behind, by session: {left}"
 
 
-def executor_of(cluster: ComposeTopology, replica: int, app_id: str) -> str | None:
-    """The id of the executor of application `app_id` that worker `replica` runs, if any."""
+def status_json(url: str) -> Any:
+    """The JSON a Spark status page answers. A read that times out or fails to connect (a JVM starved on a loaded
+    2-core machine: one read timed out after 10 s in a fresh-clone suite) is asked again until `STATUS_TIMEOUT_S`."""
     import httpx
 
-    status = httpx.get(f"http://127.0.0.1:{cluster.local_port(WORKER, 8081, replica)}/json/", timeout=10).json()
+    deadline = time.monotonic() + STATUS_TIMEOUT_S
+    while True:
+        try:
+            return httpx.get(url, timeout=10).json()
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def executor_of(cluster: ComposeTopology, replica: int, app_id: str) -> str | None:
+    """The id of the executor of application `app_id` that worker `replica` runs, if any."""
+    status = status_json(f"http://127.0.0.1:{cluster.local_port(WORKER, 8081, replica)}/json/")
     ids = [str(e["id"]) for e in status["executors"] if e["appid"] == app_id]
     return ids[0] if ids else None
 
 
 def running_tasks(api: str) -> dict[str, int]:
     """How many tasks the driver sees running now, by executor id."""
-    import httpx
-
     running: dict[str, int] = {}
-    for stage in httpx.get(f"{api}/stages?status=active&details=true", timeout=10).json():
+    for stage in status_json(f"{api}/stages?status=active&details=true"):
         for task in stage.get("tasks", {}).values():
             if task["status"] == "RUNNING":
                 running[task["executorId"]] = running.get(task["executorId"], 0) + 1
@@ -101,8 +114,6 @@ def kill_while_running(cluster: ComposeTopology, api: str, busy: dict[str, int])
 
 
 def test_a_worker_killed_during_a_stage_is_survived_with_the_same_outputs(cluster, tmp_path):
-    import httpx
-
     source = write_source(tmp_path / "source")
     ui_port = free_port()  # the driver's status API: which executor runs tasks now
     spark = spark_engine.session(cluster.spark_master_url, {"spark.ui.enabled": "true", "spark.ui.port": str(ui_port),
@@ -122,7 +133,7 @@ def test_a_worker_killed_during_a_stage_is_survived_with_the_same_outputs(cluste
         killed = None
         deadline = time.monotonic() + TIMEOUT_S
         while killed is None and thread.is_alive() and time.monotonic() < deadline:
-            completed = sum(e["completedTasks"] for e in httpx.get(f"{api}/executors", timeout=10).json())
+            completed = sum(e["completedTasks"] for e in status_json(f"{api}/executors"))
             busy = running_tasks(api)
             if busy and completed >= DONE_BEFORE_THE_KILL:
                 killed = kill_while_running(cluster, api, busy)
@@ -132,7 +143,7 @@ def test_a_worker_killed_during_a_stage_is_survived_with_the_same_outputs(cluste
         assert not thread.is_alive(), "the night did not finish after the worker was killed"
         assert "error" not in outcome, outcome.get("error")
         assert outcome["counts"] == {"events": 3000, "users": 80, "movies": 50}
-        stages = httpx.get(f"{api}/stages?status=complete", timeout=10).json()
+        stages = status_json(f"{api}/stages?status=complete")
         failed = sum(s["numFailedTasks"] for s in stages)
         retried = [s["stageId"] for s in stages if s["attemptId"] > 0]
         print(f"killed worker {killed[0] + 1} while its executor {killed[1]} ran {killed[2]} task(s); "
@@ -140,7 +151,7 @@ def test_a_worker_killed_during_a_stage_is_survived_with_the_same_outputs(cluste
         # The tasks running on the killed executor fail and run again; should one have ended unseen before the
         # pause, the shuffle output the executor held is lost and its stages run again.
         assert failed or retried, "nothing of the night was rerun: the kill landed outside its work"
-        (lost,) = [e for e in httpx.get(f"{api}/allexecutors", timeout=10).json() if e["id"] == killed[1]]
+        (lost,) = [e for e in status_json(f"{api}/allexecutors") if e["id"] == killed[1]]
         assert not lost["isActive"] and "worker lost" in lost["removeReason"], lost
     finally:
         spark.stop()
