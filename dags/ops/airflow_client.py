@@ -119,7 +119,7 @@ class AirflowClient:
     def dag_run(self, dag_id: str, run_id: str) -> dict:
         return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()
 
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float, interval: float = 10) -> dict:
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float, interval: float = 2) -> dict:
         """Poll the DagRun until it succeeds or fails; returns it. Logs each task's state as it changes."""
         deadline = time.monotonic() + timeout
         seen: dict[str, str | None] = {}

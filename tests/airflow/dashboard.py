@@ -46,7 +46,7 @@ def chromium_browser(chromium: Path, chromium_args: list[str]) -> Iterator:
 def run_stopped_by_bad_data(stack: AirflowStack) -> dict:
     """Trigger the nightly DAG for `BAD_DATA_DS`; it must fail at ingest. Returns the DagRun."""
     run = stack.trigger(DAG_ID, f"{BAD_DATA_DS}T00:00:00Z", run_id=f"ui_test_bad_data__{BAD_DATA_DS}")
-    finished = stack.wait_for_run(DAG_ID, run["dag_run_id"], timeout=RUN_TIMEOUT_S, interval=3)
+    finished = stack.wait_for_run(DAG_ID, run["dag_run_id"], timeout=RUN_TIMEOUT_S)
     states = {ti["task_id"]: ti["state"] for ti in stack.task_instances(DAG_ID, run["dag_run_id"])}
     assert finished["state"] == "failed" and states["features.ingest"] == "failed", states
     return finished

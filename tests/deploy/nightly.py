@@ -18,6 +18,7 @@ from serving.inputs import to_feature_columns
 from tests import compose as cf
 from tests.airflow.conftest import DAG_ID, TASKS
 from tests.deploy.topology import ComposeTopology
+from tests.spark_settings import JVM_CONF
 
 RUN_TIMEOUT_S = 10 * 60
 START_TIMEOUT_S = 5 * 60
@@ -27,20 +28,23 @@ START_TIMEOUT_S = 5 * 60
 # the synthetic world's picks follow popularity alone, a chart DeepFM cannot learn from a few thousand events.
 # Feast's offline work stays on DuckDB: on Spark it is three more applications a night, about 5 minutes of a
 # 2-core machine's suite (`tests/features/test_feast_on_spark.py` and `test_spark_engine.py` run it on Spark);
-# the raw checks, the aggregates, the fold and the labelled events still run on compose's cluster.
+# the raw checks, the aggregates, the fold and the labelled events still run on compose's cluster, its JVMs with
+# the JIT's first tier alone (`tests/spark_settings.py`: a few thousand rows a night).
 RUN_SETTINGS = {
     "DEEPFM_EPOCHS": "3",
     "DEEPFM_PICK_PRIOR": "1",
     "DEEPFM_FEAST_OFFLINE_STORE": "duckdb",
+    "DEEPFM_SPARK_CONF": json.dumps(JVM_CONF),
     "DEEPFM_AUC_TOLERANCE": "0.05",
     "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
 }
 
 
 def compose_env(folder: Path) -> dict[str, str]:
-    """docker/.env as a person would fill it in (random secrets), with the synthetic data source."""
+    """docker/.env as a person would fill it in (random secrets), with the synthetic data source and TF Serving
+    reading its model config every 2 s (compose's 30 s default made `verify_serving` wait up to 30 s a night)."""
     path = folder / "docker.env"
-    cf.generate_env_file(path, {"DEEPFM_SOURCE": "synthetic"})
+    cf.generate_env_file(path, {"DEEPFM_SOURCE": "synthetic", "TFSERVING_CONFIG_POLL_SECONDS": "2"})
     return cf.read_env_file(path)
 
 

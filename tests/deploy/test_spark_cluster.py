@@ -24,6 +24,7 @@ from tests.deploy.nightly import compose_env
 from tests.deploy.topology import ComposeTopology, LocalServices
 from tests.features.engines import assert_same_sources, night, write_source
 from tests.services import postgres_params, redis_address
+from tests.spark_settings import JVM_CONF
 
 OUTPUT = TEST_OUTPUT / "spark-cluster"
 WORKER = "spark-worker"
@@ -116,7 +117,8 @@ def kill_while_running(cluster: ComposeTopology, api: str, busy: dict[str, int])
 def test_a_worker_killed_during_a_stage_is_survived_with_the_same_outputs(cluster, tmp_path):
     source = write_source(tmp_path / "source")
     ui_port = free_port()  # the driver's status API: which executor runs tasks now
-    spark = spark_engine.session(cluster.spark_master_url, {"spark.ui.enabled": "true", "spark.ui.port": str(ui_port),
+    spark = spark_engine.session(cluster.spark_master_url, {**JVM_CONF, "spark.ui.enabled": "true",
+                                                            "spark.ui.port": str(ui_port),
                                                             "spark.sql.shuffle.partitions": "4"})  # fmt: skip
     try:
         api = f"http://127.0.0.1:{ui_port}/api/v1/applications/{spark.sparkContext.applicationId}"

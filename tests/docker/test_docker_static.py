@@ -473,12 +473,13 @@ def test_tf_serving_command_and_mounts(services: dict[str, dict[str, Any]]) -> N
     serving = services[SERVING]
     assert serving["image"].split(":")[0] == "tensorflow/serving"
     options = flags(as_list(serving.get("command")))
-    assert options.get("model_config_file_poll_wait_seconds") == "30"
+    assert options.get("model_config_file_poll_wait_seconds") == "${TFSERVING_CONFIG_POLL_SECONDS:-30}"
     model_mounts = [m for m in volumes(serving) if m["source"] == MODEL_VOLUME]
     assert [m["target"] for m in model_mounts] == ["/models"], "the model volume must be at /models"
     assert model_mounts[0]["read_only"], "TF Serving only reads the model base path"
 
-    # The model config lives in the model volume (so TF Serving's 30 s poll sees updates); airflow-init installs
+    # The model config lives in the model volume (so TF Serving's poll, 30 s by default, sees it change); airflow-init
+    # installs
     # serving/models.config there.
     model_config = options["model_config_file"]
     assert is_under(model_config, "/models"), model_config

@@ -22,6 +22,7 @@ from serving.push import push
 from serving.server.config import parse_command_line
 from serving.server.monitoring import DEFAULT_PROMETHEUS_PATH
 from serving.server_process import server_process
+from tests import compose as cf
 from tests.serving.helpers import MODEL_NAME, free_port, http_get, local_only
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker" / "compose.yaml"
@@ -29,8 +30,10 @@ AVAILABLE_V1 = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
                                           "status": {"error_code": "OK", "error_message": ""}}]}  # fmt: skip
 
 
-def tf_serving_service() -> dict:
-    return yaml.safe_load(COMPOSE_FILE.read_text())["services"]["tf-serving"]
+def tf_serving_service(env: dict[str, str] | None = None) -> dict:
+    """The tf-serving service, its variables interpolated from `env` (none set: compose's defaults)."""
+    service = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["tf-serving"]
+    return {**service, "command": [cf.interpolate(word, env or {}) for word in service["command"]]}
 
 
 def local_mounts(service: dict, tmp_path: Path) -> dict[str, Path]:
@@ -54,9 +57,9 @@ def localize(arg: str, mounts: dict[str, Path]) -> str:
     return arg
 
 
-def compose_command(tmp_path: Path) -> tuple[list[str], dict[str, Path]]:
+def compose_command(tmp_path: Path, env: dict[str, str] | None = None) -> tuple[list[str], dict[str, Path]]:
     """The compose command line of tf-serving on local paths, with a model config on its model volume."""
-    service = tf_serving_service()
+    service = tf_serving_service(env)
     assert service["entrypoint"] == ["tensorflow_model_server"]
     mounts = local_mounts(service, tmp_path)
     ensure_model_config(mounts["/models"], MODEL_NAME)
@@ -74,6 +77,11 @@ def test_compose_command_line_of_tf_serving_gives_its_settings(tmp_path):
     assert config.prometheus_path == "/monitoring/prometheus/metrics"  # what serving/monitoring.config enables
     assert (config.base_path, config.model_name) == (str(mounts["/models"]), MODEL_NAME)  # from the model config
     assert config.host == "127.0.0.1"  # not given: localhost
+
+
+def test_the_config_poll_of_the_compose_command_line_is_docker_env_s_setting(tmp_path):
+    argv, _ = compose_command(tmp_path, {"TFSERVING_CONFIG_POLL_SECONDS": "2"})
+    assert parse_command_line(argv).config.model_config_poll_wait_s == 2
 
 
 def test_flags_take_both_spellings_and_both_value_forms(tmp_path):
