@@ -478,9 +478,8 @@ def test_tf_serving_command_and_mounts(services: dict[str, dict[str, Any]]) -> N
     assert [m["target"] for m in model_mounts] == ["/models"], "the model volume must be at /models"
     assert model_mounts[0]["read_only"], "TF Serving only reads the model base path"
 
-    # The model config lives in the model volume (so TF Serving's poll, 30 s by default, sees it change); airflow-init
-    # installs
-    # serving/models.config there.
+    # The model config lives in the model volume (so TF Serving's poll, 30 s by default, sees it change);
+    # airflow-init installs serving/models.config there.
     model_config = options["model_config_file"]
     assert is_under(model_config, "/models"), model_config
     init = services["airflow-init"]
