@@ -12,7 +12,8 @@ Redis under the run's Feast project, its registry in Postgres, its feature work 
 master and two workers: the `ingest` task's driver submits to it), `train` on the gpu worker and every other task on
 the default worker, its version AVAILABLE and answering on both replicas, and `stable` on it on both; ranking
 through a replica returns scores. The second run pushes the next version while a client streams Predict requests
-through `stable` to a replica the whole time: none may fail, and the stream must see the switch. What happened goes
+through `stable` to a replica from the end of `evaluate` to the run's end (the release group: bless, push, and
+verify_serving moving `stable`): none may fail, and the stream must see the switch. What happened goes
 to `artifacts/test-output/deploy/` (`summary.json`, the placement table, every component's log, the task logs).
 """
 
@@ -46,6 +47,7 @@ from tests.deploy.nightly import (
     finished_run,
     probe_columns,
     trigger,
+    wait_for_task,
 )
 from tests.deploy.topology import ComposeTopology, LocalServices
 from tests.services import (
@@ -60,6 +62,7 @@ from tests.serving.helpers import request_streams
 OUTPUT = TEST_OUTPUT / "deploy"
 DATES = ("1998-01-30", "1998-01-31")  # consecutive, each with events on its last day (synthetic: 30 days from 01-01)
 GPU_TASKS = {"training.train"}
+RELEASE_AFTER = "training.evaluate"  # the last task before the release group
 WORKERS = {"airflow-worker": "default", "airflow-worker-gpu": "gpu"}  # service -> the queue its tasks come from
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(START_TIMEOUT_S + 2 * RUN_TIMEOUT_S + 300)]
@@ -223,9 +226,14 @@ def test_compose_topology_runs_the_nightly_dag_twice_without_dropping_a_request(
         time.sleep(0.02)  # a steady client, not one that takes a core from the run
         return version
 
+    # The stream runs through the second night's release (bless, push, verify_serving): what changes serving. Through
+    # the whole night it was 7,000 Predict calls that took the cores the night's own tasks needed.
+    second_id = trigger(client, DATES[1])
+    wait_for_task(topology, second_id, RELEASE_AFTER, "success", RUN_TIMEOUT_S)
     switch_started = time.monotonic()
     with request_streams(addresses[0], send, version_label="stable") as stream:
-        second_run, second_instances = run_nightly(topology, DATES[1])
+        second_run, second_instances = finished_run(topology, second_id, OUTPUT, DATES[1])
+        assert_succeeded(second_run, second_instances, OUTPUT)
         second = read_json(config.run_dir(DATES[1]).verify)
         assert second["verified"] and second["model_version"] == first["model_version"] + 1, second
         deadline = time.monotonic() + 60
