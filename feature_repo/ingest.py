@@ -39,7 +39,7 @@ from deepfm_model.spec.files import staged_path
 from deepfm_model.spec.raw_data import EVENT_COLUMNS, MOVIE_COLUMNS, USER_COLUMNS, RawData, check_columns
 from feature_repo import daily_stats, fresh_features, negatives, raw_source, spark_engine, sql
 from feature_repo.raw_source import RawSource
-from feature_repo.sources import PARTITIONED_VIEWS, source_file
+from feature_repo.source_files import PARTITIONED_VIEWS, source_file
 from feature_repo.spark_engine import SparkConnection, update_fresh
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def write_sources(
         raw: the raw tables, or a connection over them with the typed views (`raw_source.check`), DuckDB's or
             Spark's (`spark_engine.connect`); only events strictly before `ds` 00:00 UTC are used.
         ds: logical date of the run.
-        data_dir: the repo's data folder (`store.data_dir(repo_dir)`), created if missing.
+        data_dir: the repo's data folder (`source_files.data_dir(repo_dir)`), created if missing.
 
     Returns:
         Path of each view's source (a file, or the folder of a stats view's daily files), keyed by view name.

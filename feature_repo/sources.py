@@ -24,20 +24,7 @@ from deepfm_model.spec.features import (
     USER_PROFILE_VIEW,
     USER_STATS_VIEW,
 )
-
-DATA_DIR_NAME = "data"  # under the repo directory; git-ignored
-# Views whose source is a folder of daily files; both offline stores read the glob (DuckDB, Dask).
-PARTITIONED_VIEWS = (USER_STATS_VIEW, MOVIE_STATS_VIEW, USER_GENRE_STATS_VIEW, USER_FRESH_VIEW)
-
-
-def source_file(view: str) -> str:
-    """File name of the parquet source that feeds profile view `view`."""
-    return f"{view}.parquet"
-
-
-def source_path(view: str) -> str:
-    """Path of the source of `view`, relative to the repo directory: a file, or a glob over daily files."""
-    return f"{DATA_DIR_NAME}/{view}/*.parquet" if view in PARTITIONED_VIEWS else f"{DATA_DIR_NAME}/{source_file(view)}"
+from feature_repo.source_files import source_path
 
 
 def _file_source(view: str, description: str) -> FileSource:

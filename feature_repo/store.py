@@ -61,9 +61,8 @@ from deepfm_model.spec.files import staged_path, write_text
 from feature_repo import fresh_features
 from feature_repo.definitions import OBJECTS
 from feature_repo.ingest import PROFILE_TIMESTAMP
-from feature_repo.sources import DATA_DIR_NAME
+from feature_repo.source_files import REPO_DIR, data_dir
 
-REPO_DIR = Path(__file__).resolve().parent
 CONFIG_FILE = "feature_store.yaml"
 PROFILE_VIEWS = (USER_PROFILE_VIEW, MOVIE_PROFILE_VIEW)
 TRAINING_COLUMNS = (*FEATURE_NAMES, EVENT_TIMESTAMP, RATING, LABEL, PICKED)
@@ -73,11 +72,6 @@ TRAINING_COLUMNS = (*FEATURE_NAMES, EVENT_TIMESTAMP, RATING, LABEL, PICKED)
 TRAINING_CHUNK_ROWS = 1_000_000
 PUSH_CHUNK_ROWS = 50_000  # rows per `FeatureStore.push` call
 SPARK_OFFLINE_STORE = "spark"  # Feast's Spark offline store: the sources registered as `SparkSource`s
-
-
-def data_dir(repo_dir: Path = REPO_DIR) -> Path:
-    """The git-ignored folder of a repo that holds sources, registry and online store."""
-    return Path(repo_dir) / DATA_DIR_NAME
 
 
 def store_config(

@@ -143,7 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--airflow-home", type=Path, default=Path(os.environ.get("AIRFLOW_HOME", "airflow_home")))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("feast").setLevel(logging.WARNING)  # its registry refreshes would fill the demo's output
+    # Feast's registry refreshes and httpx's line per request (the run is polled every 2 s) would fill the output;
+    # the run's progress is the client's line per task state.
+    for noisy in ("feast", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     config = PipelineConfig.from_env()
     config_file = ensure_model_config(config.model_base_path, config.model_name, config.model_config_file)
     with server_process(

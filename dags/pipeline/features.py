@@ -45,7 +45,7 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
     """
     from feature_repo import ingest as feature_ingest
     from feature_repo import raw_source, validation
-    from feature_repo import store as feature_store
+    from feature_repo.source_files import data_dir
 
     check_reachable(config)
     run = config.run_dir(ds)
@@ -67,7 +67,7 @@ def ingest(config: PipelineConfig, ds: str) -> dict:
         logger.info("Great Expectations Data Docs (sources): %s", report.docs_path)
         if not report.success:
             raise ValidationFailed(report.summary)
-        paths = feature_ingest.write_sources(con, ds, feature_store.data_dir(config.feature_repo))
+        paths = feature_ingest.write_sources(con, ds, data_dir(config.feature_repo))
         events = feature_ingest.write_labelled_events(con, ds, run.events)
         record = feature_ingest.write_sampled(con, run.events, config.negatives_per_event, config.sampling_seed,
                                               run.sampled, config.max_sampled_rows)  # fmt: skip
