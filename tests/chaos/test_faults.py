@@ -233,7 +233,8 @@ def deployment() -> Iterator[Deployment]:
     shutil.rmtree(OUTPUT, ignore_errors=True)
     OUTPUT.mkdir(parents=True)
     with private_folder("deepfm-chaos-") as root, Processes(OUTPUT) as services:
-        env = compose_env(root)
+        # compose's own 30 s config poll: `replica_killed` strikes while `verify_serving` waits for the replicas
+        env = compose_env(root, {"DEEPFM_SOURCE": "synthetic"})
         compose = cf.load_compose(env)
         redis = RedisServer(services, root / "redis", cf.as_list(compose["services"]["redis"]["command"]))
         postgres = PostgresServer(services, root / "postgres")

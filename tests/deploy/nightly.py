@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +40,15 @@ RUN_SETTINGS = {
 }
 
 
-def compose_env(folder: Path) -> dict[str, str]:
-    """docker/.env as a person would fill it in (random secrets), with the synthetic data source and TF Serving
-    reading its model config every 2 s (compose's 30 s default made `verify_serving` wait up to 30 s a night)."""
+# The synthetic data source, and TF Serving reading its model config every 2 s (compose's 30 s default made
+# `verify_serving` wait up to 30 s a night).
+DEPLOY_ENV = {"DEEPFM_SOURCE": "synthetic", "TFSERVING_CONFIG_POLL_SECONDS": "2"}
+
+
+def compose_env(folder: Path, settings: Mapping[str, str] = DEPLOY_ENV) -> dict[str, str]:
+    """docker/.env as a person would fill it in (random secrets), with `settings`."""
     path = folder / "docker.env"
-    cf.generate_env_file(path, {"DEEPFM_SOURCE": "synthetic", "TFSERVING_CONFIG_POLL_SECONDS": "2"})
+    cf.generate_env_file(path, settings)
     return cf.read_env_file(path)
 
 
