@@ -44,6 +44,7 @@ from tests.deploy.nightly import (
     RUN_SETTINGS,
     RUN_TIMEOUT_S,
     START_TIMEOUT_S,
+    SYNTHETIC_SOURCE,
     assert_served_everywhere,
     assert_succeeded,
     compose_env,
@@ -234,7 +235,7 @@ def deployment() -> Iterator[Deployment]:
     OUTPUT.mkdir(parents=True)
     with private_folder("deepfm-chaos-") as root, Processes(OUTPUT) as services:
         # compose's own 30 s config poll: `replica_killed` strikes while `verify_serving` waits for the replicas
-        env = compose_env(root, {"DEEPFM_SOURCE": "synthetic"})
+        env = compose_env(root, SYNTHETIC_SOURCE)
         compose = cf.load_compose(env)
         redis = RedisServer(services, root / "redis", cf.as_list(compose["services"]["redis"]["command"]))
         postgres = PostgresServer(services, root / "postgres")

@@ -40,9 +40,9 @@ RUN_SETTINGS = {
 }
 
 
-# The synthetic data source, and TF Serving reading its model config every 2 s (compose's 30 s default made
-# `verify_serving` wait up to 30 s a night).
-DEPLOY_ENV = {"DEEPFM_SOURCE": "synthetic", "TFSERVING_CONFIG_POLL_SECONDS": "2"}
+SYNTHETIC_SOURCE = {"DEEPFM_SOURCE": "synthetic"}
+# TF Serving reading its model config every 2 s: compose's 30 s default made `verify_serving` wait up to 30 s a night.
+DEPLOY_ENV = {**SYNTHETIC_SOURCE, "TFSERVING_CONFIG_POLL_SECONDS": "2"}
 
 
 def compose_env(folder: Path, settings: Mapping[str, str] = DEPLOY_ENV) -> dict[str, str]:
