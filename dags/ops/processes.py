@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -35,6 +36,10 @@ logger = logging.getLogger(__name__)
 # What a person, a terminal or a service manager sends to stop a runner.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+DEFAULT_EPHEMERAL_PORTS = (32768, 60999)
+PORT_FLOOR = 16384  # `free_port` picks in [PORT_FLOOR, the ephemeral range's start): above the usual services' ports
+PORT_TRIES = 200
 
 
 class StackError(RuntimeError):
@@ -85,10 +90,33 @@ class StopSignals:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing holds right now, below the kernel's ephemeral range.
+
+    The ephemeral range is where `bind(0)` picks from, and where every outgoing connection takes its local port: a
+    port picked so can be taken by some client's connection before the server that was given it binds it (a
+    component that starts after `airflow db migrate` binds a minute later). The deploy test's scheduler lost its
+    health-check port that way ("Address already in use"). A port below the range is taken only by a listener.
+    """
+    low, _ = ephemeral_ports()
+    pick = random.SystemRandom()
+    for _ in range(PORT_TRIES):
+        port = pick.randrange(PORT_FLOOR, low) if low > PORT_FLOOR else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise StackError(f"no free port in [{PORT_FLOOR}, {low}) after {PORT_TRIES} tries")
+
+
+def ephemeral_ports(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The kernel's range of local ports for outgoing connections and `bind(0)` (Linux's default where unreadable)."""
+    try:
+        low, high = map(int, path.read_text().split())
+    except (OSError, ValueError):
+        return DEFAULT_EPHEMERAL_PORTS
+    return low, high
 
 
 def wait_until(

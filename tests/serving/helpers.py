@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -55,13 +54,6 @@ def serving_servers() -> Iterator[Callable[..., tuple[ModelServer, str]]]:
             return server, f"127.0.0.1:{port}"
 
         yield start
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free on `host` now. For TF Serving's `--rest_api_port`, where 0 means no REST API, not "pick one"."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 @dataclass(frozen=True)

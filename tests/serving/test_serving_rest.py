@@ -7,11 +7,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dags.ops.bench.sample_model import sample_columns
+from dags.ops.processes import free_port
 from serving.client import ServingClient, ServingError
 from serving.labels import set_label
 from serving.model_config import build_model_config, write_model_config
 from serving.push import push
-from tests.serving.helpers import MODEL_NAME, PollCounter, free_port, http_get, local_only
+from tests.serving.helpers import MODEL_NAME, PollCounter, http_get, local_only
 from tests.serving.test_serving_server import wait_for
 
 pytestmark = local_only

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from dags.ops.processes import free_port
 from serving.push import push
 from serving.server_process import ROOT
-from tests.serving.helpers import MODEL_NAME, free_port, local_only
+from tests.serving.helpers import MODEL_NAME, local_only
 
 pytestmark = local_only
 

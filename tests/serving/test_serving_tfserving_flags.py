@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from dags.ops.bench.sample_model import sample_columns
+from dags.ops.processes import free_port
 from serving.client import ServingClient
 from serving.labels import ensure_model_config
 from serving.push import push
@@ -23,7 +24,7 @@ from serving.server.config import parse_command_line
 from serving.server.monitoring import DEFAULT_PROMETHEUS_PATH
 from serving.server_process import server_process
 from tests import compose as cf
-from tests.serving.helpers import MODEL_NAME, free_port, http_get, local_only
+from tests.serving.helpers import MODEL_NAME, http_get, local_only
 
 COMPOSE_FILE = Path(__file__).resolve().parents[2] / "docker" / "compose.yaml"
 AVAILABLE_V1 = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
