@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 
 import pytest
 
-from dags.ops.bench.report import Stopwatch, Timed, machine, percentiles, table, write_result
+from dags.ops.bench.report import Stopwatch, Timed, machine, measure_import, percentiles, table, write_result
 
 
 def test_percentiles_interpolate_linearly_and_round_when_asked():
@@ -62,3 +63,12 @@ def test_write_result_writes_json_and_says_where(tmp_path, capsys):
     path = write_result(tmp_path / "bench" / "x.json", {"p50_ms": 1.5, "machine": machine()})
     assert json.loads(path.read_text())["p50_ms"] == 1.5
     assert capsys.readouterr().out.strip() == f"written: {path}"
+
+
+def test_measure_import_times_each_module_of_a_list_in_fresh_interpreters():
+    # A module this process imported already still costs a fresh interpreter its import.
+    figures = measure_import("json, deepfm_model.spec.features", runs=2)
+    assert figures["runs"] == 2
+    assert 0 < figures["min_seconds"] <= figures["seconds"] and figures["cpu_seconds"] > 0 and figures["rss_mib"] > 1
+    with pytest.raises(subprocess.CalledProcessError):
+        measure_import("no_such_module_here", runs=1)

@@ -4,11 +4,15 @@
   the last day's cutoff), on the Dask `file` and the `duckdb` offline stores; rows per second.
 - Online reads: 1 user x 100 candidate movies through the feature service (the client's `rank` path, on-demand
   affinity included), on the SQLite and the Redis online stores; p50/p99 latency in milliseconds.
+- Importing Feast in a fresh interpreter, as every task of a night that reads the store does: plainly (typeguard
+  instruments Feast's classes) and through `feature_repo` (which turns that off; see its docstring); wall and CPU
+  seconds, and the ratio.
 
 Results go to `artifacts/bench/features.json` and a table on stdout. Each store gets its own temporary repo;
 the Redis one uses its own project (key suffix) and is torn down afterwards.
 
     python -m dags.ops.bench.features [--data-dir data/movielens] [--out artifacts/bench/features.json]
+                                      [--requests 200] [--import-runs 3]
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dags.ops.bench.report import Stopwatch, machine, percentiles, table, write_result
+from dags.ops.bench.report import Stopwatch, machine, measure_import, percentiles, table, write_result
 from deepfm_model.spec import dates
 from deepfm_model.spec.features import FEATURE_SERVICE, MOVIE_KEY, USER_KEY
 from feature_repo import ingest, store
@@ -35,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 OFFLINE_STORES = ("file", "duckdb")
 CANDIDATES = 100
+FEAST_IMPORTS = {"plain": "feast", "through feature_repo": "feature_repo, feast"}
 
 
 def bench_historical(raw, ds: str, work_dir: Path, sources_dir: Path, offline_store: str) -> dict:
@@ -81,7 +86,14 @@ def bench_online(raw, ds: str, work_dir: Path, sources_dir: Path, name: str, onl
     return {"requests": requests, "candidates": CANDIDATES, **percentiles(latencies, digits=2)}
 
 
-def run(data_dir: Path, out: Path, requests: int, redis_address: str) -> dict:
+def bench_imports(runs: int) -> dict:
+    """`import feast` in fresh interpreters, plainly and through `feature_repo`; the CPU seconds' ratio."""
+    imports = {name: measure_import(modules, runs) for name, modules in FEAST_IMPORTS.items()}
+    ratio = imports["plain"]["cpu_seconds"] / imports["through feature_repo"]["cpu_seconds"]
+    return {**imports, "cpu_ratio": round(ratio, 2)}
+
+
+def run(data_dir: Path, out: Path, requests: int, redis_address: str, import_runs: int) -> dict:
     """Run every measurement, write `out`, return the results."""
     import feast
 
@@ -95,9 +107,11 @@ def run(data_dir: Path, out: Path, requests: int, redis_address: str) -> dict:
         "ds": ds,
         "events": len(raw.events),
         "machine": machine(feast=feast.__version__),
+        "import": bench_imports(import_runs),
         "historical": {},
         "online": {},
     }
+    logger.info("import feast: %s", results["import"])
     with tempfile.TemporaryDirectory(prefix="bench_features_") as tmp:
         work_dir = Path(tmp)
         sources_dir = work_dir / "sources"
@@ -142,6 +156,10 @@ def format_table(results: dict) -> str:
         table([f"online, 1 user x {CANDIDATES}", "requests", "p50 ms", "p99 ms"], online),
     ]
     lines += [f"{name}: skipped: {r['skipped']}" for name, r in results["online"].items() if "skipped" in r]
+    imports = [[name, f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}"]
+               for name, r in results["import"].items() if name in FEAST_IMPORTS]  # fmt: skip
+    lines += ["", table(["import feast (fresh interpreter, median)", "seconds", "CPU seconds"], imports),
+              f"CPU ratio, plain / through feature_repo: {results['import']['cpu_ratio']:.2f}x"]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -150,13 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path("data/movielens"), help="verified MovieLens cache")
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench/features.json"))
     parser.add_argument("--requests", type=int, default=200, help="online reads per store (after 10 warm-up)")
+    parser.add_argument("--import-runs", type=int, default=3, help="fresh interpreters per way of importing Feast")
     default_redis = f"{os.environ.get('REDIS_HOST', '127.0.0.1')}:{os.environ.get('REDIS_PORT', '6379')}"
     parser.add_argument("--redis", default=default_redis, help="host:port of the Redis server")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("feast", "great_expectations", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    results = run(args.data_dir, args.out, args.requests, args.redis)
+    results = run(args.data_dir, args.out, args.requests, args.redis, args.import_runs)
     print(format_table(results))
     return 0
 

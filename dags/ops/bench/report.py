@@ -5,6 +5,8 @@
 - `percentiles(values_ms)`: `{"p50_ms", "p99_ms"}`, NumPy's linear interpolation, rounded when asked;
 - `machine(**extra)`: the machine in words (CPU model and count, load, platform, Python), plus a bench's own keys;
 - `table(header, rows)`: a Markdown table with its columns padded, which reads aligned on a terminal too;
+- `measure_import(module, runs)`: what importing `module` costs a fresh interpreter (wall and CPU seconds, peak
+  memory), the median of `runs`;
 - `write_result(path, results)`: the JSON result, written atomically (`deepfm_model.spec.files.write_json`),
   and a line saying where.
 """
@@ -13,6 +15,9 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -21,6 +26,16 @@ from typing import Any
 import numpy as np
 
 from deepfm_model.spec.files import write_json
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+_IMPORT_PROBE = """
+import time
+started, started_cpu = time.perf_counter(), time.process_time()
+import {module}
+seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
+peak_kib = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(seconds, cpu_seconds, int(peak_kib) / 1024)
+"""
 
 
 class Stopwatch:
@@ -117,3 +132,21 @@ def write_result(path: str | os.PathLike, results: dict[str, Any]) -> Path:
     written = write_json(path, results)
     print(f"written: {written}", flush=True)
     return written
+
+
+def measure_import(module: str, runs: int) -> dict[str, float]:
+    """Median wall and CPU seconds of `import module` (a comma-separated list imports each in turn), and the
+    interpreter's peak RSS in MiB, over `runs` fresh interpreters run from the project's root."""
+    seconds, cpu_seconds, rss = [], [], []
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", _IMPORT_PROBE.format(module=module)],
+            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=True, timeout=600,
+        )  # fmt: skip
+        wall, cpu, peak = map(float, out.stdout.split())
+        seconds.append(wall)
+        cpu_seconds.append(cpu)
+        rss.append(peak)
+    return {"seconds": statistics.median(seconds), "min_seconds": min(seconds),
+            "cpu_seconds": statistics.median(cpu_seconds), "rss_mib": statistics.median(rss), "runs": runs}  # fmt: skip

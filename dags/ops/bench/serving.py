@@ -26,10 +26,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import os
-import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import timeit
@@ -38,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from dags.ops.bench.report import Stopwatch, machine, percentiles, table, write_result
+from dags.ops.bench.report import Stopwatch, machine, measure_import, percentiles, table, write_result
 from deepfm_model.spec.serving import SIGNATURE_KEY
-from serving.server_process import ROOT, server_process
+from serving.server_process import server_process
 
 log = logging.getLogger(__name__)
 
@@ -50,31 +46,6 @@ MODEL_NAME = "deepfm"
 IMPORT_TARGET_S = 0.5
 ENCODE_TARGET_SPEEDUP = 10.0
 P99_TARGET_MS = 10.0
-
-_IMPORT_PROBE = """
-import time
-started = time.perf_counter()
-import {module}
-seconds = time.perf_counter() - started
-peak_kib = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(seconds, int(peak_kib) / 1024)
-"""
-
-
-def measure_import(module: str, runs: int) -> dict[str, float]:
-    """Median import seconds and peak RSS (MiB) of `module` over `runs` fresh interpreters."""
-    seconds, rss = [], []
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    for _ in range(runs):
-        out = subprocess.run(
-            [sys.executable, "-c", _IMPORT_PROBE.format(module=module)],
-            cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=600,
-        )  # fmt: skip
-        s, r = out.stdout.split()
-        seconds.append(float(s))
-        rss.append(float(r))
-    return {"seconds": statistics.median(seconds), "min_seconds": min(seconds), "rss_mib": statistics.median(rss),
-            "runs": runs}  # fmt: skip
 
 
 def site_packages_bytecode() -> bool:
