@@ -95,7 +95,8 @@ def free_port() -> int:
     The ephemeral range is where `bind(0)` picks from, and where every outgoing connection takes its local port: a
     port picked so can be taken by some client's connection before the server that was given it binds it (a
     component that starts after `airflow db migrate` binds a minute later). The deploy test's scheduler lost its
-    health-check port that way ("Address already in use"). A port below the range is taken only by a listener.
+    health-check port ("Address already in use") in a suite whose other tests held many connections. A port below
+    the range is taken only by another server, or by another caller's pick of the same port (one in 16,000).
     """
     low, _ = ephemeral_ports()
     pick = random.SystemRandom()
