@@ -1,7 +1,8 @@
 """Airflow 3.3 for real: its components as subprocesses of one isolated home, and a small REST API client.
 
 `AirflowStack` starts `airflow api-server`, `scheduler`, `dag-processor` (and, when asked, `triggerer` and Celery
-workers), waits until each one is healthy, and ends every process it started when it stops. Each
+workers), waits until each one is healthy, and ends every process it started when it stops. Its workers fork
+each task from a process that has imported the stages' libraries (`dags.ops.task_preload`). Each
 component logs to its own file under `log_dir`, task logs go to `log_dir/tasks/`, so a failed run leaves
 everything needed to read what happened.
 
@@ -41,6 +42,7 @@ from typing import Self
 from dags.ops.airflow_client import AirflowClient
 from dags.ops.hostname import worker_env
 from dags.ops.processes import Component, Processes, StopRequested, StopSignals, free_port
+from dags.ops.task_preload import CELERY_ENV, LOCAL_EXECUTOR_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +183,7 @@ class AirflowStack(AirflowClient):
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(config.log_dir / "tasks"),
         }
+        env.update(LOCAL_EXECUTOR_ENV if config.executor == "LocalExecutor" else CELERY_ENV)
         if config.sql_alchemy_conn:
             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = config.sql_alchemy_conn
         else:

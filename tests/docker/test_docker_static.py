@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dags.ops.task_preload import CELERY_ENV
 from tests.compose import as_list, environment, volumes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -351,6 +352,7 @@ def test_airflow_is_configured_by_environment(services: dict[str, dict[str, Any]
         assert env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").startswith("postgresql"), name
         assert "@postgres:" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], name
         assert env.get("AIRFLOW__CELERY__BROKER_URL", "").startswith("redis://redis:"), name
+        assert CELERY_ENV.items() <= env.items(), f"{name}: its workers must import the stages' libraries once"
         assert env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "false").lower() == "false", "auth is off"
         assert env.get("DEEPFM_FEAST_ONLINE_STORE") == "redis", name
         assert env.get("DEEPFM_REDIS_ADDR") == "redis:6379", name

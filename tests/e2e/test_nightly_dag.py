@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from dags.ops.task_preload import LOCAL_EXECUTOR_ENV
 from dags.pipeline.run_dir import RunDir
 from deepfm_model.spec.features import MOVIE_KEY, RATING, USER_KEY
 from deepfm_model.synthetic import EVENTS_FILE
@@ -64,6 +65,10 @@ def test_nightly_run_trains_pushes_and_serves(demo_run) -> None:
     states = task_states(project_home)
     assert {task for _, task, _ in states} == TASKS
     assert all(state == "success" for _, _, state in states), states
+    # The tasks were forked from workers that had the stages' libraries already (dags.ops.task_preload).
+    scheduler_log = (project_home / "airflow" / "logs" / "components" / "scheduler.log").read_text()
+    preload = LOCAL_EXECUTOR_ENV["AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD"].split(",")
+    assert f"Set forkserver preload modules for scheduler: {preload}" in scheduler_log
 
     run_dir = project_home / "artifacts" / "runs" / SYNTHETIC_DS
     keys = [USER_KEY, MOVIE_KEY, RATING]
