@@ -4,8 +4,9 @@ A candidate is rejected (a result with a reason, never an exception) for: non-fi
 losses, an export without a `serving_default` signature, a signature that differs from the serving model's
 (unless a change is allowed), a test AUC below the absolute floor, or one trailing the serving model's AUC on
 the same test split by more than the tolerance; and at the job the stack serves, a full-catalogue NDCG@10 of
-what `recommend` returns below the popularity rival's in the same run by more than the noise (the paired
-bootstrap interval of the difference over the same users lies below zero: on a few hundred users two rankers a
+what `recommend` returns below the popularity rival's in the same run by more than its tolerance (none by
+default) and the noise (the paired bootstrap interval of the difference over the same users lies below zero: on a
+few hundred users two rankers a
 hundredth apart swap places from one resample to the next, and a gate on the point estimates would block or pass
 releases by chance), or a whole-catalogue NDCG@10 trailing the serving model's on the same users and candidates
 by more than its tolerance and beyond the noise. The first model needs only the
@@ -58,6 +59,7 @@ def decide(
     signature_changed: dict | None,
     serving_ndcg: float | None = None,
     ndcg_tolerance: float = 0.01,
+    popularity_tolerance: float = 0.0,
     serving_gap_ci: tuple[float, float] | None = None,
     auc_floor: float,
     auc_tolerance: float,
@@ -72,6 +74,7 @@ def decide(
         serving_ndcg: its whole-catalogue NDCG@10 on the candidate's ranking users and candidates; `None` when not
             compared.
         ndcg_tolerance: how far the candidate's whole-catalogue NDCG@10 may trail `serving_ndcg`.
+        popularity_tolerance: how far the candidate's NDCG@10 (`recommend`) may trail the popularity rival's.
         serving_gap_ci: the paired 95% interval of the candidate's minus the serving model's per-user NDCG@10;
             trailing by more than the tolerance is a rejection only when it lies below zero (beyond the noise).
         signature_changed: `signature_diff(serving, candidate)` when not empty (or `{"serving": why}` when the
@@ -99,12 +102,12 @@ def decide(
             f"candidate AUC {auc:.4f} trails serving version {serving_version} ({serving_auc:.4f}) by more than "
             f"{auc_tolerance:.4f}"
         )
-    if _losing_to_popularity(candidate):
+    if _losing_to_popularity(candidate, popularity_tolerance):
         gap = candidate.popularity_gap_ci
         interval = f" (paired 95% interval of the difference [{gap[0]:.4f}, {gap[1]:.4f}])" if gap else ""
         return False, (
             f"candidate full-catalogue NDCG@10 {candidate.ndcg:.4f} (recommend) is below popularity's "
-            f"{candidate.popularity_ndcg:.4f} in the same run{interval}"
+            f"{candidate.popularity_ndcg:.4f} in the same run{interval}{_beyond(popularity_tolerance)}"
         )
     whole = candidate.whole_catalogue_ndcg
     beyond_noise = serving_gap_ci is None or serving_gap_ci[1] < 0
@@ -130,15 +133,19 @@ def decide(
     return True, f"candidate AUC {auc:.4f} clears the floor {auc_floor:.4f}; {baseline}{ranking}"
 
 
-def _losing_to_popularity(candidate: Candidate) -> bool:
-    """Below popularity by more than the noise: the paired interval of the difference lies under zero (without an
-    interval, below at all)."""
+def _losing_to_popularity(candidate: Candidate, tolerance: float) -> bool:
+    """Below popularity by more than `tolerance` and the noise: the paired interval of the difference lies under zero
+    (without an interval, below by more than `tolerance` at all)."""
     if (
         not (_finite(candidate.ndcg) and _finite(candidate.popularity_ndcg))
-        or candidate.ndcg >= candidate.popularity_ndcg
+        or candidate.ndcg >= candidate.popularity_ndcg - tolerance
     ):
         return False
     return candidate.popularity_gap_ci is None or candidate.popularity_gap_ci[1] < 0
+
+
+def _beyond(tolerance: float) -> str:
+    return f", by more than the tolerance {tolerance:.4f}" if tolerance else ""
 
 
 def non_finite_losses(history: dict) -> list[int]:

@@ -73,6 +73,8 @@ class PipelineConfig:
             ceiling of `max_sampled_rows / events` draws, the rate recorded); the sampled rows are entity rows of the training set and training rows, so at 10M
             events 8 per event would set the night's length. `None`: no cap.
         ndcg_tolerance: a candidate may trail the serving model's full-catalogue NDCG@10 by at most this much.
+        popularity_tolerance: a candidate's full-catalogue NDCG@10 (`recommend`) may trail the popularity rival's
+            in the same run by at most this much (beyond the noise); 0 by default.
         ranking_max_users: the full-catalogue evaluation ranks for at most this many users of the test window
             (a seeded sample, recorded); `None`: every user.
         ranking_max_pairs: and at most this many (user, candidate movie) pairs: on a catalogue of n movies, at
@@ -113,6 +115,7 @@ class PipelineConfig:
     sampling_seed: int = 0
     max_sampled_rows: int | None = 4_000_000
     ndcg_tolerance: float = 0.01
+    popularity_tolerance: float = 0.0
     ranking_max_users: int | None = 2000
     ranking_max_pairs: int = 1_000_000
     train_gpus: int = 1
@@ -330,6 +333,7 @@ NUMBER_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DEEPFM_SAMPLING_SEED": ("sampling_seed", int),
     "DEEPFM_MAX_SAMPLED_ROWS": ("max_sampled_rows", _optional_int),  # `none`: no cap
     "DEEPFM_NDCG_TOLERANCE": ("ndcg_tolerance", float),
+    "DEEPFM_POPULARITY_TOLERANCE": ("popularity_tolerance", float),
     "DEEPFM_RANKING_MAX_USERS": ("ranking_max_users", _optional_int),
     "DEEPFM_RANKING_MAX_PAIRS": ("ranking_max_pairs", int),
     "DEEPFM_TRAIN_GPUS": ("train_gpus", int),

@@ -103,6 +103,7 @@ def bless(config: PipelineConfig, ds: str) -> dict:
         serving_ndcg=serving_ndcg,
         serving_gap_ci=serving_gap_ci,
         ndcg_tolerance=config.ndcg_tolerance,
+        popularity_tolerance=config.popularity_tolerance,
         signature_changed=signature_changed,
         auc_floor=config.auc_floor,
         auc_tolerance=config.auc_tolerance,

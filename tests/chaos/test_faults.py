@@ -64,9 +64,10 @@ MODELS_VOLUME = "deepfm-models"
 MODELS_FS_MB = 256
 RESTART_AFTER_S = 3.0  # how long a killed part stays down
 SKEW_PAIRS = 1000
-# Beyond the deploy test's settings: the blessing's NDCG tolerance, so that seven 3-epoch nights on a few
-# thousand events each push a version (the chaos is in the parts, not in the gate).
-CHAOS_SETTINGS = {**RUN_SETTINGS, "DEEPFM_NDCG_TOLERANCE": "0.2"}
+# Beyond the deploy test's settings: the blessing's NDCG tolerances, against the serving model and against
+# popularity, so that seven 3-epoch nights on a few thousand events each push a version (the chaos is in the parts,
+# not in the gate: on 1998-01-25 and 01-27 recommend trails popularity by 0.06 and 0.05, beyond the noise).
+CHAOS_SETTINGS = {**RUN_SETTINGS, "DEEPFM_NDCG_TOLERANCE": "0.2", "DEEPFM_POPULARITY_TOLERANCE": "0.2"}
 
 # Each case: its night, a re-run where it fails, and (for the first) the start and the undisturbed night.
 pytestmark = [

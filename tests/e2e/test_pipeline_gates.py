@@ -158,6 +158,26 @@ def test_nan_training_loss_is_rejected(prepared: PipelineConfig) -> None:
     assert pipeline.push(permissive, "1998-02-02")["model_version"] is None
 
 
+def test_a_candidate_trailing_popularity_passes_only_within_the_tolerance_from_the_environment(
+    prepared: PipelineConfig,
+) -> None:
+    ds = "1998-02-03"
+    run = prepared.run_dir(ds)
+    _copy_run(prepared, ds)
+    metrics = json.loads(run.model_metrics.read_text())
+    metrics["full_ranking"] = {"models": {
+        "recommend": {"ndcg_at_10": 0.53, "vs_popularity": {"ci": [-0.12, -0.002]}},
+        "popularity": {"ndcg_at_10": 0.59},
+    }}  # fmt: skip
+    run.model_metrics.write_text(json.dumps(metrics))
+    env = {"DEEPFM_HOME": str(prepared.home), "DEEPFM_SOURCE": "synthetic", "DEEPFM_AUC_FLOOR": "0",
+           "DEEPFM_FEATURE_REPO": str(prepared.feature_repo)}  # fmt: skip
+    refused = pipeline.bless(PipelineConfig.from_env(env), ds)
+    assert refused["blessed"] is False and "below popularity's 0.5900" in refused["reason"], refused
+    tolerant = pipeline.bless(PipelineConfig.from_env({**env, "DEEPFM_POPULARITY_TOLERANCE": "0.1"}), ds)
+    assert tolerant["blessed"] is True and "(within the interval) popularity's 0.5900" in tolerant["reason"], tolerant
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

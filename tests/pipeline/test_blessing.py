@@ -106,3 +106,14 @@ def test_trailing_the_serving_model_within_the_noise_is_not_a_rejection() -> Non
     real = decide(evaluated, serving_version=4, serving_auc=0.76, signature_changed=None, serving_gap_ci=(-0.04, -0.001),
                   **gates)  # fmt: skip
     assert not real[0] and "trails serving version 4 (0.3200)" in real[1]
+
+
+def test_popularity_tolerance_lets_a_candidate_trail_by_that_much_and_no_more() -> None:
+    trailing = candidate(0.76, ndcg=0.53, popularity_ndcg=0.59, popularity_gap_ci=(-0.12, -0.002))
+    gates = {"serving_version": None, "serving_auc": None, "signature_changed": None, **GATES}
+    blessed, reason = decide(trailing, **gates)
+    assert not blessed and "below popularity's 0.5900" in reason and "tolerance" not in reason
+    blessed, reason = decide(trailing, popularity_tolerance=0.07, **gates)
+    assert blessed and "0.5300 < (within the interval) popularity's 0.5900" in reason
+    blessed, reason = decide(trailing, popularity_tolerance=0.05, **gates)
+    assert not blessed and reason.endswith("[-0.1200, -0.0020]), by more than the tolerance 0.0500")

@@ -223,6 +223,9 @@ def test_feature_engine_and_spark_settings_come_from_the_environment() -> None:
 
 
 def test_blessing_gates_come_from_the_environment() -> None:
-    config = PipelineConfig.from_env({"DEEPFM_AUC_FLOOR": "0.7", "DEEPFM_AUC_TOLERANCE": "0.05"})
-    assert (config.auc_floor, config.auc_tolerance) == (0.7, 0.05)
-    assert PipelineConfig.from_env({}).auc_tolerance == PipelineConfig.auc_tolerance
+    config = PipelineConfig.from_env(
+        {"DEEPFM_AUC_FLOOR": "0.7", "DEEPFM_AUC_TOLERANCE": "0.05", "DEEPFM_POPULARITY_TOLERANCE": "0.2"}
+    )
+    assert (config.auc_floor, config.auc_tolerance, config.popularity_tolerance) == (0.7, 0.05, 0.2)
+    defaults = PipelineConfig.from_env({})
+    assert (defaults.auc_tolerance, defaults.popularity_tolerance) == (PipelineConfig.auc_tolerance, 0.0)
