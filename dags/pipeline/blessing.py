@@ -124,7 +124,13 @@ def decide(
         baseline = f"serving version {serving_version} has {serving_auc:.4f}"
     ranking = ""
     if _finite(candidate.ndcg) and _finite(candidate.popularity_ndcg):
-        relation = ">=" if candidate.ndcg >= candidate.popularity_ndcg else "< (within the interval)"
+        gap = candidate.popularity_gap_ci
+        if candidate.ndcg >= candidate.popularity_ndcg:
+            relation = ">="
+        elif gap is not None and gap[1] >= 0:
+            relation = "< (within the interval)"
+        else:
+            relation = f"< (within the tolerance {popularity_tolerance:.4f})"
         ranking = (
             f"; full-catalogue NDCG@10 {candidate.ndcg:.4f} {relation} popularity's {candidate.popularity_ndcg:.4f}"
         )

@@ -175,7 +175,9 @@ def test_a_candidate_trailing_popularity_passes_only_within_the_tolerance_from_t
     refused = pipeline.bless(PipelineConfig.from_env(env), ds)
     assert refused["blessed"] is False and "below popularity's 0.5900" in refused["reason"], refused
     tolerant = pipeline.bless(PipelineConfig.from_env({**env, "DEEPFM_POPULARITY_TOLERANCE": "0.1"}), ds)
-    assert tolerant["blessed"] is True and "(within the interval) popularity's 0.5900" in tolerant["reason"], tolerant
+    assert tolerant["blessed"] is True and "(within the tolerance 0.1000) popularity's 0.5900" in tolerant["reason"], (
+        tolerant
+    )
 
 
 def _closed_port() -> int:

@@ -114,6 +114,6 @@ def test_popularity_tolerance_lets_a_candidate_trail_by_that_much_and_no_more() 
     blessed, reason = decide(trailing, **gates)
     assert not blessed and "below popularity's 0.5900" in reason and "tolerance" not in reason
     blessed, reason = decide(trailing, popularity_tolerance=0.07, **gates)
-    assert blessed and "0.5300 < (within the interval) popularity's 0.5900" in reason
+    assert blessed and "0.5300 < (within the tolerance 0.0700) popularity's 0.5900" in reason
     blessed, reason = decide(trailing, popularity_tolerance=0.05, **gates)
     assert not blessed and reason.endswith("[-0.1200, -0.0020]), by more than the tolerance 0.0500")
