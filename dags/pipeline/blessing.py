@@ -5,12 +5,11 @@ losses, an export without a `serving_default` signature, a signature that differ
 (unless a change is allowed), a test AUC below the absolute floor, or one trailing the serving model's AUC on
 the same test split by more than the tolerance; and at the job the stack serves, a full-catalogue NDCG@10 of
 what `recommend` returns below the popularity rival's in the same run by more than its tolerance (none by
-default) and the noise (the paired bootstrap interval of the difference over the same users lies below zero: on a
-few hundred users two rankers a
-hundredth apart swap places from one resample to the next, and a gate on the point estimates would block or pass
-releases by chance), or a whole-catalogue NDCG@10 trailing the serving model's on the same users and candidates
-by more than its tolerance and beyond the noise. The first model needs only the
-floors.
+default) and beyond the noise (the paired bootstrap interval of the difference over the same users lies below
+zero: on a few hundred users two rankers a hundredth apart swap places from one resample to the next, and a gate
+on the point estimates would block or pass releases by chance), or a whole-catalogue NDCG@10 trailing the serving
+model's on the same users and candidates by more than its tolerance and beyond the noise. The first model needs
+only the floors.
 """
 
 from __future__ import annotations
